@@ -1,0 +1,1 @@
+# The message log arrives with the HL7 gateway issue.

@@ -1,0 +1,179 @@
+"""Reading what the index needs from Part 10 bytes, strictly: a truncated or malformed file is
+an error, never a half-read dataset (pydicom alone stops silently at the end of the data)."""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from pacs.errors import InvalidDicom, MissingAttribute
+
+# PS3.5 9.1: UIDs are digits and dots, at most 64 characters.
+UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float
+ITEM, SEQ_DELIM = 0xFFFEE000, 0xFFFEE0DD
+
+
+class _StrictBytesIO(io.BytesIO):
+    """A buffer that raises when a read or seek runs past the end of the data."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self._size = len(data)
+
+    def read(self, n: int | None = -1) -> bytes:
+        chunk = super().read(n)
+        if n is not None and n > 0 and 0 < len(chunk) < n:
+            raise InvalidDicom(f"truncated: data ends inside an element at byte {self._size}")
+        return chunk
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        new = super().seek(pos, whence)
+        if new > self._size:
+            raise InvalidDicom("truncated: an element runs past the end of the data")
+        return new
+
+
+@dataclass
+class ParsedHeader:
+    dataset: Dataset  # everything before the pixel data
+    transfer_syntax_uid: str
+    has_pixel_data: bool
+
+
+def read_header(data: bytes) -> ParsedHeader:
+    """Parse Part 10 bytes up to the pixel data and check the pixel data's framing."""
+    buf = _StrictBytesIO(data)
+    try:
+        ds = dcmread(buf, stop_before_pixels=True)
+        pos = buf.tell()
+        ds.SOPInstanceUID  # noqa: B018 - force decoding of the raw header elements we need
+    except InvalidDicom:
+        raise
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError,
+            NotImplementedError, struct.error, OverflowError, LookupError) as exc:
+        raise InvalidDicom(f"not a readable DICOM file: {_short(exc)}") from exc
+    tsyntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+    if not tsyntax:
+        raise InvalidDicom("file meta information has no Transfer Syntax UID")
+    implicit = tsyntax == ImplicitVRLittleEndian
+    little = tsyntax != "1.2.840.10008.1.2.2"
+    has_pixels = False
+    if tsyntax == "1.2.840.10008.1.2.1.99":  # deflated: the body is zlib, pydicom checked it
+        has_pixels = "PixelData" in dcmread(io.BytesIO(data))
+    elif pos < len(data):
+        has_pixels = _check_pixel_element(data, pos, implicit=implicit, little=little)
+    return ParsedHeader(dataset=ds, transfer_syntax_uid=tsyntax, has_pixel_data=has_pixels)
+
+
+def _check_pixel_element(data: bytes, pos: int, *, implicit: bool, little: bool) -> bool:
+    """Validate the framing of the pixel data element at ``pos`` (PS3.5 A.4 for encapsulated)."""
+    end = "<" if little else ">"
+    if len(data) - pos < 8:
+        raise InvalidDicom("truncated: incomplete element header after the dataset")
+    group, elem = struct.unpack_from(f"{end}HH", data, pos)
+    tag = (group << 16) | elem
+    if tag not in PIXEL_TAGS:
+        return False
+    if implicit:
+        (length,) = struct.unpack_from(f"{end}L", data, pos + 4)
+        start = pos + 8
+    else:
+        vr = data[pos + 4 : pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"OD", b"OL", b"UN", b"OV"):
+            if len(data) - pos < 12:
+                raise InvalidDicom("truncated: incomplete pixel data header")
+            (length,) = struct.unpack_from(f"{end}L", data, pos + 8)
+            start = pos + 12
+        else:
+            raise InvalidDicom(f"pixel data has an invalid VR {vr!r}")
+    if length != 0xFFFFFFFF:
+        if start + length > len(data):
+            raise InvalidDicom("truncated: pixel data is shorter than its declared length")
+        return True
+    # Encapsulated: items until the sequence delimiter.
+    cursor = start
+    while True:
+        if cursor + 8 > len(data):
+            raise InvalidDicom("truncated: encapsulated pixel data has no sequence delimiter")
+        group, elem, item_len = struct.unpack_from("<HHL", data, cursor)
+        item_tag = (group << 16) | elem
+        cursor += 8
+        if item_tag == SEQ_DELIM:
+            return True
+        if item_tag != ITEM or item_len == 0xFFFFFFFF:
+            raise InvalidDicom("encapsulated pixel data has an invalid item")
+        cursor += item_len
+        if cursor > len(data):
+            raise InvalidDicom("truncated: a pixel data fragment runs past the end of the data")
+
+
+def require_uid(ds: Dataset, keyword: str) -> str:
+    value = str(ds.get(keyword, "") or "").strip().rstrip("\x00")
+    if not value:
+        raise MissingAttribute(f"{keyword} is missing")
+    if len(value) > 64 or not UID_RE.match(value):
+        raise MissingAttribute(f"{keyword} is not a valid UID")
+    return value
+
+
+def to_part10(data: bytes) -> bytes:
+    """Return Part 10 bytes for a file that may lack the preamble/file meta (raw dataset).
+
+    Used by import only: a file without meta is read as Implicit VR Little Endian, the default
+    transfer syntax (PS3.5 10.1), and given a file meta header; its dataset bytes are unchanged.
+    """
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return data
+    try:
+        ds = dcmread(io.BytesIO(data), force=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+    except Exception as exc:  # pydicom raises many types on garbage
+        raise InvalidDicom(f"not a DICOM file: {_short(exc)}") from exc
+    tsyntax = ExplicitVRLittleEndian if _looks_explicit(data) else ImplicitVRLittleEndian
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(str(ds.get("SOPClassUID", "") or ""))
+    meta.MediaStorageSOPInstanceUID = UID(str(ds.get("SOPInstanceUID", "") or ""))
+    meta.TransferSyntaxUID = tsyntax
+    if not meta.MediaStorageSOPInstanceUID:
+        raise InvalidDicom("not a DICOM file: no SOP Instance UID")
+    out = io.BytesIO()
+    out.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(out, meta, enforce_standard=True)
+    out.write(data)
+    return out.getvalue()
+
+
+def _looks_explicit(data: bytes) -> bool:
+    return len(data) > 6 and data[4:6].isalpha() and data[4:6].isupper()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def text(ds: Dataset, keyword: str, max_length: int) -> str:
+    """A header value as a clean string for an index column (multi-values joined by '\\')."""
+    value: Any = ds.get(keyword, "")
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip().rstrip("\x00")[:max_length]
+
+
+def integer(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,82 @@
+"""DIMSE event handlers: translate the wire format, call one service, map errors to statuses."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import close_old_connections, connection
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+
+from pacs.dimse.policy import AePolicy
+from pacs.errors import NotAuthorized, PacsError
+from pacs.services.ingest import store_instance
+from portal import audit
+
+log = logging.getLogger("pacs.dimse")
+
+# PS3.4 B.2.3 C-STORE status codes used here.
+STATUS_SUCCESS = 0x0000
+STATUS_PROCESSING_FAILURE = 0x0110
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]  # LO: 64 characters
+    return ds
+
+
+def _peer(event: evt.Event) -> tuple[str, str]:
+    requestor = event.assoc.requestor
+    return str(requestor.ae_title).strip(), str(requestor.address)
+
+
+def handle_echo(event: evt.Event) -> int:
+    return STATUS_SUCCESS
+
+
+def make_store_handler(policy: AePolicy):
+    def handle_store(event: evt.Event) -> int | Dataset:
+        calling, host = _peer(event)
+        close_old_connections()
+        try:
+            if not policy.permissions(calling).may_store:
+                raise NotAuthorized(f"{calling} may not store")
+            request = event.request
+            store_instance(
+                data=event.encoded_dataset(include_meta=True),
+                received_from=f"dimse:{calling}@{host}",
+                expected_sop_class_uid=str(request.AffectedSOPClassUID),
+                expected_sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            )
+        except PacsError as exc:
+            log.warning("C-STORE from %s refused: %s", calling, exc)
+            return _failure(exc.dimse_status, str(exc))
+        except Exception as exc:  # never let one request take the association down
+            log.exception("C-STORE from %s failed", calling)
+            return _failure(STATUS_PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}")
+        return STATUS_SUCCESS
+
+    return handle_store
+
+
+def handle_rejected(event: evt.Event) -> None:
+    calling, host = _peer(event)
+    log.warning("association from %s@%s refused (unknown calling AE title)", calling, host)
+    try:
+        audit.record(
+            category="association",
+            action="A-ASSOCIATE",
+            outcome="refused",
+            actor=calling,
+            source=host,
+            detail="calling AE title not in the AE table",
+        )
+    finally:
+        connection.close()
+
+
+def handle_conn_close(event: evt.Event) -> None:
+    # Association threads are short-lived: give their database connection back.
+    connection.close()

@@ -1,0 +1,62 @@
+"""Who may associate and what they may do, from the AE table (cached briefly per process)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from pacs.models import ApplicationEntity
+
+CACHE_SECONDS = 2.0
+UNKNOWN_SENTINEL = "\x00unknown-ae-refused"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    known: bool
+    may_store: bool
+    may_query: bool
+    may_retrieve: bool
+
+
+class AePolicy:
+    """Answers 'may this calling AE title do X?' without a query per request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded_at = 0.0
+        self._table: dict[str, Permissions] = {}
+
+    def _refresh(self) -> dict[str, Permissions]:
+        with self._lock:
+            if time.monotonic() - self._loaded_at > CACHE_SECONDS:
+                close_old_connections()
+                self._table = {
+                    ae.ae_title.strip(): Permissions(
+                        True, ae.may_store, ae.may_query, ae.may_retrieve
+                    )
+                    for ae in ApplicationEntity.objects.all()
+                }
+                self._loaded_at = time.monotonic()
+            return self._table
+
+    def invalidate(self) -> None:
+        self._loaded_at = 0.0
+
+    def allowed_calling_titles(self) -> list[str]:
+        """The list pynetdicom checks at A-ASSOCIATE-RQ; empty means 'anyone'."""
+        if settings.DIMSE_ALLOW_UNKNOWN_AE:
+            return []
+        # pynetdicom treats an empty list as "no restriction": keep a sentinel no AE can send.
+        return list(self._refresh()) or [UNKNOWN_SENTINEL]
+
+    def permissions(self, calling_aet: str) -> Permissions:
+        perms = self._refresh().get(calling_aet.strip())
+        if perms:
+            return perms
+        open_ = settings.DIMSE_ALLOW_UNKNOWN_AE
+        return Permissions(False, may_store=open_, may_query=open_, may_retrieve=open_)

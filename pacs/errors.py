@@ -1,0 +1,43 @@
+"""One error hierarchy for the archive; each protocol face maps it once (DIMSE status, HTTP)."""
+
+from __future__ import annotations
+
+
+class PacsError(Exception):
+    """Base class. ``dimse_status`` is the PS3.4/PS3.7 status a DIMSE face answers with."""
+
+    dimse_status = 0xC000
+    http_status = 400
+
+
+class InvalidDicom(PacsError):
+    """The bytes are not a readable DICOM dataset (PS3.4 B.2.3: 0xC000 'Cannot understand')."""
+
+    dimse_status = 0xC000
+
+
+class MissingAttribute(PacsError):
+    """A required identifying attribute is missing or not a valid UID."""
+
+    dimse_status = 0xC000
+
+
+class SopClassMismatch(PacsError):
+    """The dataset does not match the SOP class/instance of the request (0xA900)."""
+
+    dimse_status = 0xA900
+    http_status = 409
+
+
+class StorageFull(PacsError):
+    """The bytes could not be written (PS3.4 B.2.3: 0xA700 'Out of resources')."""
+
+    dimse_status = 0xA700
+    http_status = 503
+
+
+class NotAuthorized(PacsError):
+    """The peer is not allowed to do this (PS3.7 C: 0x0124 'Refused: Not authorized')."""
+
+    dimse_status = 0x0124
+    http_status = 403

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import re
+
+from django import forms
+
+from pacs.models import ApplicationEntity
+
+# PS3.5 6.2 AE: up to 16 characters of the default repertoire, no backslash or control codes.
+AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+
+
+class ApplicationEntityForm(forms.ModelForm):
+    class Meta:
+        model = ApplicationEntity
+        fields = [
+            "ae_title", "host", "port", "kind", "description", "may_store", "may_query",
+            "may_retrieve", "is_move_destination", "may_query_worklist", "may_send_mpps",
+        ]
+
+    def clean_ae_title(self) -> str:
+        value = self.cleaned_data["ae_title"].strip()
+        if not AET_RE.match(value):
+            raise forms.ValidationError(
+                "An AE title is 1-16 printable ASCII characters without a backslash."
+            )
+        return value
+
+    def clean_port(self) -> int:
+        port = self.cleaned_data["port"]
+        if not 1 <= port <= 65535:
+            raise forms.ValidationError("A port is between 1 and 65535.")
+        return port
+
+
+class StudySearchForm(forms.Form):
+    patient_name = forms.CharField(required=False, label="Patient name")
+    patient_id = forms.CharField(required=False, label="Patient ID")
+    date_from = forms.DateField(required=False, label="From",
+                                widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To",
+                              widget=forms.DateInput(attrs={"type": "date"}))
+    modality = forms.CharField(required=False, max_length=16)
+    accession_number = forms.CharField(required=False, label="Accession")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            raise forms.ValidationError("'From' must not be after 'To'.")
+        return data

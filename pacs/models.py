@@ -1,0 +1,132 @@
+"""The archive: one patient registry, Study/Series/Instance with the attributes queries use as
+indexed columns, each instance's header kept as DICOM JSON (no bulk data), and remote AEs."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Patient(models.Model):
+    patient_id = models.CharField(max_length=64, db_index=True)  # (0010,0020) LO
+    issuer_of_patient_id = models.CharField(max_length=64, blank=True, default="")  # (0010,0021)
+    patient_name = models.CharField(max_length=324, blank=True, db_index=True)  # (0010,0010) PN
+    patient_birth_date = models.CharField(max_length=8, blank=True)  # (0010,0030) DA
+    patient_sex = models.CharField(max_length=16, blank=True)  # (0010,0040) CS
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient_id", "issuer_of_patient_id"], name="uniq_patient_identity"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.patient_name} [{self.patient_id}]"
+
+
+class Study(models.Model):
+    study_instance_uid = models.CharField(max_length=64, unique=True)
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    study_date = models.CharField(max_length=8, blank=True, db_index=True)  # DA, YYYYMMDD
+    study_time = models.CharField(max_length=16, blank=True)  # TM
+    accession_number = models.CharField(max_length=16, blank=True, db_index=True)
+    study_id = models.CharField(max_length=16, blank=True)
+    study_description = models.CharField(max_length=64, blank=True)
+    referring_physician_name = models.CharField(max_length=324, blank=True)
+    # Maintained on ingest so study lists never count rows (PS3.4 C.3.4 computed keys).
+    modalities_in_study = models.CharField(max_length=128, blank=True)  # backslash-joined
+    number_of_series = models.PositiveIntegerField(default=0)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["study_date", "study_time"], name="study_datetime")]
+        verbose_name_plural = "studies"
+
+    def __str__(self) -> str:
+        return self.study_instance_uid
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for m in self.modalities_in_study.split("\\") if m]
+
+
+class Series(models.Model):
+    series_instance_uid = models.CharField(max_length=64, unique=True)
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
+    modality = models.CharField(max_length=16, blank=True, db_index=True)
+    series_number = models.IntegerField(null=True, blank=True)
+    series_description = models.CharField(max_length=64, blank=True)
+    body_part_examined = models.CharField(max_length=16, blank=True)
+    series_date = models.CharField(max_length=8, blank=True)
+    series_time = models.CharField(max_length=16, blank=True)
+    station_name = models.CharField(max_length=16, blank=True)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "series"
+
+    def __str__(self) -> str:
+        return self.series_instance_uid
+
+
+class Instance(models.Model):
+    sop_instance_uid = models.CharField(max_length=64, unique=True)
+    sop_class_uid = models.CharField(max_length=64, db_index=True)
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    instance_number = models.IntegerField(null=True, blank=True)
+    transfer_syntax_uid = models.CharField(max_length=64)
+    rows = models.PositiveIntegerField(null=True, blank=True)
+    columns = models.PositiveIntegerField(null=True, blank=True)
+    number_of_frames = models.PositiveIntegerField(null=True, blank=True)
+    has_pixel_data = models.BooleanField(default=False)
+    # Storage key (relative path) and size of the Part 10 file exactly as received.
+    file_key = models.CharField(max_length=255)
+    file_size = models.BigIntegerField()
+    # DICOM JSON (PS3.18 F.2) of the header without bulk data: metadata never re-reads files.
+    metadata = models.JSONField()
+    # Origin: "dimse:<calling AET>@<host>", "import:<user>", later "stow:<user>".
+    received_from = models.CharField(max_length=128, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["instance_number", "id"]
+
+    def __str__(self) -> str:
+        return self.sop_instance_uid
+
+
+class ApplicationEntity(models.Model):
+    """A remote DICOM node and what it may do with us."""
+
+    class Kind(models.TextChoices):
+        MODALITY = "modality", "Modality"
+        PACS = "pacs", "PACS"
+        WORKSTATION = "workstation", "Workstation"
+
+    ae_title = models.CharField("AE title", max_length=16, unique=True)
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField()
+    description = models.CharField(max_length=255, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.MODALITY)
+    may_store = models.BooleanField("may store (C-STORE to us)", default=True)
+    may_query = models.BooleanField("may query (C-FIND)", default=False)
+    may_retrieve = models.BooleanField("may retrieve (C-MOVE/C-GET)", default=False)
+    is_move_destination = models.BooleanField("is a C-MOVE destination", default=False)
+    may_query_worklist = models.BooleanField("may query the worklist", default=False)
+    may_send_mpps = models.BooleanField("may send MPPS", default=False)
+    last_echo_at = models.DateTimeField(null=True, blank=True)
+    last_echo_ok = models.BooleanField(null=True)
+    last_echo_detail = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["ae_title"]
+        verbose_name = "application entity"
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"

@@ -1,0 +1,65 @@
+"""Reads for the portal pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import QuerySet, Sum
+
+from pacs.matching import date_range_q, prefix_q, single_value_q
+from pacs.models import ApplicationEntity, Instance, Patient, Series, Study
+
+
+@dataclass(frozen=True)
+class StudyFilter:
+    patient_name: str = ""
+    patient_id: str = ""
+    date_from: str = ""  # YYYYMMDD
+    date_to: str = ""
+    modality: str = ""
+    accession_number: str = ""
+
+
+def study_search(f: StudyFilter) -> QuerySet[Study]:
+    q = (
+        prefix_q("patient__patient_name", f.patient_name)
+        & single_value_q("patient__patient_id", f.patient_id)
+        & single_value_q("accession_number", f.accession_number)
+    )
+    if f.date_from or f.date_to:
+        q &= date_range_q("study_date", f"{f.date_from}-{f.date_to}")
+    if f.modality:
+        # ModalitiesInStudy holds 'CT\\MR'; match one modality as a whole value.
+        q &= single_value_q("modalities_in_study", f"*{f.modality.upper()}*")
+    return (
+        Study.objects.filter(q)
+        .select_related("patient")
+        .order_by("-study_date", "-study_time", "-id")
+    )
+
+
+def study_detail(study_uid: str) -> Study:
+    return Study.objects.select_related("patient").get(study_instance_uid=study_uid)
+
+
+def series_of_study(study: Study) -> QuerySet[Series]:
+    return study.series.order_by("series_number", "id")
+
+
+def instances_of_series(series: Series) -> QuerySet[Instance]:
+    return series.instances.defer("metadata").order_by("instance_number", "id")
+
+
+def archive_totals() -> dict[str, int]:
+    return {
+        "patients": Patient.objects.count(),
+        "studies": Study.objects.count(),
+        "series": Series.objects.count(),
+        "instances": Instance.objects.count(),
+        "bytes": Instance.objects.aggregate(total=Sum("file_size"))["total"] or 0,
+        "aes": ApplicationEntity.objects.count(),
+    }
+
+
+def recent_studies(limit: int = 10) -> QuerySet[Study]:
+    return Study.objects.select_related("patient").order_by("-updated_at")[:limit]

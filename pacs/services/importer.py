@@ -1,0 +1,150 @@
+"""Import files and folders (incl. DICOMDIR) through the one ingest path; export them back."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import dcmread
+
+from pacs.dicomfile import to_part10
+from pacs.errors import PacsError
+from pacs.models import Instance
+from pacs.services.ingest import store_instance
+from pacs.storage import get_storage
+from portal import audit
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+@dataclass
+class ImportSummary:
+    counts: Counter = field(default_factory=Counter)
+    reasons: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, outcome: str, path: Path | None = None, reason: str | None = None) -> None:
+        self.counts[outcome] += 1
+        if reason is not None:
+            self.reasons[reason].append(str(path))
+
+
+def collect_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files to import: folders walked recursively, DICOMDIR files expanded to what they
+    reference (PS3.10 8.6 ReferencedFileID), each file once."""
+    seen: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, _dirs, files in os.walk(path):
+                for name in sorted(files):
+                    seen.setdefault(Path(root) / name)
+        elif path.is_file():
+            seen.setdefault(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    result: list[Path] = []
+    for path in seen:
+        if path.name.upper() == "DICOMDIR":
+            result.extend(p for p in _dicomdir_references(path) if p not in seen)
+        else:
+            result.append(path)
+    return list(dict.fromkeys(result))
+
+
+def _dicomdir_references(path: Path) -> Iterator[Path]:
+    try:
+        ds = dcmread(path)
+    except Exception:
+        return
+    for record in ds.get("DirectoryRecordSequence", []):
+        ref = record.get("ReferencedFileID")
+        if ref:
+            parts = [ref] if isinstance(ref, str) else list(ref)
+            yield path.parent.joinpath(*parts)
+
+
+def import_files(
+    files: list[Path], *, actor: str = "cli", progress: Callable[[], None] | None = None
+) -> ImportSummary:
+    summary = ImportSummary()
+    for path in files:
+        _import_one(path, actor, summary)
+        if progress:
+            progress()
+    audit.record(
+        category="import",
+        action="import",
+        actor=actor,
+        detail=", ".join(f"{k}: {v}" for k, v in sorted(summary.counts.items())),
+    )
+    return summary
+
+
+def _import_one(path: Path, actor: str, summary: ImportSummary) -> None:
+    if path.name.upper() == "DICOMDIR" or _is_dicomdir(path):
+        summary.add("skipped", path, "DICOMDIR (directory, not an instance)")
+        return
+    try:
+        data = to_part10(path.read_bytes())
+        result = store_instance(data=data, received_from=f"import:{actor}")
+    except PacsError as exc:
+        summary.add("rejected", path, str(exc))
+    except OSError as exc:
+        summary.add("rejected", path, f"cannot read: {exc.strerror}")
+    else:
+        summary.add(result.outcome.value)
+
+
+def _is_dicomdir(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return False
+    return MEDIA_STORAGE_DIRECTORY.encode() in head
+
+
+def instances_for(
+    *, patient_id: str | None = None, issuer: str | None = None,
+    study_uid: str | None = None, series_uid: str | None = None,
+):
+    qs = Instance.objects.select_related("series__study__patient").order_by("id")
+    if patient_id is not None:
+        qs = qs.filter(series__study__patient__patient_id=patient_id)
+        if issuer is not None:
+            qs = qs.filter(series__study__patient__issuer_of_patient_id=issuer)
+    if study_uid:
+        qs = qs.filter(series__study__study_instance_uid=study_uid)
+    if series_uid:
+        qs = qs.filter(series__series_instance_uid=series_uid)
+    return qs
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def export_instances(
+    instances, out_dir: Path, *, progress: Callable[[], None] | None = None
+) -> int:
+    """Copy stored files as Patient/Study/Series/SOP.dcm under ``out_dir``; return the count."""
+    storage = get_storage()
+    count = 0
+    for inst in instances.iterator(chunk_size=500):
+        series = inst.series
+        patient_dir = _UNSAFE.sub("_", series.study.patient.patient_id) or "NO_ID"
+        target = (
+            out_dir / patient_dir / series.study.study_instance_uid
+            / series.series_instance_uid / f"{inst.sop_instance_uid}.dcm"
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with storage.open(inst.file_key) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        count += 1
+        if progress:
+            progress()
+    return count

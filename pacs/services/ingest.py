@@ -1,0 +1,222 @@
+"""The one store path for every face (DIMSE C-STORE, import, later STOW-RS).
+
+Order of work (see ARCHITECTURE.md, "the hot path"):
+1. parse the header strictly from the received bytes (a malformed file is refused here);
+2. write the bytes durably under a temporary name;
+3. index in one short transaction and make the file visible by rename inside it;
+   a failure at any step removes the temporary file, so nothing is half-indexed.
+A re-sent SOP Instance UID follows settings.DUPLICATE_POLICY: "keep" (default, like Orthanc
+and dcm4chee) leaves the stored instance untouched; "replace" swaps in the new file.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import F
+
+from pacs.dicomfile import ParsedHeader, integer, read_header, require_uid, text
+from pacs.dicomjson import header_json
+from pacs.errors import SopClassMismatch
+from pacs.models import Instance, Patient, Series, Study
+from pacs.storage import LocalStorage, PendingFile, get_storage
+
+log = logging.getLogger(__name__)
+
+INDEX_ATTEMPTS = 5
+
+
+class Outcome(enum.StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    outcome: Outcome
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+
+
+def store_instance(
+    *,
+    data: bytes,
+    received_from: str,
+    expected_sop_class_uid: str | None = None,
+    expected_sop_instance_uid: str | None = None,
+    storage: LocalStorage | None = None,
+) -> StoreResult:
+    """Store Part 10 ``data``. Raises a PacsError subclass for bad input; nothing is kept then."""
+    header = read_header(data)
+    ds = header.dataset
+    sop_uid = require_uid(ds, "SOPInstanceUID")
+    sop_class = require_uid(ds, "SOPClassUID")
+    study_uid = require_uid(ds, "StudyInstanceUID")
+    series_uid = require_uid(ds, "SeriesInstanceUID")
+    if expected_sop_instance_uid and expected_sop_instance_uid != sop_uid:
+        raise SopClassMismatch("SOP Instance UID differs from the request's")
+    if expected_sop_class_uid and expected_sop_class_uid != sop_class:
+        raise SopClassMismatch("SOP Class UID differs from the request's")
+    storage = storage or get_storage()
+    key = f"{study_uid}/{series_uid}/{sop_uid}.dcm"
+    pending = storage.write_pending(key, data)
+    try:
+        outcome = _index_with_retry(header, storage, pending, key, received_from)
+    except BaseException:
+        storage.discard(pending)
+        raise
+    return StoreResult(outcome, sop_uid, sop_class, study_uid)
+
+
+def _index_with_retry(
+    header: ParsedHeader, storage: LocalStorage, pending: PendingFile, key: str, origin: str
+) -> Outcome:
+    # Concurrent associations storing the same study race on the unique constraints; the
+    # loser retries and then finds the winner's rows.
+    for attempt in range(1, INDEX_ATTEMPTS + 1):
+        visible_key = None
+        try:
+            with transaction.atomic():
+                outcome, final_key, old_key = _index(header, pending, key, origin)
+                if outcome is not Outcome.DUPLICATE:
+                    # The file becomes visible as the last step before COMMIT: a crash in
+                    # between leaves an orphan file (harmless), never a row without a file.
+                    storage.commit(pending, final_key)
+                    visible_key = final_key
+                if old_key:
+                    transaction.on_commit(lambda: storage.delete(old_key))
+        except BaseException as exc:
+            if visible_key:
+                storage.uncommit(pending, visible_key)
+            if isinstance(exc, (IntegrityError, OperationalError)) and attempt < INDEX_ATTEMPTS:
+                time.sleep(0.01 * attempt)
+                continue
+            raise
+        if outcome is Outcome.DUPLICATE:
+            storage.discard(pending)
+        return outcome
+    raise AssertionError("unreachable")
+
+
+def _index(
+    header: ParsedHeader, pending: PendingFile, key: str, origin: str
+) -> tuple[Outcome, str, str | None]:
+    """Write the index rows; return the outcome, the file key to publish, the key to delete."""
+    ds = header.dataset
+    sop_uid = str(ds.SOPInstanceUID).strip()
+    existing = (
+        Instance.objects.select_for_update()
+        .filter(sop_instance_uid=sop_uid)
+        .only("id", "file_key")
+        .first()
+    )
+    if existing and settings.DUPLICATE_POLICY != "replace":
+        return Outcome.DUPLICATE, existing.file_key, None
+    series = _series_for(ds)
+    fields = _instance_fields(ds, header)
+    if existing:
+        # A new key for the new version: the old file stays valid until this commits.
+        new_key = key.replace(".dcm", f".{time.time_ns()}.dcm")
+        Instance.objects.filter(pk=existing.pk).update(
+            series=series, file_key=new_key, file_size=pending.size, received_from=origin,
+            **fields,
+        )
+        return Outcome.REPLACED, new_key, existing.file_key
+    Instance.objects.create(
+        sop_instance_uid=sop_uid,
+        series=series,
+        file_key=key,
+        file_size=pending.size,
+        received_from=origin[:128],
+        **fields,
+    )
+    Series.objects.filter(pk=series.pk).update(number_of_instances=F("number_of_instances") + 1)
+    Study.objects.filter(pk=series.study_id).update(
+        number_of_instances=F("number_of_instances") + 1
+    )
+    return Outcome.STORED, key, None
+
+
+def _instance_fields(ds, header: ParsedHeader) -> dict:
+    return {
+        "sop_class_uid": str(ds.SOPClassUID).strip(),
+        "instance_number": integer(ds, "InstanceNumber"),
+        "transfer_syntax_uid": header.transfer_syntax_uid,
+        "rows": integer(ds, "Rows"),
+        "columns": integer(ds, "Columns"),
+        "number_of_frames": integer(ds, "NumberOfFrames"),
+        "has_pixel_data": header.has_pixel_data,
+        "metadata": header_json(ds, has_pixel_data=header.has_pixel_data),
+    }
+
+
+def _patient_for(ds) -> Patient:
+    patient, created = Patient.objects.get_or_create(
+        patient_id=text(ds, "PatientID", 64),
+        issuer_of_patient_id=text(ds, "IssuerOfPatientID", 64),
+        defaults=_patient_fields(ds),
+    )
+    if not created:
+        changed = {k: v for k, v in _patient_fields(ds).items() if v and getattr(patient, k) != v}
+        if changed:
+            Patient.objects.filter(pk=patient.pk).update(**changed)
+    return patient
+
+
+def _patient_fields(ds) -> dict:
+    return {
+        "patient_name": text(ds, "PatientName", 324),
+        "patient_birth_date": text(ds, "PatientBirthDate", 8),
+        "patient_sex": text(ds, "PatientSex", 16),
+    }
+
+
+def _study_for(ds) -> Study:
+    study_uid = str(ds.StudyInstanceUID).strip()
+    study = Study.objects.filter(study_instance_uid=study_uid).first()
+    if study:
+        return study
+    return Study.objects.create(
+        study_instance_uid=study_uid,
+        patient=_patient_for(ds),
+        study_date=text(ds, "StudyDate", 8),
+        study_time=text(ds, "StudyTime", 16),
+        accession_number=text(ds, "AccessionNumber", 16),
+        study_id=text(ds, "StudyID", 16),
+        study_description=text(ds, "StudyDescription", 64),
+        referring_physician_name=text(ds, "ReferringPhysicianName", 324),
+    )
+
+
+def _series_for(ds) -> Series:
+    series_uid = str(ds.SeriesInstanceUID).strip()
+    series = Series.objects.filter(series_instance_uid=series_uid).first()
+    if series:
+        return series
+    study = _study_for(ds)
+    modality = text(ds, "Modality", 16)
+    series = Series.objects.create(
+        series_instance_uid=series_uid,
+        study=study,
+        modality=modality,
+        series_number=integer(ds, "SeriesNumber"),
+        series_description=text(ds, "SeriesDescription", 64),
+        body_part_examined=text(ds, "BodyPartExamined", 16),
+        series_date=text(ds, "SeriesDate", 8),
+        series_time=text(ds, "SeriesTime", 16),
+        station_name=text(ds, "StationName", 16),
+    )
+    modalities = study.modalities
+    if modality and modality not in modalities:
+        modalities = sorted([*modalities, modality])
+    Study.objects.filter(pk=study.pk).update(
+        number_of_series=F("number_of_series") + 1, modalities_in_study="\\".join(modalities)
+    )
+    return series

@@ -1,0 +1,15 @@
+"""Celery tasks of the archive. Embedded mode runs them in-process (CELERY_TASK_ALWAYS_EAGER)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from pacs.models import ApplicationEntity
+from pacs.services.aes import echo_application_entity
+
+
+@shared_task(name="pacs.echo_ae")
+def echo_ae(ae_id: int, actor: str = "") -> dict:
+    ae = ApplicationEntity.objects.get(pk=ae_id)
+    result = echo_application_entity(ae=ae, actor=actor)
+    return {"ok": result.ok, "detail": result.detail, "elapsed_ms": result.elapsed_ms}

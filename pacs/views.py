@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from pacs import selectors
+from pacs.forms import ApplicationEntityForm, StudySearchForm
+from pacs.models import ApplicationEntity, Instance, Series, Study
+from pacs.rendering import NotRenderable, render_png
+from pacs.storage import get_storage
+from pacs.tasks import echo_ae
+from portal import audit
+from portal.roles import admin_required
+
+
+@login_required
+def study_list(request):
+    form = StudySearchForm(request.GET or None)
+    studies = Study.objects.none()
+    if form.is_bound and form.is_valid():
+        d = form.cleaned_data
+        studies = selectors.study_search(selectors.StudyFilter(
+            patient_name=d["patient_name"], patient_id=d["patient_id"],
+            date_from=d["date_from"].strftime("%Y%m%d") if d["date_from"] else "",
+            date_to=d["date_to"].strftime("%Y%m%d") if d["date_to"] else "",
+            modality=d["modality"], accession_number=d["accession_number"],
+        ))
+    elif not form.is_bound:
+        studies = selectors.study_search(selectors.StudyFilter())
+    page = Paginator(studies, 25).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "pacs/study_list.html",
+                  {"form": form, "page": page, "query": query.urlencode()})
+
+
+@login_required
+def study_detail(request, study_uid: str):
+    try:
+        study = selectors.study_detail(study_uid)
+    except Study.DoesNotExist as exc:
+        raise Http404("No such study") from exc
+    return render(request, "pacs/study_detail.html",
+                  {"study": study, "series_list": selectors.series_of_study(study)})
+
+
+@login_required
+def series_detail(request, series_uid: str):
+    series = get_object_or_404(
+        Series.objects.select_related("study__patient"), series_instance_uid=series_uid
+    )
+    page = Paginator(selectors.instances_of_series(series), 48).get_page(request.GET.get("page"))
+    return render(request, "pacs/series_detail.html", {"series": series, "page": page})
+
+
+@login_required
+def instance_preview(request, sop_uid: str):
+    inst = get_object_or_404(Instance.objects.only("file_key", "has_pixel_data"),
+                             sop_instance_uid=sop_uid)
+    if not inst.has_pixel_data:
+        return HttpResponse("This instance has no image (e.g. a structured report).",
+                            status=415, content_type="text/plain")
+    size = request.GET.get("size")
+    try:
+        png = render_png(str(get_storage().path(inst.file_key)),
+                         frame=int(request.GET.get("frame", 0) or 0),
+                         max_size=int(size) if size and size.isdigit() else None)
+    except NotRenderable as exc:
+        return HttpResponse(str(exc), status=415, content_type="text/plain")
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@login_required
+def instance_file(request, sop_uid: str):
+    inst = get_object_or_404(Instance.objects.only("file_key"), sop_instance_uid=sop_uid)
+    return FileResponse(get_storage().open(inst.file_key), as_attachment=True,
+                        filename=f"{sop_uid}.dcm", content_type="application/dicom")
+
+
+@admin_required
+def ae_list(request):
+    return render(request, "pacs/ae_list.html", {"aes": ApplicationEntity.objects.all()})
+
+
+@admin_required
+def ae_edit(request, pk: int | None = None):
+    instance = get_object_or_404(ApplicationEntity, pk=pk) if pk else None
+    form = ApplicationEntityForm(request.POST or None, instance=instance)
+    if request.method == "POST" and form.is_valid():
+        ae = form.save()
+        audit.record(category="admin", action="AE saved", actor=request.user.username,
+                     detail=str(ae))
+        messages.success(request, f"Saved {ae.ae_title}.")
+        return redirect("ae-list")
+    return render(request, "pacs/ae_form.html", {"form": form, "ae": instance})
+
+
+@admin_required
+@require_POST
+def ae_delete(request, pk: int):
+    ae = get_object_or_404(ApplicationEntity, pk=pk)
+    ae.delete()
+    audit.record(category="admin", action="AE deleted", actor=request.user.username,
+                 detail=str(ae))
+    messages.success(request, f"Deleted {ae.ae_title}.")
+    return redirect("ae-list")
+
+
+@admin_required
+@require_POST
+def ae_echo(request, pk: int):
+    ae = get_object_or_404(ApplicationEntity, pk=pk)
+    result = echo_ae.delay(ae.pk, actor=request.user.username).get(timeout=60)
+    level = messages.SUCCESS if result["ok"] else messages.ERROR
+    messages.add_message(
+        request, level, f"C-ECHO {ae.ae_title}: {result['detail']} ({result['elapsed_ms']} ms)"
+    )
+    return redirect("ae-list")

@@ -1,0 +1,24 @@
+"""One entry point for audit rows, used by every app's services."""
+
+from __future__ import annotations
+
+from portal.models import AuditEvent
+
+
+def record(
+    *,
+    category: str,
+    action: str,
+    outcome: str = "success",
+    actor: str = "",
+    source: str = "",
+    detail: str = "",
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        category=category,
+        action=action,
+        outcome=outcome,
+        actor=actor[:128],
+        source=source[:128],
+        detail=detail,
+    )

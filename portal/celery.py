@@ -1,0 +1,47 @@
+"""Celery app. In scale mode a worker started with ``--listeners dimse`` also runs the DIMSE SCP
+(and later the HL7 listener) as a bootstep, next to ordinary task execution."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery, bootsteps
+from click import Option
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("portal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.user_options["worker"].add(
+    Option(
+        ("--listeners",),
+        default="",
+        help="Comma-separated listeners to run inside this worker: dimse",
+    )
+)
+
+
+class ListenersStep(bootsteps.StartStopStep):
+    """Runs the portal's network listeners in the worker's main process."""
+
+    def __init__(self, parent, listeners: str = "", **options) -> None:
+        super().__init__(parent, **options)
+        self.names = [n.strip() for n in (listeners or "").split(",") if n.strip()]
+        self.running: list = []
+
+    def start(self, parent) -> None:
+        from portal.listeners import build_listener
+
+        for name in self.names:
+            listener = build_listener(name)
+            listener.start()
+            self.running.append(listener)
+
+    def stop(self, parent) -> None:
+        while self.running:
+            self.running.pop().stop()
+
+
+app.steps["worker"].add(ListenersStep)

@@ -1,0 +1,69 @@
+"""Embedded mode: web UI + DIMSE SCP in one command (SQLite, local files, no broker)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from waitress import create_server
+
+from pacs.dimse.workers import spawn_scp_processes, stop_processes
+from portal.bootstrap import ensure_admin
+from portal.listeners import build_listener
+from portal.wsgi import application
+
+
+class Command(BaseCommand):
+    help = "Start the whole portal: web UI, DICOM SCP (and later the HL7 listener)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
+        parser.add_argument("--threads", type=int, default=8, help="web server threads")
+
+    def handle(self, *args, no_migrate: bool, threads: int, **options) -> None:
+        if not no_migrate:
+            call_command("migrate", interactive=False, verbosity=0)
+        login = ensure_admin()
+        web = create_server(
+            application, host=settings.HTTP_HOST, port=settings.HTTP_PORT, threads=threads
+        )
+        dimse = build_listener("dimse")
+        dimse.start()
+        host, port = dimse.address
+        extra = settings.DIMSE_PROCESSES - 1 if port else 0
+        children = spawn_scp_processes(extra, port) if extra > 0 else []
+        self._banner(web, port, login)
+
+        def _stop(*_: object) -> None:
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            web.run()
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            web.close()
+            dimse.stop()
+            stop_processes(children)
+            self.stdout.write("portal stopped")
+
+    def _banner(self, web, dimse_port: int, login: str) -> None:
+        http_port = web.effective_port
+        host = settings.HTTP_HOST if settings.HTTP_HOST not in ("0.0.0.0", "") else "localhost"
+        lines = [
+            "Radiology portal is running (embedded mode)" if not settings.SCALE_MODE
+            else "Radiology portal is running (scale mode)",
+            f"  Web UI:     http://{host}:{http_port}/",
+            f"  DICOM SCP:  AE title {settings.DIMSE_AET}, port {dimse_port} "
+            f"({settings.DIMSE_PROCESSES} process(es))",
+            f"  HL7 MLLP:   port {settings.HL7_PORT} (not started: the HL7 gateway is not built yet)",
+            f"  Data dir:   {settings.DATA_DIR}",
+            f"  Login:      {login}",
+            "  Stop with Ctrl+C.",
+        ]
+        self.stdout.write("\n".join(lines))
+        sys.stdout.flush()

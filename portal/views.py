@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.shortcuts import render
+
+from pacs.selectors import archive_totals, recent_studies
+from portal.models import AuditEvent
+from portal.roles import admin_required
+
+
+@login_required
+def dashboard(request):
+    context = {
+        "totals": archive_totals(),
+        "recent": recent_studies(),
+        "events": AuditEvent.objects.all()[:8],
+        "dimse": {"aet": settings.DIMSE_AET, "port": settings.DIMSE_PORT,
+                  "processes": settings.DIMSE_PROCESSES},
+        "hl7_port": settings.HL7_PORT,
+    }
+    return render(request, "portal/dashboard.html", context)
+
+
+@admin_required
+def audit_list(request):
+    events = AuditEvent.objects.all()
+    category = request.GET.get("category", "")
+    if category:
+        events = events.filter(category=category)
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    return render(
+        request, "portal/audit.html",
+        {"page": page, "category": category, "categories": AuditEvent.Category.choices},
+    )

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class WorklistConfig(AppConfig):
+    """Orders, requested procedures and scheduled procedure steps (arrives with the worklist)."""
+
+    name = "worklist"
+    verbose_name = "Worklist"

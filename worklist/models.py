@@ -1,0 +1,1 @@
+# Orders and scheduled procedure steps arrive with the worklist issue.
