@@ -12,6 +12,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -71,19 +72,33 @@ def read_header(data: bytes) -> ParsedHeader:
     if tsyntax == "1.2.840.10008.1.2.1.99":  # deflated: the body is zlib, pydicom checked it
         has_pixels = "PixelData" in dcmread(io.BytesIO(data))
     elif pos < len(data):
-        has_pixels = _check_pixel_element(data, pos, implicit=implicit, little=little)
+        end = _check_pixel_element(data, pos, implicit=implicit, little=little)
+        has_pixels = end > pos
+        _check_trailing_elements(data[end:], implicit=implicit, little=little)
     return ParsedHeader(dataset=ds, transfer_syntax_uid=tsyntax, has_pixel_data=has_pixels)
 
 
-def _check_pixel_element(data: bytes, pos: int, *, implicit: bool, little: bool) -> bool:
-    """Validate the framing of the pixel data element at ``pos`` (PS3.5 A.4 for encapsulated)."""
+def _check_trailing_elements(tail: bytes, *, implicit: bool, little: bool) -> None:
+    """Elements after the pixel data (e.g. padding) must be complete too."""
+    if tail:
+        try:
+            read_dataset(_StrictBytesIO(tail), implicit, little)
+        except InvalidDicom:
+            raise
+        except Exception as exc:
+            raise InvalidDicom(f"unreadable data after the pixel data: {_short(exc)}") from exc
+
+
+def _check_pixel_element(data: bytes, pos: int, *, implicit: bool, little: bool) -> int:
+    """Validate the framing of the pixel data element at ``pos`` (PS3.5 A.4 for encapsulated);
+    return where it ends (``pos`` itself when the next element is not pixel data)."""
     end = "<" if little else ">"
     if len(data) - pos < 8:
         raise InvalidDicom("truncated: incomplete element header after the dataset")
     group, elem = struct.unpack_from(f"{end}HH", data, pos)
     tag = (group << 16) | elem
     if tag not in PIXEL_TAGS:
-        return False
+        return pos
     if implicit:
         (length,) = struct.unpack_from(f"{end}L", data, pos + 4)
         start = pos + 8
@@ -99,7 +114,7 @@ def _check_pixel_element(data: bytes, pos: int, *, implicit: bool, little: bool)
     if length != 0xFFFFFFFF:
         if start + length > len(data):
             raise InvalidDicom("truncated: pixel data is shorter than its declared length")
-        return True
+        return start + length
     # Encapsulated: items until the sequence delimiter.
     cursor = start
     while True:
@@ -109,7 +124,7 @@ def _check_pixel_element(data: bytes, pos: int, *, implicit: bool, little: bool)
         item_tag = (group << 16) | elem
         cursor += 8
         if item_tag == SEQ_DELIM:
-            return True
+            return cursor
         if item_tag != ITEM or item_len == 0xFFFFFFFF:
             raise InvalidDicom("encapsulated pixel data has an invalid item")
         cursor += item_len

@@ -110,6 +110,8 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "portal.sqlite3",
+            # A file, not shared-cache memory: listener threads and WAL behave as in production.
+            "TEST": {"NAME": str(DATA_DIR / "test-portal.sqlite3")},
         }
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -13,11 +13,12 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from pacs.dimse import handlers
+from pacs.dimse import handlers, negotiation
 from pacs.dimse.policy import AePolicy
 
 # pynetdicom's "standard" log handlers run on every PDU and log identifiers: off.
 _config.LOG_HANDLER_LEVEL = "none"
+negotiation.install()
 
 
 class TunedAssociationServer(ThreadedAssociationServer):
@@ -87,6 +88,7 @@ class DimseListener:
             evt_handlers=handlers_,
             server_class=TunedAssociationServer,
         )
+        ae._servers.append(self._server)  # as AE.start_server() does; shutdown() removes it
         thread = threading.Thread(
             target=self._server.serve_forever, name="dimse-scp", daemon=True
         )
@@ -100,8 +102,7 @@ class DimseListener:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.shutdown()  # also closes the socket
             self._server = None
 
     def serve_forever(self) -> None:

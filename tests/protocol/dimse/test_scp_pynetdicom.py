@@ -1,0 +1,145 @@
+"""The SCP against pynetdicom as SCU: statuses for good and bad input, concurrency."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import CTImageStorage, Verification
+
+from pacs.models import ApplicationEntity, Instance, Series, Study
+from tests.samples import COMPRESSED, UNCOMPRESSED, sample
+
+pytestmark = pytest.mark.interop
+
+
+def associate(listener, calling="PYNETDICOM"):
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    host, port = listener.address
+    assoc = ae.associate(host, port, ae_title="PORTAL")
+    assert assoc.is_established
+    return assoc
+
+
+def _stored_files(root):
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def test_store_all_samples(dimse_listener, known_aes):
+    names = list(COMPRESSED) + UNCOMPRESSED
+    ae = AE(ae_title="PYNETDICOM")
+    for name in names:
+        ds = dcmread(sample(name), stop_before_pixels=True)
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    host, port = dimse_listener.address
+    assoc = ae.associate(host, port, ae_title="PORTAL")
+    assert assoc.is_established
+    try:
+        for name in names:
+            status = assoc.send_c_store(sample(name))  # sent as encoded, not re-encoded
+            assert status.Status == 0x0000, name
+    finally:
+        assoc.release()
+    uids = {str(dcmread(sample(n), stop_before_pixels=True).SOPInstanceUID) for n in names}
+    assert Instance.objects.count() == len(uids)
+
+
+@pytest.fixture
+def send_raw_files(monkeypatch):
+    """Make pynetdicom send a file's bytes as they are instead of decoding and re-encoding."""
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+
+
+def test_truncated_dataset_gets_failure_and_leaves_nothing(dimse_listener, known_aes,
+                                                           storage_dir, tmp_path,
+                                                           send_raw_files):
+    data = sample("CT_small.dcm").read_bytes()
+    bad = tmp_path / "truncated.dcm"
+    bad.write_bytes(data[:-3000])
+    assoc = associate(dimse_listener)
+    try:
+        status = assoc.send_c_store(bad)
+        assert status.Status == 0xC000
+        assert "truncated" in status.ErrorComment
+        # The association and the listener keep serving.
+        assert assoc.send_c_echo().Status == 0x0000
+        assert assoc.send_c_store(sample("CT_small.dcm")).Status == 0x0000
+    finally:
+        assoc.release()
+    assert Instance.objects.count() == 1
+    assert len(_stored_files(storage_dir)) == 1
+
+
+def test_request_and_dataset_uid_mismatch_is_a900(dimse_listener, known_aes, tmp_path,
+                                                   send_raw_files):
+    # Sent raw, the request's Affected SOP Instance UID comes from the file meta, which here
+    # disagrees with the dataset's SOP Instance UID.
+    ds = dcmread(sample("CT_small.dcm"))
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    path = tmp_path / "mismatch.dcm"
+    ds.save_as(path, enforce_file_format=False)
+    assoc = associate(dimse_listener)
+    try:
+        status = assoc.send_c_store(path)
+        assert status.Status == 0xA900
+        assert "SOP Instance UID differs" in status.ErrorComment
+    finally:
+        assoc.release()
+    assert not Instance.objects.exists()
+
+
+def test_ae_without_store_permission_is_refused_0124(dimse_listener, known_aes):
+    ApplicationEntity.objects.create(ae_title="VIEWONLY", host="127.0.0.1", port=104,
+                                     may_store=False)
+    assoc = associate(dimse_listener, calling="VIEWONLY")
+    try:
+        status = assoc.send_c_store(sample("CT_small.dcm"))
+        assert status.Status == 0x0124
+        assert "may not store" in status.ErrorComment
+    finally:
+        assoc.release()
+    assert not Instance.objects.exists()
+
+
+def test_concurrent_associations_storing_one_study(dimse_listener, known_aes):
+    base = dcmread(sample("CT_small.dcm"))
+    study_uid, series_uid = base.StudyInstanceUID, base.SeriesInstanceUID
+    errors: list[str] = []
+
+    def sender(worker: int) -> None:
+        ae = AE(ae_title="PYNETDICOM")
+        ae.add_requested_context(CTImageStorage)
+        host, port = dimse_listener.address
+        assoc = ae.associate(host, port, ae_title="PORTAL")
+        try:
+            for i in range(10):
+                ds = dcmread(sample("CT_small.dcm"))
+                ds.StudyInstanceUID = study_uid
+                ds.SeriesInstanceUID = series_uid if i % 2 else f"{series_uid}.{worker}"
+                ds.SOPInstanceUID = f"{base.SOPInstanceUID}.{worker}.{i}"
+                status = assoc.send_c_store(ds)
+                if status.Status != 0:
+                    errors.append(f"{worker}/{i}: 0x{status.Status:04X}")
+                # every worker also re-sends one shared instance
+                ds.SOPInstanceUID = base.SOPInstanceUID
+                ds.SeriesInstanceUID = series_uid
+                assoc.send_c_store(ds)
+        finally:
+            assoc.release()
+
+    threads = [threading.Thread(target=sender, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert Instance.objects.count() == 41
+    assert Study.objects.count() == 1 and Series.objects.count() == 5
+    study = Study.objects.get()
+    assert study.number_of_instances == 41 and study.number_of_series == 5

@@ -1,0 +1,64 @@
+"""Sample DICOM files shipped by pydicom and pydicom-data (no download needed)."""
+
+from __future__ import annotations
+
+import io
+import socket
+from pathlib import Path
+
+import pydicom
+from pydicom import dcmread
+
+_PYDICOM = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def _data_store() -> Path:
+    import data_store  # from the pydicom-data package
+
+    return Path(data_store.__file__).parent / "data"
+
+
+def sample(name: str) -> Path:
+    for base in (_PYDICOM, _data_store(), _PYDICOM / "dicomdirtests"):
+        if (base / name).exists():
+            return base / name
+    raise FileNotFoundError(name)
+
+
+def dicomdir_tests() -> Path:
+    return _PYDICOM / "dicomdirtests"
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The dataset part of a Part 10 file (what travels in a C-STORE), without the meta."""
+    data = path.read_bytes()
+    ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    meta_end = 132 + int(ds.file_meta.FileMetaInformationGroupLength) + 12
+    return data[meta_end:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Transfer syntaxes stored "as received" (file name -> transfer syntax UID).
+COMPRESSED = {
+    "SC_rgb_jpeg_dcmtk.dcm": "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "JPGExtended.dcm": "1.2.840.10008.1.2.4.51",  # JPEG extended
+    "JPEG-LL.dcm": "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
+    "MR_small_jpeg_ls_lossless.dcm": "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "MR_small_jp2klossless.dcm": "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "JPEG2000.dcm": "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "MR_small_RLE.dcm": "1.2.840.10008.1.2.5",  # RLE lossless
+    "image_dfl.dcm": "1.2.840.10008.1.2.1.99",  # deflated explicit VR LE
+}
+UNCOMPRESSED = [
+    "CT_small.dcm",  # explicit VR LE
+    "MR_small_implicit.dcm",  # implicit VR LE
+    "MR_small_bigendian.dcm",  # explicit VR BE
+    "emri_small.dcm",  # multi-frame MR
+    "reportsi.dcm",  # SR, no pixel data
+    "rtplan.dcm",  # RT plan, nested sequences
+]

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+from pydicom import dcmread
+
+from pacs.dicomfile import to_part10
+from pacs.errors import InvalidDicom, MissingAttribute, SopClassMismatch
+from pacs.models import Instance, Patient, Series, Study
+from pacs.services.ingest import Outcome, store_instance
+from tests.samples import COMPRESSED, UNCOMPRESSED, dataset_bytes, sample
+
+pytestmark = pytest.mark.django_db
+
+
+def _files(root):
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_store_indexes_header_columns_and_keeps_bytes(storage_dir):
+    data = sample("CT_small.dcm").read_bytes()
+    result = store_instance(data=data, received_from="test")
+    assert result.outcome is Outcome.STORED
+    inst = Instance.objects.select_related("series__study__patient").get()
+    study, patient = inst.series.study, inst.series.study.patient
+    assert patient.patient_id == "1CT1"
+    assert patient.patient_name == "CompressedSamples^CT1"
+    assert study.study_date == "20040119" and study.modalities_in_study == "CT"
+    assert study.number_of_series == 1 and study.number_of_instances == 1
+    assert inst.series.modality == "CT" and inst.series.number_of_instances == 1
+    assert (inst.rows, inst.columns, inst.has_pixel_data) == (128, 128, True)
+    assert inst.transfer_syntax_uid == "1.2.840.10008.1.2.1"
+    stored = storage_dir / inst.file_key
+    assert stored.read_bytes() == data  # exactly as received
+    # Metadata is DICOM JSON without bulk data.
+    assert inst.metadata["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "CompressedSamples^CT1"}]}
+    assert inst.metadata["7FE00010"] == {"vr": "OW", "BulkDataURI": "bulkdata/7FE00010"}
+    assert all("InlineBinary" not in v or len(v["InlineBinary"]) < 2000 for v in inst.metadata.values())
+
+
+def test_duplicate_keeps_first_and_creates_no_row(storage_dir, settings):
+    settings.DUPLICATE_POLICY = "keep"
+    data = sample("CT_small.dcm").read_bytes()
+    store_instance(data=data, received_from="first")
+    again = store_instance(data=data, received_from="second")
+    assert again.outcome is Outcome.DUPLICATE
+    assert Instance.objects.get().received_from == "first"
+    assert Study.objects.get().number_of_instances == 1
+    assert len(_files(storage_dir)) == 1  # no temporary file left behind
+
+
+def test_replace_policy_swaps_file(storage_dir, settings, django_capture_on_commit_callbacks):
+    settings.DUPLICATE_POLICY = "replace"
+    data = sample("CT_small.dcm").read_bytes()
+    store_instance(data=data, received_from="first")
+    old_key = Instance.objects.get().file_key
+    with django_capture_on_commit_callbacks(execute=True):
+        again = store_instance(data=data, received_from="second")
+    assert again.outcome is Outcome.REPLACED
+    inst = Instance.objects.get()
+    assert inst.received_from == "second" and inst.file_key != old_key
+    assert _files(storage_dir) == [storage_dir / inst.file_key]
+
+
+@pytest.mark.parametrize("name", list(COMPRESSED) + UNCOMPRESSED)
+def test_every_sample_transfer_syntax_is_stored_as_received(storage_dir, name):
+    data = sample(name).read_bytes()
+    store_instance(data=data, received_from="test")
+    inst = Instance.objects.get()
+    assert (storage_dir / inst.file_key).read_bytes() == data
+    if name in COMPRESSED:
+        assert inst.transfer_syntax_uid == COMPRESSED[name]
+
+
+def test_multiframe_and_sr():
+    store_instance(data=sample("emri_small.dcm").read_bytes(), received_from="t")
+    store_instance(data=sample("reportsi.dcm").read_bytes(), received_from="t")
+    mf = Instance.objects.get(number_of_frames__gt=1)
+    assert mf.number_of_frames == 10 and mf.has_pixel_data
+    sr = Instance.objects.get(series__modality="SR")
+    assert not sr.has_pixel_data and "7FE00010" not in sr.metadata
+
+
+@pytest.mark.parametrize("cut", [-100, 0.5, 0.9])
+def test_truncated_file_is_refused_and_leaves_nothing(storage_dir, cut):
+    data = sample("CT_small.dcm").read_bytes()
+    end = len(data) + cut if cut < 0 else int(len(data) * cut)
+    with pytest.raises(InvalidDicom, match="truncated"):
+        store_instance(data=data[:end], received_from="test")
+    assert not Instance.objects.exists() and not Study.objects.exists()
+    assert _files(storage_dir) == []
+
+
+def test_truncated_encapsulated_pixel_data_is_refused(storage_dir):
+    data = sample("MR_small_RLE.dcm").read_bytes()
+    with pytest.raises(InvalidDicom):
+        store_instance(data=data[:-20], received_from="test")
+    assert _files(storage_dir) == []
+
+
+def test_garbage_is_refused(storage_dir):
+    with pytest.raises(InvalidDicom):
+        store_instance(data=b"\x00" * 128 + b"DICM" + b"garbage" * 50, received_from="t")
+    with pytest.raises(InvalidDicom):
+        store_instance(data=b"hello world", received_from="t")
+    assert _files(storage_dir) == []
+
+
+def test_missing_uid_is_refused(storage_dir):
+    ds = dcmread(sample("CT_small.dcm"))
+    del ds.SeriesInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(MissingAttribute, match="SeriesInstanceUID"):
+        store_instance(data=buf.getvalue(), received_from="t")
+    assert not Patient.objects.exists()
+
+
+def test_invalid_uid_cannot_escape_storage(storage_dir):
+    ds = dcmread(sample("CT_small.dcm"))
+    ds.StudyInstanceUID = "../../etc"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(MissingAttribute, match="not a valid UID"):
+        store_instance(data=buf.getvalue(), received_from="t")
+
+
+def test_request_mismatch_is_a900(storage_dir):
+    data = sample("CT_small.dcm").read_bytes()
+    with pytest.raises(SopClassMismatch) as info:
+        store_instance(data=data, received_from="t", expected_sop_instance_uid="1.2.3")
+    assert info.value.dimse_status == 0xA900
+
+
+def test_second_series_updates_study_counters_and_modalities(storage_dir):
+    ds = dcmread(sample("CT_small.dcm"))
+    store_instance(data=sample("CT_small.dcm").read_bytes(), received_from="t")
+    ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".2"
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".2"
+    ds.Modality = "MR"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    store_instance(data=buf.getvalue(), received_from="t")
+    study = Study.objects.get()
+    assert study.number_of_series == 2 and study.number_of_instances == 2
+    assert study.modalities_in_study == "CT\\MR"
+    assert Series.objects.count() == 2 and Patient.objects.count() == 1
+
+
+def test_character_set_is_decoded_to_unicode(storage_dir):
+    ds = dcmread(sample("CT_small.dcm"))
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = "Müller^Jürgen"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    assert "Müller".encode("latin-1") in buf.getvalue()
+    store_instance(data=buf.getvalue(), received_from="t")
+    assert Patient.objects.get().patient_name == "Müller^Jürgen"
+
+
+def test_file_without_meta_is_given_one_on_import(storage_dir):
+    data = to_part10(dataset_bytes(sample("CT_small.dcm")))
+    assert data[128:132] == b"DICM"
+    result = store_instance(data=data, received_from="import")
+    assert result.outcome is Outcome.STORED
