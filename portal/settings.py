@@ -146,7 +146,7 @@ WHITENOISE_USE_FINDERS = True  # serve from app/static dirs without a collectsta
 # --- Celery ----------------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
 SCALE_MODE = bool(REDIS_URL)
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
 # Embedded mode has no broker: jobs run in-process.
 CELERY_TASK_ALWAYS_EAGER = not SCALE_MODE

@@ -19,6 +19,10 @@ def set_nodelay(assoc: Association) -> None:
 def echo(*, host: str, port: int, called_aet: str, calling_aet: str,
          timeout: float = 10) -> tuple[bool, str]:
     """C-ECHO; returns (success, human-readable detail)."""
+    try:  # a plain connect first tells "nobody listens" apart from a DICOM-level refusal
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return False, f"cannot connect to {host}:{port}: {exc.strerror or exc}"
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)
@@ -28,7 +32,7 @@ def echo(*, host: str, port: int, called_aet: str, calling_aet: str,
             return False, "association rejected by the peer (check the AE titles)"
         if assoc.is_aborted:
             return False, "association aborted by the peer"
-        return False, f"no association: cannot connect to {host}:{port}"
+        return False, f"no association with {host}:{port} (timeout)"
     try:
         set_nodelay(assoc)
         status = assoc.send_c_echo()

@@ -1,0 +1,68 @@
+"""Start the real `manage.py serve` as a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.samples import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class PortalProcess:
+    proc: subprocess.Popen
+    http_port: int
+    dimse_port: int
+    data_dir: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def start_portal(data_dir: Path, **extra_env: str) -> PortalProcess:
+    http_port, dimse_port = free_port(), free_port()
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("PORTAL_", "DJANGO_", "DATABASE_URL", "REDIS_URL"))
+    }
+    env.update({
+        "PORTAL_DATA_DIR": str(data_dir),
+        "PORTAL_HTTP_PORT": str(http_port),
+        "PORTAL_DIMSE_PORT": str(dimse_port),
+        "PORTAL_DIMSE_HOST": "127.0.0.1",
+        "PORTAL_STORAGE_FSYNC": "0",
+        **extra_env,
+    })
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "serve"],
+        cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    )
+    portal = PortalProcess(proc, http_port, dimse_port, data_dir, log)
+    deadline = time.monotonic() + 60
+    while "Stop with Ctrl+C" not in portal.output():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            portal.stop()
+            raise RuntimeError(f"serve did not start:\n{portal.output()}")
+        time.sleep(0.2)
+    return portal

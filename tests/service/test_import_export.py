@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from django.core.management import call_command
+from pydicom import dcmread
+
+from pacs.models import Instance, Study
+from portal.models import AuditEvent
+from tests.samples import dicomdir_tests, sample
+
+pytestmark = pytest.mark.django_db
+
+
+def test_import_folder_with_dicomdir_and_junk(storage_dir, tmp_path, capsys):
+    src = tmp_path / "media"
+    shutil.copytree(dicomdir_tests(), src)
+    (src / "notes.txt").write_text("not dicom")
+    shutil.copy(sample("CT_small.dcm"), src / "ct.dcm")
+    truncated = sample("CT_small.dcm").read_bytes()[:-3000]
+    (src / "broken.dcm").write_bytes(truncated)
+    call_command("import", str(src), "--no-progress")
+    out = capsys.readouterr().out
+    assert "rejected" in out and "truncated" in out and "notes.txt" in out
+    assert "DICOMDIR (directory, not an instance)" in out
+    assert Instance.objects.filter(sop_instance_uid=dcmread(sample("CT_small.dcm")).SOPInstanceUID).exists()
+    assert Instance.objects.count() >= 30  # the DICOMDIR test set holds 31 images
+    assert AuditEvent.objects.filter(category="import").exists()
+    # Importing again stores nothing new.
+    before = Instance.objects.count()
+    call_command("import", str(src), "--no-progress")
+    assert "0 stored" in capsys.readouterr().out
+    assert Instance.objects.count() == before
+
+
+def test_import_dicomdir_file_follows_its_references(storage_dir, tmp_path, capsys):
+    src = tmp_path / "media"
+    shutil.copytree(dicomdir_tests(), src)
+    call_command("import", str(src / "DICOMDIR"), "--no-progress")
+    out = capsys.readouterr().out
+    assert Instance.objects.count() > 0 and "rejected" in out
+
+
+def test_import_missing_path_is_an_error(storage_dir):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no such file"):
+        call_command("import", "/nonexistent/path", "--no-progress")
+
+
+def test_export_one_study_and_all(storage_dir, tmp_path, capsys):
+    call_command("import", str(dicomdir_tests()), "--no-progress")
+    study = Study.objects.order_by("id").first()
+    out = tmp_path / "out"
+    call_command("export", str(out), "--study", study.study_instance_uid, "--no-progress")
+    files = sorted(out.rglob("*.dcm"))
+    assert len(files) == study.number_of_instances
+    for f in files:
+        assert dcmread(f, stop_before_pixels=True).StudyInstanceUID == study.study_instance_uid
+    everything = tmp_path / "all"
+    call_command("export", str(everything), "--all", "--no-progress")
+    assert len(list(everything.rglob("*.dcm"))) == Instance.objects.count()
+
+
+def test_export_patient_and_nothing_matching(storage_dir, tmp_path):
+    from django.core.management.base import CommandError
+
+    call_command("import", str(sample("CT_small.dcm")), "--no-progress")
+    call_command("export", str(tmp_path / "p"), "--patient", "1CT1", "--no-progress")
+    assert len(list((tmp_path / "p" / "1CT1").rglob("*.dcm"))) == 1
+    with pytest.raises(CommandError, match="nothing to export"):
+        call_command("export", str(tmp_path / "x"), "--series", "9.9.9", "--no-progress")

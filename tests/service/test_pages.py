@@ -1,0 +1,104 @@
+"""Portal pages through Django's test client (the browser tests drive the same pages)."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from pacs.models import ApplicationEntity
+from pacs.services.ingest import store_instance
+from tests.samples import sample
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    user = get_user_model().objects.create_superuser("boss", password="pw-123456")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def viewer_client(client):
+    user = get_user_model().objects.create_user("viewer", password="pw-123456")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def stored(storage_dir):
+    for name in ("CT_small.dcm", "MR_small_RLE.dcm", "reportsi.dcm"):
+        store_instance(data=sample(name).read_bytes(), received_from="test")
+
+
+def test_everything_needs_login(client):
+    for name in ("dashboard", "study-list", "ae-list", "audit"):
+        response = client.get(reverse(name))
+        assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_admin_pages_need_admin(viewer_client):
+    assert viewer_client.get(reverse("study-list")).status_code == 200
+    assert viewer_client.get(reverse("ae-list")).status_code == 302
+
+
+def test_dashboard_counts(admin_client, stored):
+    page = admin_client.get(reverse("dashboard")).content.decode()
+    assert 'id="count-studies">3<' in page and 'id="count-instances">3<' in page
+
+
+def test_study_search(admin_client, stored):
+    url = reverse("study-list")
+    assert "CompressedSamples^CT1" in admin_client.get(url, {"patient_name": "compressed"}).content.decode()
+    page = admin_client.get(url, {"modality": "MR"}).content.decode()
+    assert "CompressedSamples^MR1" in page and "CompressedSamples^CT1" not in page
+    page = admin_client.get(url, {"date_from": "2004-01-01", "date_to": "2004-01-31"}).content.decode()
+    assert "CompressedSamples^CT1" in page and "CompressedSamples^MR1" not in page
+    page = admin_client.get(url, {"patient_id": "1C?1"}).content.decode()
+    assert "CompressedSamples^CT1" in page
+    bad = admin_client.get(url, {"date_from": "2005-01-01", "date_to": "2004-01-01"})
+    assert "must not be after" in bad.content.decode()
+
+
+def test_drill_down_and_preview(admin_client, stored):
+    from pacs.models import Instance
+
+    ct = Instance.objects.get(series__modality="CT")
+    study_uid = ct.series.study.study_instance_uid
+    assert ct.series.series_instance_uid in admin_client.get(
+        reverse("study-detail", args=[study_uid])).content.decode()
+    series_page = admin_client.get(reverse("series-detail", args=[ct.series.series_instance_uid]))
+    assert ct.sop_instance_uid in series_page.content.decode()
+    for inst in Instance.objects.filter(has_pixel_data=True):
+        png = admin_client.get(reverse("instance-preview", args=[inst.sop_instance_uid]))
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    sr = Instance.objects.get(has_pixel_data=False)
+    assert admin_client.get(reverse("instance-preview", args=[sr.sop_instance_uid])).status_code == 415
+    f = admin_client.get(reverse("instance-file", args=[ct.sop_instance_uid]))
+    assert f.status_code == 200 and b"".join(f.streaming_content)[128:132] == b"DICM"
+    assert admin_client.get(reverse("study-detail", args=["9.9"])).status_code == 404
+
+
+def test_ae_create_validate_echo_delete(admin_client, dimse_listener):
+    url = reverse("ae-new")
+    bad = admin_client.post(url, {"ae_title": "BAD\\AET", "host": "h", "port": 0, "kind": "pacs"})
+    assert "without a backslash" in bad.content.decode()
+    assert "between 1 and 65535" in bad.content.decode()
+    host, port = dimse_listener.address
+    # The portal's own SCP knows the calling AE title (PORTAL) once it is in the table.
+    ok = admin_client.post(url, {"ae_title": "PORTAL", "host": host, "port": port,
+                                 "kind": "pacs", "may_store": "on"})
+    assert ok.status_code == 302
+    ae = ApplicationEntity.objects.get(ae_title="PORTAL")
+    page = admin_client.post(reverse("ae-echo", args=[ae.pk]), follow=True).content.decode()
+    assert "C-ECHO succeeded" in page
+    ae.refresh_from_db()
+    assert ae.last_echo_ok is True
+    ApplicationEntity.objects.create(ae_title="DEAD", host="127.0.0.1", port=1, kind="pacs")
+    dead = ApplicationEntity.objects.get(ae_title="DEAD")
+    page = admin_client.post(reverse("ae-echo", args=[dead.pk]), follow=True).content.decode()
+    assert "cannot connect" in page
+    admin_client.post(reverse("ae-delete", args=[dead.pk]))
+    assert not ApplicationEntity.objects.filter(ae_title="DEAD").exists()
