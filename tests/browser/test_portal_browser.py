@@ -1,0 +1,108 @@
+"""Headless Chromium against the real `serve` process: log in, manage AEs, browse images."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.portal_process import start_portal
+from tests.samples import sample
+
+pytestmark = [pytest.mark.browser, pytest.mark.interop]
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory):
+    p = start_portal(tmp_path_factory.mktemp("browser") / "var",
+                     DJANGO_SUPERUSER_USERNAME="chief", DJANGO_SUPERUSER_PASSWORD="Xr4y-s3cret!")
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, portal):
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.goto(f"{portal.url}/")
+    pg.fill("input[name=username]", "chief")
+    pg.fill("input[name=password]", "Xr4y-s3cret!")
+    pg.click("button[type=submit]")
+    pg.wait_for_selector("h1:has-text('Dashboard')")
+    yield pg
+    context.close()
+
+
+def test_wrong_password_is_told(browser, portal):
+    pg = browser.new_page()
+    pg.goto(f"{portal.url}/login/")
+    pg.fill("input[name=username]", "chief")
+    pg.fill("input[name=password]", "wrong")
+    pg.click("button[type=submit]")
+    assert "didn't match" in pg.inner_text("main")
+    pg.close()
+
+
+def test_admin_adds_aes_echoes_and_modality_stores(page, portal, tmp_path):
+    # Add the portal itself (to echo it) and a modality.
+    for aet, port in (("PORTAL", portal.dimse_port), ("STORESCU", 104)):
+        page.click("text=AE titles")
+        page.click("text=Add an AE title")
+        page.fill("input[name=ae_title]", aet)
+        page.fill("input[name=host]", "127.0.0.1")
+        page.fill("input[name=port]", str(port))
+        page.check("input[name=may_store]")
+        page.click("button:has-text('Save')")
+        assert f"Saved {aet}." in page.inner_text(".messages")
+    # A form error is shown on the form.
+    page.click("text=Add an AE title")
+    page.fill("input[name=ae_title]", "STORESCU")
+    page.fill("input[name=host]", "x")
+    page.fill("input[name=port]", "70000")
+    page.click("button:has-text('Save')")
+    errors = page.inner_text("form.form")
+    assert "already exists" in errors and "65535" in errors
+    # C-ECHO button.
+    page.click("text=AE titles")
+    page.click("#ae-table tr:has-text('PORTAL') button[name=echo]")
+    assert "C-ECHO PORTAL: C-ECHO succeeded" in page.inner_text(".messages")
+    page.screenshot(path=str(tmp_path / "aes.png"))
+    # The modality (now known) stores two studies with DCMTK; AE table is re-read within 2 s.
+    page.wait_for_timeout(2500)
+    proc = subprocess.run(
+        ["/usr/bin/storescu", "-aet", "STORESCU", "-aec", "PORTAL", "127.0.0.1",
+         str(portal.dimse_port), str(sample("CT_small.dcm")), str(sample("MR_small.dcm"))],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0 and "E:" not in proc.stderr, proc.stderr
+    # Search, drill down, see the preview image rendered.
+    page.click("header >> text=Studies")
+    page.fill("input[name=patient_name]", "compressedsamples^c*")
+    page.click("button:has-text('Search')")
+    rows = page.locator("table.studies tbody tr")
+    assert rows.count() == 1 and "CompressedSamples^CT1" in rows.inner_text()
+    rows.locator("a").click()
+    page.locator("#series-table a").first.click()
+    img = page.locator(".instance img").first
+    img.wait_for()
+    page.wait_for_function("() => document.querySelector('.instance img').complete")
+    assert page.evaluate("() => document.querySelector('.instance img').naturalWidth") == 128
+    page.screenshot(path=str(tmp_path / "series.png"))
+    # Dashboard shows the totals.
+    page.click("header >> text=Dashboard")
+    assert page.inner_text("#count-studies") == "2"
