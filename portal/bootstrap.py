@@ -14,7 +14,8 @@ def ensure_admin() -> str:
     shown once, here, and never stored in clear)."""
     User = get_user_model()
     if User.objects.filter(is_superuser=True).exists():
-        names = ", ".join(User.objects.filter(is_superuser=True).values_list("username", flat=True)[:3])
+        admins = User.objects.filter(is_superuser=True).values_list("username", flat=True)
+        names = ", ".join(admins[:3])
         return f"log in as an existing admin ({names})"
     username = os.environ.get("DJANGO_SUPERUSER_USERNAME")
     if username and os.environ.get("DJANGO_SUPERUSER_PASSWORD"):

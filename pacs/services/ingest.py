@@ -15,6 +15,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
@@ -91,7 +92,7 @@ def _index_with_retry(
                     storage.commit(pending, final_key)
                     visible_key = final_key
                 if old_key:
-                    transaction.on_commit(lambda: storage.delete(old_key))
+                    transaction.on_commit(partial(storage.delete, old_key))
         except BaseException as exc:
             if visible_key:
                 storage.uncommit(pending, visible_key)

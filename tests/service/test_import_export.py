@@ -24,7 +24,9 @@ def test_import_folder_with_dicomdir_and_junk(storage_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "rejected" in out and "truncated" in out and "notes.txt" in out
     assert "DICOMDIR (directory, not an instance)" in out
-    assert Instance.objects.filter(sop_instance_uid=dcmread(sample("CT_small.dcm")).SOPInstanceUID).exists()
+    assert Instance.objects.filter(
+        sop_instance_uid=dcmread(sample("CT_small.dcm")).SOPInstanceUID
+    ).exists()
     assert Instance.objects.count() >= 30  # the DICOMDIR test set holds 31 images
     assert AuditEvent.objects.filter(category="import").exists()
     # Importing again stores nothing new.

@@ -34,9 +34,14 @@ def test_store_indexes_header_columns_and_keeps_bytes(storage_dir):
     stored = storage_dir / inst.file_key
     assert stored.read_bytes() == data  # exactly as received
     # Metadata is DICOM JSON without bulk data.
-    assert inst.metadata["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "CompressedSamples^CT1"}]}
+    assert inst.metadata["00100010"] == {
+        "vr": "PN",
+        "Value": [{"Alphabetic": "CompressedSamples^CT1"}],
+    }
     assert inst.metadata["7FE00010"] == {"vr": "OW", "BulkDataURI": "bulkdata/7FE00010"}
-    assert all("InlineBinary" not in v or len(v["InlineBinary"]) < 2000 for v in inst.metadata.values())
+    assert all(
+        "InlineBinary" not in v or len(v["InlineBinary"]) < 2000 for v in inst.metadata.values()
+    )
 
 
 def test_duplicate_keeps_first_and_creates_no_row(storage_dir, settings):

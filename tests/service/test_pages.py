@@ -51,10 +51,15 @@ def test_dashboard_counts(admin_client, stored):
 
 def test_study_search(admin_client, stored):
     url = reverse("study-list")
-    assert "CompressedSamples^CT1" in admin_client.get(url, {"patient_name": "compressed"}).content.decode()
+    assert (
+        "CompressedSamples^CT1"
+        in admin_client.get(url, {"patient_name": "compressed"}).content.decode()
+    )
     page = admin_client.get(url, {"modality": "MR"}).content.decode()
     assert "CompressedSamples^MR1" in page and "CompressedSamples^CT1" not in page
-    page = admin_client.get(url, {"date_from": "2004-01-01", "date_to": "2004-01-31"}).content.decode()
+    page = admin_client.get(
+        url, {"date_from": "2004-01-01", "date_to": "2004-01-31"}
+    ).content.decode()
     assert "CompressedSamples^CT1" in page and "CompressedSamples^MR1" not in page
     page = admin_client.get(url, {"patient_id": "1C?1"}).content.decode()
     assert "CompressedSamples^CT1" in page
@@ -67,15 +72,19 @@ def test_drill_down_and_preview(admin_client, stored):
 
     ct = Instance.objects.get(series__modality="CT")
     study_uid = ct.series.study.study_instance_uid
-    assert ct.series.series_instance_uid in admin_client.get(
-        reverse("study-detail", args=[study_uid])).content.decode()
+    assert (
+        ct.series.series_instance_uid
+        in admin_client.get(reverse("study-detail", args=[study_uid])).content.decode()
+    )
     series_page = admin_client.get(reverse("series-detail", args=[ct.series.series_instance_uid]))
     assert ct.sop_instance_uid in series_page.content.decode()
     for inst in Instance.objects.filter(has_pixel_data=True):
         png = admin_client.get(reverse("instance-preview", args=[inst.sop_instance_uid]))
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     sr = Instance.objects.get(has_pixel_data=False)
-    assert admin_client.get(reverse("instance-preview", args=[sr.sop_instance_uid])).status_code == 415
+    assert (
+        admin_client.get(reverse("instance-preview", args=[sr.sop_instance_uid])).status_code == 415
+    )
     f = admin_client.get(reverse("instance-file", args=[ct.sop_instance_uid]))
     assert f.status_code == 200 and b"".join(f.streaming_content)[128:132] == b"DICM"
     assert admin_client.get(reverse("study-detail", args=["9.9"])).status_code == 404
@@ -88,8 +97,9 @@ def test_ae_create_validate_echo_delete(admin_client, dimse_listener):
     assert "between 1 and 65535" in bad.content.decode()
     host, port = dimse_listener.address
     # The portal's own SCP knows the calling AE title (PORTAL) once it is in the table.
-    ok = admin_client.post(url, {"ae_title": "PORTAL", "host": host, "port": port,
-                                 "kind": "pacs", "may_store": "on"})
+    ok = admin_client.post(
+        url, {"ae_title": "PORTAL", "host": host, "port": port, "kind": "pacs", "may_store": "on"}
+    )
     assert ok.status_code == 302
     ae = ApplicationEntity.objects.get(ae_title="PORTAL")
     page = admin_client.post(reverse("ae-echo", args=[ae.pk]), follow=True).content.decode()

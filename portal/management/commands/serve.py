@@ -60,7 +60,8 @@ class Command(BaseCommand):
             f"  Web UI:     http://{host}:{http_port}/",
             f"  DICOM SCP:  AE title {settings.DIMSE_AET}, port {dimse_port} "
             f"({settings.DIMSE_PROCESSES} process(es))",
-            f"  HL7 MLLP:   port {settings.HL7_PORT} (not started: the HL7 gateway is not built yet)",
+            f"  HL7 MLLP:   port {settings.HL7_PORT} "
+            "(not started: the HL7 gateway is not built yet)",
             f"  Data dir:   {settings.DATA_DIR}",
             f"  Login:      {login}",
             "  Stop with Ctrl+C.",

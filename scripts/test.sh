@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Install what the tests need (DCMTK, PostgreSQL, Redis, Chromium, Python packages) and run:
+#   1. ruff, 2. the embedded suite (SQLite), 3. the scale slice against real PostgreSQL,
+#   Redis and a Celery worker process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v /usr/bin/storescu >/dev/null || need+=(dcmtk)
+command -v redis-server >/dev/null || need+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v /usr/bin/chromium >/dev/null || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+scripts/setup.sh requirements-dev.txt
+PY=.venv/bin/python
+
+echo "== ruff"
+.venv/bin/ruff check .
+
+echo "== embedded suite (SQLite)"
+export PORTAL_DATA_DIR="$(mktemp -d)/var"
+set +e
+$PY -m pytest -p no:cacheprovider "$@"
+embedded=$?
+set -e
+
+echo "== scale slice (PostgreSQL + Redis + Celery worker)"
+work="$(mktemp -d)"
+chown postgres "$work" 2>/dev/null || true
+pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+pgport=54329; redisport=63799
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_pg "$pgbin/initdb" -D "$work/pg" -A trust -U portal >/dev/null
+as_pg "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
+  -o "-p $pgport -k $work -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+redis-server --port "$redisport" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+  --logfile "$work/redis.log" --pidfile "$work/redis.pid"
+cleanup() {
+  as_pg "$pgbin/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true
+  [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+set +e
+DATABASE_URL="postgres://portal@127.0.0.1:$pgport/portal" \
+REDIS_URL="redis://127.0.0.1:$redisport/0" \
+  $PY -m pytest -p no:cacheprovider tests/scale
+scale=$?
+set -e
+echo "embedded suite exit $embedded, scale slice exit $scale"
+[ "$embedded" = 0 ] && [ "$scale" = 0 ]
