@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass
 from functools import partial
 
+import orjson
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from pacs.dicomfile import ParsedHeader, integer, read_header, require_uid, text
 from pacs.dicomjson import header_json
@@ -109,40 +111,65 @@ def _index_with_retry(
 def _index(
     header: ParsedHeader, pending: PendingFile, key: str, origin: str
 ) -> tuple[Outcome, str, str | None]:
-    """Write the index rows; return the outcome, the file key to publish, the key to delete."""
+    """Write the index rows; return the outcome, the file key to publish, the key to delete.
+
+    The per-instance statements are plain SQL: through the ORM each costs ~0.6 ms of Python
+    against ~0.06 ms for the same statement on a cursor (bench/ingest.py). Patients, studies
+    and series are created once per study/series through the ORM.
+    """
     ds = header.dataset
     sop_uid = str(ds.SOPInstanceUID).strip()
-    existing = (
-        Instance.objects.select_for_update()
-        .filter(sop_instance_uid=sop_uid)
-        .only("id", "file_key")
-        .first()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL["existing"], [sop_uid])
+        existing = cursor.fetchone()
     if existing and settings.DUPLICATE_POLICY != "replace":
-        return Outcome.DUPLICATE, existing.file_key, None
-    series = _series_for(ds)
+        return Outcome.DUPLICATE, existing[1], None
+    series_id, study_id = _series_for(ds)
     fields = _instance_fields(ds, header)
     if existing:
         # A new key for the new version: the old file stays valid until this commits.
         new_key = key.replace(".dcm", f".{time.time_ns()}.dcm")
-        Instance.objects.filter(pk=existing.pk).update(
-            series=series, file_key=new_key, file_size=pending.size, received_from=origin,
-            **fields,
+        Instance.objects.filter(pk=existing[0]).update(
+            series_id=series_id, file_key=new_key, file_size=pending.size,
+            received_from=origin[:128], **fields,
         )
-        return Outcome.REPLACED, new_key, existing.file_key
-    Instance.objects.create(
-        sop_instance_uid=sop_uid,
-        series=series,
-        file_key=key,
-        file_size=pending.size,
-        received_from=origin[:128],
-        **fields,
-    )
-    Series.objects.filter(pk=series.pk).update(number_of_instances=F("number_of_instances") + 1)
-    Study.objects.filter(pk=series.study_id).update(
-        number_of_instances=F("number_of_instances") + 1
-    )
+        return Outcome.REPLACED, new_key, existing[1]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    values = {**fields, "metadata": orjson.dumps(fields["metadata"]).decode(),
+              "sop_instance_uid": sop_uid, "series_id": series_id, "file_key": key,
+              "file_size": pending.size, "received_from": origin[:128], "received_at": now}
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL["insert"], [values[name] for name in _INSERT_FIELDS])
+        cursor.execute(_SQL["count_series"], [series_id])
+        cursor.execute(_SQL["count_study"], [now, study_id])
     return Outcome.STORED, key, None
+
+
+_INSERT_FIELDS = [
+    "sop_instance_uid", "sop_class_uid", "series_id", "instance_number", "transfer_syntax_uid",
+    "rows", "columns", "number_of_frames", "has_pixel_data", "file_key", "file_size",
+    "metadata", "received_from", "received_at",
+]
+
+
+def _build_sql() -> dict[str, str]:
+    inst, series, study = Instance._meta, Series._meta, Study._meta
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(inst.get_field(name).column) for name in _INSERT_FIELDS)
+    return {
+        "existing": f"SELECT id, file_key FROM {qn(inst.db_table)} WHERE sop_instance_uid = %s",
+        "insert": f"INSERT INTO {qn(inst.db_table)} ({columns}) "
+                  f"VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))})",
+        "series": f"SELECT id, study_id FROM {qn(series.db_table)} "
+                  "WHERE series_instance_uid = %s",
+        "count_series": f"UPDATE {qn(series.db_table)} "
+                        "SET number_of_instances = number_of_instances + 1 WHERE id = %s",
+        "count_study": f"UPDATE {qn(study.db_table)} SET number_of_instances = "
+                       "number_of_instances + 1, updated_at = %s WHERE id = %s",
+    }
+
+
+_SQL = _build_sql()
 
 
 def _instance_fields(ds, header: ParsedHeader) -> dict:
@@ -196,11 +223,14 @@ def _study_for(ds) -> Study:
     )
 
 
-def _series_for(ds) -> Series:
+def _series_for(ds) -> tuple[int, int]:
+    """(series id, study id), creating patient/study/series on first sight."""
     series_uid = str(ds.SeriesInstanceUID).strip()
-    series = Series.objects.filter(series_instance_uid=series_uid).first()
-    if series:
-        return series
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL["series"], [series_uid])
+        row = cursor.fetchone()
+    if row:
+        return row[0], row[1]
     study = _study_for(ds)
     modality = text(ds, "Modality", 16)
     series = Series.objects.create(
@@ -220,4 +250,4 @@ def _series_for(ds) -> Series:
     Study.objects.filter(pk=study.pk).update(
         number_of_series=F("number_of_series") + 1, modalities_in_study="\\".join(modalities)
     )
-    return series
+    return series.pk, study.pk

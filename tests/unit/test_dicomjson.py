@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import pytest
+from pydicom import dcmread
+
+from pacs.dicomjson import BULK_THRESHOLD, _bulk_uri, header_json
+from tests.samples import COMPRESSED, UNCOMPRESSED, sample
+
+
+@pytest.mark.parametrize("name", list(COMPRESSED) + UNCOMPRESSED + ["rtdose.dcm", "priv_SQ.dcm"])
+def test_fast_json_equals_pydicom(name):
+    ds = dcmread(sample(name), stop_before_pixels=True)
+    fast = header_json(ds, has_pixel_data=False)
+    reference = dcmread(sample(name), stop_before_pixels=True).to_json_dict(
+        BULK_THRESHOLD, _bulk_uri
+    )
+    assert fast.keys() == reference.keys()
+    for key in reference:
+        assert fast[key] == reference[key], key
+
+
+def test_pixel_data_is_a_bulk_reference():
+    ds = dcmread(sample("CT_small.dcm"), stop_before_pixels=True)
+    assert header_json(ds, has_pixel_data=True)["7FE00010"]["BulkDataURI"] == "bulkdata/7FE00010"
