@@ -29,6 +29,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 ROOT = Path(__file__).resolve().parent.parent
 STORESCU = "/usr/bin/storescu"
+# DCMTK leaves Nagle's algorithm on unless TCP_NODELAY is set in its environment; without it
+# every receiver is held to ~20 inst/s by 40 ms delayed-ACK stalls, so set it for all peers.
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
 def free_port() -> int:
@@ -115,7 +118,8 @@ def send(files: list[Path], port: int, associations: int, aec: str, tmp: Path) -
     started = time.perf_counter()
     procs = [
         subprocess.Popen([STORESCU, "-aet", "BENCH", "-aec", aec, "+sd", "+r", "127.0.0.1",
-                          str(port), str(lst)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          str(port), str(lst)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=DCMTK_ENV)
         for lst in lists
     ]
     for p in procs:
@@ -179,7 +183,7 @@ class StoreScp:
         out = tmp / "storescp"
         out.mkdir(exist_ok=True)
         self.proc = subprocess.Popen(["/usr/bin/storescp", "-od", str(out), "-aet", "PORTAL",
-                                      "--max-pdu", "131072", str(self.port)])
+                                      "--max-pdu", "131072", str(self.port)], env=DCMTK_ENV)
         wait_port(self.port)
         return self.port
 
@@ -202,7 +206,7 @@ class Orthanc:
             "DicomAlwaysAllowStore": True, "DicomTcpNoDelay": True, "Plugins": [],
         }))
         self.proc = subprocess.Popen(["Orthanc", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.DEVNULL, env=DCMTK_ENV)
         wait_port(self.port)
         return self.port
 
@@ -218,6 +222,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--fsync", choices=["on", "off", "both"], default="on")
+    parser.add_argument("--only", choices=["portal", "storescp", "orthanc"],
+                        help="measure one receiver only")
     args = parser.parse_args()
 
     files = make_ct_series(ROOT / "bench" / "out" / "ct512", args.count)
@@ -232,6 +238,11 @@ def main() -> None:
         servers.append(StoreScp())
         if shutil.which("Orthanc"):
             servers.append(Orthanc())
+    kinds = {"portal": Portal, "storescp": StoreScp, "orthanc": Orthanc}
+    if args.only:
+        servers = [s for s in servers if isinstance(s, kinds[args.only])]
+        if args.only == "orthanc" and not servers:
+            servers = [Orthanc()]
     print(f"{'receiver':58} {'assoc':>5}  {'median':>8} {'min':>8} {'max':>8}  inst/s")
     for server in servers:
         for assocs in (1, 4):

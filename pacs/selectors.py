@@ -63,3 +63,19 @@ def archive_totals() -> dict[str, int]:
 
 def recent_studies(limit: int = 10) -> QuerySet[Study]:
     return Study.objects.select_related("patient").order_by("-updated_at")[:limit]
+
+
+def instances_for(
+    *, patient_id: str | None = None, issuer: str | None = None,
+    study_uid: str | None = None, series_uid: str | None = None,
+):
+    qs = Instance.objects.select_related("series__study__patient").order_by("id")
+    if patient_id is not None:
+        qs = qs.filter(series__study__patient__patient_id=patient_id)
+        if issuer is not None:
+            qs = qs.filter(series__study__patient__issuer_of_patient_id=issuer)
+    if study_uid:
+        qs = qs.filter(series__study__study_instance_uid=study_uid)
+    if series_uid:
+        qs = qs.filter(series__series_instance_uid=series_uid)
+    return qs

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -85,7 +86,10 @@ def instance_file(request, sop_uid: str):
 
 @admin_required
 def ae_list(request):
-    return render(request, "pacs/ae_list.html", {"aes": ApplicationEntity.objects.all()})
+    return render(request, "pacs/ae_list.html", {
+        "aes": ApplicationEntity.objects.all(),
+        "allow_unknown": settings.DIMSE_ALLOW_UNKNOWN_AE,
+    })
 
 
 @admin_required

@@ -24,7 +24,12 @@ app.user_options["worker"].add(
 
 
 class ListenersStep(bootsteps.StartStopStep):
-    """Runs the portal's network listeners in the worker's main process."""
+    """Runs the portal's network listeners in the worker's main process.
+
+    Started after the pool, so prefork children are forked before the listening sockets exist
+    and do not inherit them."""
+
+    requires = {"celery.worker.components:Pool"}
 
     def __init__(self, parent, listeners: str = "", **options) -> None:
         super().__init__(parent, **options)

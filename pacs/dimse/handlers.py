@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.db import close_old_connections, connection
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -61,20 +62,19 @@ def make_store_handler(policy: AePolicy):
     return handle_store
 
 
-def handle_rejected(event: evt.Event) -> None:
-    calling, host = _peer(event)
-    log.warning("association from %s@%s refused (unknown calling AE title)", calling, host)
-    try:
-        audit.record(
-            category="association",
-            action="A-ASSOCIATE",
-            outcome="refused",
-            actor=calling,
-            source=host,
-            detail="calling AE title not in the AE table",
-        )
-    finally:
-        connection.close()
+def make_rejected_handler(policy: AePolicy):
+    def handle_rejected(event: evt.Event) -> None:
+        calling, host = _peer(event)
+        known = policy.permissions(calling).known or settings.DIMSE_ALLOW_UNKNOWN_AE
+        reason = "association limit reached" if known else "calling AE title not in the AE table"
+        log.warning("association from %s@%s refused: %s", calling, host, reason)
+        try:
+            audit.record(category="association", action="A-ASSOCIATE", outcome="refused",
+                         actor=calling, source=host, detail=reason)
+        finally:
+            connection.close()
+
+    return handle_rejected
 
 
 def handle_conn_close(event: evt.Event) -> None:

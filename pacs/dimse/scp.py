@@ -81,7 +81,7 @@ class DimseListener:
         handlers_ = [
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.make_store_handler(self.policy)),
-            (evt.EVT_REJECTED, handlers.handle_rejected),
+            (evt.EVT_REJECTED, handlers.make_rejected_handler(self.policy)),
             (evt.EVT_CONN_CLOSE, handlers.handle_conn_close),
         ]
         self._server = ae.make_server(

@@ -14,7 +14,6 @@ from pydicom import dcmread
 
 from pacs.dicomfile import to_part10
 from pacs.errors import PacsError
-from pacs.models import Instance
 from pacs.services.ingest import store_instance
 from pacs.storage import get_storage
 from portal import audit
@@ -107,22 +106,6 @@ def _is_dicomdir(path: Path) -> bool:
     except OSError:
         return False
     return MEDIA_STORAGE_DIRECTORY.encode() in head
-
-
-def instances_for(
-    *, patient_id: str | None = None, issuer: str | None = None,
-    study_uid: str | None = None, series_uid: str | None = None,
-):
-    qs = Instance.objects.select_related("series__study__patient").order_by("id")
-    if patient_id is not None:
-        qs = qs.filter(series__study__patient__patient_id=patient_id)
-        if issuer is not None:
-            qs = qs.filter(series__study__patient__issuer_of_patient_id=issuer)
-    if study_uid:
-        qs = qs.filter(series__study__study_instance_uid=study_uid)
-    if series_uid:
-        qs = qs.filter(series__series_instance_uid=series_uid)
-    return qs
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -5,7 +5,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from pacs.services.importer import export_instances, instances_for
+from pacs.selectors import instances_for
+from pacs.services.importer import export_instances
 
 
 class Command(BaseCommand):

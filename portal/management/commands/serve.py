@@ -22,19 +22,23 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
         parser.add_argument("--threads", type=int, default=8, help="web server threads")
+        parser.add_argument("--no-dimse", action="store_true",
+                            help="web only (scale mode: the SCP runs in Celery workers)")
 
-    def handle(self, *args, no_migrate: bool, threads: int, **options) -> None:
+    def handle(self, *args, no_migrate: bool, threads: int, no_dimse: bool, **options) -> None:
         if not no_migrate:
             call_command("migrate", interactive=False, verbosity=0)
         login = ensure_admin()
         web = create_server(
             application, host=settings.HTTP_HOST, port=settings.HTTP_PORT, threads=threads
         )
-        dimse = build_listener("dimse")
-        dimse.start()
-        host, port = dimse.address
-        extra = settings.DIMSE_PROCESSES - 1 if port else 0
-        children = spawn_scp_processes(extra, port) if extra > 0 else []
+        dimse, port, children = None, None, []
+        if not no_dimse:
+            dimse = build_listener("dimse")
+            dimse.start()
+            port = dimse.address[1]
+            extra = settings.DIMSE_PROCESSES - 1
+            children = spawn_scp_processes(extra, port) if extra > 0 else []
         self._banner(web, port, login)
 
         def _stop(*_: object) -> None:
@@ -47,11 +51,12 @@ class Command(BaseCommand):
             pass
         finally:
             web.close()
-            dimse.stop()
+            if dimse:
+                dimse.stop()
             stop_processes(children)
             self.stdout.write("portal stopped")
 
-    def _banner(self, web, dimse_port: int, login: str) -> None:
+    def _banner(self, web, dimse_port: int | None, login: str) -> None:
         http_port = web.effective_port
         host = settings.HTTP_HOST if settings.HTTP_HOST not in ("0.0.0.0", "") else "localhost"
         lines = [
@@ -59,7 +64,8 @@ class Command(BaseCommand):
             else "Radiology portal is running (scale mode)",
             f"  Web UI:     http://{host}:{http_port}/",
             f"  DICOM SCP:  AE title {settings.DIMSE_AET}, port {dimse_port} "
-            f"({settings.DIMSE_PROCESSES} process(es))",
+            f"({settings.DIMSE_PROCESSES} process(es))" if dimse_port
+            else "  DICOM SCP:  not started here (--no-dimse)",
             f"  HL7 MLLP:   port {settings.HL7_PORT} "
             "(not started: the HL7 gateway is not built yet)",
             f"  Data dir:   {settings.DATA_DIR}",
