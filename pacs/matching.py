@@ -49,10 +49,10 @@ def date_range_q(field: str, value: str) -> Q:
 
 
 def prefix_q(field: str, value: str) -> Q:
-    """Convenience for free-text search boxes: 'abc' behaves like 'abc*'."""
+    """Convenience for search boxes on a normalized (upper-cased) column: 'ABC' is 'ABC*'."""
     value = value.strip()
     if not value:
         return Q()
     if not WILDCARDS.search(value):
         value += "*"
-    return single_value_q(field, value, ignore_case=True)
+    return single_value_q(field, value)

@@ -9,7 +9,9 @@ from django.db import models
 class Patient(models.Model):
     patient_id = models.CharField(max_length=64, db_index=True)  # (0010,0020) LO
     issuer_of_patient_id = models.CharField(max_length=64, blank=True, default="")  # (0010,0021)
-    patient_name = models.CharField(max_length=324, blank=True, db_index=True)  # (0010,0010) PN
+    patient_name = models.CharField(max_length=324, blank=True)  # (0010,0010) PN
+    # Upper-cased name for case-insensitive matching: SQLite's LIKE folds ASCII only.
+    patient_name_norm = models.CharField(max_length=324, blank=True, db_index=True)
     patient_birth_date = models.CharField(max_length=8, blank=True)  # (0010,0030) DA
     patient_sex = models.CharField(max_length=16, blank=True)  # (0010,0040) CS
     created_at = models.DateTimeField(auto_now_add=True)

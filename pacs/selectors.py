@@ -22,7 +22,7 @@ class StudyFilter:
 
 def study_search(f: StudyFilter) -> QuerySet[Study]:
     q = (
-        prefix_q("patient__patient_name", f.patient_name)
+        prefix_q("patient__patient_name_norm", f.patient_name.upper())
         & single_value_q("patient__patient_id", f.patient_id)
         & single_value_q("accession_number", f.accession_number)
     )

@@ -9,6 +9,7 @@ from django.db import close_old_connections, connection
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 
+from pacs import query
 from pacs.dimse.policy import AePolicy
 from pacs.errors import NotAuthorized, PacsError
 from pacs.services.ingest import store_instance
@@ -80,3 +81,41 @@ def make_rejected_handler(policy: AePolicy):
 def handle_conn_close(event: evt.Event) -> None:
     # Association threads are short-lived: give their database connection back.
     connection.close()
+
+
+def make_find_handler(policy: AePolicy):
+    """Query/Retrieve C-FIND (Patient Root and Study Root): PS3.4 C.4.1."""
+
+    def handle_find(event: evt.Event):
+        calling, _host = _peer(event)
+        close_old_connections()
+        try:
+            if not policy.permissions(calling).may_query:
+                raise NotAuthorized(f"{calling} may not query")
+            identifier = event.identifier
+            level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+            charset = query.answer_charset(_charset(identifier))
+            level, qs = query.search(level_name, identifier)
+            for answer in query.answers(level, qs, identifier, charset=charset):
+                if event.is_cancelled:
+                    yield 0xFE00, None
+                    return
+                yield 0xFF00, answer
+        except PacsError as exc:
+            log.warning("C-FIND from %s refused: %s", calling, exc)
+            yield _failure(exc.dimse_status, str(exc)), None
+            return
+        except Exception as exc:
+            log.exception("C-FIND from %s failed", calling)
+            yield _failure(0xC000, f"unable to process: {type(exc).__name__}"), None
+            return
+        yield STATUS_SUCCESS, None
+
+    return handle_find
+
+
+def _charset(identifier: Dataset) -> str:
+    value = identifier.get("SpecificCharacterSet", "")
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        value = value[-1] if value else ""
+    return str(value or "").strip()

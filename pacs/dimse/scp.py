@@ -10,7 +10,11 @@ from typing import Any
 
 from django.conf import settings
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacs.dimse import handlers, negotiation, transport
@@ -72,6 +76,9 @@ class DimseListener:
         ae.dimse_timeout = 60
         ae.acse_timeout = 30
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        for model in (PatientRootQueryRetrieveInformationModelFind,
+                      StudyRootQueryRetrieveInformationModelFind):
+            ae.add_supported_context(model)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         return ae
@@ -81,6 +88,7 @@ class DimseListener:
         handlers_ = [
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.make_store_handler(self.policy)),
+            (evt.EVT_C_FIND, handlers.make_find_handler(self.policy)),
             (evt.EVT_REJECTED, handlers.make_rejected_handler(self.policy)),
             (evt.EVT_CONN_CLOSE, handlers.handle_conn_close),
         ]

@@ -199,8 +199,10 @@ def _patient_for(ds) -> Patient:
 
 
 def _patient_fields(ds) -> dict:
+    name = text(ds, "PatientName", 324)
     return {
-        "patient_name": text(ds, "PatientName", 324),
+        "patient_name": name,
+        "patient_name_norm": name.upper(),
         "patient_birth_date": text(ds, "PatientBirthDate", 8),
         "patient_sex": text(ds, "PatientSex", 16),
     }

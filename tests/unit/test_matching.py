@@ -32,4 +32,4 @@ def test_date_ranges():
 
 
 def test_prefix_box():
-    assert prefix_q("f", "doe") == Q(f__istartswith="doe")
+    assert prefix_q("f", "DOE") == Q(f__startswith="DOE")

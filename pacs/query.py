@@ -1,0 +1,223 @@
+"""The query engine: a DICOM identifier (PS3.4 C.2.2.2 matching) -> Django queryset -> DICOM
+answers. C-FIND uses it now; QIDO-RS, MWL and UPS search are meant to reuse it.
+
+An Attribute says which column holds a DICOM keyword and how values match there. Levels list
+the attributes they can match and return (own level and, for Study Root, the levels above).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableSequence
+from dataclasses import dataclass
+
+from django.db.models import Count, Q, QuerySet
+from pydicom.dataset import Dataset
+
+from pacs.errors import PacsError
+from pacs.matching import date_range_q, single_value_q
+from pacs.models import Instance, Patient, Series, Study
+
+
+class InvalidQuery(PacsError):
+    """The identifier cannot be used (PS3.4 C.4.1.1.4: 0xA900 identifier does not match)."""
+
+    dimse_status = 0xA900
+
+
+@dataclass(frozen=True)
+class Attribute:
+    keyword: str
+    field: str  # Django lookup path from the level's model; "" = return-only (computed)
+    kind: str = "str"  # str, pn, uid, date, time, int, multi (backslash list in one column)
+    match_field: str = ""  # upper-cased copy used for case-insensitive matching, if any
+
+
+def _attrs(*items: Attribute) -> dict[str, Attribute]:
+    return {a.keyword: a for a in items}
+
+
+def _patient(prefix: str) -> list[Attribute]:
+    return [
+        Attribute("PatientID", f"{prefix}patient_id"),
+        Attribute("IssuerOfPatientID", f"{prefix}issuer_of_patient_id"),
+        Attribute("PatientName", f"{prefix}patient_name", "pn", f"{prefix}patient_name_norm"),
+        Attribute("PatientBirthDate", f"{prefix}patient_birth_date", "date"),
+        Attribute("PatientSex", f"{prefix}patient_sex"),
+    ]
+
+
+def _study(prefix: str) -> list[Attribute]:
+    return [
+        Attribute("StudyInstanceUID", f"{prefix}study_instance_uid", "uid"),
+        Attribute("StudyDate", f"{prefix}study_date", "date"),
+        Attribute("StudyTime", f"{prefix}study_time", "time"),
+        Attribute("AccessionNumber", f"{prefix}accession_number"),
+        Attribute("StudyID", f"{prefix}study_id"),
+        Attribute("StudyDescription", f"{prefix}study_description"),
+        Attribute("ReferringPhysicianName", f"{prefix}referring_physician_name", "pn"),
+        Attribute("ModalitiesInStudy", f"{prefix}modalities_in_study", "multi"),
+        Attribute("NumberOfStudyRelatedSeries", f"{prefix}number_of_series", "int"),
+        Attribute("NumberOfStudyRelatedInstances", f"{prefix}number_of_instances", "int"),
+    ]
+
+
+def _series(prefix: str) -> list[Attribute]:
+    return [
+        Attribute("SeriesInstanceUID", f"{prefix}series_instance_uid", "uid"),
+        Attribute("Modality", f"{prefix}modality"),
+        Attribute("SeriesNumber", f"{prefix}series_number", "int"),
+        Attribute("SeriesDescription", f"{prefix}series_description"),
+        Attribute("BodyPartExamined", f"{prefix}body_part_examined"),
+        Attribute("SeriesDate", f"{prefix}series_date", "date"),
+        Attribute("SeriesTime", f"{prefix}series_time", "time"),
+        Attribute("NumberOfSeriesRelatedInstances", f"{prefix}number_of_instances", "int"),
+    ]
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    model: type
+    attributes: dict[str, Attribute]
+    unique: str  # the level's unique key
+    parents: tuple[str, ...] = ()  # unique keys of the levels above (hierarchical model)
+    related: tuple = ()  # select_related paths
+
+
+LEVELS = {
+    "PATIENT": Level("PATIENT", Patient, _attrs(
+        *_patient(""),
+        Attribute("NumberOfPatientRelatedStudies", "n_studies", "int"),
+        Attribute("NumberOfPatientRelatedSeries", "n_series", "int"),
+        Attribute("NumberOfPatientRelatedInstances", "n_instances", "int"),
+    ), "PatientID"),
+    "STUDY": Level("STUDY", Study, _attrs(*_patient("patient__"), *_study("")),
+                   "StudyInstanceUID", ("PatientID",), ("patient",)),
+    "SERIES": Level("SERIES", Series, _attrs(
+        *_series(""), Attribute("StudyInstanceUID", "study__study_instance_uid", "uid"),
+        Attribute("PatientID", "study__patient__patient_id"),
+    ), "SeriesInstanceUID", ("StudyInstanceUID",), ("study__patient",)),
+    "IMAGE": Level("IMAGE", Instance, _attrs(
+        Attribute("SOPInstanceUID", "sop_instance_uid", "uid"),
+        Attribute("SOPClassUID", "sop_class_uid", "uid"),
+        Attribute("InstanceNumber", "instance_number", "int"),
+        Attribute("Rows", "rows", "int"),
+        Attribute("Columns", "columns", "int"),
+        Attribute("NumberOfFrames", "number_of_frames", "int"),
+        Attribute("SeriesInstanceUID", "series__series_instance_uid", "uid"),
+        Attribute("StudyInstanceUID", "series__study__study_instance_uid", "uid"),
+        Attribute("PatientID", "series__study__patient__patient_id"),
+    ), "SOPInstanceUID", ("StudyInstanceUID", "SeriesInstanceUID"), ("series__study__patient",)),
+}
+# Patient Root at STUDY level has the same attributes as Study Root.
+ANSWER_CHARSETS = ("ISO_IR 100", "ISO_IR 192")
+
+
+def attribute_q(attr: Attribute, value: object) -> Q:
+    """PS3.4 C.2.2.2 matching of one attribute; empty values are universal matching."""
+    if isinstance(value, MutableSequence | tuple):  # pydicom MultiValue: backslash list
+        value = "\\".join(str(v) for v in value)
+    if value is None or value == "":
+        return Q()
+    if attr.kind == "uid":  # list of UID matching (C.2.2.2.2)
+        uids = [v.strip() for v in str(value).split("\\") if v.strip()]
+        if not uids:
+            return Q()
+        return Q(**{f"{attr.field}__in": uids}) if len(uids) > 1 else Q(**{attr.field: uids[0]})
+    text = str(value).strip()
+    if attr.kind == "date":
+        return date_range_q(attr.field, text)
+    if attr.kind == "time":
+        return _time_range_q(attr.field, text)
+    if attr.kind == "int":
+        try:
+            return Q(**{attr.field: int(text)})
+        except ValueError as exc:
+            raise InvalidQuery(f"{attr.keyword}: not a number") from exc
+    if attr.kind == "multi":  # one of the stored backslash-separated values
+        q = Q()
+        for item in text.split("\\"):
+            q |= Q(**{f"{attr.field}__regex": rf"(^|\\){_re_literal(item)}(\\|$)"})
+        return q
+    # Person names match case-insensitively, as Orthanc and dcm4chee do by default.
+    if attr.match_field:
+        return single_value_q(attr.match_field, text.upper())
+    return single_value_q(attr.field, text, ignore_case=attr.kind == "pn")
+
+
+def _re_literal(value: str) -> str:
+    import re
+
+    return re.escape(value).replace(r"\*", ".*").replace(r"\?", ".")
+
+
+def _time_range_q(field: str, value: str) -> Q:
+    """TM range matching: compare on HHMMSS; stored fractions sort after their second."""
+    start, sep, end = value.partition("-")
+    if not sep:
+        return Q(**{f"{field}__startswith": value.split(".")[0]})
+    q = Q()
+    if start:
+        q &= Q(**{f"{field}__gte": start.replace(":", "")})
+    if end:
+        q &= Q(**{f"{field}__lte": end.replace(":", "") + "\x7f"})
+    return q
+
+
+def search(level_name: str, identifier: Dataset) -> tuple[Level, QuerySet]:
+    level = LEVELS.get(level_name)
+    if level is None:
+        raise InvalidQuery(f"unsupported QueryRetrieveLevel {level_name!r}")
+    q = Q()
+    for element in identifier:
+        keyword = element.keyword
+        attr = level.attributes.get(keyword)
+        if attr is None or not attr.field or element.VR == "SQ":
+            continue  # unsupported keys are not matched (C.2.2.1.2): returned empty
+        if attr.field.startswith("n_"):
+            continue
+        q &= attribute_q(attr, element.value)
+    qs = level.model.objects.filter(q)
+    if level.related:
+        qs = qs.select_related(*level.related)
+    if level.name == "PATIENT":
+        qs = qs.annotate(
+            n_studies=Count("studies", distinct=True),
+            n_series=Count("studies__series", distinct=True),
+            n_instances=Count("studies__series__instances", distinct=True),
+        )
+    if level.name == "IMAGE":
+        qs = qs.defer("metadata")
+    return level, qs.order_by("pk")
+
+
+def answers(level: Level, qs: QuerySet, identifier: Dataset, *, charset: str) -> Iterator[Dataset]:
+    """One answer per match, holding exactly the requested keys (C.4.1.1.3.2)."""
+    requested = [e.keyword for e in identifier if e.keyword and e.keyword != "SpecificCharacterSet"]
+    for obj in qs.iterator(chunk_size=500):
+        ds = Dataset()
+        ds.SpecificCharacterSet = charset
+        for keyword in requested:
+            if keyword == "QueryRetrieveLevel":
+                ds.QueryRetrieveLevel = level.name
+                continue
+            attr = level.attributes.get(keyword)
+            value = _value(obj, attr) if attr else None
+            if keyword == "ModalitiesInStudy" and value:
+                value = value.split("\\")
+            setattr(ds, keyword, "" if value is None else value)
+        yield ds
+
+
+def _value(obj, attr: Attribute):
+    value = obj
+    for part in attr.field.split("__"):
+        value = getattr(value, part, None)
+        if value is None:
+            return None
+    return value
+
+
+def answer_charset(requested: str) -> str:
+    """Answer in the request's character set when it is one we write, else UTF-8."""
+    return requested if requested in ANSWER_CHARSETS else "ISO_IR 192"

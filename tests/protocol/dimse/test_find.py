@@ -1,0 +1,144 @@
+"""C-FIND SCP (Patient Root / Study Root) against DCMTK findscu and pynetdicom."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyFind
+
+from pacs.models import ApplicationEntity
+from pacs.services.ingest import store_instance
+from tests.samples import sample
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture
+def archive(dimse_listener, known_aes):
+    ApplicationEntity.objects.create(ae_title="FINDSCU", host="127.0.0.1", port=104,
+                                     may_query=True)
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "emri_small.dcm"):
+        store_instance(data=sample(name).read_bytes(), received_from="test")
+    ds = dcmread(sample("CT_small.dcm"))
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName, ds.PatientID = "Müller^Jürgen", "LAT1"
+    ds.StudyInstanceUID = ds.StudyInstanceUID + ".77"
+    ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".77"
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".77"
+    ds.StudyDate = "20240315"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    store_instance(data=buf.getvalue(), received_from="test")
+    return dimse_listener
+
+
+def findscu(listener, tmp_path: Path, *keys: str | bytes, model: str = "-S") -> list[Dataset]:
+    host, port = listener.address
+    out = tmp_path / "rsp"
+    out.mkdir(exist_ok=True)
+    for old in out.glob("*"):
+        old.unlink()
+    args = ["/usr/bin/findscu", model, "-aet", "FINDSCU", "-aec", "PORTAL", "-X", "-od", str(out)]
+    for key in keys:
+        args += ["-k", key]
+    proc = subprocess.run([*args, host, str(port)], capture_output=True, timeout=60,
+                          encoding="utf-8", errors="replace")
+    assert proc.returncode == 0, proc.stderr
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("E:")], proc.stderr
+    return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def test_study_level_wildcard_name_is_case_insensitive(archive, tmp_path):
+    found = findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY", "PatientName=compressed*",
+                    "StudyInstanceUID", "ModalitiesInStudy", "NumberOfStudyRelatedInstances",
+                    "PatientID")
+    assert sorted(str(d.PatientName) for d in found) == [
+        "CompressedSamples^CT1", "CompressedSamples^MR1"]
+    ct = next(d for d in found if d.PatientID == "1CT1")
+    assert ct.ModalitiesInStudy == "CT" and ct.NumberOfStudyRelatedInstances == 1
+    assert ct.QueryRetrieveLevel == "STUDY"
+
+
+def test_date_range_and_universal_keys(archive, tmp_path):
+    found = findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY", "StudyDate=20240101-",
+                    "PatientName", "StudyDescription")
+    assert len(found) == 1 and found[0].PatientName == "Müller^Jürgen"
+    assert "StudyDescription" in found[0]  # requested key returned (possibly empty)
+    assert len(findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY", "StudyDate")) == 5
+
+
+def test_modality_in_study_and_uid_list(archive, tmp_path):
+    found = findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY", "ModalitiesInStudy=MR",
+                    "StudyInstanceUID")
+    uids = [d.StudyInstanceUID for d in found]
+    assert len(uids) == 2  # MR_small and emri_small
+    both = findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY",
+                   f"StudyInstanceUID={uids[0]}\\{uids[1]}")
+    assert sorted(d.StudyInstanceUID for d in both) == sorted(uids)
+
+
+def test_series_and_image_levels(archive, tmp_path):
+    study = dcmread(sample("emri_small.dcm"), stop_before_pixels=True)
+    series = findscu(archive, tmp_path, "QueryRetrieveLevel=SERIES",
+                     f"StudyInstanceUID={study.StudyInstanceUID}", "SeriesInstanceUID",
+                     "Modality", "NumberOfSeriesRelatedInstances")
+    assert len(series) == 1 and series[0].Modality == "MR"
+    assert series[0].NumberOfSeriesRelatedInstances == 1
+    images = findscu(archive, tmp_path, "QueryRetrieveLevel=IMAGE",
+                     f"StudyInstanceUID={study.StudyInstanceUID}",
+                     f"SeriesInstanceUID={study.SeriesInstanceUID}", "SOPInstanceUID",
+                     "NumberOfFrames", "SOPClassUID")
+    assert [d.SOPInstanceUID for d in images] == [study.SOPInstanceUID]
+    assert images[0].NumberOfFrames == 10
+
+
+def test_patient_root_patient_level_counts(archive, tmp_path):
+    found = findscu(archive, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientID=1CT1",
+                    "PatientName", "NumberOfPatientRelatedStudies",
+                    "NumberOfPatientRelatedInstances", model="-P")
+    assert len(found) == 1 and found[0].NumberOfPatientRelatedStudies == 1
+    assert found[0].NumberOfPatientRelatedInstances == 1
+
+
+def test_latin1_request_gets_latin1_answer(archive, tmp_path):
+    # findscu puts the argument's bytes on the wire as they are: give it Latin-1 bytes.
+    found = findscu(archive, tmp_path, "SpecificCharacterSet=ISO_IR 100",
+                    "QueryRetrieveLevel=STUDY", "PatientName=MÜLLER*".encode("latin-1"),
+                    "PatientID")
+    assert len(found) == 1
+    assert found[0].SpecificCharacterSet == "ISO_IR 100"
+    assert found[0].PatientName == "Müller^Jürgen" and found[0].PatientID == "LAT1"
+
+
+def _pynetdicom_find(listener, identifier: Dataset, calling: str = "FINDSCU"):
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(StudyFind)
+    host, port = listener.address
+    assoc = ae.associate(host, port, ae_title="PORTAL")
+    assert assoc.is_established
+    try:
+        return list(assoc.send_c_find(identifier, StudyFind))
+    finally:
+        assoc.release()
+
+
+def test_unsupported_level_is_a900_and_association_survives(archive):
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "FRAME"
+    responses = _pynetdicom_find(archive, ds)
+    status, _ = responses[-1]
+    assert status.Status == 0xA900 and "QueryRetrieveLevel" in status.ErrorComment
+
+
+def test_ae_without_query_permission_is_refused(archive):
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.PatientID = ""
+    status, _ = _pynetdicom_find(archive, ds, calling="STORESCU")[-1]
+    assert status.Status == 0x0124
