@@ -80,3 +80,27 @@ def test_echo_runs_as_a_celery_task_on_the_worker(worker):
     assert result.get(timeout=60)["ok"] is True
     target.refresh_from_db()
     assert target.last_echo_ok is True
+
+
+def test_cfind_against_postgresql(worker, tmp_path):
+    ApplicationEntity.objects.create(ae_title="FINDSCU", host="127.0.0.1", port=104,
+                                     may_store=True, may_query=True)
+    time.sleep(2.5)
+    for name in ("CT_small.dcm", "MR_small.dcm", "emri_small.dcm"):
+        sent = subprocess.run(["/usr/bin/storescu", "-aet", "FINDSCU", "-aec", "PORTAL",
+                               "127.0.0.1", str(worker), str(sample(name))],
+                              capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+    out = tmp_path / "rsp"
+    out.mkdir()
+    proc = subprocess.run(
+        ["/usr/bin/findscu", "-S", "-aet", "FINDSCU", "-aec", "PORTAL", "-X", "-od", str(out),
+         "-k", "QueryRetrieveLevel=STUDY", "-k", "ModalitiesInStudy=MR",
+         "-k", "PatientName=compressed*", "-k", "StudyInstanceUID", "127.0.0.1", str(worker)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0 and "E:" not in proc.stderr, proc.stderr
+    from pydicom import dcmread
+
+    found = [dcmread(p) for p in out.glob("rsp*.dcm")]
+    assert [str(d.PatientName) for d in found] == ["CompressedSamples^MR1"]
