@@ -37,6 +37,13 @@ def dataset_bytes(path: Path) -> bytes:
     return data[meta_end:]
 
 
+def encoded(ds) -> bytes:
+    """A dataset as Part 10 bytes, e.g. a sample changed by a test."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,9 +17,12 @@ from portal import audit
 
 log = logging.getLogger("pacs.dimse")
 
-# PS3.4 B.2.3 C-STORE status codes used here.
+# Status codes used here (PS3.4 B.2.3, C.4.1.1.4; PS3.7 C).
 STATUS_SUCCESS = 0x0000
+STATUS_PENDING = 0xFF00
+STATUS_CANCEL = 0xFE00
 STATUS_PROCESSING_FAILURE = 0x0110
+STATUS_UNABLE_TO_PROCESS = 0xC000
 
 
 def _failure(status: int, comment: str) -> Dataset:
@@ -34,6 +37,12 @@ def _peer(event: evt.Event) -> tuple[str, str]:
     return str(requestor.ae_title).strip(), str(requestor.address)
 
 
+def _authorize(policy: AePolicy, calling: str, permission: str, action: str) -> None:
+    """Per-request permission from the AE table; refused with 0x0124 by the caller's mapping."""
+    if not getattr(policy.permissions(calling), permission):
+        raise NotAuthorized(f"{calling} may not {action}")
+
+
 def handle_echo(event: evt.Event) -> int:
     return STATUS_SUCCESS
 
@@ -43,8 +52,7 @@ def make_store_handler(policy: AePolicy):
         calling, host = _peer(event)
         close_old_connections()
         try:
-            if not policy.permissions(calling).may_store:
-                raise NotAuthorized(f"{calling} may not store")
+            _authorize(policy, calling, "may_store", "store")
             request = event.request
             store_instance(
                 data=event.encoded_dataset(include_meta=True),
@@ -90,24 +98,24 @@ def make_find_handler(policy: AePolicy):
         calling, _host = _peer(event)
         close_old_connections()
         try:
-            if not policy.permissions(calling).may_query:
-                raise NotAuthorized(f"{calling} may not query")
+            _authorize(policy, calling, "may_query", "query")
             identifier = event.identifier
             level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
             charset = query.answer_charset(_charset(identifier))
             level, qs = query.search(level_name, identifier)
             for answer in query.answers(level, qs, identifier, charset=charset):
                 if event.is_cancelled:
-                    yield 0xFE00, None
+                    yield STATUS_CANCEL, None
                     return
-                yield 0xFF00, answer
+                yield STATUS_PENDING, answer
         except PacsError as exc:
             log.warning("C-FIND from %s refused: %s", calling, exc)
             yield _failure(exc.dimse_status, str(exc)), None
             return
         except Exception as exc:
             log.exception("C-FIND from %s failed", calling)
-            yield _failure(0xC000, f"unable to process: {type(exc).__name__}"), None
+            comment = f"unable to process: {type(exc).__name__}"
+            yield _failure(STATUS_UNABLE_TO_PROCESS, comment), None
             return
         yield STATUS_SUCCESS, None
 

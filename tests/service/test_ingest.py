@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import io
-
 import pytest
 from pydicom import dcmread
 
@@ -9,7 +7,7 @@ from pacs.dicomfile import to_part10
 from pacs.errors import InvalidDicom, MissingAttribute, SopClassMismatch
 from pacs.models import Instance, Patient, Series, Study
 from pacs.services.ingest import Outcome, store_instance
-from tests.samples import COMPRESSED, UNCOMPRESSED, dataset_bytes, sample
+from tests.samples import COMPRESSED, UNCOMPRESSED, dataset_bytes, encoded, sample
 
 pytestmark = pytest.mark.django_db
 
@@ -115,20 +113,16 @@ def test_garbage_is_refused(storage_dir):
 def test_missing_uid_is_refused(storage_dir):
     ds = dcmread(sample("CT_small.dcm"))
     del ds.SeriesInstanceUID
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
     with pytest.raises(MissingAttribute, match="SeriesInstanceUID"):
-        store_instance(data=buf.getvalue(), received_from="t")
+        store_instance(data=encoded(ds), received_from="t")
     assert not Patient.objects.exists()
 
 
 def test_invalid_uid_cannot_escape_storage(storage_dir):
     ds = dcmread(sample("CT_small.dcm"))
     ds.StudyInstanceUID = "../../etc"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
     with pytest.raises(MissingAttribute, match="not a valid UID"):
-        store_instance(data=buf.getvalue(), received_from="t")
+        store_instance(data=encoded(ds), received_from="t")
 
 
 def test_request_mismatch_is_a900(storage_dir):
@@ -144,9 +138,7 @@ def test_second_series_updates_study_counters_and_modalities(storage_dir):
     ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".2"
     ds.SOPInstanceUID = ds.SOPInstanceUID + ".2"
     ds.Modality = "MR"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    store_instance(data=buf.getvalue(), received_from="t")
+    store_instance(data=encoded(ds), received_from="t")
     study = Study.objects.get()
     assert study.number_of_series == 2 and study.number_of_instances == 2
     assert study.modalities_in_study == "CT\\MR"
@@ -157,10 +149,9 @@ def test_character_set_is_decoded_to_unicode(storage_dir):
     ds = dcmread(sample("CT_small.dcm"))
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.PatientName = "Müller^Jürgen"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    assert "Müller".encode("latin-1") in buf.getvalue()
-    store_instance(data=buf.getvalue(), received_from="t")
+    data = encoded(ds)
+    assert "Müller".encode("latin-1") in data
+    store_instance(data=data, received_from="t")
     assert Patient.objects.get().patient_name == "Müller^Jürgen"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as S
 
 from pacs.models import ApplicationEntity
 from pacs.services.ingest import store_instance
-from tests.samples import sample
+from tests.samples import encoded, sample
 
 pytestmark = pytest.mark.interop
 
@@ -32,9 +31,7 @@ def archive(dimse_listener, known_aes):
     ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".77"
     ds.SOPInstanceUID = ds.SOPInstanceUID + ".77"
     ds.StudyDate = "20240315"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    store_instance(data=buf.getvalue(), received_from="test")
+    store_instance(data=encoded(ds), received_from="test")
     return dimse_listener
 
 
