@@ -206,7 +206,25 @@ def answers(level: Level, qs: QuerySet, identifier: Dataset, *, charset: str) ->
             if keyword == "ModalitiesInStudy" and value:
                 value = value.split("\\")
             setattr(ds, keyword, "" if value is None else value)
+        if charset != "ISO_IR 192" and not _encodable(ds, charset):
+            ds.SpecificCharacterSet = "ISO_IR 192"  # this answer needs UTF-8
         yield ds
+
+
+_PYTHON_CODECS = {"ISO_IR 100": "latin-1"}
+
+
+def _encodable(ds: Dataset, charset: str) -> bool:
+    codec = _PYTHON_CODECS.get(charset, "ascii")
+    try:
+        for element in ds:
+            if isinstance(element.value, str):
+                element.value.encode(codec)
+            elif element.VR == "PN" and element.value is not None:
+                str(element.value).encode(codec)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _value(obj, attr: Attribute):

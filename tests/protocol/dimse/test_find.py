@@ -139,3 +139,18 @@ def test_ae_without_query_permission_is_refused(archive):
     ds.PatientID = ""
     status, _ = _pynetdicom_find(archive, ds, calling="STORESCU")[-1]
     assert status.Status == 0x0124
+
+
+def test_latin1_request_gets_utf8_answer_when_latin1_cannot_hold_it(archive, tmp_path):
+    ds = dcmread(sample("MR_small.dcm"))
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName, ds.PatientID = "Ŝtefano^Ŭrsula", "UTF8"  # not in Latin-1
+    ds.StudyInstanceUID = ds.StudyInstanceUID + ".88"
+    ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".88"
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".88"
+    store_instance(data=encoded(ds), received_from="test")
+    found = findscu(archive, tmp_path, "SpecificCharacterSet=ISO_IR 100",
+                    "QueryRetrieveLevel=STUDY", "PatientID=UTF8", "PatientName")
+    assert len(found) == 1
+    assert found[0].SpecificCharacterSet == "ISO_IR 192"
+    assert found[0].PatientName == "Ŝtefano^Ŭrsula"
