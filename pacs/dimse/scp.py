@@ -17,13 +17,12 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from pacs.dimse import handlers, negotiation, transport
+from pacs.dimse import handlers, negotiation
 from pacs.dimse.policy import AePolicy
 
 # pynetdicom's "standard" log handlers run on every PDU and log identifiers: off.
 _config.LOG_HANDLER_LEVEL = "none"
 negotiation.install()
-transport.install()
 
 
 class TunedAssociationServer(ThreadedAssociationServer):
