@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+from collections.abc import MutableSequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,12 +177,17 @@ def _short(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
+def is_multi_value(value: Any) -> bool:
+    """A pydicom MultiValue (a MutableSequence), a list or a tuple."""
+    return isinstance(value, MutableSequence | tuple)
+
+
 def text(ds: Dataset, keyword: str, max_length: int) -> str:
     """A header value as a clean string for an index column (multi-values joined by '\\')."""
     value: Any = ds.get(keyword, "")
     if value is None:
         return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+    if is_multi_value(value):
         value = "\\".join(str(v) for v in value)
     return str(value).strip().rstrip("\x00")[:max_length]
 

@@ -7,12 +7,14 @@ the attributes they can match and return (own level and, for Study Root, the lev
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableSequence
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet
 from pydicom.dataset import Dataset
 
+from pacs.dicomfile import is_multi_value
 from pacs.errors import PacsError
 from pacs.matching import date_range_q, single_value_q
 from pacs.models import Instance, Patient, Series, Study
@@ -115,7 +117,7 @@ ANSWER_CHARSETS = ("ISO_IR 100", "ISO_IR 192")
 
 def attribute_q(attr: Attribute, value: object) -> Q:
     """PS3.4 C.2.2.2 matching of one attribute; empty values are universal matching."""
-    if isinstance(value, MutableSequence | tuple):  # pydicom MultiValue: backslash list
+    if is_multi_value(value):  # a backslash-separated list
         value = "\\".join(str(v) for v in value)
     if value is None or value == "":
         return Q()
@@ -146,8 +148,6 @@ def attribute_q(attr: Attribute, value: object) -> Q:
 
 
 def _re_literal(value: str) -> str:
-    import re
-
     return re.escape(value).replace(r"\*", ".*").replace(r"\?", ".")
 
 

@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 
 from pacs import query
+from pacs.dicomfile import is_multi_value
 from pacs.dimse.policy import AePolicy
 from pacs.errors import NotAuthorized, PacsError
 from pacs.services.ingest import store_instance
@@ -124,6 +125,6 @@ def make_find_handler(policy: AePolicy):
 
 def _charset(identifier: Dataset) -> str:
     value = identifier.get("SpecificCharacterSet", "")
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+    if is_multi_value(value):
         value = value[-1] if value else ""
     return str(value or "").strip()
