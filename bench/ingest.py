@@ -139,7 +139,17 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-class Portal:
+class Receiver:
+    """A receiving server run as a subprocess for the duration of one measurement."""
+
+    proc: subprocess.Popen
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class Portal(Receiver):
     name = "portal"
 
     def __init__(self, processes: int, fsync: bool) -> None:
@@ -170,12 +180,9 @@ class Portal:
                              env=self.env, check=True, capture_output=True, text=True).stdout
         return int(out.strip().splitlines()[-1])
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
-class StoreScp:
+class StoreScp(Receiver):
     label = "DCMTK storescp (writing files)"
 
     def start(self, tmp: Path) -> int:
@@ -187,12 +194,9 @@ class StoreScp:
         wait_port(self.port)
         return self.port
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
-class Orthanc:
+class Orthanc(Receiver):
     label = "Orthanc (Debian package, index + files, TCP_NODELAY)"
 
     def start(self, tmp: Path) -> int:
@@ -210,9 +214,6 @@ class Orthanc:
         wait_port(self.port)
         return self.port
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 def main() -> None:

@@ -26,6 +26,19 @@ def associate(listener, calling="PYNETDICOM"):
     return assoc
 
 
+def assert_store_refused(listener, path, status_code: int, comment: str,
+                         calling: str = "PYNETDICOM") -> None:
+    """One C-STORE that must fail with ``status_code`` and ``comment``, storing nothing."""
+    assoc = associate(listener, calling=calling)
+    try:
+        status = assoc.send_c_store(path)
+        assert status.Status == status_code
+        assert comment in status.ErrorComment
+    finally:
+        assoc.release()
+    assert not Instance.objects.exists()
+
+
 def _stored_files(root):
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
@@ -83,27 +96,14 @@ def test_request_and_dataset_uid_mismatch_is_a900(dimse_listener, known_aes, tmp
     ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
     path = tmp_path / "mismatch.dcm"
     ds.save_as(path, enforce_file_format=False)
-    assoc = associate(dimse_listener)
-    try:
-        status = assoc.send_c_store(path)
-        assert status.Status == 0xA900
-        assert "SOP Instance UID differs" in status.ErrorComment
-    finally:
-        assoc.release()
-    assert not Instance.objects.exists()
+    assert_store_refused(dimse_listener, path, 0xA900, "SOP Instance UID differs")
 
 
 def test_ae_without_store_permission_is_refused_0124(dimse_listener, known_aes):
     ApplicationEntity.objects.create(ae_title="VIEWONLY", host="127.0.0.1", port=104,
                                      may_store=False)
-    assoc = associate(dimse_listener, calling="VIEWONLY")
-    try:
-        status = assoc.send_c_store(sample("CT_small.dcm"))
-        assert status.Status == 0x0124
-        assert "may not store" in status.ErrorComment
-    finally:
-        assoc.release()
-    assert not Instance.objects.exists()
+    assert_store_refused(dimse_listener, sample("CT_small.dcm"), 0x0124, "may not store",
+                         calling="VIEWONLY")
 
 
 def test_concurrent_associations_storing_one_study(dimse_listener, known_aes):
