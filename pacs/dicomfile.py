@@ -198,3 +198,38 @@ def integer(ds: Dataset, keyword: str) -> int | None:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+
+
+def part10_prefix(*, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
+                  source_aet: str, implementation_uid: str, implementation_version: str) -> bytes:
+    """Preamble + File Meta Information (PS3.10 7.1) for a dataset received over the network.
+
+    Written by hand: the group is seven short Explicit VR LE elements, and building it through
+    pydicom costs more than the rest of the C-STORE bookkeeping.
+    """
+    body = b"".join((
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", _uid_bytes(sop_class_uid)),
+        _meta_element(0x0003, b"UI", _uid_bytes(sop_instance_uid)),
+        _meta_element(0x0010, b"UI", _uid_bytes(transfer_syntax_uid)),
+        _meta_element(0x0012, b"UI", _uid_bytes(implementation_uid)),
+        _meta_element(0x0013, b"SH", _padded(implementation_version[:16].encode("ascii"))),
+        _meta_element(0x0016, b"AE", _padded(source_aet[:16].encode("ascii", "replace"))),
+    ))
+    length = _meta_element(0x0000, b"UL", struct.pack("<I", len(body)))
+    return b"\x00" * 128 + b"DICM" + length + body
+
+
+def _uid_bytes(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _padded(raw: bytes) -> bytes:
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":
+        return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value

@@ -31,9 +31,10 @@ def _bulk_uri(element: DataElement) -> str:
 def header_json(ds: Dataset, *, has_pixel_data: bool) -> dict[str, Any]:
     """The dataset as DICOM JSON; bulk values (and pixel data) become BulkDataURI entries."""
     result: dict[str, Any] = {}
+    codec = _simple_codec(ds)
     for tag, raw in ds._dict.items():
         key = f"{tag:08X}"
-        converted = _fast(raw) if isinstance(raw, RawDataElement) else None
+        converted = _fast(raw, codec) if isinstance(raw, RawDataElement) else None
         if converted is None:
             try:
                 converted = ds[tag].to_json_dict(_bulk_uri, BULK_THRESHOLD)
@@ -45,7 +46,47 @@ def header_json(ds: Dataset, *, has_pixel_data: bool) -> dict[str, Any]:
     return result
 
 
-def _fast(raw: RawDataElement) -> dict[str, Any] | None:
+# Character sets whose text decodes with one Python codec (no ISO 2022 code extensions).
+_SIMPLE_CHARSETS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1",
+                    "ISO_IR 192": "utf_8"}
+_TEXT_VRS = frozenset({"LO", "SH", "UC"})  # multi-valued text
+_SINGLE_TEXT_VRS = frozenset({"ST", "LT", "UT"})  # backslash is a character, not a delimiter
+
+
+def _simple_codec(ds: Dataset) -> str | None:
+    raw = ds._dict.get(0x00080005)
+    if raw is None:
+        return "ascii"
+    value = raw.value if isinstance(raw, RawDataElement) else None
+    if not isinstance(value, bytes):
+        return None
+    return _SIMPLE_CHARSETS.get(value.decode("ascii", "replace").strip(" \x00"))
+
+
+def _text(raw: RawDataElement, vr: str, codec: str) -> dict[str, Any] | None:
+    try:
+        text = raw.value.rstrip(b"\x00 ").decode(codec)
+    except UnicodeDecodeError:
+        return None
+    if not text:
+        return {"vr": vr}
+    if vr in _SINGLE_TEXT_VRS:
+        return {"vr": vr, "Value": [text]}
+    if vr == "PN":
+        names = []
+        for name in text.split("\\"):
+            parts = name.split("=")
+            comps = {"Alphabetic": parts[0]}
+            if len(parts) > 1:
+                comps["Ideographic"] = parts[1]
+            if len(parts) > 2:
+                comps["Phonetic"] = parts[2]
+            names.append(comps)
+        return {"vr": vr, "Value": names}
+    return {"vr": vr, "Value": [item.rstrip("\x00 ") for item in text.split("\\")]}
+
+
+def _fast(raw: RawDataElement, codec: str | None) -> dict[str, Any] | None:
     """Convert a raw element of a fixed-format VR, or return None to let pydicom do it."""
     vr = raw.VR
     if vr is None:
@@ -79,6 +120,8 @@ def _fast(raw: RawDataElement) -> dict[str, Any] | None:
         if items == [""]:
             return {"vr": vr}
         return {"vr": vr, "Value": [i if i else None for i in items]}
+    if codec and (vr in _TEXT_VRS or vr in _SINGLE_TEXT_VRS or vr == "PN"):
+        return _text(raw, vr, codec)
     code = _BINARY_NUMBERS.get(vr)
     if code:
         size = struct.calcsize("<" + code)  # standard sizes, not native

@@ -1,16 +1,21 @@
-"""DIMSE event handlers: translate the wire format, call one service, map errors to statuses."""
+"""DIMSE services: translate a message, authorize, call one service, map errors to statuses."""
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Callable, Iterator
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 from pydicom.dataset import Dataset
-from pynetdicom import evt
+from pydicom.uid import UID
+from pynetdicom.dsutils import decode, encode
 
 from pacs import query
-from pacs.dicomfile import is_multi_value
+from pacs.dicomfile import is_multi_value, part10_prefix
+from pacs.dimse import wire
+from pacs.dimse.engine import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, Association
 from pacs.dimse.policy import AePolicy
 from pacs.errors import NotAuthorized, PacsError
 from pacs.services.ingest import store_instance
@@ -23,19 +28,16 @@ STATUS_SUCCESS = 0x0000
 STATUS_PENDING = 0xFF00
 STATUS_CANCEL = 0xFE00
 STATUS_PROCESSING_FAILURE = 0x0110
+STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
+STATUS_IDENTIFIER_MISMATCH = 0xA900
 STATUS_UNABLE_TO_PROCESS = 0xC000
 
+FIND_MODELS = {
+    "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Q/R FIND
+    "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Q/R FIND
+}
 
-def _failure(status: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]  # LO: 64 characters
-    return ds
-
-
-def _peer(event: evt.Event) -> tuple[str, str]:
-    requestor = event.assoc.requestor
-    return str(requestor.ae_title).strip(), str(requestor.address)
+Service = Callable[[Association, wire.Message], None]
 
 
 def _authorize(policy: AePolicy, calling: str, permission: str, action: str) -> None:
@@ -44,87 +46,136 @@ def _authorize(policy: AePolicy, calling: str, permission: str, action: str) -> 
         raise NotAuthorized(f"{calling} may not {action}")
 
 
-def handle_echo(event: evt.Event) -> int:
-    return STATUS_SUCCESS
+def decode_identifier(assoc: Association, message: wire.Message) -> Dataset:
+    """The request's data set as pydicom reads it in the context's transfer syntax."""
+    if message.dataset is None:
+        raise query.InvalidQuery("the request has no identifier")
+    syntax = UID(assoc.context(message).transfer_syntax)
+    try:
+        ds = decode(io.BytesIO(message.dataset), syntax.is_implicit_VR,
+                    syntax.is_little_endian, syntax.is_deflated)
+        ds.keys()  # pydicom parses lazily: touch the elements now
+        for _element in ds:
+            pass
+    except Exception as exc:  # pydicom raises many types on garbage
+        raise query.InvalidQuery(f"cannot decode the identifier: {type(exc).__name__}") from exc
+    return ds
 
 
-def make_store_handler(policy: AePolicy):
-    def handle_store(event: evt.Event) -> int | Dataset:
-        calling, host = _peer(event)
+def encode_for(assoc: Association, message: wire.Message, ds: Dataset) -> bytes:
+    syntax = UID(assoc.context(message).transfer_syntax)
+    data = encode(ds, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+    if data is None:
+        raise PacsError("cannot encode the answer")
+    return data
+
+
+def handle_echo(assoc: Association, message: wire.Message) -> None:
+    assoc.respond(message, STATUS_SUCCESS)
+
+
+def make_store_service(policy: AePolicy) -> Service:
+    def handle_store(assoc: Association, message: wire.Message) -> None:
+        calling = assoc.calling_aet
         close_old_connections()
+        sop_class = message.text(wire.AFFECTED_SOP_CLASS_UID)
+        sop_instance = message.text(wire.AFFECTED_SOP_INSTANCE_UID)
+        context = assoc.context(message)
         try:
             _authorize(policy, calling, "may_store", "store")
-            request = event.request
+            if message.dataset is None:
+                raise PacsError("C-STORE request without a data set")
+            if sop_class != context.abstract_syntax:
+                assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED,
+                              comment="SOP class differs from the presentation context's")
+                return
+            prefix = part10_prefix(
+                sop_class_uid=sop_class, sop_instance_uid=sop_instance,
+                transfer_syntax_uid=context.transfer_syntax, source_aet=calling,
+                implementation_uid=IMPLEMENTATION_CLASS_UID,
+                implementation_version=IMPLEMENTATION_VERSION,
+            )
             store_instance(
-                data=event.encoded_dataset(include_meta=True),
-                received_from=f"dimse:{calling}@{host}",
-                expected_sop_class_uid=str(request.AffectedSOPClassUID),
-                expected_sop_instance_uid=str(request.AffectedSOPInstanceUID),
+                data=prefix + message.dataset,
+                received_from=f"dimse:{calling}@{assoc.peer_host}",
+                expected_sop_class_uid=sop_class,
+                expected_sop_instance_uid=sop_instance,
             )
         except PacsError as exc:
             log.warning("C-STORE from %s refused: %s", calling, exc)
-            return _failure(exc.dimse_status, str(exc))
+            assoc.respond(message, exc.dimse_status, comment=str(exc))
+            return
         except Exception as exc:  # never let one request take the association down
             log.exception("C-STORE from %s failed", calling)
-            return _failure(STATUS_PROCESSING_FAILURE, f"processing failure: {type(exc).__name__}")
-        return STATUS_SUCCESS
+            assoc.respond(message, STATUS_PROCESSING_FAILURE,
+                          comment=f"processing failure: {type(exc).__name__}")
+            return
+        assoc.respond(message, STATUS_SUCCESS)
 
     return handle_store
 
 
-def make_rejected_handler(policy: AePolicy):
-    def handle_rejected(event: evt.Event) -> None:
-        calling, host = _peer(event)
-        known = policy.permissions(calling).known or settings.DIMSE_ALLOW_UNKNOWN_AE
-        reason = "association limit reached" if known else "calling AE title not in the AE table"
-        log.warning("association from %s@%s refused: %s", calling, host, reason)
-        try:
-            audit.record(category="association", action="A-ASSOCIATE", outcome="refused",
-                         actor=calling, source=host, detail=reason)
-        finally:
-            connection.close()
-
-    return handle_rejected
-
-
-def handle_conn_close(event: evt.Event) -> None:
-    # Association threads are short-lived: give their database connection back.
-    connection.close()
-
-
-def make_find_handler(policy: AePolicy):
+def make_find_service(policy: AePolicy) -> Service:
     """Query/Retrieve C-FIND (Patient Root and Study Root): PS3.4 C.4.1."""
 
-    def handle_find(event: evt.Event):
-        calling, _host = _peer(event)
-        close_old_connections()
-        try:
-            _authorize(policy, calling, "may_query", "query")
-            identifier = event.identifier
-            level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-            charset = query.answer_charset(_charset(identifier))
-            level, qs = query.search(level_name, identifier)
-            for answer in query.answers(level, qs, identifier, charset=charset):
-                if event.is_cancelled:
-                    yield STATUS_CANCEL, None
-                    return
-                yield STATUS_PENDING, answer
-        except PacsError as exc:
-            log.warning("C-FIND from %s refused: %s", calling, exc)
-            yield _failure(exc.dimse_status, str(exc)), None
+    def handle_find(assoc: Association, message: wire.Message) -> None:
+        if assoc.context(message).abstract_syntax not in FIND_MODELS:
+            assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED,
+                          comment="C-FIND is not supported on this SOP class")
             return
-        except Exception as exc:
-            log.exception("C-FIND from %s failed", calling)
-            comment = f"unable to process: {type(exc).__name__}"
-            yield _failure(STATUS_UNABLE_TO_PROCESS, comment), None
-            return
-        yield STATUS_SUCCESS, None
+        for status, answer, comment in _find_answers(policy, assoc, message):
+            if status == STATUS_PENDING and assoc.cancel_requested(message):
+                assoc.respond(message, STATUS_CANCEL)
+                return
+            dataset = encode_for(assoc, message, answer) if answer is not None else None
+            assoc.respond(message, status, dataset=dataset, comment=comment)
 
     return handle_find
 
 
-def _charset(identifier: Dataset) -> str:
+def _find_answers(policy: AePolicy, assoc: Association, message: wire.Message
+                  ) -> Iterator[tuple[int, Dataset | None, str | None]]:
+    calling = assoc.calling_aet
+    close_old_connections()
+    try:
+        _authorize(policy, calling, "may_query", "query")
+        identifier = decode_identifier(assoc, message)
+        level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+        charset = query.answer_charset(charset_of(identifier))
+        level, qs = query.search(level_name, identifier)
+        for answer in query.answers(level, qs, identifier, charset=charset):
+            yield STATUS_PENDING, answer, None
+    except PacsError as exc:
+        log.warning("C-FIND from %s refused: %s", calling, exc)
+        yield exc.dimse_status, None, str(exc)
+        return
+    except Exception as exc:
+        log.exception("C-FIND from %s failed", calling)
+        yield STATUS_UNABLE_TO_PROCESS, None, f"unable to process: {type(exc).__name__}"
+        return
+    yield STATUS_SUCCESS, None, None
+
+
+def charset_of(identifier: Dataset) -> str:
     value = identifier.get("SpecificCharacterSet", "")
     if is_multi_value(value):
         value = value[-1] if value else ""
     return str(value or "").strip()
+
+
+def make_admission(policy: AePolicy) -> Callable[[str, str], str | None]:
+    def admit(calling: str, host: str) -> str | None:
+        if policy.permissions(calling).known or settings.DIMSE_ALLOW_UNKNOWN_AE:
+            return None
+        return "calling AE title not in the AE table"
+
+    return admit
+
+
+def record_refusal(calling: str, host: str, reason: str) -> None:
+    log.warning("association from %s@%s refused: %s", calling, host, reason)
+    try:
+        audit.record(category="association", action="A-ASSOCIATE", outcome="refused",
+                     actor=calling, source=host, detail=reason)
+    finally:
+        connection.close()

@@ -1,17 +1,16 @@
 """Presentation context negotiation that honours the requestor's transfer syntax order.
 
-pynetdicom accepts, for each proposed context, the first transfer syntax in the *acceptor's*
-list. A modality that proposes [RLE, Explicit VR LE] would then be told to send uncompressed,
-and we would not store the object as it came. PS3.8 9.3.2.2 leaves the choice to the acceptor;
-we choose the requestor's first supported syntax, as DCMTK's storescp does with its
-"accept all" policy.
+pynetdicom's negotiate_as_acceptor accepts, for each proposed context, the first transfer
+syntax in the *acceptor's* list. A modality that proposes [RLE, Explicit VR LE] would then be
+told to send uncompressed, and we would not store the object as it came. PS3.8 9.3.2.2 leaves
+the choice to the acceptor; we choose the requestor's first supported syntax, as DCMTK's
+storescp does with its "accept all" policy.
 """
 
 from __future__ import annotations
 
 import copy
 
-from pynetdicom import acse
 from pynetdicom.presentation import negotiate_as_acceptor as _pynetdicom_negotiate
 
 
@@ -36,7 +35,3 @@ def _reordered(ac, proposed):
     clone = copy.copy(ac)
     clone._transfer_syntax = preferred + [ts for ts in ac.transfer_syntax if ts not in preferred]
     return clone
-
-
-def install() -> None:
-    acse.negotiate_as_acceptor = negotiate_preferring_requestor

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import socket
 
-from pynetdicom import AE
+from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
+
+# pynetdicom's "standard" log handlers run on every PDU and log identifiers (PHI): off.
+_config.LOG_HANDLER_LEVEL = "none"
 
 
 def set_nodelay(assoc: Association) -> None:

@@ -2,16 +2,22 @@ from __future__ import annotations
 
 import pytest
 from pydicom import dcmread
+from pydicom.data import get_charset_files
 
 from pacs.dicomjson import BULK_THRESHOLD, _bulk_uri, header_json
 from tests.samples import COMPRESSED, UNCOMPRESSED, sample
 
+CHARSET_FILES = sorted(get_charset_files("chr*.dcm"))
 
-@pytest.mark.parametrize("name", list(COMPRESSED) + UNCOMPRESSED + ["rtdose.dcm", "priv_SQ.dcm"])
+
+@pytest.mark.parametrize("name", list(COMPRESSED) + UNCOMPRESSED + ["rtdose.dcm", "priv_SQ.dcm"]
+                         + CHARSET_FILES)
 def test_fast_json_equals_pydicom(name):
-    ds = dcmread(sample(name), stop_before_pixels=True)
+    """Equal to pydicom's own output, incl. person names and text in every character set."""
+    path = name if name in CHARSET_FILES else sample(name)
+    ds = dcmread(path, stop_before_pixels=True)
     fast = header_json(ds, has_pixel_data=False)
-    reference = dcmread(sample(name), stop_before_pixels=True).to_json_dict(
+    reference = dcmread(path, stop_before_pixels=True).to_json_dict(
         BULK_THRESHOLD, _bulk_uri
     )
     assert fast.keys() == reference.keys()

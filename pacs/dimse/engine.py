@@ -1,0 +1,315 @@
+"""The DIMSE acceptor: one thread per association, blocking reads, no polling.
+
+The engine negotiates the association (policy from the AE table), reads DIMSE messages and
+hands each to the service registered for its command field (pacs.dimse.handlers). Services
+answer through Association.respond() / request(); they never see PDUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db import connection
+from pynetdicom import __version__ as pynetdicom_version
+from pynetdicom.pdu import A_ASSOCIATE_AC as AcPdu
+from pynetdicom.pdu import A_ASSOCIATE_RQ as RqPdu
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import PresentationContext
+
+from pacs.dimse import wire
+from pacs.dimse.negotiation import negotiate_preferring_requestor
+
+log = logging.getLogger("pacs.dimse")
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1456.1"
+IMPLEMENTATION_VERSION = "PORTAL_" + pynetdicom_version.replace(".", "")[:9]
+
+# A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
+REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
+
+
+@dataclass(frozen=True)
+class Context:
+    """An accepted presentation context."""
+
+    id: int
+    abstract_syntax: str
+    transfer_syntax: str
+    as_scu: bool  # we may send requests on it (C-GET's C-STOREs)
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, rj: tuple[int, int, int]) -> None:
+        super().__init__(reason)
+        self.rj = rj
+
+
+class Cancelled(Exception):
+    """A C-CANCEL-RQ arrived for the operation in progress."""
+
+
+@dataclass
+class ServerConfig:
+    ae_title: str
+    supported: list[PresentationContext]
+    services: dict[int, Callable[[Association, wire.Message], None]]
+    admit: Callable[[str, str], str | None]  # (calling AET, host) -> refusal reason or None
+    on_refused: Callable[[str, str, str], None]
+    max_pdu: int = 0
+    max_associations: int = 64
+    acse_timeout: float = 30
+    network_timeout: float = 60
+
+
+class Association:
+    def __init__(self, sock: socket.socket, host: str, config: ServerConfig) -> None:
+        self.sock = sock
+        self.peer_host = host
+        self.config = config
+        self.pdu = wire.PduSocket(sock)
+        self.calling_aet = ""
+        self.called_aet = ""
+        self.peer_max_pdu = 0
+        self.contexts: dict[int, Context] = {}
+        self._next_message_id = 1
+        self._cancelled: set[int] = set()
+
+    # --- negotiation -----------------------------------------------------------------
+
+    def negotiate(self, admitted: bool) -> bool:
+        self.sock.settimeout(self.config.acse_timeout)
+        pdu_type, body = self.pdu.read_pdu()
+        if pdu_type != wire.A_ASSOCIATE_RQ:
+            raise wire.ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type {pdu_type}")
+        rq = RqPdu()
+        rq.decode(bytes([pdu_type, 0]) + len(body).to_bytes(4, "big") + body)
+        request = rq.to_primitive()
+        self.calling_aet = str(request.calling_ae_title).strip()
+        self.called_aet = str(request.called_ae_title).strip()
+        try:
+            if not admitted:
+                raise Refused("association limit reached", REJECT_LOCAL_LIMIT)
+            if str(request.application_context_name) != APPLICATION_CONTEXT:
+                raise Refused("unsupported application context", REJECT_APPLICATION_CONTEXT)
+            reason = self.config.admit(self.calling_aet, self.peer_host)
+            if reason:
+                raise Refused(reason, REJECT_CALLING_AE)
+        except Refused as exc:
+            self.pdu.send_raw(wire.reject_pdu(*exc.rj))
+            self.config.on_refused(self.calling_aet, self.peer_host, str(exc))
+            return False
+        self.pdu.send_raw(self._accept(request))
+        self.sock.settimeout(self.config.network_timeout)
+        return True
+
+    def _accept(self, request: A_ASSOCIATE) -> bytes:
+        roles = {}
+        for item in request.user_information:
+            if isinstance(item, MaximumLengthNotification):
+                self.peer_max_pdu = int(item.maximum_length_received or 0)
+            elif isinstance(item, SCP_SCU_RoleSelectionNegotiation):
+                roles[item.sop_class_uid] = (item.scu_role, item.scp_role)
+        results, role_items = negotiate_preferring_requestor(
+            request.presentation_context_definition_list, self.config.supported, roles
+        )
+        self.contexts = {
+            cx.context_id: Context(cx.context_id, str(cx.abstract_syntax),
+                                   str(cx.transfer_syntax[0]), bool(cx.as_scu))
+            for cx in results if cx.result == 0x00
+        }
+        max_length = MaximumLengthNotification()
+        max_length.maximum_length_received = self.config.max_pdu
+        impl_uid = ImplementationClassUIDNotification()
+        impl_uid.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        impl_name = ImplementationVersionNameNotification()
+        impl_name.implementation_version_name = IMPLEMENTATION_VERSION
+        reply = A_ASSOCIATE()
+        reply.application_context_name = APPLICATION_CONTEXT
+        reply.calling_ae_title = request.calling_ae_title
+        reply.called_ae_title = request.called_ae_title
+        reply.result = 0x00
+        reply.result_source = 0x01
+        reply.presentation_context_definition_results_list = results
+        reply.user_information = [max_length, impl_uid, impl_name, *role_items]
+        ac = AcPdu()
+        ac.from_primitive(reply)
+        return ac.encode()
+
+    # --- message loop ----------------------------------------------------------------
+
+    def serve(self) -> None:
+        while True:
+            item = self.pdu.read_message()
+            if item == wire.A_RELEASE_RQ:
+                self.pdu.send_raw(wire.RELEASE_RP)
+                return
+            if item == wire.A_ABORT:
+                return
+            if isinstance(item, int):
+                raise wire.ProtocolError(f"unexpected PDU type {item}")
+            self.dispatch(item)
+
+    def dispatch(self, message: wire.Message) -> None:
+        if message.context_id not in self.contexts:
+            raise wire.ProtocolError(f"message on unaccepted context {message.context_id}")
+        field = message.command_field
+        if field == wire.C_CANCEL_RQ:
+            return  # nothing in progress any more: PS3.7 9.3.2.3 lets us ignore it
+        service = self.config.services.get(field)
+        if service is None:
+            self.respond(message, 0x0211, comment="unrecognized operation")
+            return
+        service(self, message)
+
+    # --- what services use --------------------------------------------------------------
+
+    def context(self, message: wire.Message) -> Context:
+        return self.contexts[message.context_id]
+
+    def respond(self, message: wire.Message, status: int, *, dataset: bytes | None = None,
+                comment: str | None = None, extra: dict[int, object] | None = None) -> None:
+        """Send the response to ``message`` (command field | 0x8000)."""
+        rq = message.command
+        command: dict[int, object] = {
+            wire.AFFECTED_SOP_CLASS_UID: rq.get(wire.AFFECTED_SOP_CLASS_UID)
+            or rq.get(wire.REQUESTED_SOP_CLASS_UID),
+            wire.COMMAND_FIELD: message.command_field | 0x8000,
+            wire.MESSAGE_ID_BEING_RESPONDED_TO: message.message_id,
+            wire.COMMAND_DATA_SET_TYPE: wire.NO_DATASET if dataset is None
+            else wire.DATASET_PRESENT,
+            wire.STATUS: status,
+            wire.ERROR_COMMENT: comment,
+            **(extra or {}),
+        }
+        instance = rq.get(wire.AFFECTED_SOP_INSTANCE_UID) or rq.get(
+            wire.REQUESTED_SOP_INSTANCE_UID)
+        if instance and wire.AFFECTED_SOP_INSTANCE_UID not in command:
+            command[wire.AFFECTED_SOP_INSTANCE_UID] = instance
+        self.pdu.send_message(message.context_id, wire.encode_command(command), dataset,
+                              self.peer_max_pdu)
+
+    def request(self, context: Context, command: dict[int, object], dataset: bytes,
+                *, cancel_of: int) -> wire.Message:
+        """Send a request on this association (C-GET's C-STORE) and wait for its response.
+
+        A C-CANCEL-RQ for message ``cancel_of`` arriving meanwhile is remembered; any other
+        message is a protocol error (we negotiate synchronous operations only).
+        """
+        message_id = self._next_message_id
+        self._next_message_id = message_id % 0xFFFF + 1
+        command = {**command, wire.MESSAGE_ID: message_id,
+                   wire.COMMAND_DATA_SET_TYPE: wire.DATASET_PRESENT}
+        self.pdu.send_message(context.id, wire.encode_command(command), dataset,
+                              self.peer_max_pdu)
+        while True:
+            item = self.pdu.read_message()
+            if isinstance(item, int):
+                raise wire.PeerClosed(f"peer sent PDU type {item} during a sub-operation")
+            if item.command_field == wire.C_CANCEL_RQ:
+                self._note_cancel(item, cancel_of)
+                continue
+            if item.command.get(wire.MESSAGE_ID_BEING_RESPONDED_TO) == message_id:
+                return item
+            raise wire.ProtocolError("unexpected message during a sub-operation")
+
+    def cancel_requested(self, message: wire.Message) -> bool:
+        """Has a C-CANCEL-RQ for ``message`` arrived? Reads without blocking."""
+        while self.pdu.has_buffered_message() or _readable(self.sock):
+            item = self.pdu.read_message()
+            if isinstance(item, int) or item.command_field != wire.C_CANCEL_RQ:
+                raise wire.ProtocolError("unexpected message while an operation runs")
+            self._note_cancel(item, message.message_id)
+        return message.message_id in self._cancelled
+
+    def _note_cancel(self, item: wire.Message, message_id: int) -> None:
+        if item.command.get(wire.MESSAGE_ID_BEING_RESPONDED_TO) == message_id:
+            self._cancelled.add(message_id)
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+class DimseServer:
+    """Accept loop on a listening socket shared by several processes (SO_REUSEPORT)."""
+
+    def __init__(self, host: str, port: int, config: ServerConfig) -> None:
+        self.config = config
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self._sock.bind((host, port))
+        self._sock.listen(128)
+        self._stop = threading.Event()
+        self._active = threading.BoundedSemaphore(config.max_associations)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._accept_loop, name="dimse-accept",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._sock.close()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            if not select.select([self._sock], [], [], 0.2)[0]:
+                continue
+            try:
+                conn, address = self._sock.accept()
+            except OSError:
+                continue  # another process took it (shared port) or the peer gave up
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._run, args=(conn, address[0]), daemon=True,
+                             name=f"dimse-{address[0]}:{address[1]}").start()
+
+    def _run(self, conn: socket.socket, host: str) -> None:
+        admitted = self._active.acquire(blocking=False)
+        assoc = Association(conn, host, self.config)
+        try:
+            if assoc.negotiate(admitted):
+                assoc.serve()
+        except (wire.PeerClosed, TimeoutError, ConnectionError):
+            pass  # the peer went away; nothing to answer
+        except wire.ProtocolError as exc:
+            log.warning("association from %s@%s aborted: %s", assoc.calling_aet, host, exc)
+            _quietly(conn.sendall, wire.abort_pdu(0x02, 0x00))
+        except Exception:
+            log.exception("association from %s@%s aborted", assoc.calling_aet, host)
+            _quietly(conn.sendall, wire.abort_pdu(0x02, 0x00))
+        finally:
+            if admitted:
+                self._active.release()
+            _quietly(conn.close)
+            connection.close()  # this thread's database connection
+
+
+def _quietly(func: Callable, *args) -> None:
+    try:
+        func(*args)
+    except OSError:
+        pass
