@@ -233,3 +233,22 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
     if vr == b"OB":
         return struct.pack("<HH2sHI", 0x0002, element, vr, 0, len(value)) + value
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def dataset_offset(data: bytes) -> int:
+    """Where the dataset starts in Part 10 bytes: after the preamble and file meta group."""
+    if data[128:132] != b"DICM":
+        return 0
+    pos = 132
+    while pos + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            return pos
+        vr = data[pos + 4:pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            (length,) = struct.unpack_from("<I", data, pos + 8)
+            pos += 12 + length
+        else:
+            (length,) = struct.unpack_from("<H", data, pos + 6)
+            pos += 8 + length
+    return pos

@@ -239,3 +239,31 @@ def _value(obj, attr: Attribute):
 def answer_charset(requested: str) -> str:
     """Answer in the request's character set when it is one we write, else UTF-8."""
     return requested if requested in ANSWER_CHARSETS else "ISO_IR 192"
+
+
+# Instance paths of each level's unique key, for retrieval (C-MOVE/C-GET, later WADO-RS).
+_RETRIEVE_KEYS = {
+    "PatientID": "series__study__patient__patient_id",
+    "StudyInstanceUID": "series__study__study_instance_uid",
+    "SeriesInstanceUID": "series__series_instance_uid",
+    "SOPInstanceUID": "sop_instance_uid",
+}
+
+
+def retrieve_instances(level_name: str, identifier: Dataset) -> QuerySet:
+    """The instances a C-MOVE/C-GET identifier names (PS3.4 C.4.2.2.1): the unique keys of
+    the retrieve level and above, UID lists allowed. The level's own key is required."""
+    level = LEVELS.get(level_name)
+    if level is None:
+        raise InvalidQuery(f"unsupported QueryRetrieveLevel {level_name!r}")
+    if not str(identifier.get(level.unique, "") or "").strip():
+        raise InvalidQuery(f"{level.unique} is required at the {level_name} level")
+    q = Q()
+    for keyword, path in _RETRIEVE_KEYS.items():
+        value = identifier.get(keyword)
+        if value is None or value == "":
+            continue
+        values = list(value) if is_multi_value(value) else [value]
+        uids = [str(v).strip() for v in values if str(v).strip()]
+        q &= Q(**{f"{path}__in": uids})
+    return Instance.objects.filter(q).order_by("series__study_id", "series_id", "pk")

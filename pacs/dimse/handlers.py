@@ -15,7 +15,12 @@ from pynetdicom.dsutils import decode, encode
 from pacs import query
 from pacs.dicomfile import is_multi_value, part10_prefix
 from pacs.dimse import wire
-from pacs.dimse.engine import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, Association
+from pacs.dimse.engine import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION,
+    Association,
+    Context,
+)
 from pacs.dimse.policy import AePolicy
 from pacs.errors import NotAuthorized, PacsError
 from pacs.services.ingest import store_instance
@@ -32,10 +37,16 @@ STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
 STATUS_IDENTIFIER_MISMATCH = 0xA900
 STATUS_UNABLE_TO_PROCESS = 0xC000
 
+STATUS_MOVE_DESTINATION_UNKNOWN = 0xA801
+STATUS_SUB_OPERATIONS_FAILED = 0xA702
+STATUS_SUB_OPERATIONS_WARNING = 0xB000
+
 FIND_MODELS = {
     "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Q/R FIND
     "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Q/R FIND
 }
+MOVE_MODELS = {"1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.2.2"}
+GET_MODELS = {"1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3"}
 
 Service = Callable[[Association, wire.Message], None]
 
@@ -62,11 +73,12 @@ def decode_identifier(assoc: Association, message: wire.Message) -> Dataset:
     return ds
 
 
-def encode_for(assoc: Association, message: wire.Message, ds: Dataset) -> bytes:
-    syntax = UID(assoc.context(message).transfer_syntax)
+def encode_in(context: Context, ds: Dataset) -> bytes:
+    """``ds`` encoded in the transfer syntax of a presentation context."""
+    syntax = UID(context.transfer_syntax)
     data = encode(ds, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
     if data is None:
-        raise PacsError("cannot encode the answer")
+        raise PacsError("cannot encode the data set")
     return data
 
 
@@ -127,7 +139,7 @@ def make_find_service(policy: AePolicy) -> Service:
             if status == STATUS_PENDING and assoc.cancel_requested(message):
                 assoc.respond(message, STATUS_CANCEL)
                 return
-            dataset = encode_for(assoc, message, answer) if answer is not None else None
+            dataset = encode_in(assoc.context(message), answer) if answer is not None else None
             assoc.respond(message, status, dataset=dataset, comment=comment)
 
     return handle_find

@@ -11,11 +11,15 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
-from pacs.dimse import handlers, wire
+from pacs.dimse import handlers, retrieve, wire
 from pacs.dimse.engine import DimseServer, ServerConfig
 from pacs.dimse.policy import AePolicy
 
@@ -24,7 +28,11 @@ def supported_contexts() -> list[PresentationContext]:
     """What we accept. Storage contexts allow both roles: SCP for C-STORE, SCU for C-GET."""
     contexts = [build_context(Verification, ALL_TRANSFER_SYNTAXES)]
     for model in (PatientRootQueryRetrieveInformationModelFind,
-                  StudyRootQueryRetrieveInformationModelFind):
+                  StudyRootQueryRetrieveInformationModelFind,
+                  PatientRootQueryRetrieveInformationModelMove,
+                  StudyRootQueryRetrieveInformationModelMove,
+                  PatientRootQueryRetrieveInformationModelGet,
+                  StudyRootQueryRetrieveInformationModelGet):
         contexts.append(build_context(model, ALL_TRANSFER_SYNTAXES))
     for storage in AllStoragePresentationContexts:
         context = build_context(storage.abstract_syntax, ALL_TRANSFER_SYNTAXES)
@@ -52,6 +60,8 @@ class DimseListener:
                 wire.C_ECHO_RQ: handlers.handle_echo,
                 wire.C_STORE_RQ: handlers.make_store_service(self.policy),
                 wire.C_FIND_RQ: handlers.make_find_service(self.policy),
+                wire.C_MOVE_RQ: retrieve.make_move_service(self.policy, self.ae_title),
+                wire.C_GET_RQ: retrieve.make_get_service(self.policy),
             },
             admit=handlers.make_admission(self.policy),
             on_refused=handlers.record_refusal,

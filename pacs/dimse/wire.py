@@ -139,6 +139,8 @@ class PduSocket:
     def read_pdu(self) -> tuple[int, bytes]:
         header = self._recv_exact(6)
         pdu_type, length = header[0], struct.unpack(">I", header[2:6])[0]
+        if not A_ASSOCIATE_RQ <= pdu_type <= A_ABORT:
+            raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}")
         if length > MAX_PDU_ACCEPTED:
             raise ProtocolError(f"PDU length {length} too large")
         return pdu_type, self._recv_exact(length) if length else b""

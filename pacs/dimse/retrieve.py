@@ -1,0 +1,220 @@
+"""C-MOVE and C-GET SCP (PS3.4 C.4.2, C.4.3): select the instances, run the sub-operations,
+report counts in pending responses and the outcome in one final response."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import close_old_connections
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from pacs import query
+from pacs.dicomfile import dataset_offset
+from pacs.dimse import wire
+from pacs.dimse.engine import Association, Context
+from pacs.dimse.handlers import (
+    GET_MODELS,
+    MOVE_MODELS,
+    STATUS_CANCEL,
+    STATUS_MOVE_DESTINATION_UNKNOWN,
+    STATUS_PENDING,
+    STATUS_SOP_CLASS_NOT_SUPPORTED,
+    STATUS_SUB_OPERATIONS_FAILED,
+    STATUS_SUB_OPERATIONS_WARNING,
+    STATUS_SUCCESS,
+    STATUS_UNABLE_TO_PROCESS,
+    Service,
+    _authorize,
+    decode_identifier,
+    encode_in,
+)
+from pacs.dimse.policy import AePolicy
+from pacs.dimse.scu import UNCOMPRESSED, Peer, PeerUnavailable, StoreSession
+from pacs.errors import PacsError
+from pacs.models import ApplicationEntity
+from pacs.storage import get_storage
+
+log = logging.getLogger("pacs.dimse")
+
+
+@dataclass(frozen=True)
+class Item:
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: Path
+
+
+@dataclass
+class Counts:
+    remaining: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+
+    def record(self, item: Item, status: int) -> None:
+        self.remaining -= 1
+        if status == STATUS_SUCCESS:
+            self.completed += 1
+        elif status & 0xF000 == 0xB000:  # warning statuses of C-STORE (PS3.4 B.2.3)
+            self.warning += 1
+        else:
+            self.failed += 1
+            self.failed_uids.append(item.sop_instance_uid)
+
+    def command(self, *, final: bool) -> dict[int, object]:
+        items: dict[int, object] = {
+            wire.COMPLETED_SUB_OPERATIONS: self.completed,
+            wire.FAILED_SUB_OPERATIONS: self.failed,
+            wire.WARNING_SUB_OPERATIONS: self.warning,
+        }
+        if not final:
+            items[wire.REMAINING_SUB_OPERATIONS] = self.remaining
+        return items
+
+
+def _select(policy: AePolicy, assoc: Association, message: wire.Message) -> list[Item]:
+    close_old_connections()
+    _authorize(policy, assoc.calling_aet, "may_retrieve", "retrieve")
+    identifier = decode_identifier(assoc, message)
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    rows = query.retrieve_instances(level, identifier).values_list(
+        "sop_instance_uid", "sop_class_uid", "transfer_syntax_uid", "file_key")
+    storage = get_storage()
+    return [Item(uid, cls, ts, storage.path(key)) for uid, cls, ts, key in rows]
+
+
+def _run(assoc: Association, message: wire.Message, items: list[Item],
+         send: Callable[[Item], int]) -> None:
+    """Send each item, answering pending after each; the final response comes last."""
+    counts = Counts(remaining=len(items))
+    for index, item in enumerate(items):
+        if assoc.cancel_requested(message):
+            _final(assoc, message, counts, STATUS_CANCEL, cancelled=True)
+            return
+        try:
+            status = send(item)
+        except PeerUnavailable as exc:
+            log.warning("retrieve for %s stopped: %s", assoc.calling_aet, exc)
+            for rest in items[index:]:
+                counts.record(rest, STATUS_UNABLE_TO_PROCESS)
+            break
+        counts.record(item, status)
+        if counts.remaining:
+            assoc.respond(message, STATUS_PENDING, extra=counts.command(final=False))
+    if counts.failed and not (counts.completed or counts.warning):
+        _final(assoc, message, counts, STATUS_SUB_OPERATIONS_FAILED)
+    elif counts.failed or counts.warning:
+        _final(assoc, message, counts, STATUS_SUB_OPERATIONS_WARNING)
+    else:
+        _final(assoc, message, counts, STATUS_SUCCESS)
+
+
+def _final(assoc: Association, message: wire.Message, counts: Counts, status: int,
+           *, cancelled: bool = False) -> None:
+    dataset = None
+    if counts.failed_uids:  # PS3.4 C.4.2.1.4.2: Failed SOP Instance UID List
+        ds = Dataset()
+        ds.FailedSOPInstanceUIDList = counts.failed_uids
+        dataset = encode_in(assoc.context(message), ds)
+    assoc.respond(message, status, dataset=dataset, extra=counts.command(final=not cancelled))
+
+
+def _refuse(assoc: Association, message: wire.Message, exc: Exception) -> None:
+    if isinstance(exc, PacsError):
+        log.warning("retrieve from %s refused: %s", assoc.calling_aet, exc)
+        assoc.respond(message, exc.dimse_status, comment=str(exc))
+    else:
+        log.exception("retrieve from %s failed", assoc.calling_aet)
+        assoc.respond(message, STATUS_UNABLE_TO_PROCESS,
+                      comment=f"unable to process: {type(exc).__name__}")
+
+
+def make_move_service(policy: AePolicy, ae_title: str) -> Service:
+    def handle_move(assoc: Association, message: wire.Message) -> None:
+        if assoc.context(message).abstract_syntax not in MOVE_MODELS:
+            assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED, comment="not a C-MOVE model")
+            return
+        destination = message.text(wire.MOVE_DESTINATION).strip()
+        try:
+            items = _select(policy, assoc, message)
+            peer = _destination(destination)
+        except Exception as exc:
+            _refuse(assoc, message, exc)
+            return
+        pairs = {(item.sop_class_uid, item.transfer_syntax_uid) for item in items}
+        if not items:
+            _final(assoc, message, Counts(remaining=0), STATUS_SUCCESS)
+            return
+        try:
+            with StoreSession(peer, calling_aet=ae_title, pairs=pairs,
+                              move_originator=(assoc.calling_aet, message.message_id)) as session:
+                _run(assoc, message, items, lambda item: session.send(
+                    item.path, item.sop_class_uid, item.transfer_syntax_uid))
+        except PeerUnavailable as exc:  # could not associate at all
+            assoc.respond(message, STATUS_SUB_OPERATIONS_FAILED, comment=str(exc))
+
+    return handle_move
+
+
+def _destination(ae_title: str) -> Peer:
+    ae = ApplicationEntity.objects.filter(ae_title=ae_title, is_move_destination=True).first()
+    if ae is None:
+        raise MoveDestinationUnknown(f"move destination {ae_title!r} is not in the AE table")
+    return Peer(ae.ae_title, ae.host, ae.port)
+
+
+class MoveDestinationUnknown(PacsError):
+    dimse_status = STATUS_MOVE_DESTINATION_UNKNOWN
+
+
+def make_get_service(policy: AePolicy) -> Service:
+    def handle_get(assoc: Association, message: wire.Message) -> None:
+        if assoc.context(message).abstract_syntax not in GET_MODELS:
+            assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED, comment="not a C-GET model")
+            return
+        try:
+            items = _select(policy, assoc, message)
+        except Exception as exc:
+            _refuse(assoc, message, exc)
+            return
+        _run(assoc, message, items, lambda item: _store_on_association(assoc, message, item))
+
+    return handle_get
+
+
+def _store_on_association(assoc: Association, message: wire.Message, item: Item) -> int:
+    """C-GET sub-operation: C-STORE on the requestor's own association (PS3.4 C.4.3.3)."""
+    context, convert = _context_for(assoc, item)
+    if context is None:
+        return STATUS_SUB_OPERATIONS_FAILED  # the requestor offered no context for it
+    if convert:
+        body = encode_in(context, dcmread(item.path))
+    else:
+        data = item.path.read_bytes()
+        body = data[dataset_offset(data):]
+    response = assoc.request(context, {
+        wire.AFFECTED_SOP_CLASS_UID: item.sop_class_uid,
+        wire.COMMAND_FIELD: wire.C_STORE_RQ,
+        wire.PRIORITY: 0,
+        wire.AFFECTED_SOP_INSTANCE_UID: item.sop_instance_uid,
+    }, body, cancel_of=message.message_id)
+    return int(response.command.get(wire.STATUS, STATUS_UNABLE_TO_PROCESS))  # type: ignore[arg-type]
+
+
+def _context_for(assoc: Association, item: Item) -> tuple[Context | None, bool]:
+    candidates = [cx for cx in assoc.contexts.values()
+                  if cx.abstract_syntax == item.sop_class_uid and cx.as_scu]
+    for cx in candidates:
+        if cx.transfer_syntax == item.transfer_syntax_uid:
+            return cx, False
+    if item.transfer_syntax_uid in UNCOMPRESSED:
+        for cx in candidates:
+            if cx.transfer_syntax in UNCOMPRESSED:
+                return cx, True
+    return None, False

@@ -1,0 +1,214 @@
+"""C-MOVE and C-GET SCP against DCMTK movescu/getscu (storescp as the third-party destination)
+and pynetdicom (exact statuses, sub-operation counts, cancel)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.presentation import build_role
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    MRImageStorage,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from pacs.models import ApplicationEntity
+from pacs.services.ingest import store_instance
+from tests.samples import encoded, free_port, sample
+
+pytestmark = pytest.mark.interop
+
+MOVE = StudyRootQueryRetrieveInformationModelMove
+GET = StudyRootQueryRetrieveInformationModelGet
+
+
+def _ct_series(count: int) -> tuple[str, str]:
+    """``count`` CT instances (Explicit VR LE) in one new study/series."""
+    base = dcmread(sample("CT_small.dcm"))
+    study, series = base.StudyInstanceUID + ".5", base.SeriesInstanceUID + ".5"
+    for i in range(count):
+        ds = dcmread(sample("CT_small.dcm"))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = f"{base.SOPInstanceUID}.5.{i + 1}"
+        ds.InstanceNumber = i + 1
+        store_instance(data=encoded(ds), received_from="test")
+    return study, series
+
+
+@pytest.fixture
+def archive(dimse_listener, known_aes):
+    for title in ("MOVESCU", "GETSCU"):
+        ApplicationEntity.objects.create(ae_title=title, host="127.0.0.1", port=104,
+                                         may_query=True, may_retrieve=True)
+    return dimse_listener
+
+
+@pytest.fixture
+def storescp(tmp_path):
+    """DCMTK storescp as a third-party C-MOVE destination (accepts uncompressed only)."""
+    port, out = free_port(), tmp_path / "dest"
+    out.mkdir()
+    proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "DEST", "-od", str(out), str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        assert time.monotonic() < deadline, "storescp did not start"
+        time.sleep(0.05)
+    ApplicationEntity.objects.create(ae_title="DEST", host="127.0.0.1", port=port,
+                                     is_move_destination=True)
+    yield out
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _dcmtk(tool: str, listener, *args: str) -> subprocess.CompletedProcess:
+    host, port = listener.address
+    proc = subprocess.run([f"/usr/bin/{tool}", "-S", "-aec", "PORTAL", *args, host, str(port)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("E:")], proc.stderr
+    return proc
+
+
+def test_movescu_study_to_third_party_storescp(archive, storescp):
+    study, _series = _ct_series(5)
+    _dcmtk("movescu", archive, "-aet", "MOVESCU", "-aem", "DEST",
+           "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}")
+    received = sorted(dcmread(p).InstanceNumber for p in storescp.iterdir())
+    assert received == [1, 2, 3, 4, 5]
+
+
+def test_getscu_series_on_the_same_association(archive, tmp_path):
+    study, series = _ct_series(3)
+    out = tmp_path / "got"
+    out.mkdir()
+    _dcmtk("getscu", archive, "-aet", "GETSCU", "-od", str(out),
+           "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study}",
+           "-k", f"SeriesInstanceUID={series}")
+    got = [dcmread(p) for p in out.iterdir()]
+    assert sorted(d.InstanceNumber for d in got) == [1, 2, 3]
+    assert all(d.SeriesInstanceUID == series for d in got)
+
+
+def _move(listener, identifier: Dataset, destination: str, calling: str = "MOVESCU"):
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(MOVE)
+    host, port = listener.address
+    assoc = ae.associate(host, port, ae_title="PORTAL")
+    assert assoc.is_established
+    try:
+        return list(assoc.send_c_move(identifier, destination, MOVE))
+    finally:
+        assoc.release()
+
+
+def _study_identifier(study: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = study
+    return ds
+
+
+def test_move_counts_pending_and_final(archive, storescp):
+    study, _ = _ct_series(3)
+    responses = _move(archive, _study_identifier(study), "DEST")
+    statuses = [(s.Status, s.get("NumberOfRemainingSuboperations"),
+                 s.get("NumberOfCompletedSuboperations")) for s, _ in responses]
+    assert statuses == [(0xFF00, 2, 1), (0xFF00, 1, 2), (0x0000, None, 3)]
+
+
+def test_move_unknown_destination_is_a801(archive):
+    study, _ = _ct_series(1)
+    (status, _), = _move(archive, _study_identifier(study), "NOWHERE")
+    assert status.Status == 0xA801 and "NOWHERE" in status.ErrorComment
+
+
+def test_move_without_retrieve_permission_is_0124(archive, storescp):
+    study, _ = _ct_series(1)
+    (status, _), = _move(archive, _study_identifier(study), "DEST", calling="STORESCU")
+    assert status.Status == 0x0124
+
+
+def test_move_partial_failure_lists_failed_instances(archive, storescp):
+    """storescp accepts uncompressed only: the JPEG 2000 instance fails, the CT goes."""
+    study, _ = _ct_series(1)
+    jpeg = dcmread(sample("MR2_J2KR.dcm"))
+    jpeg.StudyInstanceUID = study
+    store_instance(data=encoded(jpeg), received_from="test")
+    status, identifier = _move(archive, _study_identifier(study), "DEST")[-1]
+    assert status.Status == 0xB000
+    assert status.NumberOfCompletedSuboperations == 1
+    assert status.NumberOfFailedSuboperations == 1
+    assert identifier.FailedSOPInstanceUIDList == jpeg.SOPInstanceUID
+
+
+def test_move_identifier_without_level_key_is_a900(archive, storescp):
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES"
+    ds.StudyInstanceUID = "1.2.3"
+    (status, _), = _move(archive, ds, "DEST")
+    assert status.Status == 0xA900 and "SeriesInstanceUID" in status.ErrorComment
+
+
+def _get_association(listener, syntaxes=(ExplicitVRLittleEndian, ImplicitVRLittleEndian),
+                     received: list | None = None):
+    ae = AE(ae_title="GETSCU")
+    ae.add_requested_context(GET)
+    roles = []
+    for storage in (CTImageStorage, MRImageStorage):
+        ae.add_requested_context(storage, list(syntaxes))
+        roles.append(build_role(storage, scp_role=True))
+
+    def on_store(event):
+        if received is not None:
+            received.append(event.dataset.SOPInstanceUID)
+        return 0x0000
+
+    host, port = listener.address
+    assoc = ae.associate(host, port, ae_title="PORTAL", ext_neg=roles,
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    return assoc
+
+
+def test_get_converts_uncompressed_and_fails_what_has_no_context(archive):
+    study, _ = _ct_series(2)
+    jpeg = dcmread(sample("MR2_J2KR.dcm"))
+    jpeg.StudyInstanceUID = study
+    store_instance(data=encoded(jpeg), received_from="test")
+    received: list[str] = []
+    assoc = _get_association(archive, syntaxes=(ImplicitVRLittleEndian,), received=received)
+    try:
+        responses = list(assoc.send_c_get(_study_identifier(study), GET))
+    finally:
+        assoc.release()
+    status, identifier = responses[-1]
+    assert len(received) == 2  # both CTs, re-encoded to Implicit VR LE
+    assert status.Status == 0xB000 and status.NumberOfFailedSuboperations == 1
+    assert identifier.FailedSOPInstanceUIDList == jpeg.SOPInstanceUID
+
+
+def test_get_cancel_stops_the_sub_operations(archive):
+    study, _ = _ct_series(30)
+    assoc = _get_association(archive)
+    try:
+        statuses = []
+        for status, _identifier in assoc.send_c_get(_study_identifier(study), GET, msg_id=7):
+            statuses.append(status)
+            if len(statuses) == 2:
+                context = assoc._get_valid_context(GET, "", "scu")
+                assoc.send_c_cancel(7, context.context_id)
+    finally:
+        assoc.release()
+    final = statuses[-1]
+    assert final.Status == 0xFE00
+    assert final.NumberOfCompletedSuboperations < 30
+    assert final.NumberOfRemainingSuboperations > 0
