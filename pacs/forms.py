@@ -48,3 +48,45 @@ class StudySearchForm(forms.Form):
         if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
             raise forms.ValidationError("'From' must not be after 'To'.")
         return data
+
+
+class RemoteAeField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: ApplicationEntity) -> str:
+        return f"{obj.ae_title} ({obj.host}:{obj.port})"
+
+
+class SendForm(forms.Form):
+    remote = RemoteAeField(queryset=ApplicationEntity.objects.order_by("ae_title"),
+                           label="Send to")
+
+
+class RemoteQueryForm(forms.Form):
+    remote = RemoteAeField(queryset=ApplicationEntity.objects.order_by("ae_title"),
+                           label="Remote AE")
+    patient_name = forms.CharField(required=False, label="Patient name",
+                                   help_text="Wildcards * and ? allowed")
+    patient_id = forms.CharField(required=False, label="Patient ID")
+    date_from = forms.DateField(required=False, label="From",
+                                widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To",
+                              widget=forms.DateInput(attrs={"type": "date"}))
+    modality = forms.CharField(required=False, max_length=16)
+    accession_number = forms.CharField(required=False, label="Accession", max_length=16)
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end and start > end:
+            raise forms.ValidationError("'From' must not be after 'To'.")
+        if not any(data.get(k) for k in ("patient_name", "patient_id", "date_from", "date_to",
+                                          "modality", "accession_number")):
+            raise forms.ValidationError("Give at least one search field: a remote archive "
+                                        "may hold millions of studies.")
+        return data
+
+    def date_range(self) -> str:
+        start, end = self.cleaned_data.get("date_from"), self.cleaned_data.get("date_to")
+        if not (start or end):
+            return ""
+        fmt = "%Y%m%d"
+        return f"{start.strftime(fmt) if start else ''}-{end.strftime(fmt) if end else ''}"

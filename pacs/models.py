@@ -132,3 +132,65 @@ class ApplicationEntity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+class Job(models.Model):
+    """A long-running DICOM transfer with a remote AE: send (C-STORE SCU) or retrieve (C-MOVE
+    with us as destination, or C-GET). Runs in-process (embedded) or on a Celery worker."""
+
+    class Kind(models.TextChoices):
+        SEND = "send", "send (C-STORE)"
+        MOVE = "move", "retrieve (C-MOVE)"
+        GET = "get", "retrieve (C-GET)"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        PARTIAL = "partial", "done with failures"
+        FAILED = "failed"
+        CANCELED = "canceled"
+
+    FINAL_STATES = (State.DONE, State.PARTIAL, State.FAILED, State.CANCELED)
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED,
+                             db_index=True)
+    remote = models.ForeignKey(ApplicationEntity, on_delete=models.PROTECT,
+                               related_name="jobs")
+    level = models.CharField(max_length=8)  # PATIENT, STUDY, SERIES
+    # The unique keys of what moves: {"PatientID": ..., "StudyInstanceUID": ..., ...}
+    keys = models.JSONField(default=dict)
+    description = models.CharField(max_length=255, blank=True)
+    total = models.PositiveIntegerField(null=True, blank=True)  # unknown until counted
+    completed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    warning = models.PositiveIntegerField(default=0)
+    failed_instances = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in self.FINAL_STATES
+
+    @property
+    def done_count(self) -> int:
+        return self.completed + self.failed + self.warning
+
+    @property
+    def percent(self) -> int | None:
+        if not self.total:
+            return 100 if self.is_final else None
+        return min(100, round(100 * self.done_count / self.total))

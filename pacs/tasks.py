@@ -6,6 +6,7 @@ from celery import shared_task
 
 from pacs.models import ApplicationEntity
 from pacs.services.aes import echo_application_entity
+from pacs.services.jobs import run_job
 
 
 @shared_task(name="pacs.echo_ae")
@@ -13,3 +14,9 @@ def echo_ae(ae_id: int, actor: str = "") -> dict:
     ae = ApplicationEntity.objects.get(pk=ae_id)
     result = echo_application_entity(ae=ae, actor=actor)
     return {"ok": result.ok, "detail": result.detail, "elapsed_ms": result.elapsed_ms}
+
+
+@shared_task(name="pacs.run_job", acks_late=True)
+def run_job_task(job_id: int) -> str | None:
+    job = run_job(job_id)
+    return job.state if job else None

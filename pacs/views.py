@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from pacs import selectors
-from pacs.forms import ApplicationEntityForm, StudySearchForm
+from pacs.forms import ApplicationEntityForm, SendForm, StudySearchForm
 from pacs.models import ApplicationEntity, Instance, Series, Study
 from pacs.rendering import NotRenderable, render_png
 from pacs.storage import get_storage
@@ -46,7 +46,8 @@ def study_detail(request, study_uid: str):
     except Study.DoesNotExist as exc:
         raise Http404("No such study") from exc
     return render(request, "pacs/study_detail.html",
-                  {"study": study, "series_list": selectors.series_of_study(study)})
+                  {"study": study, "series_list": selectors.series_of_study(study),
+                   "send_form": SendForm()})
 
 
 @login_required
@@ -55,7 +56,8 @@ def series_detail(request, series_uid: str):
         Series.objects.select_related("study__patient"), series_instance_uid=series_uid
     )
     page = Paginator(selectors.instances_of_series(series), 48).get_page(request.GET.get("page"))
-    return render(request, "pacs/series_detail.html", {"series": series, "page": page})
+    return render(request, "pacs/series_detail.html",
+                  {"series": series, "page": page, "send_form": SendForm()})
 
 
 @login_required

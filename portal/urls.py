@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from pacs import transfer_views
 from pacs import views as pacs_views
 from portal import views
 
@@ -21,5 +22,16 @@ urlpatterns = [
     path("aes/<int:pk>/edit/", pacs_views.ae_edit, name="ae-edit"),
     path("aes/<int:pk>/delete/", pacs_views.ae_delete, name="ae-delete"),
     path("aes/<int:pk>/echo/", pacs_views.ae_echo, name="ae-echo"),
+    path("jobs/", transfer_views.job_list, name="job-list"),
+    path("jobs/<int:pk>/", transfer_views.job_detail, name="job-detail"),
+    path("jobs/<int:pk>/progress/", transfer_views.job_progress, name="job-progress"),
+    path("jobs/<int:pk>/cancel/", transfer_views.job_cancel, name="job-cancel"),
+    path("jobs/<int:pk>/retry/", transfer_views.job_retry, name="job-retry"),
+    path("send/<str:level>/<str:uid>/", transfer_views.send, name="send"),
+    path("remote/", transfer_views.remote_search, name="remote-search"),
+    path("remote/<int:ae_pk>/studies/<str:study_uid>/", transfer_views.remote_study,
+         name="remote-study"),
+    path("remote/<int:ae_pk>/retrieve/", transfer_views.remote_retrieve,
+         name="remote-retrieve"),
     path("django-admin/", admin.site.urls),
 ]

@@ -10,6 +10,7 @@ command -v /usr/bin/storescu >/dev/null || need+=(dcmtk)
 command -v redis-server >/dev/null || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v /usr/bin/chromium >/dev/null || need+=(chromium)
+command -v /usr/sbin/Orthanc >/dev/null || need+=(orthanc)  # a third-party peer for the SCU tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -q >/dev/null

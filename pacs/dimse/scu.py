@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.db import connection
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config
+from pynetdicom import AE, StoragePresentationContexts, _config, evt
 from pynetdicom.association import Association
-from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.presentation import PresentationContext, build_context, build_role
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as StudyRootFind
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as StudyRootGet
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as StudyRootMove
 from pynetdicom.sop_class import Verification
 
+from pacs.dicomfile import is_multi_value
 from pacs.errors import PacsError
 
 log = logging.getLogger("pacs.dimse")
@@ -101,15 +107,8 @@ class StoreSession:
         self.assoc: Association | None = None
 
     def __enter__(self) -> StoreSession:
-        ae = AE(ae_title=self.calling_aet)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
-        ae.requested_contexts = storage_contexts(self.pairs)
-        assoc = ae.associate(self.peer.host, self.peer.port, ae_title=self.peer.ae_title)
-        if not assoc.is_established:
-            raise PeerUnavailable(
-                f"no association with {self.peer.ae_title}@{self.peer.host}:{self.peer.port}")
-        set_nodelay(assoc)
-        self.assoc = assoc
+        self.assoc = _associate(self.peer, self.calling_aet, storage_contexts(self.pairs),
+                                self.timeout)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -148,3 +147,150 @@ class PeerUnavailable(PacsError):
     """The remote AE could not be reached or dropped the association."""
 
     dimse_status = 0xA702
+
+
+def _associate(peer: Peer, calling_aet: str, contexts: list[PresentationContext],
+               timeout: float, **kwargs) -> Association:
+    ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.requested_contexts = contexts
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, **kwargs)
+    if not assoc.is_established:
+        raise PeerUnavailable(f"no association with {peer.ae_title}@{peer.host}:{peer.port}"
+                              + (" (rejected)" if assoc.is_rejected else ""))
+    set_nodelay(assoc)
+    return assoc
+
+
+def _failed(status: Dataset | None, what: str, peer: Peer) -> PacsError:
+    if status is None or "Status" not in status:
+        return PeerUnavailable(f"no {what} response from {peer.ae_title}")
+    comment = str(status.get("ErrorComment", "") or "")
+    return RemoteFailure(f"{peer.ae_title} answered {what} with status 0x{status.Status:04X}"
+                         + (f": {comment}" if comment else ""))
+
+
+class RemoteFailure(PacsError):
+    """The remote AE answered with a failure status."""
+
+
+def find(peer: Peer, identifier: Dataset, *, calling_aet: str, timeout: float = 30,
+         limit: int = 1000) -> list[Dataset]:
+    """C-FIND SCU (Study Root): the matches, at most ``limit`` (then C-CANCEL)."""
+    assoc = _associate(peer, calling_aet, [build_context(StudyRootFind)], timeout)
+    results: list[Dataset] = []
+    try:
+        for status, answer in assoc.send_c_find(identifier, StudyRootFind, msg_id=1):
+            if status is None or "Status" not in status:
+                raise _failed(status, "C-FIND", peer)
+            if status.Status in (0xFF00, 0xFF01) and answer is not None:
+                results.append(answer)
+                if len(results) >= limit:
+                    assoc.send_c_cancel(1, _context_id(assoc, StudyRootFind))
+            elif status.Status not in (0x0000, 0xFE00):
+                raise _failed(status, "C-FIND", peer)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return results[:limit]
+
+
+def _context_id(assoc: Association, abstract_syntax: str) -> int:
+    return next(cx.context_id for cx in assoc.accepted_contexts
+                if cx.abstract_syntax == abstract_syntax)
+
+
+@dataclass
+class Progress:
+    remaining: int | None = None
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: tuple[str, ...] = ()
+
+
+ProgressCallback = Callable[[Progress], bool]  # returns False to cancel
+
+
+def _progress(status: Dataset, identifier: Dataset | None) -> Progress:
+    failed_uids: tuple[str, ...] = ()
+    if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
+        value = identifier.FailedSOPInstanceUIDList
+        failed_uids = tuple(str(v) for v in (value if is_multi_value(value) else [value]) if v)
+    return Progress(
+        remaining=status.get("NumberOfRemainingSuboperations"),
+        completed=int(status.get("NumberOfCompletedSuboperations", 0) or 0),
+        failed=int(status.get("NumberOfFailedSuboperations", 0) or 0),
+        warning=int(status.get("NumberOfWarningSuboperations", 0) or 0),
+        failed_uids=failed_uids,
+    )
+
+
+def _drive(assoc: Association, responses, model: str, what: str, peer: Peer,
+           on_progress: ProgressCallback) -> Progress:
+    """Follow C-MOVE/C-GET responses; cancel when the callback says so."""
+    last = Progress()
+    cancel_sent = False
+    for status, identifier in responses:
+        if status is None or "Status" not in status:
+            raise _failed(status, what, peer)
+        last = _progress(status, identifier)
+        if status.Status in (0xFF00, 0xFF01):
+            if not on_progress(last) and not cancel_sent:
+                assoc.send_c_cancel(1, _context_id(assoc, model))
+                cancel_sent = True
+            continue
+        if status.Status in (0x0000, 0xB000, 0xFE00):
+            on_progress(last)
+            return last
+        if status.Status == 0xA702 and (last.failed or last.completed):
+            on_progress(last)
+            return last
+        raise _failed(status, what, peer)
+    raise PeerUnavailable(f"{peer.ae_title} ended the association during {what}")
+
+
+def move(peer: Peer, identifier: Dataset, *, calling_aet: str, destination: str,
+         on_progress: ProgressCallback, timeout: float = 60) -> Progress:
+    """C-MOVE SCU: ask ``peer`` to send to ``destination`` (usually our own AE title)."""
+    assoc = _associate(peer, calling_aet, [build_context(StudyRootMove)], timeout)
+    try:
+        responses = assoc.send_c_move(identifier, destination, StudyRootMove, msg_id=1)
+        return _drive(assoc, responses, StudyRootMove, "C-MOVE", peer, on_progress)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+# C-GET offers storage contexts before knowing what will come: the common storage classes,
+# each accepting the transfer syntaxes we store as received (PS3.4 C.4.3.1: SCP/SCU roles).
+GET_TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99",
+]
+
+
+def get(peer: Peer, identifier: Dataset, *, calling_aet: str,
+        store: Callable[[bytes], int], on_progress: ProgressCallback,
+        timeout: float = 60) -> Progress:
+    """C-GET SCU: the peer sends on our association; ``store(part10_bytes)`` keeps each."""
+    storage = [cx.abstract_syntax for cx in StoragePresentationContexts][:MAX_CONTEXTS - 1]
+    contexts = [build_context(StudyRootGet)]
+    contexts += [build_context(uid, GET_TRANSFER_SYNTAXES) for uid in storage]
+    roles = [build_role(uid, scp_role=True) for uid in storage]
+
+    def on_store(event) -> int:
+        return store(event.encoded_dataset(include_meta=True))
+
+    # The stores run in pynetdicom's association thread: give its DB connection back at the end.
+    assoc = _associate(peer, calling_aet, contexts, timeout, ext_neg=roles,
+                       evt_handlers=[(evt.EVT_C_STORE, on_store),
+                                     (evt.EVT_CONN_CLOSE, lambda _event: connection.close())])
+    try:
+        responses = assoc.send_c_get(identifier, StudyRootGet, msg_id=1)
+        return _drive(assoc, responses, StudyRootGet, "C-GET", peer, on_progress)
+    finally:
+        if assoc.is_established:
+            assoc.release()

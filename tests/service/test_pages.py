@@ -112,3 +112,53 @@ def test_ae_create_validate_echo_delete(admin_client, dimse_listener):
     assert "cannot connect" in page
     admin_client.post(reverse("ae-delete", args=[dead.pk]))
     assert not ApplicationEntity.objects.filter(ae_title="DEAD").exists()
+
+
+def test_send_form_creates_a_job_and_the_job_pages_show_it(admin_client, stored):
+    from pacs.models import Job, Study
+
+    ae = ApplicationEntity.objects.create(ae_title="DEST", host="127.0.0.1", port=104)
+    study = Study.objects.get(patient__patient_id="1CT1")
+    detail = admin_client.get(reverse("study-detail", args=[study.study_instance_uid]))
+    assert b"Send study" in detail.content and b"DEST (127.0.0.1:104)" in detail.content
+    response = admin_client.post(reverse("send", args=["STUDY", study.study_instance_uid]),
+                                 {"remote": ae.pk})
+    job = Job.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse("job-detail",
+                                                                           args=[job.pk])
+    assert (job.kind, job.level, job.keys) == ("send", "STUDY",
+                                               {"StudyInstanceUID": study.study_instance_uid})
+    Job.objects.filter(pk=job.pk).update(state="running", total=10, completed=4, failed=1)
+    page = admin_client.get(reverse("job-detail", args=[job.pk])).content.decode()
+    assert '<progress max="100" value="50">' in page and "1 failed" in page
+    assert 'http-equiv="refresh"' in page  # follows progress while running
+    listing = admin_client.get(reverse("job-list")).content.decode()
+    assert "DEST" in listing and "5/10" in listing
+    progress = admin_client.get(reverse("job-progress", args=[job.pk])).json()
+    assert progress["percent"] == 50 and progress["state"] == "running"
+
+
+def test_viewers_see_jobs_but_cannot_start_or_cancel(viewer_client, stored):
+    from pacs.models import Job, Study
+
+    ae = ApplicationEntity.objects.create(ae_title="DEST", host="127.0.0.1", port=104)
+    study = Study.objects.first()
+    job = Job.objects.create(kind="send", remote=ae, level="STUDY", keys={"x": "y"})
+    assert viewer_client.get(reverse("job-list")).status_code == 200
+    assert b"Send study" not in viewer_client.get(
+        reverse("study-detail", args=[study.study_instance_uid])).content
+    assert viewer_client.post(reverse("send", args=["STUDY", study.study_instance_uid]),
+                              {"remote": ae.pk}).status_code == 302
+    assert viewer_client.post(reverse("job-cancel", args=[job.pk])).status_code == 302
+    assert Job.objects.count() == 1 and not Job.objects.get().cancel_requested
+
+
+def test_remote_search_needs_a_criterion_and_reports_an_unreachable_ae(admin_client):
+    from tests.samples import free_port
+
+    ae = ApplicationEntity.objects.create(ae_title="GONE", host="127.0.0.1", port=free_port())
+    page = admin_client.get(reverse("remote-search"), {"remote": ae.pk}).content.decode()
+    assert "Give at least one search field" in page
+    page = admin_client.get(reverse("remote-search"),
+                            {"remote": ae.pk, "patient_name": "A*"}).content.decode()
+    assert "no association with GONE" in page
