@@ -104,3 +104,46 @@ def test_cfind_against_postgresql(worker, tmp_path):
 
     found = [dcmread(p) for p in out.glob("rsp*.dcm")]
     assert [str(d.PatientName) for d in found] == ["CompressedSamples^MR1"]
+
+
+def test_send_job_runs_on_the_worker_and_cmove_from_its_scp(worker, tmp_path):
+    """A job created here is executed by the Celery worker (Redis queue); then a C-MOVE to
+    the worker's SCP sends the same study to a third-party storescp."""
+    from pacs.models import Job
+    from pacs.services import jobs
+
+    dest_port, out = free_port(), tmp_path / "dest"
+    out.mkdir()
+    storescp = subprocess.Popen(["/usr/bin/storescp", "-aet", "DEST", "-od", str(out),
+                                 str(dest_port)])
+    try:
+        ApplicationEntity.objects.create(ae_title="MOVESCU", host="127.0.0.1", port=104,
+                                         may_store=True, may_retrieve=True)
+        dest = ApplicationEntity.objects.create(ae_title="DEST", host="127.0.0.1",
+                                                port=dest_port, is_move_destination=True)
+        time.sleep(2.5)
+        sent = subprocess.run(["/usr/bin/storescu", "-aet", "MOVESCU", "-aec", "PORTAL",
+                               "127.0.0.1", str(worker), str(sample("CT_small.dcm"))],
+                              capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        study = Study.objects.get()
+        job = jobs.create_job(kind=Job.Kind.SEND, remote=dest, level="STUDY",
+                              keys={"StudyInstanceUID": study.study_instance_uid},
+                              actor="scale-test")
+        deadline = time.monotonic() + 60
+        while not job.is_final and time.monotonic() < deadline:
+            time.sleep(0.2)
+            job.refresh_from_db()
+        assert (job.state, job.completed) == ("done", 1), job.error
+        (received,) = out.iterdir()
+        received.unlink()
+        moved = subprocess.run(
+            ["/usr/bin/movescu", "-S", "-aet", "MOVESCU", "-aec", "PORTAL", "-aem", "DEST",
+             "-k", "QueryRetrieveLevel=STUDY", "-k",
+             f"StudyInstanceUID={study.study_instance_uid}", "127.0.0.1", str(worker)],
+            capture_output=True, text=True, timeout=60)
+        assert moved.returncode == 0 and "E:" not in moved.stderr, moved.stderr
+        assert [p.name for p in out.iterdir()] == [received.name]
+    finally:
+        storescp.terminate()
+        storescp.wait(timeout=10)
