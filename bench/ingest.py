@@ -166,7 +166,8 @@ class Portal(Receiver):
         manage = [sys.executable, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "-v0"], env=self.env, check=True)
         subprocess.run([*manage, "shell", "-c", "from pacs.models import ApplicationEntity as A;"
-                        "A.objects.get_or_create(ae_title='BENCH', host='127.0.0.1', port=104)"],
+                        "A.objects.get_or_create(ae_title='BENCH', host='127.0.0.1', port=104, "
+                        "defaults={'may_query': True})"],
                        env=self.env, check=True, capture_output=True)
         self.proc = subprocess.Popen([*manage, "dimse_scp", "--processes", str(self.processes),
                                       "--quiet"], env=self.env)
@@ -197,6 +198,7 @@ class StoreScp(Receiver):
 
 
 class Orthanc(Receiver):
+    name = "orthanc"
     label = "Orthanc (Debian package, index + files, TCP_NODELAY)"
 
     def start(self, tmp: Path) -> int:
@@ -207,7 +209,8 @@ class Orthanc(Receiver):
             "IndexDirectory": str(tmp / "orthanc"), "DicomAet": "PORTAL",
             "DicomPort": self.port, "HttpPort": http, "RemoteAccessAllowed": False,
             "DicomCheckCalledAet": False, "UnknownSopClassAccepted": True,
-            "DicomAlwaysAllowStore": True, "DicomTcpNoDelay": True, "Plugins": [],
+            "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True,
+            "DicomTcpNoDelay": True, "Plugins": [],
         }))
         self.proc = subprocess.Popen(["Orthanc", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, env=DCMTK_ENV)

@@ -186,54 +186,19 @@ def search(level_name: str, identifier: Dataset) -> tuple[Level, QuerySet]:
             n_series=Count("studies__series", distinct=True),
             n_instances=Count("studies__series__instances", distinct=True),
         )
-    if level.name == "IMAGE":
-        qs = qs.defer("metadata")
     return level, qs.order_by("pk")
 
 
-def answers(level: Level, qs: QuerySet, identifier: Dataset, *, charset: str) -> Iterator[Dataset]:
-    """One answer per match, holding exactly the requested keys (C.4.1.1.3.2)."""
-    requested = [e.keyword for e in identifier if e.keyword and e.keyword != "SpecificCharacterSet"]
-    for obj in qs.iterator(chunk_size=500):
-        ds = Dataset()
-        ds.SpecificCharacterSet = charset
-        for keyword in requested:
-            if keyword == "QueryRetrieveLevel":
-                ds.QueryRetrieveLevel = level.name
-                continue
-            attr = level.attributes.get(keyword)
-            value = _value(obj, attr) if attr else None
-            if keyword == "ModalitiesInStudy" and value:
-                value = value.split("\\")
-            setattr(ds, keyword, "" if value is None else value)
-        if charset != "ISO_IR 192" and not _encodable(ds, charset):
-            ds.SpecificCharacterSet = "ISO_IR 192"  # this answer needs UTF-8
-        yield ds
+def requested_keywords(identifier: Dataset) -> list[str]:
+    """The keys an answer holds: exactly those of the request (C.4.1.1.3.2)."""
+    return [e.keyword for e in identifier if e.keyword]
 
 
-_PYTHON_CODECS = {"ISO_IR 100": "latin-1"}
-
-
-def _encodable(ds: Dataset, charset: str) -> bool:
-    codec = _PYTHON_CODECS.get(charset, "ascii")
-    try:
-        for element in ds:
-            if isinstance(element.value, str):
-                element.value.encode(codec)
-            elif element.VR == "PN" and element.value is not None:
-                str(element.value).encode(codec)
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _value(obj, attr: Attribute):
-    value = obj
-    for part in attr.field.split("__"):
-        value = getattr(value, part, None)
-        if value is None:
-            return None
-    return value
+def rows(qs: QuerySet, columns: list[str]) -> Iterator[tuple]:
+    """The matches' values of ``columns``, streamed in chunks (no model instances)."""
+    if not columns:
+        return (() for _ in qs.values_list("pk").iterator(chunk_size=2000))
+    return qs.values_list(*columns).iterator(chunk_size=2000)
 
 
 def answer_charset(requested: str) -> str:

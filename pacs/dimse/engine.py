@@ -183,14 +183,20 @@ class Association:
     def respond(self, message: wire.Message, status: int, *, dataset: bytes | None = None,
                 comment: str | None = None, extra: dict[int, object] | None = None) -> None:
         """Send the response to ``message`` (command field | 0x8000)."""
+        command = self.response_command(message, status, has_dataset=dataset is not None,
+                                        comment=comment, extra=extra)
+        self.pdu.send_message(message.context_id, command, dataset, self.peer_max_pdu)
+
+    def response_command(self, message: wire.Message, status: int, *, has_dataset: bool,
+                         comment: str | None = None, extra: dict[int, object] | None = None
+                         ) -> bytes:
         rq = message.command
         command: dict[int, object] = {
             wire.AFFECTED_SOP_CLASS_UID: rq.get(wire.AFFECTED_SOP_CLASS_UID)
             or rq.get(wire.REQUESTED_SOP_CLASS_UID),
             wire.COMMAND_FIELD: message.command_field | 0x8000,
             wire.MESSAGE_ID_BEING_RESPONDED_TO: message.message_id,
-            wire.COMMAND_DATA_SET_TYPE: wire.NO_DATASET if dataset is None
-            else wire.DATASET_PRESENT,
+            wire.COMMAND_DATA_SET_TYPE: wire.DATASET_PRESENT if has_dataset else wire.NO_DATASET,
             wire.STATUS: status,
             wire.ERROR_COMMENT: comment,
             **(extra or {}),
@@ -199,8 +205,7 @@ class Association:
             wire.REQUESTED_SOP_INSTANCE_UID)
         if instance and wire.AFFECTED_SOP_INSTANCE_UID not in command:
             command[wire.AFFECTED_SOP_INSTANCE_UID] = instance
-        self.pdu.send_message(message.context_id, wire.encode_command(command), dataset,
-                              self.peer_max_pdu)
+        return wire.encode_command(command)
 
     def request(self, context: Context, command: dict[int, object], dataset: bytes,
                 *, cancel_of: int) -> wire.Message:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -21,6 +21,7 @@ from pacs.dimse.engine import (
     Association,
     Context,
 )
+from pacs.dimse.identifiers import AnswerEncoder
 from pacs.dimse.policy import AePolicy
 from pacs.errors import NotAuthorized, PacsError
 from pacs.services.ingest import store_instance
@@ -135,37 +136,55 @@ def make_find_service(policy: AePolicy) -> Service:
             assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED,
                           comment="C-FIND is not supported on this SOP class")
             return
-        for status, answer, comment in _find_answers(policy, assoc, message):
-            if status == STATUS_PENDING and assoc.cancel_requested(message):
+        calling = assoc.calling_aet
+        close_old_connections()
+        try:
+            _authorize(policy, calling, "may_query", "query")
+            identifier = decode_identifier(assoc, message)
+            level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+            level, qs = query.search(level_name, identifier)
+            encoder = AnswerEncoder(level, query.requested_keywords(identifier),
+                                    query.answer_charset(charset_of(identifier)),
+                                    assoc.context(message).transfer_syntax)
+            if not _send_answers(assoc, message, encoder, query.rows(qs, encoder.columns)):
                 assoc.respond(message, STATUS_CANCEL)
                 return
-            dataset = encode_in(assoc.context(message), answer) if answer is not None else None
-            assoc.respond(message, status, dataset=dataset, comment=comment)
+        except PacsError as exc:
+            log.warning("C-FIND from %s refused: %s", calling, exc)
+            assoc.respond(message, exc.dimse_status, comment=str(exc))
+            return
+        except Exception as exc:
+            log.exception("C-FIND from %s failed", calling)
+            assoc.respond(message, STATUS_UNABLE_TO_PROCESS,
+                          comment=f"unable to process: {type(exc).__name__}")
+            return
+        assoc.respond(message, STATUS_SUCCESS)
 
     return handle_find
 
 
-def _find_answers(policy: AePolicy, assoc: Association, message: wire.Message
-                  ) -> Iterator[tuple[int, Dataset | None, str | None]]:
-    calling = assoc.calling_aet
-    close_old_connections()
-    try:
-        _authorize(policy, calling, "may_query", "query")
-        identifier = decode_identifier(assoc, message)
-        level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-        charset = query.answer_charset(charset_of(identifier))
-        level, qs = query.search(level_name, identifier)
-        for answer in query.answers(level, qs, identifier, charset=charset):
-            yield STATUS_PENDING, answer, None
-    except PacsError as exc:
-        log.warning("C-FIND from %s refused: %s", calling, exc)
-        yield exc.dimse_status, None, str(exc)
-        return
-    except Exception as exc:
-        log.exception("C-FIND from %s failed", calling)
-        yield STATUS_UNABLE_TO_PROCESS, None, f"unable to process: {type(exc).__name__}"
-        return
-    yield STATUS_SUCCESS, None, None
+ANSWER_BATCH_BYTES = 64 * 1024
+
+
+def _send_answers(assoc: Association, message: wire.Message, encoder: AnswerEncoder,
+                  rows: Iterable[Sequence[object]]) -> bool:
+    """Pending responses, batched into few socket writes; False when the SCU cancelled."""
+    pending = assoc.response_command(message, STATUS_PENDING, has_dataset=True)
+    batch: list[bytes] = []
+    size = 0
+    for row in rows:
+        data = wire.message_bytes(message.context_id, pending, encoder.encode(row),
+                                  assoc.peer_max_pdu)
+        batch.append(data)
+        size += len(data)
+        if size >= ANSWER_BATCH_BYTES:
+            assoc.pdu.send_raw(b"".join(batch))
+            batch, size = [], 0
+            if assoc.cancel_requested(message):
+                return False
+    if batch:
+        assoc.pdu.send_raw(b"".join(batch))
+    return not assoc.cancel_requested(message)
 
 
 def charset_of(identifier: Dataset) -> str:

@@ -201,13 +201,17 @@ class PduSocket:
     def send_message(self, context_id: int, command: bytes, dataset: bytes | None,
                      max_pdu: int) -> None:
         """Send a command set (+ data set) as P-DATA-TF PDUs no larger than the peer accepts."""
-        # A PDV fits in a PDU of max_pdu bytes after the 4-byte length, id and control byte.
-        chunk = max_pdu - 6 if max_pdu else 1 << 20
-        chunk = max(chunk, 1024)
-        out = _fragments(context_id, command, chunk, command=True)
-        if dataset is not None:
-            out.extend(_fragments(context_id, dataset, chunk, command=False))
-        self.sock.sendall(b"".join(out))
+        self.sock.sendall(message_bytes(context_id, command, dataset, max_pdu))
+
+
+def message_bytes(context_id: int, command: bytes, dataset: bytes | None, max_pdu: int) -> bytes:
+    """A DIMSE message as P-DATA-TF PDUs, for sending now or batched with others."""
+    # A PDV fits in a PDU of max_pdu bytes after the 4-byte length, id and control byte.
+    chunk = max(max_pdu - 6 if max_pdu else 1 << 20, 1024)
+    out = _fragments(context_id, command, chunk, command=True)
+    if dataset is not None:
+        out.extend(_fragments(context_id, dataset, chunk, command=False))
+    return b"".join(out)
 
 
 def _pdv_pdu(context_id: int, control: int, fragment: bytes | memoryview) -> bytes:
