@@ -56,3 +56,27 @@ def prefix_q(field: str, value: str) -> Q:
     if not WILDCARDS.search(value):
         value += "*"
     return single_value_q(field, value)
+
+
+def datetime_range_q(date_field: str, time_field: str, date_value: str, time_value: str) -> Q:
+    """Combined date-time range matching (PS3.4 C.2.2.2.5.1, negotiated with extended
+    negotiation): StudyDate '20240101-20240131' with StudyTime '0800-1700' means from
+    2024-01-01 08:00 to 2024-01-31 17:00, not "between 08:00 and 17:00 on each day"."""
+    start_date, end_date = _bounds(date_value.strip())
+    start_time, end_time = _bounds(time_value.strip().replace(":", ""))
+    q = Q()
+    if start_date:
+        q &= Q(**{f"{date_field}__gt": start_date}) | (
+            Q(**{date_field: start_date}) & Q(**{f"{time_field}__gte": start_time or ""}))
+    if end_date:
+        # "\x7f" sorts after any digit or fraction: 1700 includes 170000.5
+        q &= Q(**{f"{date_field}__lt": end_date}) | (
+            Q(**{date_field: end_date}) & Q(**{f"{time_field}__lte": (end_time or "99") + "\x7f"}))
+    return q
+
+
+def _bounds(value: str) -> tuple[str, str]:
+    if "-" not in value:
+        return value, value
+    start, _, end = value.partition("-")
+    return start, end

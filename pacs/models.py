@@ -65,6 +65,10 @@ class Series(models.Model):
     series_date = models.CharField(max_length=8, blank=True)
     series_time = models.CharField(max_length=16, blank=True)
     station_name = models.CharField(max_length=16, blank=True)
+    # From the first item of RequestAttributesSequence (0040,0275): links the series to the
+    # worklist's requested procedure / scheduled step it was acquired for (MPPS, PS3.4 F.7).
+    requested_procedure_id = models.CharField(max_length=16, blank=True, db_index=True)
+    scheduled_procedure_step_id = models.CharField(max_length=16, blank=True)
     number_of_instances = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from pacs.dicomfile import is_multi_value
 from pacs.errors import PacsError
-from pacs.matching import date_range_q, single_value_q
+from pacs.matching import date_range_q, datetime_range_q, single_value_q
 from pacs.models import Instance, Patient, Series, Study
 
 
@@ -30,8 +30,9 @@ class InvalidQuery(PacsError):
 class Attribute:
     keyword: str
     field: str  # Django lookup path from the level's model; "" = return-only (computed)
-    kind: str = "str"  # str, pn, uid, date, time, int, multi (backslash list in one column)
+    kind: str = "str"  # str, pn, uid, date, time, int, multi (backslash list), seq
     match_field: str = ""  # upper-cased copy used for case-insensitive matching, if any
+    items: tuple[Attribute, ...] = ()  # kind "seq": the attributes of its (one) item
 
 
 def _attrs(*items: Attribute) -> dict[str, Attribute]:
@@ -73,6 +74,10 @@ def _series(prefix: str) -> list[Attribute]:
         Attribute("SeriesDate", f"{prefix}series_date", "date"),
         Attribute("SeriesTime", f"{prefix}series_time", "time"),
         Attribute("NumberOfSeriesRelatedInstances", f"{prefix}number_of_instances", "int"),
+        Attribute("RequestAttributesSequence", "", "seq", items=(
+            Attribute("RequestedProcedureID", f"{prefix}requested_procedure_id"),
+            Attribute("ScheduledProcedureStepID", f"{prefix}scheduled_procedure_step_id"),
+        )),
     ]
 
 
@@ -147,6 +152,33 @@ def attribute_q(attr: Attribute, value: object) -> Q:
     return single_value_q(attr.field, text, ignore_case=attr.kind == "pn")
 
 
+def sequence_q(attr: Attribute, items: object) -> Q:
+    """Sequence matching (C.2.2.2.6): the keys of the query's one item must all match (one
+    related record); an empty sequence or an empty item is universal matching."""
+    if not items:
+        return Q()
+    item = items[0]  # type: ignore[index]
+    nested = {a.keyword: a for a in attr.items}
+    q = Q()
+    for element in item:
+        sub = nested.get(element.keyword)
+        if sub is not None and sub.field and element.VR != "SQ":
+            q &= attribute_q(sub, element.value)
+    return q
+
+
+def _combined_datetime(level: Level, identifier: Dataset) -> tuple[Q, set[str]]:
+    q, done = Q(), set()
+    for date_kw, time_kw in DATETIME_PAIRS:
+        date_attr, time_attr = level.attributes.get(date_kw), level.attributes.get(time_kw)
+        date_value = str(identifier.get(date_kw, "") or "").strip()
+        time_value = str(identifier.get(time_kw, "") or "").strip()
+        if date_attr and time_attr and date_value and time_value:
+            q &= datetime_range_q(date_attr.field, time_attr.field, date_value, time_value)
+            done |= {date_kw, time_kw}
+    return q, done
+
+
 def _re_literal(value: str) -> str:
     return re.escape(value).replace(r"\*", ".*").replace(r"\?", ".")
 
@@ -164,19 +196,26 @@ def _time_range_q(field: str, value: str) -> Q:
     return q
 
 
-def search(level_name: str, identifier: Dataset) -> tuple[Level, QuerySet]:
+# Date/time pairs matched as one date-time when combined matching is negotiated (C.2.2.2.5.1)
+DATETIME_PAIRS = (("StudyDate", "StudyTime"), ("SeriesDate", "SeriesTime"))
+
+
+def search(level_name: str, identifier: Dataset, *, combine_datetime: bool = False
+           ) -> tuple[Level, QuerySet]:
     level = LEVELS.get(level_name)
     if level is None:
         raise InvalidQuery(f"unsupported QueryRetrieveLevel {level_name!r}")
-    q = Q()
+    q, done = Q(), set()
+    if combine_datetime:
+        q, done = _combined_datetime(level, identifier)
     for element in identifier:
-        keyword = element.keyword
-        attr = level.attributes.get(keyword)
-        if attr is None or not attr.field or element.VR == "SQ":
+        attr = level.attributes.get(element.keyword)
+        if attr is None or element.keyword in done:
             continue  # unsupported keys are not matched (C.2.2.1.2): returned empty
-        if attr.field.startswith("n_"):
-            continue
-        q &= attribute_q(attr, element.value)
+        if attr.kind == "seq":
+            q &= sequence_q(attr, element.value)
+        elif attr.field and not attr.field.startswith("n_") and element.VR != "SQ":
+            q &= attribute_q(attr, element.value)
     qs = level.model.objects.filter(q)
     if level.related:
         qs = qs.select_related(*level.related)
@@ -192,6 +231,12 @@ def search(level_name: str, identifier: Dataset) -> tuple[Level, QuerySet]:
 def requested_keywords(identifier: Dataset) -> list[str]:
     """The keys an answer holds: exactly those of the request (C.4.1.1.3.2)."""
     return [e.keyword for e in identifier if e.keyword]
+
+
+def requested_item_keywords(identifier: Dataset, keyword: str) -> list[str]:
+    """The keys requested inside a sequence key's item (none for an empty sequence)."""
+    items = identifier.get(keyword) or []
+    return requested_keywords(items[0]) if len(items) else []
 
 
 def rows(qs: QuerySet, columns: list[str]) -> Iterator[tuple]:

@@ -12,7 +12,7 @@ import select
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import connection
 from pynetdicom import __version__ as pynetdicom_version
@@ -24,6 +24,7 @@ from pynetdicom.pdu_primitives import (
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
     SCP_SCU_RoleSelectionNegotiation,
+    SOPClassExtendedNegotiation,
 )
 from pynetdicom.presentation import PresentationContext
 
@@ -70,6 +71,8 @@ class ServerConfig:
     admit: Callable[[str, str], str | None]  # (calling AET, host) -> refusal reason or None
     on_refused: Callable[[str, str, str], None]
     max_pdu: int = 0
+    # SOP Class Extended Negotiation we support: SOP class UID -> application info bytes
+    extended: dict[str, bytes] = field(default_factory=dict)
     max_associations: int = 64
     acse_timeout: float = 30
     network_timeout: float = 60
@@ -85,6 +88,7 @@ class Association:
         self.called_aet = ""
         self.peer_max_pdu = 0
         self.contexts: dict[int, Context] = {}
+        self.extended: dict[str, bytes] = {}  # accepted extended negotiation per SOP class
         self._next_message_id = 1
         self._cancelled: set[int] = set()
 
@@ -117,12 +121,14 @@ class Association:
         return True
 
     def _accept(self, request: A_ASSOCIATE) -> bytes:
-        roles = {}
+        roles, extended_items = {}, []
         for item in request.user_information:
             if isinstance(item, MaximumLengthNotification):
                 self.peer_max_pdu = int(item.maximum_length_received or 0)
             elif isinstance(item, SCP_SCU_RoleSelectionNegotiation):
                 roles[item.sop_class_uid] = (item.scu_role, item.scp_role)
+            elif isinstance(item, SOPClassExtendedNegotiation):
+                extended_items.append(self._extended_reply(item))
         results, role_items = negotiate_preferring_requestor(
             request.presentation_context_definition_list, self.config.supported, roles
         )
@@ -144,10 +150,31 @@ class Association:
         reply.result = 0x00
         reply.result_source = 0x01
         reply.presentation_context_definition_results_list = results
-        reply.user_information = [max_length, impl_uid, impl_name, *role_items]
+        reply.user_information = [max_length, impl_uid, impl_name, *role_items,
+                                  *[item for item in extended_items if item is not None]]
         ac = AcPdu()
         ac.from_primitive(reply)
         return ac.encode()
+
+    def _extended_reply(self, item: SOPClassExtendedNegotiation
+                        ) -> SOPClassExtendedNegotiation | None:
+        """Accept each requested option we support (PS3.7 D.3.3.5): a byte-wise AND."""
+        uid = str(item.sop_class_uid)
+        supported = self.config.extended.get(uid)
+        if supported is None:
+            return None
+        requested = bytes(item.service_class_application_information or b"")
+        accepted = bytes(a & b for a, b in zip(requested, supported, strict=False))
+        self.extended[uid] = accepted
+        reply = SOPClassExtendedNegotiation()
+        reply.sop_class_uid = uid
+        reply.service_class_application_information = accepted
+        return reply
+
+    def extended_flag(self, message: wire.Message, index: int) -> bool:
+        """Was option ``index`` of the context's SOP class accepted in extended negotiation?"""
+        accepted = self.extended.get(self.context(message).abstract_syntax, b"")
+        return len(accepted) > index and accepted[index] == 1
 
     # --- message loop ----------------------------------------------------------------
 

@@ -51,6 +51,11 @@ GET_MODELS = {"1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3"}
 
 Service = Callable[[Association, wire.Message], None]
 
+# C-FIND extended negotiation (PS3.4 C.5.1.1.1): byte 0 relational queries, 1 combined
+# date-time matching, 2 fuzzy semantic matching of person names, 3 timezone adjustment.
+FIND_EXTENDED_SUPPORT = bytes([0, 1, 0, 0])
+COMBINED_DATETIME_BYTE = 1
+
 
 def _authorize(policy: AePolicy, calling: str, permission: str, action: str) -> None:
     """Per-request permission from the AE table; refused with 0x0124 by the caller's mapping."""
@@ -142,8 +147,9 @@ def make_find_service(policy: AePolicy) -> Service:
             _authorize(policy, calling, "may_query", "query")
             identifier = decode_identifier(assoc, message)
             level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-            level, qs = query.search(level_name, identifier)
-            encoder = AnswerEncoder(level, query.requested_keywords(identifier),
+            combined = assoc.extended_flag(message, COMBINED_DATETIME_BYTE)
+            level, qs = query.search(level_name, identifier, combine_datetime=combined)
+            encoder = AnswerEncoder(level, identifier,
                                     query.answer_charset(charset_of(identifier)),
                                     assoc.context(message).transfer_syntax)
             if not _send_answers(assoc, message, encoder, query.rows(qs, encoder.columns)):

@@ -14,10 +14,11 @@ import struct
 from collections.abc import Sequence
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import decode, encode
 
-from pacs.query import Level
+from pacs.query import Attribute, Level, requested_item_keywords, requested_keywords
 
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
 _CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
@@ -26,12 +27,12 @@ _CHARSET_TAG = 0x00080005
 
 
 class _Key:
-    __slots__ = ("column", "constant", "header", "implicit", "tag", "vr")
+    __slots__ = ("column", "constant", "header", "implicit", "items", "tag", "vr")
 
     def __init__(self, tag: int, vr: str, column: int | None, constant: str | None,
-                 implicit: bool) -> None:
+                 implicit: bool, items: list[_Key] | None = None) -> None:
         self.tag, self.vr, self.column, self.constant = tag, vr, column, constant
-        self.implicit = implicit
+        self.implicit, self.items = implicit, items
         group, element = tag >> 16, tag & 0xFFFF
         if implicit:
             self.header = struct.pack("<HH", group, element)
@@ -51,30 +52,39 @@ class _Key:
 class AnswerEncoder:
     """Encodes the requested keys of each matching row, in the requested character set."""
 
-    def __init__(self, level: Level, keywords: Sequence[str], charset: str,
+    def __init__(self, level: Level, identifier: Dataset, charset: str,
                  transfer_syntax: str) -> None:
         syntax = UID(transfer_syntax)
         self.native = syntax.is_little_endian and not syntax.is_deflated
         self.syntax = syntax
-        implicit = syntax.is_implicit_VR and self.native
+        self.implicit = syntax.is_implicit_VR and self.native
         self.charset = charset
         self.columns: list[str] = []
+        self.keys = self._plan(level.name, level.attributes, requested_keywords(identifier),
+                               identifier)
+        self._charset_key = _Key(_CHARSET_TAG, "CS", None, None, self.implicit)
+
+    def _plan(self, level_name: str, attributes: dict[str, Attribute], keywords: list[str],
+              identifier: Dataset | None) -> list[_Key]:
         keys: list[_Key] = []
         for keyword in dict.fromkeys(keywords):
             tag = tag_for_keyword(keyword)
             if tag is None or keyword == "SpecificCharacterSet":
                 continue
-            vr = dictionary_VR(tag)
-            attr = level.attributes.get(keyword)
-            column = constant = None
+            attr = attributes.get(keyword)
+            column = constant = items = None
             if keyword == "QueryRetrieveLevel":
-                constant = level.name
+                constant = level_name
+            elif attr is not None and attr.kind == "seq" and identifier is not None:
+                nested = requested_item_keywords(identifier, keyword)
+                if nested:  # one item with the requested keys of the query's item
+                    items = self._plan(level_name, {a.keyword: a for a in attr.items},
+                                       nested, None)
             elif attr is not None and attr.field:
                 column = len(self.columns)
                 self.columns.append(attr.field)
-            keys.append(_Key(tag, vr, column, constant, implicit))
-        self._charset_key = _Key(_CHARSET_TAG, "CS", None, None, implicit)
-        self.keys = sorted(keys, key=lambda k: k.tag)
+            keys.append(_Key(tag, dictionary_VR(tag), column, constant, self.implicit, items))
+        return sorted(keys, key=lambda k: k.tag)
 
     def encode(self, row: Sequence[object]) -> bytes:
         try:
@@ -89,14 +99,24 @@ class AnswerEncoder:
 
     def _encode(self, row: Sequence[object], charset: str) -> bytes:
         codec = _CODECS.get(charset, "utf_8")
-        parts = [self._charset_key.element(charset.encode("ascii"))]
-        for key in self.keys:
-            if key.column is not None:
-                value = row[key.column]
-            else:
-                value = key.constant
-            parts.append(key.element(_raw(value, key.vr, codec)))
-        return b"".join(parts)
+        return self._charset_key.element(charset.encode("ascii")) + _elements(
+            self.keys, row, codec)
+
+
+def _elements(keys: list[_Key], row: Sequence[object], codec: str) -> bytes:
+    parts = []
+    for key in keys:
+        if key.items is not None:
+            content = _elements(key.items, row, codec)
+            raw = _ITEM + struct.pack("<I", len(content)) + content
+        else:
+            value = row[key.column] if key.column is not None else key.constant
+            raw = _raw(value, key.vr, codec)
+        parts.append(key.element(raw))
+    return b"".join(parts)
+
+
+_ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
 
 
 def _raw(value: object, vr: str, codec: str) -> bytes:

@@ -63,6 +63,7 @@ class DimseListener:
                 wire.C_MOVE_RQ: retrieve.make_move_service(self.policy, self.ae_title),
                 wire.C_GET_RQ: retrieve.make_get_service(self.policy),
             },
+            extended={model: handlers.FIND_EXTENDED_SUPPORT for model in handlers.FIND_MODELS},
             admit=handlers.make_admission(self.policy),
             on_refused=handlers.record_refusal,
             max_pdu=settings.DIMSE_MAX_PDU,

@@ -225,6 +225,14 @@ def _study_for(ds) -> Study:
     )
 
 
+def _request_attributes(ds) -> dict[str, str]:
+    items = ds.get("RequestAttributesSequence") or []
+    if not items:
+        return {}
+    return {"requested_procedure_id": text(items[0], "RequestedProcedureID", 16),
+            "scheduled_procedure_step_id": text(items[0], "ScheduledProcedureStepID", 16)}
+
+
 def _series_for(ds) -> tuple[int, int]:
     """(series id, study id), creating patient/study/series on first sight."""
     series_uid = str(ds.SeriesInstanceUID).strip()
@@ -245,6 +253,7 @@ def _series_for(ds) -> tuple[int, int]:
         series_date=text(ds, "SeriesDate", 8),
         series_time=text(ds, "SeriesTime", 16),
         station_name=text(ds, "StationName", 16),
+        **_request_attributes(ds),
     )
     modalities = study.modalities
     if modality and modality not in modalities:

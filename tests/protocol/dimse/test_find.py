@@ -154,3 +154,63 @@ def test_latin1_request_gets_utf8_answer_when_latin1_cannot_hold_it(archive, tmp
     assert len(found) == 1
     assert found[0].SpecificCharacterSet == "ISO_IR 192"
     assert found[0].PatientName == "Ŝtefano^Ŭrsula"
+
+
+def _store_study(suffix: str, date: str, time: str, **attrs) -> None:
+    ds = dcmread(sample("CT_small.dcm"))
+    ds.StudyInstanceUID = f"{ds.StudyInstanceUID}.9{suffix}"
+    ds.SeriesInstanceUID = f"{ds.SeriesInstanceUID}.9{suffix}"
+    ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.9{suffix}"
+    ds.PatientID, ds.StudyDate, ds.StudyTime = f"DT{suffix}", date, time
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    store_instance(data=encoded(ds), received_from="test")
+
+
+def _find_with_extended(listener, identifier: Dataset, combined: bool) -> list[Dataset]:
+    from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+
+    ae = AE(ae_title="FINDSCU")
+    ae.add_requested_context(StudyFind)
+    item = SOPClassExtendedNegotiation()
+    item.sop_class_uid = StudyFind
+    item.service_class_application_information = bytes([0, 1 if combined else 0])
+    assoc = ae.associate(*listener.address, ae_title="PORTAL", ext_neg=[item])
+    assert assoc.is_established
+    try:
+        return [answer for status, answer in assoc.send_c_find(identifier, StudyFind)
+                if status and status.Status == 0xFF00]
+    finally:
+        assoc.release()
+
+
+def test_combined_date_time_matching_only_when_negotiated(archive):
+    _store_study("1", "20240101", "070000")
+    _store_study("2", "20240102", "120000")
+    _store_study("3", "20240103", "230000")
+    _store_study("4", "20240102", "050000")  # inside the combined range, outside 10-20h
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyDate, ds.StudyTime, ds.PatientID = "20240101-20240103", "100000-200000", ""
+    separate = _find_with_extended(archive, ds, combined=False)
+    combined = _find_with_extended(archive, ds, combined=True)
+    assert sorted(d.PatientID for d in separate) == ["DT2"]
+    assert sorted(d.PatientID for d in combined) == ["DT2", "DT4"]
+
+
+def test_sequence_matching_on_request_attributes(archive, tmp_path):
+    item = Dataset()
+    item.RequestedProcedureID, item.ScheduledProcedureStepID = "RP77", "SPS77"
+    _store_study("5", "20240105", "080000", RequestAttributesSequence=[item])
+    found = findscu(archive, tmp_path, "QueryRetrieveLevel=SERIES", "SeriesInstanceUID",
+                    "PatientID", "RequestAttributesSequence[0].RequestedProcedureID=RP77",
+                    "RequestAttributesSequence[0].ScheduledProcedureStepID")
+    assert [d.PatientID for d in found] == ["DT5"]
+    (returned,) = found[0].RequestAttributesSequence
+    assert (returned.RequestedProcedureID, returned.ScheduledProcedureStepID) == ("RP77",
+                                                                                  "SPS77")
+    assert findscu(archive, tmp_path, "QueryRetrieveLevel=SERIES", "SeriesInstanceUID",
+                   "RequestAttributesSequence[0].RequestedProcedureID=RP99") == []
+    universal = findscu(archive, tmp_path, "QueryRetrieveLevel=SERIES", "SeriesInstanceUID",
+                        "RequestAttributesSequence")
+    assert len(universal) == 6  # every series; the empty sequence asks for nothing inside
