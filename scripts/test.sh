@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need (DCMTK, PostgreSQL, Redis, Chromium, Python packages) and run:
+# Install what the tests need (DCMTK, Orthanc, PostgreSQL, Redis, Chromium, Python packages), run:
 #   1. ruff, 2. the embedded suite (SQLite), 3. the scale slice against real PostgreSQL,
 #   Redis and a Celery worker process.
 set -euo pipefail

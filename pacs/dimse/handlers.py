@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 from collections.abc import Callable, Iterable, Sequence
 
 from django.conf import settings
@@ -174,15 +175,25 @@ ANSWER_BATCH_BYTES = 64 * 1024
 
 def _send_answers(assoc: Association, message: wire.Message, encoder: AnswerEncoder,
                   rows: Iterable[Sequence[object]]) -> bool:
-    """Pending responses, batched into few socket writes; False when the SCU cancelled."""
+    """Pending responses, batched into few socket writes; False when the SCU cancelled.
+
+    Each answer normally fits one P-DATA-TF holding two PDVs: the (constant) command set and
+    the identifier (PS3.8 9.3.5 allows several PDVs per PDU)."""
     pending = assoc.response_command(message, STATUS_PENDING, has_dataset=True)
+    context_id, max_pdu = message.context_id, assoc.peer_max_pdu
+    command_pdv = struct.pack(">IBB", len(pending) + 2, context_id, 0x03) + pending
     batch: list[bytes] = []
     size = 0
     for row in rows:
-        data = wire.message_bytes(message.context_id, pending, encoder.encode(row),
-                                  assoc.peer_max_pdu)
-        batch.append(data)
-        size += len(data)
+        data = encoder.encode(row)
+        length = len(command_pdv) + 6 + len(data)
+        if max_pdu and length > max_pdu:
+            pdu = wire.message_bytes(context_id, pending, data, max_pdu)
+        else:
+            pdu = b"".join((struct.pack(">BBI", wire.P_DATA_TF, 0, length), command_pdv,
+                            struct.pack(">IBB", len(data) + 2, context_id, 0x02), data))
+        batch.append(pdu)
+        size += len(pdu)
         if size >= ANSWER_BATCH_BYTES:
             assoc.pdu.send_raw(b"".join(batch))
             batch, size = [], 0

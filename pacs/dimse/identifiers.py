@@ -27,7 +27,7 @@ _CHARSET_TAG = 0x00080005
 
 
 class _Key:
-    __slots__ = ("column", "constant", "header", "implicit", "items", "tag", "vr")
+    __slots__ = ("column", "constant", "empty", "header", "implicit", "items", "tag", "vr")
 
     def __init__(self, tag: int, vr: str, column: int | None, constant: str | None,
                  implicit: bool, items: list[_Key] | None = None) -> None:
@@ -40,6 +40,7 @@ class _Key:
             self.header = struct.pack("<HH2s2x", group, element, vr.encode())
         else:
             self.header = struct.pack("<HH2s", group, element, vr.encode())
+        self.empty = self.element(b"")
 
     def element(self, raw: bytes) -> bytes:
         if len(raw) % 2:
@@ -105,17 +106,23 @@ class AnswerEncoder:
 
 def _elements(keys: list[_Key], row: Sequence[object], codec: str) -> bytes:
     parts = []
+    append = parts.append
     for key in keys:
         if key.items is not None:
             content = _elements(key.items, row, codec)
-            raw = _ITEM + struct.pack("<I", len(content)) + content
+            raw = _ITEM + _pack_ul(len(content)) + content
         else:
-            value = row[key.column] if key.column is not None else key.constant
+            column = key.column
+            value = row[column] if column is not None else key.constant
+            if value is None or value == "":
+                append(key.empty)
+                continue
             raw = _raw(value, key.vr, codec)
-        parts.append(key.element(raw))
+        append(key.element(raw))
     return b"".join(parts)
 
 
+_pack_ul = struct.Struct("<I").pack
 _ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
 
 
