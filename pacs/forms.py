@@ -33,21 +33,35 @@ class ApplicationEntityForm(forms.ModelForm):
         return port
 
 
-class StudySearchForm(forms.Form):
-    patient_name = forms.CharField(required=False, label="Patient name")
-    patient_id = forms.CharField(required=False, label="Patient ID")
+class DateRangeForm(forms.Form):
+    """A 'From'/'To' pair of dates, checked for order; the DICOM range via date_range()."""
+
     date_from = forms.DateField(required=False, label="From",
                                 widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, label="To",
                               widget=forms.DateInput(attrs={"type": "date"}))
-    modality = forms.CharField(required=False, max_length=16)
-    accession_number = forms.CharField(required=False, label="Accession")
 
     def clean(self):
         data = super().clean()
         if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
             raise forms.ValidationError("'From' must not be after 'To'.")
         return data
+
+    def date_range(self) -> str:
+        """'YYYYMMDD-YYYYMMDD' (either side may be open), or '' without dates."""
+        start, end = self.cleaned_data.get("date_from"), self.cleaned_data.get("date_to")
+        if not (start or end):
+            return ""
+        fmt = "%Y%m%d"
+        return f"{start.strftime(fmt) if start else ''}-{end.strftime(fmt) if end else ''}"
+
+
+class StudySearchForm(DateRangeForm):
+    field_order = ["patient_name", "patient_id", "date_from", "date_to"]
+    patient_name = forms.CharField(required=False, label="Patient name")
+    patient_id = forms.CharField(required=False, label="Patient ID")
+    modality = forms.CharField(required=False, max_length=16)
+    accession_number = forms.CharField(required=False, label="Accession")
 
 
 class RemoteAeField(forms.ModelChoiceField):
@@ -60,33 +74,20 @@ class SendForm(forms.Form):
                            label="Send to")
 
 
-class RemoteQueryForm(forms.Form):
+class RemoteQueryForm(DateRangeForm):
+    field_order = ["remote", "patient_name", "patient_id", "date_from", "date_to"]
     remote = RemoteAeField(queryset=ApplicationEntity.objects.order_by("ae_title"),
                            label="Remote AE")
     patient_name = forms.CharField(required=False, label="Patient name",
                                    help_text="Wildcards * and ? allowed")
     patient_id = forms.CharField(required=False, label="Patient ID")
-    date_from = forms.DateField(required=False, label="From",
-                                widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, label="To",
-                              widget=forms.DateInput(attrs={"type": "date"}))
     modality = forms.CharField(required=False, max_length=16)
     accession_number = forms.CharField(required=False, label="Accession", max_length=16)
 
     def clean(self):
         data = super().clean()
-        start, end = data.get("date_from"), data.get("date_to")
-        if start and end and start > end:
-            raise forms.ValidationError("'From' must not be after 'To'.")
         if not any(data.get(k) for k in ("patient_name", "patient_id", "date_from", "date_to",
                                           "modality", "accession_number")):
             raise forms.ValidationError("Give at least one search field: a remote archive "
                                         "may hold millions of studies.")
         return data
-
-    def date_range(self) -> str:
-        start, end = self.cleaned_data.get("date_from"), self.cleaned_data.get("date_to")
-        if not (start or end):
-            return ""
-        fmt = "%Y%m%d"
-        return f"{start.strftime(fmt) if start else ''}-{end.strftime(fmt) if end else ''}"

@@ -12,7 +12,6 @@ from django.db import close_old_connections
 from pacs.models import ApplicationEntity
 
 CACHE_SECONDS = 2.0
-UNKNOWN_SENTINEL = "\x00unknown-ae-refused"
 
 
 @dataclass(frozen=True)
@@ -46,13 +45,6 @@ class AePolicy:
 
     def invalidate(self) -> None:
         self._loaded_at = 0.0
-
-    def allowed_calling_titles(self) -> list[str]:
-        """The list pynetdicom checks at A-ASSOCIATE-RQ; empty means 'anyone'."""
-        if settings.DIMSE_ALLOW_UNKNOWN_AE:
-            return []
-        # pynetdicom treats an empty list as "no restriction": keep a sentinel no AE can send.
-        return list(self._refresh()) or [UNKNOWN_SENTINEL]
 
     def permissions(self, calling_aet: str) -> Permissions:
         perms = self._refresh().get(calling_aet.strip())

@@ -12,6 +12,14 @@ from pacs.models import ApplicationEntity, Job
 from pacs.services import jobs
 
 
+def add_target_arguments(parser) -> None:
+    parser.add_argument("--ae", required=True, help="AE title from the AE table")
+    parser.add_argument("--patient", help="Patient ID")
+    parser.add_argument("--study", help="Study Instance UID")
+    parser.add_argument("--series", help="Series Instance UID (with --study)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
 def remote_ae(ae_title: str) -> ApplicationEntity:
     ae = ApplicationEntity.objects.filter(ae_title=ae_title).first()
     if ae is None:

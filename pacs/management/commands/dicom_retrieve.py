@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from pacs.management.jobcli import level_and_keys, remote_ae, run_and_follow
+from pacs.management.jobcli import add_target_arguments, level_and_keys, remote_ae, run_and_follow
 from pacs.models import Job
 
 
@@ -12,14 +12,10 @@ class Command(BaseCommand):
     help = "Retrieve from a remote AE: --ae TITLE --study UID [--series UID] [--get]."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--ae", required=True, help="AE title from the AE table")
-        parser.add_argument("--patient", help="Patient ID")
-        parser.add_argument("--study", help="Study Instance UID")
-        parser.add_argument("--series", help="Series Instance UID (with --study)")
+        add_target_arguments(parser)
         parser.add_argument("--get", action="store_true",
                             help="use C-GET instead of C-MOVE (no need for the remote to "
                                  "know our AE title)")
-        parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **opts) -> None:
         level, keys = level_and_keys(opts["patient"], opts["study"], opts["series"])

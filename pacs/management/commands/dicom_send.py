@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from pacs.management.jobcli import level_and_keys, remote_ae, run_and_follow
+from pacs.management.jobcli import add_target_arguments, level_and_keys, remote_ae, run_and_follow
 from pacs.models import Job
 
 
@@ -12,11 +12,7 @@ class Command(BaseCommand):
     help = "Send stored instances to a remote AE: --ae TITLE and --patient, --study or --series."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--ae", required=True, help="AE title from the AE table")
-        parser.add_argument("--patient", help="Patient ID")
-        parser.add_argument("--study", help="Study Instance UID")
-        parser.add_argument("--series", help="Series Instance UID (with --study)")
-        parser.add_argument("--no-progress", action="store_true")
+        add_target_arguments(parser)
 
     def handle(self, *args, **opts) -> None:
         level, keys = level_and_keys(opts["patient"], opts["study"], opts["series"])
