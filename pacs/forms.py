@@ -16,6 +16,7 @@ class ApplicationEntityForm(forms.ModelForm):
         fields = [
             "ae_title", "host", "port", "kind", "description", "may_store", "may_query",
             "may_retrieve", "is_move_destination", "may_query_worklist", "may_send_mpps",
+            "worklist_own_station_only", "worklist_charset",
         ]
 
     def clean_ae_title(self) -> str:

@@ -124,6 +124,12 @@ class ApplicationEntity(models.Model):
     is_move_destination = models.BooleanField("is a C-MOVE destination", default=False)
     may_query_worklist = models.BooleanField("may query the worklist", default=False)
     may_send_mpps = models.BooleanField("may send MPPS", default=False)
+    worklist_own_station_only = models.BooleanField(
+        "worklist: only items scheduled on this AE title", default=False)
+    worklist_charset = models.CharField(
+        "worklist answer character set", max_length=16, blank=True,
+        choices=[("", "as the request asks (else UTF-8)"), ("ISO_IR 100", "ISO_IR 100 (Latin-1)"),
+                 ("ISO_IR 192", "ISO_IR 192 (UTF-8)")])
     last_echo_at = models.DateTimeField(null=True, blank=True)
     last_echo_ok = models.BooleanField(null=True)
     last_echo_detail = models.CharField(max_length=255, blank=True)

@@ -8,7 +8,7 @@ the attributes they can match and return (own level and, for Study Root, the lev
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet
@@ -89,6 +89,15 @@ class Level:
     unique: str  # the level's unique key
     parents: tuple[str, ...] = ()  # unique keys of the levels above (hierarchical model)
     related: tuple = ()  # select_related paths
+    annotate: Callable[[QuerySet], QuerySet] | None = None  # computed return keys
+
+
+def _patient_counts(qs: QuerySet) -> QuerySet:
+    return qs.annotate(
+        n_studies=Count("studies", distinct=True),
+        n_series=Count("studies__series", distinct=True),
+        n_instances=Count("studies__series__instances", distinct=True),
+    )
 
 
 LEVELS = {
@@ -97,7 +106,7 @@ LEVELS = {
         Attribute("NumberOfPatientRelatedStudies", "n_studies", "int"),
         Attribute("NumberOfPatientRelatedSeries", "n_series", "int"),
         Attribute("NumberOfPatientRelatedInstances", "n_instances", "int"),
-    ), "PatientID"),
+    ), "PatientID", annotate=_patient_counts),
     "STUDY": Level("STUDY", Study, _attrs(*_patient("patient__"), *_study("")),
                    "StudyInstanceUID", ("PatientID",), ("patient",)),
     "SERIES": Level("SERIES", Series, _attrs(
@@ -162,7 +171,11 @@ def sequence_q(attr: Attribute, items: object) -> Q:
     q = Q()
     for element in item:
         sub = nested.get(element.keyword)
-        if sub is not None and sub.field and element.VR != "SQ":
+        if sub is None:
+            continue
+        if sub.kind == "seq":
+            q &= sequence_q(sub, element.value)
+        elif sub.field and element.VR != "SQ":
             q &= attribute_q(sub, element.value)
     return q
 
@@ -205,6 +218,12 @@ def search(level_name: str, identifier: Dataset, *, combine_datetime: bool = Fal
     level = LEVELS.get(level_name)
     if level is None:
         raise InvalidQuery(f"unsupported QueryRetrieveLevel {level_name!r}")
+    return level, search_level(level, identifier, combine_datetime=combine_datetime)
+
+
+def search_level(level: Level, identifier: Dataset, *, combine_datetime: bool = False
+                 ) -> QuerySet:
+    """The queryset of ``level``'s rows matching ``identifier`` (PS3.4 C.2.2.2)."""
     q, done = Q(), set()
     if combine_datetime:
         q, done = _combined_datetime(level, identifier)
@@ -217,15 +236,9 @@ def search(level_name: str, identifier: Dataset, *, combine_datetime: bool = Fal
         elif attr.field and not attr.field.startswith("n_") and element.VR != "SQ":
             q &= attribute_q(attr, element.value)
     qs = level.model.objects.filter(q)
-    if level.related:
-        qs = qs.select_related(*level.related)
-    if level.name == "PATIENT":
-        qs = qs.annotate(
-            n_studies=Count("studies", distinct=True),
-            n_series=Count("studies__series", distinct=True),
-            n_instances=Count("studies__series__instances", distinct=True),
-        )
-    return level, qs.order_by("pk")
+    if level.annotate:
+        qs = level.annotate(qs)
+    return qs.order_by("pk")
 
 
 def requested_keywords(identifier: Dataset) -> list[str]:
@@ -233,10 +246,10 @@ def requested_keywords(identifier: Dataset) -> list[str]:
     return [e.keyword for e in identifier if e.keyword]
 
 
-def requested_item_keywords(identifier: Dataset, keyword: str) -> list[str]:
-    """The keys requested inside a sequence key's item (none for an empty sequence)."""
-    items = identifier.get(keyword) or []
-    return requested_keywords(items[0]) if len(items) else []
+def first_item(ds: Dataset, keyword: str) -> Dataset | None:
+    """The (only meaningful) item of a sequence key in a query, if it has one."""
+    items = ds.get(keyword) or []
+    return items[0] if len(items) else None
 
 
 def rows(qs: QuerySet, columns: list[str]) -> Iterator[tuple]:

@@ -177,6 +177,9 @@ DIMSE_PROCESSES = env_int("PORTAL_DIMSE_PROCESSES", 1)
 # Unknown calling AE titles are refused unless this is set (PS3.8 A-ASSOCIATE-RJ 1/1/3).
 DIMSE_ALLOW_UNKNOWN_AE = env_bool("PORTAL_DIMSE_ALLOW_UNKNOWN_AE", False)
 DIMSE_MAX_PDU = env_int("PORTAL_DIMSE_MAX_PDU", 0)  # 0 = unlimited
+
+# Worklist: generated accession numbers are PREFIX + YYMMDD + a 4-digit daily counter
+ACCESSION_PREFIX = os.environ.get("PORTAL_ACCESSION_PREFIX", "A")[:6]
 HL7_PORT = env_int("PORTAL_HL7_PORT", 2575)
 # What a re-sent SOP Instance UID does: "keep" the stored one, or "replace" it.
 DUPLICATE_POLICY = os.environ.get("PORTAL_DUPLICATE_POLICY", "keep")

@@ -1,1 +1,187 @@
-# Orders and scheduled procedure steps arrive with the worklist issue.
+"""The work-item store: orders, requested procedures and scheduled procedure steps.
+
+One store for every face: the scheduler pages, HL7 orders, Modality Worklist C-FIND, MPPS and
+(later) UPS read and change these rows, never a copy. A scheduled procedure step is what a
+modality sees as one worklist item and what UPS calls a workitem. Field names follow the DICOM
+keywords of PS3.4 table K.6-1 (ScheduledStationAETitle -> scheduled_station_ae_title).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from pacs.models import Patient
+
+
+class Station(models.Model):
+    """A modality's scheduled station: where steps are performed."""
+
+    ae_title = models.CharField("AE title", max_length=16, unique=True)
+    name = models.CharField("station name", max_length=16, blank=True)
+    modality = models.CharField(max_length=16)
+    location = models.CharField(max_length=16, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["modality", "ae_title"]
+
+    def __str__(self) -> str:
+        return f"{self.ae_title} ({self.modality})"
+
+
+class Procedure(models.Model):
+    """The procedure catalog: requested procedure codes schedulers pick from."""
+
+    code_value = models.CharField(max_length=16)
+    coding_scheme_designator = models.CharField(max_length=16, default="LOCAL")
+    code_meaning = models.CharField(max_length=64)
+    modality = models.CharField(max_length=16)
+    duration_minutes = models.PositiveIntegerField(default=20)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["modality", "code_meaning"]
+        constraints = [models.UniqueConstraint(fields=["code_value", "coding_scheme_designator"],
+                                               name="uniq_procedure_code")]
+
+    def __str__(self) -> str:
+        return f"{self.code_meaning} [{self.code_value}] ({self.modality})"
+
+
+class Order(models.Model):
+    class Priority(models.TextChoices):
+        ROUTINE = "ROUTINE"
+        HIGH = "HIGH"
+        STAT = "STAT"
+        LOW = "LOW"
+        MEDIUM = "MEDIUM"
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="orders")
+    accession_number = models.CharField(max_length=16, unique=True)
+    placer_order_number = models.CharField(max_length=64, blank=True, db_index=True)
+    filler_order_number = models.CharField(max_length=64, blank=True, db_index=True)
+    referring_physician_name = models.CharField(max_length=324, blank=True)
+    requesting_physician = models.CharField(max_length=324, blank=True)
+    reason = models.CharField("reason for the requested procedure", max_length=64, blank=True)
+    priority = models.CharField(max_length=8, choices=Priority.choices,
+                                default=Priority.ROUTINE)
+    medical_alerts = models.CharField(max_length=64, blank=True)
+    contrast_allergies = models.CharField(max_length=64, blank=True)
+    source = models.CharField(max_length=16, default="portal")  # portal, hl7, import, ups
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"order {self.accession_number}"
+
+
+class RequestedProcedure(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="procedures")
+    requested_procedure_id = models.CharField(max_length=16)
+    description = models.CharField(max_length=64, blank=True)
+    procedure = models.ForeignKey(Procedure, null=True, blank=True, on_delete=models.PROTECT)
+    # Copied from the catalog entry at ordering time (codes may change later)
+    code_value = models.CharField(max_length=16, blank=True)
+    coding_scheme_designator = models.CharField(max_length=16, blank=True)
+    code_meaning = models.CharField(max_length=64, blank=True)
+    study_instance_uid = models.CharField(max_length=64, db_index=True)
+    priority = models.CharField(max_length=8, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.requested_procedure_id} {self.description}"
+
+
+class ScheduledProcedureStep(models.Model):
+    """One worklist item (PS3.4 K.6: Scheduled Procedure Step Sequence item)."""
+
+    class Status(models.TextChoices):
+        SCHEDULED = "SCHEDULED"
+        ARRIVED = "ARRIVED"
+        IN_PROGRESS = "IN PROGRESS", "in progress"
+        COMPLETED = "COMPLETED"
+        DISCONTINUED = "DISCONTINUED"
+        CANCELED = "CANCELED"
+
+    FINAL = (Status.COMPLETED, Status.DISCONTINUED, Status.CANCELED)
+
+    requested_procedure = models.ForeignKey(RequestedProcedure, on_delete=models.CASCADE,
+                                            related_name="steps")
+    scheduled_procedure_step_id = models.CharField(max_length=16)
+    modality = models.CharField(max_length=16, db_index=True)
+    # AE titles of the stations, backslash-joined when several (AE, VM 1-n)
+    scheduled_station_ae_title = models.CharField(max_length=64, blank=True, db_index=True)
+    scheduled_station_name = models.CharField(max_length=16, blank=True)
+    scheduled_procedure_step_location = models.CharField(max_length=16, blank=True)
+    start_date = models.CharField(max_length=8, db_index=True)  # DA
+    start_time = models.CharField(max_length=16, blank=True)  # TM
+    performing_physician_name = models.CharField(max_length=324, blank=True)
+    performing_physician_name_norm = models.CharField(max_length=324, blank=True)
+    description = models.CharField(max_length=64, blank=True)
+    pre_medication = models.CharField(max_length=64, blank=True)
+    requested_contrast_agent = models.CharField(max_length=64, blank=True)
+    comments = models.TextField(blank=True)
+    # First protocol code (ScheduledProtocolCodeSequence), copied from the catalog
+    protocol_code_value = models.CharField(max_length=16, blank=True)
+    protocol_coding_scheme = models.CharField(max_length=16, blank=True)
+    protocol_code_meaning = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED,
+                              db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["start_date", "start_time", "id"]
+        indexes = [models.Index(fields=["start_date", "scheduled_station_ae_title"],
+                                name="sps_date_station")]
+
+    def __str__(self) -> str:
+        return f"step {self.scheduled_procedure_step_id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL
+
+
+class StepEvent(models.Model):
+    """Status history of a step: who or what changed it, from which face."""
+
+    step = models.ForeignKey(ScheduledProcedureStep, on_delete=models.CASCADE,
+                             related_name="events")
+    status = models.CharField(max_length=16)
+    previous_status = models.CharField(max_length=16, blank=True)
+    source = models.CharField(max_length=16)  # portal, mpps, hl7, ups, import
+    actor = models.CharField(max_length=150, blank=True)
+    note = models.CharField(max_length=255, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+
+class PerformedProcedureStep(models.Model):
+    """An MPPS instance (PS3.4 F.7) as the modality created and updated it."""
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "IN PROGRESS", "in progress"
+        COMPLETED = "COMPLETED"
+        DISCONTINUED = "DISCONTINUED"
+
+    sop_instance_uid = models.CharField(max_length=64, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    steps = models.ManyToManyField(ScheduledProcedureStep, related_name="performed",
+                                   blank=True)
+    performed_station_ae_title = models.CharField(max_length=16, blank=True)
+    study_instance_uid = models.CharField(max_length=64, blank=True, db_index=True)
+    # DICOM JSON of the attributes as last set (N-CREATE, then each N-SET merged in)
+    attributes = models.JSONField(default=dict)
+    # Performed series: [{"SeriesInstanceUID": ..., "SOPInstanceUIDs": [...]}]
+    performed_series = models.JSONField(default=list)
+    created_by_ae = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"MPPS {self.sop_instance_uid} ({self.status})"

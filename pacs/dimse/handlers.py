@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+from django.db.models import QuerySet
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import decode, encode
@@ -23,7 +24,7 @@ from pacs.dimse.engine import (
     Context,
 )
 from pacs.dimse.identifiers import AnswerEncoder
-from pacs.dimse.policy import AePolicy
+from pacs.dimse.policy import AePolicy, Permissions
 from pacs.errors import NotAuthorized, PacsError
 from pacs.services.ingest import store_instance
 from portal import audit
@@ -134,24 +135,30 @@ def make_store_service(policy: AePolicy) -> Service:
     return handle_store
 
 
-def make_find_service(policy: AePolicy) -> Service:
-    """Query/Retrieve C-FIND (Patient Root and Study Root): PS3.4 C.4.1."""
+# (assoc, message, identifier, permissions) -> (level, matching rows, answer charset)
+FindSearch = Callable[[Association, wire.Message, Dataset, Permissions],
+                      tuple[query.Level, QuerySet, str]]
+
+
+def make_find_service(policy: AePolicy, *, models: set[str] = FIND_MODELS,
+                      permission: str = "may_query", search: FindSearch | None = None
+                      ) -> Service:
+    """A C-FIND SCP over the shared query engine: Query/Retrieve (PS3.4 C.4.1) by default,
+    the Modality Worklist (K.4) with the worklist's ``search``."""
+    search = search or _qr_search
 
     def handle_find(assoc: Association, message: wire.Message) -> None:
-        if assoc.context(message).abstract_syntax not in FIND_MODELS:
+        if assoc.context(message).abstract_syntax not in models:
             assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED,
                           comment="C-FIND is not supported on this SOP class")
             return
         calling = assoc.calling_aet
         close_old_connections()
         try:
-            _authorize(policy, calling, "may_query", "query")
+            _authorize(policy, calling, permission, "query")
             identifier = decode_identifier(assoc, message)
-            level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-            combined = assoc.extended_flag(message, COMBINED_DATETIME_BYTE)
-            level, qs = query.search(level_name, identifier, combine_datetime=combined)
-            encoder = AnswerEncoder(level, identifier,
-                                    query.answer_charset(charset_of(identifier)),
+            level, qs, charset = search(assoc, message, identifier, policy.permissions(calling))
+            encoder = AnswerEncoder(level, identifier, charset,
                                     assoc.context(message).transfer_syntax)
             if not _send_answers(assoc, message, encoder, query.rows(qs, encoder.columns)):
                 assoc.respond(message, STATUS_CANCEL)
@@ -168,6 +175,14 @@ def make_find_service(policy: AePolicy) -> Service:
         assoc.respond(message, STATUS_SUCCESS)
 
     return handle_find
+
+
+def _qr_search(assoc: Association, message: wire.Message, identifier: Dataset,
+               permissions: Permissions) -> tuple[query.Level, QuerySet, str]:
+    level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    combined = assoc.extended_flag(message, COMBINED_DATETIME_BYTE)
+    level, qs = query.search(level_name, identifier, combine_datetime=combined)
+    return level, qs, query.answer_charset(charset_of(identifier))
 
 
 ANSWER_BATCH_BYTES = 64 * 1024

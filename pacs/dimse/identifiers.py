@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import decode, encode
 
-from pacs.query import Attribute, Level, requested_item_keywords, requested_keywords
+from pacs.query import Attribute, Level, first_item, requested_keywords
 
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
 _CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
@@ -61,14 +61,13 @@ class AnswerEncoder:
         self.implicit = syntax.is_implicit_VR and self.native
         self.charset = charset
         self.columns: list[str] = []
-        self.keys = self._plan(level.name, level.attributes, requested_keywords(identifier),
-                               identifier)
+        self.keys = self._plan(level.name, level.attributes, identifier)
         self._charset_key = _Key(_CHARSET_TAG, "CS", None, None, self.implicit)
 
-    def _plan(self, level_name: str, attributes: dict[str, Attribute], keywords: list[str],
-              identifier: Dataset | None) -> list[_Key]:
+    def _plan(self, level_name: str, attributes: dict[str, Attribute], ds: Dataset
+              ) -> list[_Key]:
         keys: list[_Key] = []
-        for keyword in dict.fromkeys(keywords):
+        for keyword in dict.fromkeys(requested_keywords(ds)):
             tag = tag_for_keyword(keyword)
             if tag is None or keyword == "SpecificCharacterSet":
                 continue
@@ -76,11 +75,11 @@ class AnswerEncoder:
             column = constant = items = None
             if keyword == "QueryRetrieveLevel":
                 constant = level_name
-            elif attr is not None and attr.kind == "seq" and identifier is not None:
-                nested = requested_item_keywords(identifier, keyword)
-                if nested:  # one item with the requested keys of the query's item
-                    items = self._plan(level_name, {a.keyword: a for a in attr.items},
-                                       nested, None)
+            elif attr is not None and attr.kind == "seq":
+                item = first_item(ds, keyword)
+                if item is not None and requested_keywords(item):
+                    # one item with the requested keys of the query's item
+                    items = self._plan(level_name, {a.keyword: a for a in attr.items}, item)
             elif attr is not None and attr.field:
                 column = len(self.columns)
                 self.columns.append(attr.field)
@@ -109,6 +108,8 @@ def _elements(keys: list[_Key], row: Sequence[object], codec: str) -> bytes:
     append = parts.append
     for key in keys:
         if key.items is not None:
+            if all(_empty(row, item) for item in key.items):
+                continue  # nothing known for this (type 1C/3) sequence: leave it out, as DCMTK
             content = _elements(key.items, row, codec)
             raw = _ITEM + _pack_ul(len(content)) + content
         else:
@@ -120,6 +121,13 @@ def _elements(keys: list[_Key], row: Sequence[object], codec: str) -> bytes:
             raw = _raw(value, key.vr, codec)
         append(key.element(raw))
     return b"".join(parts)
+
+
+def _empty(row: Sequence[object], key: _Key) -> bool:
+    if key.items is not None:
+        return all(_empty(row, item) for item in key.items)
+    value = row[key.column] if key.column is not None else key.constant
+    return value is None or value == ""
 
 
 _pack_ul = struct.Struct("<I").pack

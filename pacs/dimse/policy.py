@@ -20,6 +20,10 @@ class Permissions:
     may_store: bool
     may_query: bool
     may_retrieve: bool
+    may_query_worklist: bool = False
+    may_send_mpps: bool = False
+    worklist_own_station_only: bool = False
+    worklist_charset: str = ""
 
 
 class AePolicy:
@@ -36,7 +40,9 @@ class AePolicy:
                 close_old_connections()
                 self._table = {
                     ae.ae_title.strip(): Permissions(
-                        True, ae.may_store, ae.may_query, ae.may_retrieve
+                        True, ae.may_store, ae.may_query, ae.may_retrieve,
+                        ae.may_query_worklist, ae.may_send_mpps, ae.worklist_own_station_only,
+                        ae.worklist_charset,
                     )
                     for ae in ApplicationEntity.objects.all()
                 }
@@ -51,4 +57,5 @@ class AePolicy:
         if perms:
             return perms
         open_ = settings.DIMSE_ALLOW_UNKNOWN_AE
-        return Permissions(False, may_store=open_, may_query=open_, may_retrieve=open_)
+        return Permissions(False, may_store=open_, may_query=open_, may_retrieve=open_,
+                           may_query_worklist=open_, may_send_mpps=open_)

@@ -10,6 +10,8 @@ from django.conf import settings
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -22,6 +24,7 @@ from pynetdicom.sop_class import (
 from pacs.dimse import handlers, retrieve, wire
 from pacs.dimse.engine import DimseServer, ServerConfig
 from pacs.dimse.policy import AePolicy
+from worklist import dimse as worklist_dimse
 
 
 def supported_contexts() -> list[PresentationContext]:
@@ -34,11 +37,27 @@ def supported_contexts() -> list[PresentationContext]:
                   PatientRootQueryRetrieveInformationModelGet,
                   StudyRootQueryRetrieveInformationModelGet):
         contexts.append(build_context(model, ALL_TRANSFER_SYNTAXES))
+    for model in (ModalityWorklistInformationFind, ModalityPerformedProcedureStep):
+        contexts.append(build_context(model, ALL_TRANSFER_SYNTAXES))
     for storage in AllStoragePresentationContexts:
         context = build_context(storage.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         context.scu_role = context.scp_role = True
         contexts.append(context)
     return contexts
+
+
+def _by_sop_class(services: dict[str, handlers.Service]) -> handlers.Service:
+    """One command field, several SOP classes (C-FIND: Query/Retrieve and worklist)."""
+
+    def dispatch(assoc, message) -> None:
+        service = services.get(assoc.context(message).abstract_syntax)
+        if service is None:
+            assoc.respond(message, handlers.STATUS_SOP_CLASS_NOT_SUPPORTED,
+                          comment="not supported on this SOP class")
+            return
+        service(assoc, message)
+
+    return dispatch
 
 
 class DimseListener:
@@ -59,9 +78,14 @@ class DimseListener:
             services={
                 wire.C_ECHO_RQ: handlers.handle_echo,
                 wire.C_STORE_RQ: handlers.make_store_service(self.policy),
-                wire.C_FIND_RQ: handlers.make_find_service(self.policy),
+                wire.C_FIND_RQ: _by_sop_class({
+                    **dict.fromkeys(handlers.FIND_MODELS, handlers.make_find_service(self.policy)),
+                    worklist_dimse.MWL_FIND: worklist_dimse.make_mwl_service(self.policy),
+                }),
                 wire.C_MOVE_RQ: retrieve.make_move_service(self.policy, self.ae_title),
                 wire.C_GET_RQ: retrieve.make_get_service(self.policy),
+                wire.N_CREATE_RQ: worklist_dimse.make_ncreate_service(self.policy),
+                wire.N_SET_RQ: worklist_dimse.make_nset_service(self.policy),
             },
             extended={model: handlers.FIND_EXTENDED_SUPPORT for model in handlers.FIND_MODELS},
             admit=handlers.make_admission(self.policy),

@@ -1,0 +1,295 @@
+"""Modality Worklist C-FIND with DCMTK `findscu -W` against the oracle data (DCMTK's sample
+worklist items and queries, expected answers from orthanc-tests), and MPPS with pynetdicom."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
+
+from pacs.models import ApplicationEntity
+from tests.portal_process import ROOT
+from worklist import services
+from worklist.models import PerformedProcedureStep, ScheduledProcedureStep, Station
+
+pytestmark = pytest.mark.interop
+
+ORACLE = ROOT.parent / "shared" / "testdata" / "worklists"
+EXPECTED_COUNTS = [10, 10, 0, 10, 0, 6, 0, 0, 0, 0, 10, 10, 0]
+IGNORED = {"(0008,0005)", "(0040,0004)", "(0040,0005)", "(0040,0020)"}
+
+
+def dump2dcm(dump: Path, out: Path) -> Path:
+    subprocess.run(["/usr/bin/dump2dcm", "--write-xfer-little", str(dump), str(out)],
+                   check=True, capture_output=True)
+    return out
+
+
+def findscu_w(listener, query: Path, out: Path, calling: str = "MODALITY") -> list[Dataset]:
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*"):
+        old.unlink()
+    host, port = listener.address
+    proc = subprocess.run(["/usr/bin/findscu", "-W", "-aet", calling, "-aec", "PORTAL", "-X",
+                           "-od", str(out), host, str(port), str(query)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("E:")], proc.stderr
+    return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def _top_level(ds: Dataset) -> list[str]:
+    lines = []
+    for element in ds:
+        tag = f"({element.tag.group:04x},{element.tag.element:04x})"
+        if tag in IGNORED:
+            continue
+        value = "" if element.VR == "SQ" else str(element.value).strip()
+        lines.append(f"{tag} {value}")
+    return sorted(lines)
+
+
+def _expected(answer: list[str]) -> list[str]:
+    lines = []
+    for line in answer:
+        tag = line[:11]
+        if tag in IGNORED or tag.startswith("(fffe"):
+            continue
+        value = line.partition("[")[2].rpartition("]")[0].strip() if "[" in line else ""
+        lines.append(f"{tag} {value}")
+    return sorted(lines)
+
+
+@pytest.fixture
+def worklist(dimse_listener, tmp_path):
+    ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port=104,
+                                     may_query_worklist=True, may_send_mpps=True)
+    items = [dump2dcm(d, tmp_path / f"{d.stem}.wl")
+             for d in sorted((ORACLE / "Dcmtk" / "Database").glob("*.dump"))]
+    call_command("import_worklist", *map(str, items), stdout=open("/dev/null", "w"))
+    assert ScheduledProcedureStep.objects.count() == 10
+    return dimse_listener
+
+
+@pytest.mark.parametrize("n", range(13))
+def test_oracle_queries(worklist, tmp_path, n):
+    query = dump2dcm(ORACLE / "Dcmtk" / "Queries" / f"wlistqry{n}.dump", tmp_path / "q.dcm")
+    answers = findscu_w(worklist, query, tmp_path / "rsp")
+    assert len(answers) == EXPECTED_COUNTS[n]
+    expected = json.loads((ORACLE / "Dcmtk" / "Expected" / f"all-{n}.json").read_text())
+    assert sorted(map(_top_level, answers)) == sorted(map(_expected, expected))
+
+
+def _order(station: str, when: dt.datetime, name: str = "DOE^JANE", patient_id: str = "P1"):
+    return services.create_order(
+        patient=services.PatientData(patient_id, name), procedure=None,
+        step=services.StepData(modality="CT", start=when, station_ae_title=station,
+                               station_name=station.lower()), actor="test")
+
+
+def _query(station: str = "", date: str = "", charset: str | None = None) -> Dataset:
+    ds = Dataset()
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.PatientName = ""
+    ds.PatientID = ""
+    ds.AccessionNumber = ""
+    item = Dataset()
+    item.ScheduledStationAETitle = station
+    item.ScheduledProcedureStepStartDate = date
+    item.Modality = ""
+    item.ScheduledProcedureStepID = ""
+    ds.ScheduledProcedureStepSequence = [item]
+    return ds
+
+
+def _mwl(listener, ds: Dataset, calling: str = "CT1") -> list[Dataset]:
+    from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
+
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(MWL)
+    assoc = ae.associate(*listener.address, ae_title="PORTAL")
+    assert assoc.is_established
+    try:
+        responses = list(assoc.send_c_find(ds, MWL))
+    finally:
+        assoc.release()
+    assert responses[-1][0].Status == 0x0000, responses[-1][0]
+    return [answer for status, answer in responses if status.Status == 0xFF00]
+
+
+def test_station_and_date_and_own_station_option(dimse_listener):
+    ae = ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
+                                          may_query_worklist=True)
+    today = dt.datetime(2026, 11, 23, 9, 0)
+    _order("CT1", today)
+    _order("CT2", today, patient_id="P2")
+    _order("CT1", today + dt.timedelta(days=1), patient_id="P3")
+    found = _mwl(dimse_listener, _query("CT1", "20261123"))
+    assert [d.PatientID for d in found] == ["P1"]
+    assert found[0].ScheduledProcedureStepSequence[0].Modality == "CT"
+    assert len(_mwl(dimse_listener, _query(date="20261123"))) == 2
+    ae.worklist_own_station_only = True
+    ae.save()
+    dimse_listener.policy.invalidate()
+    assert sorted(d.PatientID for d in _mwl(dimse_listener, _query())) == ["P1", "P3"]
+
+
+def test_cancelled_steps_leave_the_worklist(dimse_listener):
+    ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    order = _order("CT1", dt.datetime(2026, 11, 23, 9, 0))
+    services.cancel_order(order, actor="test")
+    assert _mwl(dimse_listener, _query("CT1")) == []
+
+
+@pytest.mark.parametrize("charset,expected", [("ISO_IR 100", "ISO_IR 100"),
+                                               ("ISO_IR 192", "ISO_IR 192")])
+def test_answer_character_set(dimse_listener, charset, expected):
+    ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    _order("CT1", dt.datetime(2026, 11, 23, 9, 0), name="MÜLLER^JÖRG")
+    (answer,) = _mwl(dimse_listener, _query("CT1", charset=charset))
+    assert answer.SpecificCharacterSet == expected
+    assert str(answer.PatientName) == "MÜLLER^JÖRG"
+
+
+def test_ae_charset_setting_overrides_the_request(dimse_listener):
+    ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
+                                     may_query_worklist=True, worklist_charset="ISO_IR 100")
+    _order("CT1", dt.datetime(2026, 11, 23, 9, 0), name="MÜLLER^JÖRG")
+    (answer,) = _mwl(dimse_listener, _query("CT1"))
+    assert answer.SpecificCharacterSet == "ISO_IR 100"
+    assert str(answer.PatientName) == "MÜLLER^JÖRG"
+
+
+def test_worklist_needs_permission(dimse_listener, known_aes):
+    from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
+
+    ae = AE(ae_title="STORESCU")
+    ae.add_requested_context(MWL)
+    assoc = ae.associate(*dimse_listener.address, ae_title="PORTAL")
+    try:
+        (status, _), = list(assoc.send_c_find(_query(), MWL))
+    finally:
+        assoc.release()
+    assert status.Status == 0x0124
+
+
+# --- MPPS --------------------------------------------------------------------------------
+
+
+def _mpps_assoc(listener, calling: str = "CT1"):
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(MPPS)
+    assoc = ae.associate(*listener.address, ae_title="PORTAL")
+    assert assoc.is_established
+    return assoc
+
+
+def _in_progress(step: ScheduledProcedureStep) -> Dataset:
+    rp = step.requested_procedure
+    ds = Dataset()
+    item = Dataset()
+    item.StudyInstanceUID = rp.study_instance_uid
+    item.AccessionNumber = rp.order.accession_number
+    item.RequestedProcedureID = rp.requested_procedure_id
+    item.ScheduledProcedureStepID = step.scheduled_procedure_step_id
+    ds.ScheduledStepAttributesSequence = [item]
+    ds.PatientID = rp.order.patient.patient_id
+    ds.PerformedProcedureStepStatus = "IN PROGRESS"
+    ds.PerformedProcedureStepID = "PPS1"
+    ds.PerformedStationAETitle = "CT1"
+    ds.Modality = "CT"
+    return ds
+
+
+@pytest.fixture
+def scheduled(dimse_listener):
+    ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
+                                     may_query_worklist=True, may_send_mpps=True)
+    Station.objects.create(ae_title="CT1", name="ct1", modality="CT")
+    order = _order("CT1", dt.datetime(2026, 11, 23, 9, 0))
+    return ScheduledProcedureStep.objects.get(requested_procedure__order=order)
+
+
+def test_mpps_in_progress_then_completed(dimse_listener, scheduled):
+    uid = generate_uid()
+    assoc = _mpps_assoc(dimse_listener)
+    try:
+        status, _ = assoc.send_n_create(_in_progress(scheduled), MPPS, uid)
+        assert status.Status == 0x0000
+        scheduled.refresh_from_db()
+        assert scheduled.status == "IN PROGRESS"
+        assert _mwl(dimse_listener, _query("CT1")) == []  # no longer to be done
+        done = Dataset()
+        done.PerformedProcedureStepStatus = "COMPLETED"
+        series = Dataset()
+        series.SeriesInstanceUID = "1.2.3.4"
+        ref = Dataset()
+        ref.ReferencedSOPInstanceUID = "1.2.3.4.5"
+        series.ReferencedImageSequence = [ref]
+        done.PerformedSeriesSequence = [series]
+        status, _ = assoc.send_n_set(done, MPPS, uid)
+        assert status.Status == 0x0000
+        again = Dataset()
+        again.PerformedProcedureStepStatus = "DISCONTINUED"
+        status, _ = assoc.send_n_set(again, MPPS, uid)
+        assert status.Status == 0x0110  # may no longer be updated
+    finally:
+        assoc.release()
+    scheduled.refresh_from_db()
+    assert scheduled.status == "COMPLETED"
+    assert [e.source for e in scheduled.events.all()] == ["portal", "mpps", "mpps"]
+    mpps = PerformedProcedureStep.objects.get(sop_instance_uid=uid)
+    assert mpps.status == "COMPLETED" and list(mpps.steps.all()) == [scheduled]
+    assert mpps.performed_series == [{"SeriesInstanceUID": "1.2.3.4",
+                                      "SOPInstanceUIDs": ["1.2.3.4.5"]}]
+
+
+def test_mpps_discontinued(dimse_listener, scheduled):
+    uid = generate_uid()
+    assoc = _mpps_assoc(dimse_listener)
+    try:
+        assert assoc.send_n_create(_in_progress(scheduled), MPPS, uid)[0].Status == 0
+        stop = Dataset()
+        stop.PerformedProcedureStepStatus = "DISCONTINUED"
+        assert assoc.send_n_set(stop, MPPS, uid)[0].Status == 0
+    finally:
+        assoc.release()
+    scheduled.refresh_from_db()
+    assert scheduled.status == "DISCONTINUED"
+
+
+def test_mpps_errors(dimse_listener, scheduled):
+    uid = generate_uid()
+    assoc = _mpps_assoc(dimse_listener)
+    try:
+        wrong = _in_progress(scheduled)
+        wrong.PerformedProcedureStepStatus = "COMPLETED"
+        assert assoc.send_n_create(wrong, MPPS, generate_uid())[0].Status == 0x0106
+        assert assoc.send_n_create(_in_progress(scheduled), MPPS, uid)[0].Status == 0
+        assert assoc.send_n_create(_in_progress(scheduled), MPPS, uid)[0].Status == 0x0111
+        unknown = Dataset()
+        unknown.PerformedProcedureStepStatus = "COMPLETED"
+        assert assoc.send_n_set(unknown, MPPS, generate_uid())[0].Status == 0x0112
+    finally:
+        assoc.release()
+
+
+def test_mpps_needs_permission(dimse_listener, scheduled, known_aes):
+    assoc = _mpps_assoc(dimse_listener, calling="STORESCU")
+    try:
+        status, _ = assoc.send_n_create(_in_progress(scheduled), MPPS, generate_uid())
+    finally:
+        assoc.release()
+    assert status.Status == 0x0124

@@ -1,0 +1,255 @@
+"""Orders and their steps: the only code that changes the work-item store.
+
+Every face (scheduler pages, worklist import, HL7, MPPS, later UPS) calls these functions, so a
+status change made anywhere is recorded once, with its history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from pacs.dicomfile import is_multi_value, text
+from pacs.errors import PacsError
+from pacs.models import Patient
+from portal import audit
+from worklist.models import (
+    Order,
+    Procedure,
+    RequestedProcedure,
+    ScheduledProcedureStep,
+    Station,
+    StepEvent,
+)
+
+Status = ScheduledProcedureStep.Status
+
+
+class WorklistError(PacsError):
+    """A change the work-item rules do not allow (e.g. a final step changed again)."""
+
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class PatientData:
+    patient_id: str
+    patient_name: str = ""
+    issuer_of_patient_id: str = ""
+    birth_date: str = ""  # YYYYMMDD
+    sex: str = ""
+
+
+def find_or_create_patient(data: PatientData) -> Patient:
+    """The one patient registry (pacs.Patient): known demographics are updated if given."""
+    if not data.patient_id:
+        raise WorklistError("a patient ID is required")
+    fields = {"patient_name": data.patient_name, "patient_name_norm": data.patient_name.upper(),
+              "patient_birth_date": data.birth_date, "patient_sex": data.sex}
+    patient, created = Patient.objects.get_or_create(
+        patient_id=data.patient_id, issuer_of_patient_id=data.issuer_of_patient_id,
+        defaults=fields)
+    changed = {k: v for k, v in fields.items() if v and getattr(patient, k) != v}
+    if not created and changed:
+        Patient.objects.filter(pk=patient.pk).update(**changed)
+        patient.refresh_from_db()
+    return patient
+
+
+def next_accession_number(day: dt.date | None = None) -> str:
+    """PORTAL_ACCESSION_PREFIX + YYMMDD + a 4-digit counter per day (16 characters at most,
+    the SH limit): e.g. A2611220001. Uniqueness is enforced by the database."""
+    day = day or timezone.localdate()
+    stem = f"{settings.ACCESSION_PREFIX}{day:%y%m%d}"
+    last = (Order.objects.filter(accession_number__startswith=stem)
+            .order_by("-accession_number").values_list("accession_number", flat=True).first())
+    counter = int(last[len(stem):]) + 1 if last and last[len(stem):].isdigit() else 1
+    return f"{stem}{counter:04d}"
+
+
+@dataclass(frozen=True)
+class StepData:
+    modality: str
+    start: dt.datetime
+    station_ae_title: str = ""
+    station_name: str = ""
+    location: str = ""
+    performing_physician_name: str = ""
+    description: str = ""
+
+
+def create_order(*, patient: PatientData, procedure: Procedure | None, step: StepData,
+                 actor: str, source: str = "portal", accession_number: str = "",
+                 referring_physician_name: str = "", reason: str = "",
+                 priority: str = Order.Priority.ROUTINE, placer_order_number: str = "",
+                 filler_order_number: str = "", description: str = "") -> Order:
+    """An order with one requested procedure and one scheduled step, SCHEDULED."""
+    for attempt in range(5):
+        try:
+            with transaction.atomic():
+                return _create_order(
+                    patient=patient, procedure=procedure, step=step, actor=actor,
+                    source=source, accession_number=accession_number or next_accession_number(),
+                    referring_physician_name=referring_physician_name, reason=reason,
+                    priority=priority, placer_order_number=placer_order_number,
+                    filler_order_number=filler_order_number, description=description)
+        except IntegrityError:
+            if accession_number or attempt == 4:  # a given number that exists is an error
+                raise WorklistError(f"accession number {accession_number!r} already exists"
+                                    ) from None
+    raise AssertionError("unreachable")
+
+
+def _create_order(*, patient: PatientData, procedure: Procedure | None, step: StepData,
+                  actor: str, source: str, accession_number: str, **order_fields) -> Order:
+    description = order_fields.pop("description") or (procedure.code_meaning if procedure
+                                                     else "")
+    order = Order.objects.create(patient=find_or_create_patient(patient),
+                                 accession_number=accession_number, source=source,
+                                 created_by=actor, **order_fields)
+    rp = RequestedProcedure.objects.create(
+        order=order, requested_procedure_id=f"RP{order.pk}", description=description[:64],
+        procedure=procedure, study_instance_uid=generate_uid(),
+        priority=order.priority,
+        code_value=procedure.code_value if procedure else "",
+        coding_scheme_designator=procedure.coding_scheme_designator if procedure else "",
+        code_meaning=procedure.code_meaning if procedure else "")
+    sps = ScheduledProcedureStep.objects.create(
+        requested_procedure=rp, scheduled_procedure_step_id=f"SPS{order.pk}",
+        **_step_fields(step, procedure))
+    _event(sps, Status.SCHEDULED, "", source=source, actor=actor, note="created")
+    audit.record(category="worklist", action="order created", actor=actor,
+                 detail=f"accession {order.accession_number}, source {source}")
+    return order
+
+
+def _step_fields(step: StepData, procedure: Procedure | None) -> dict:
+    name = step.performing_physician_name
+    return {
+        "modality": step.modality, "scheduled_station_ae_title": step.station_ae_title,
+        "scheduled_station_name": step.station_name,
+        "scheduled_procedure_step_location": step.location,
+        "start_date": f"{step.start:%Y%m%d}", "start_time": f"{step.start:%H%M%S}",
+        "performing_physician_name": name, "performing_physician_name_norm": name.upper(),
+        "description": (step.description or (procedure.code_meaning if procedure else ""))[:64],
+        "protocol_code_value": procedure.code_value if procedure else "",
+        "protocol_coding_scheme": procedure.coding_scheme_designator if procedure else "",
+        "protocol_code_meaning": procedure.code_meaning if procedure else "",
+    }
+
+
+def station_step(station: Station, start: dt.datetime, **extra: str) -> StepData:
+    return StepData(modality=station.modality, start=start, station_ae_title=station.ae_title,
+                    station_name=station.name, location=station.location, **extra)
+
+
+# Allowed transitions; final states never change again.
+TRANSITIONS = {
+    Status.SCHEDULED: {Status.ARRIVED, Status.IN_PROGRESS, Status.CANCELED,
+                       Status.DISCONTINUED},
+    Status.ARRIVED: {Status.SCHEDULED, Status.IN_PROGRESS, Status.CANCELED,
+                     Status.DISCONTINUED},
+    Status.IN_PROGRESS: {Status.COMPLETED, Status.DISCONTINUED},
+}
+
+
+def set_step_status(step: ScheduledProcedureStep, status: str, *, source: str, actor: str,
+                    note: str = "") -> ScheduledProcedureStep:
+    with transaction.atomic():
+        step = ScheduledProcedureStep.objects.select_for_update().get(pk=step.pk)
+        if step.status == status:
+            return step
+        if status not in TRANSITIONS.get(step.status, set()):
+            raise WorklistError(f"step {step.scheduled_procedure_step_id} is {step.status}; "
+                                f"it cannot become {status}")
+        previous = step.status
+        step.status = status
+        step.save(update_fields=["status", "updated_at"])
+        _event(step, status, previous, source=source, actor=actor, note=note)
+    return step
+
+
+def reschedule(step: ScheduledProcedureStep, *, start: dt.datetime, station: Station | None,
+               actor: str) -> ScheduledProcedureStep:
+    if step.is_final or step.status == Status.IN_PROGRESS:
+        raise WorklistError(f"step {step.scheduled_procedure_step_id} is {step.status}")
+    step.start_date, step.start_time = f"{start:%Y%m%d}", f"{start:%H%M%S}"
+    if station is not None:
+        step.scheduled_station_ae_title, step.scheduled_station_name = (station.ae_title,
+                                                                       station.name)
+        step.modality, step.scheduled_procedure_step_location = station.modality, station.location
+    step.save()
+    _event(step, step.status, step.status, source="portal", actor=actor,
+           note=f"rescheduled to {start:%Y-%m-%d %H:%M}"
+                + (f" on {station.ae_title}" if station else ""))
+    return step
+
+
+def cancel_order(order: Order, *, actor: str, source: str = "portal", note: str = "") -> int:
+    """Cancel every step of the order that has not started; returns how many."""
+    count = 0
+    for step in ScheduledProcedureStep.objects.filter(requested_procedure__order=order):
+        if step.status in (Status.SCHEDULED, Status.ARRIVED):
+            set_step_status(step, Status.CANCELED, source=source, actor=actor, note=note)
+            count += 1
+    audit.record(category="worklist", action="order canceled", actor=actor,
+                 detail=f"accession {order.accession_number}: {count} step(s)")
+    return count
+
+
+def _event(step: ScheduledProcedureStep, status: str, previous: str, *, source: str,
+           actor: str, note: str = "") -> None:
+    StepEvent.objects.create(step=step, status=status, previous_status=previous,
+                             source=source, actor=actor[:150], note=note[:255])
+
+
+def import_worklist_item(ds: Dataset, *, actor: str = "import") -> Order:
+    """An order from a worklist item dataset (e.g. DCMTK's wlistdb *.wl files)."""
+    sps = (ds.get("ScheduledProcedureStepSequence") or [Dataset()])[0]
+    aets = sps.get("ScheduledStationAETitle", "")
+    start = dt.datetime.strptime((text(sps, "ScheduledProcedureStepStartDate", 8) or "19700101")
+                                 + (text(sps, "ScheduledProcedureStepStartTime", 16)[:6]
+                                    .ljust(6, "0")), "%Y%m%d%H%M%S")
+    with transaction.atomic():
+        order = _create_order(
+            patient=PatientData(text(ds, "PatientID", 64), text(ds, "PatientName", 324),
+                                text(ds, "IssuerOfPatientID", 64),
+                                text(ds, "PatientBirthDate", 8), text(ds, "PatientSex", 16)),
+            procedure=None,
+            step=StepData(modality=text(sps, "Modality", 16), start=start,
+                          station_ae_title="\\".join(aets) if is_multi_value(aets)
+                          else str(aets or ""),
+                          station_name=text(sps, "ScheduledStationName", 16),
+                          location=text(sps, "ScheduledProcedureStepLocation", 16),
+                          performing_physician_name=text(sps, "ScheduledPerformingPhysicianName",
+                                                         324),
+                          description=text(sps, "ScheduledProcedureStepDescription", 64)),
+            actor=actor, source="import",
+            accession_number=text(ds, "AccessionNumber", 16) or next_accession_number(),
+            referring_physician_name=text(ds, "ReferringPhysicianName", 324),
+            requesting_physician=text(ds, "RequestingPhysician", 324),
+            reason=text(ds, "ReasonForTheRequestedProcedure", 64),
+            priority=text(ds, "RequestedProcedurePriority", 8) or Order.Priority.ROUTINE,
+            medical_alerts=text(ds, "MedicalAlerts", 64),
+            contrast_allergies=text(ds, "Allergies", 64),
+            description=text(ds, "RequestedProcedureDescription", 64))
+        rp = order.procedures.get()
+        rp.requested_procedure_id = (text(ds, "RequestedProcedureID", 16)
+                                     or rp.requested_procedure_id)
+        rp.study_instance_uid = text(ds, "StudyInstanceUID", 64) or rp.study_instance_uid
+        rp.save()
+        step = rp.steps.get()
+        step.scheduled_procedure_step_id = (text(sps, "ScheduledProcedureStepID", 16)
+                                            or step.scheduled_procedure_step_id)
+        step.start_time = text(sps, "ScheduledProcedureStepStartTime", 16)
+        step.pre_medication = text(sps, "PreMedication", 64)
+        step.requested_contrast_agent = text(sps, "RequestedContrastAgent", 64)
+        step.comments = text(sps, "CommentsOnTheScheduledProcedureStep", 10240)
+        step.save()
+    return order
