@@ -2,7 +2,20 @@ from django.apps import AppConfig
 
 
 class WorklistConfig(AppConfig):
-    """Orders, requested procedures and scheduled procedure steps (arrives with the worklist)."""
+    """Orders, requested procedures and scheduled procedure steps."""
 
     name = "worklist"
     verbose_name = "Worklist"
+
+    def ready(self) -> None:
+        # Modality Worklist C-FIND and MPPS join the one DIMSE listener of pacs.
+        from pacs.dimse import wire
+        from pacs.dimse.registry import Extension, register
+        from worklist import dimse
+
+        register(Extension(
+            abstract_syntaxes=(dimse.MWL_FIND, dimse.MPPS),
+            find={dimse.MWL_FIND: dimse.make_mwl_service},
+            services={wire.N_CREATE_RQ: dimse.make_ncreate_service,
+                      wire.N_SET_RQ: dimse.make_nset_service},
+        ))

@@ -25,6 +25,7 @@ from pacs.dimse.engine import (
 )
 from pacs.dimse.identifiers import AnswerEncoder
 from pacs.dimse.policy import AePolicy, Permissions
+from pacs.dimse.registry import Service
 from pacs.errors import NotAuthorized, PacsError
 from pacs.services.ingest import store_instance
 from portal import audit
@@ -51,7 +52,6 @@ FIND_MODELS = {
 MOVE_MODELS = {"1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.2.2"}
 GET_MODELS = {"1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3"}
 
-Service = Callable[[Association, wire.Message], None]
 
 # C-FIND extended negotiation (PS3.4 C.5.1.1.1): byte 0 relational queries, 1 combined
 # date-time matching, 2 fuzzy semantic matching of person names, 3 timezone adjustment.

@@ -10,8 +10,6 @@ from django.conf import settings
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (
-    ModalityPerformedProcedureStep,
-    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -24,7 +22,7 @@ from pynetdicom.sop_class import (
 from pacs.dimse import handlers, retrieve, wire
 from pacs.dimse.engine import DimseServer, ServerConfig
 from pacs.dimse.policy import AePolicy
-from worklist import dimse as worklist_dimse
+from pacs.dimse.registry import EXTENSIONS
 
 
 def supported_contexts() -> list[PresentationContext]:
@@ -37,8 +35,9 @@ def supported_contexts() -> list[PresentationContext]:
                   PatientRootQueryRetrieveInformationModelGet,
                   StudyRootQueryRetrieveInformationModelGet):
         contexts.append(build_context(model, ALL_TRANSFER_SYNTAXES))
-    for model in (ModalityWorklistInformationFind, ModalityPerformedProcedureStep):
-        contexts.append(build_context(model, ALL_TRANSFER_SYNTAXES))
+    for extension in EXTENSIONS:
+        contexts += [build_context(uid, ALL_TRANSFER_SYNTAXES)
+                     for uid in extension.abstract_syntaxes]
     for storage in AllStoragePresentationContexts:
         context = build_context(storage.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         context.scu_role = context.scp_role = True
@@ -80,12 +79,13 @@ class DimseListener:
                 wire.C_STORE_RQ: handlers.make_store_service(self.policy),
                 wire.C_FIND_RQ: _by_sop_class({
                     **dict.fromkeys(handlers.FIND_MODELS, handlers.make_find_service(self.policy)),
-                    worklist_dimse.MWL_FIND: worklist_dimse.make_mwl_service(self.policy),
+                    **{uid: make(self.policy) for extension in EXTENSIONS
+                       for uid, make in extension.find.items()},
                 }),
                 wire.C_MOVE_RQ: retrieve.make_move_service(self.policy, self.ae_title),
                 wire.C_GET_RQ: retrieve.make_get_service(self.policy),
-                wire.N_CREATE_RQ: worklist_dimse.make_ncreate_service(self.policy),
-                wire.N_SET_RQ: worklist_dimse.make_nset_service(self.policy),
+                **{field: make(self.policy) for extension in EXTENSIONS
+                   for field, make in extension.services.items()},
             },
             extended={model: handlers.FIND_EXTENDED_SUPPORT for model in handlers.FIND_MODELS},
             admit=handlers.make_admission(self.policy),

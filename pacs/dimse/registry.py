@@ -1,0 +1,32 @@
+"""DIMSE services other apps add to the one listener (the worklist's MWL and MPPS), so that
+pacs never imports them (ARCHITECTURE.md: hl7gw -> worklist -> pacs). Apps register in their
+AppConfig.ready()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pacs.dimse.engine import Association
+from pacs.dimse.policy import AePolicy
+from pacs.dimse.wire import Message
+
+Service = Callable[[Association, Message], None]
+ServiceFactory = Callable[[AePolicy], Service]
+
+
+@dataclass(frozen=True)
+class Extension:
+    abstract_syntaxes: tuple[str, ...]
+    # per SOP class for C-FIND (several information models share the command field)
+    find: dict[str, ServiceFactory]
+    # per command field for the others (N-CREATE, N-SET, ...)
+    services: dict[int, ServiceFactory]
+
+
+EXTENSIONS: list[Extension] = []
+
+
+def register(extension: Extension) -> None:
+    if extension not in EXTENSIONS:
+        EXTENSIONS.append(extension)
