@@ -5,6 +5,7 @@ from django.urls import path
 from pacs import transfer_views
 from pacs import views as pacs_views
 from portal import views
+from worklist import views as worklist_views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -33,5 +34,16 @@ urlpatterns = [
          name="remote-study"),
     path("remote/<int:ae_pk>/retrieve/", transfer_views.remote_retrieve,
          name="remote-retrieve"),
+    path("worklist/", worklist_views.board, name="worklist-board"),
+    path("worklist/orders/new/", worklist_views.order_new, name="order-new"),
+    path("worklist/orders/<int:pk>/", worklist_views.order_detail, name="order-detail"),
+    path("worklist/orders/<int:pk>/cancel/", worklist_views.order_cancel, name="order-cancel"),
+    path("worklist/steps/<int:pk>/status/", worklist_views.step_status, name="step-status"),
+    path("worklist/steps/<int:pk>/reschedule/", worklist_views.step_reschedule,
+         name="step-reschedule"),
+    path("worklist/stations/", worklist_views.stations, name="stations"),
+    path("worklist/stations/<int:pk>/", worklist_views.stations, name="stations-edit"),
+    path("worklist/catalog/", worklist_views.catalog, name="catalog"),
+    path("worklist/catalog/<int:pk>/", worklist_views.catalog, name="catalog-edit"),
     path("django-admin/", admin.site.urls),
 ]

@@ -106,3 +106,89 @@ def test_admin_adds_aes_echoes_and_modality_stores(page, portal, tmp_path):
     # Dashboard shows the totals.
     page.click("header >> text=Dashboard")
     assert page.inner_text("#count-studies") == "2"
+
+
+def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):
+    """Stations and catalog in the pages, an order in the form, the modality finds it (MWL)
+    and reports progress (MPPS), and the day board shows the new status."""
+    import datetime as dt
+
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+    from pynetdicom import AE
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
+    from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
+
+    page.click("nav >> text=Stations")
+    page.fill("input[name=ae_title]", "CTROOM1")
+    page.fill("input[name=name]", "ct-1")
+    page.fill("input[name=modality]", "CT")
+    page.click("button:has-text('Save')")
+    page.click("nav >> text=Catalog")
+    page.fill("input[name=code_value]", "CTHEAD")
+    page.fill("input[name=code_meaning]", "CT head")
+    page.fill("input[name=modality]", "CT")
+    page.click("button:has-text('Save')")
+    page.click("nav >> text=AE titles")
+    page.click("text=Add an AE title")
+    page.fill("input[name=ae_title]", "CTROOM1")
+    page.fill("input[name=host]", "127.0.0.1")
+    page.fill("input[name=port]", "104")
+    page.check("input[name=may_query_worklist]")
+    page.check("input[name=may_send_mpps]")
+    page.click("button:has-text('Save')")
+
+    today = dt.date.today()
+    page.click("nav >> text=Worklist")
+    page.click("text=New order")
+    page.click("button:has-text('Schedule')")  # empty form: the browser flags the fields
+    assert page.locator("input[name=patient_id]:invalid").count() == 1
+    assert "/worklist/orders/new/" in page.url
+    page.fill("input[name=patient_id]", "BRW1")
+    page.fill("input[name=family_name]", "Brown")
+    page.fill("input[name=given_name]", "Ann")
+    page.select_option("select[name=procedure]", label="CT head [CTHEAD] (CT)")
+    page.select_option("select[name=station]", label="CTROOM1 (CT)")
+    page.fill("input[name=date]", today.isoformat())
+    page.fill("input[name=time]", "10:15")
+    page.click("button:has-text('Schedule')")
+    assert "scheduled" in page.inner_text(".messages")
+    accession = page.inner_text("h1").split()[-1]
+
+    page.click("nav >> text=Worklist")
+    row = page.locator("section[data-station=CTROOM1] tr", has_text="BROWN^ANN")
+    assert accession in row.inner_text() and "Scheduled" in row.inner_text()
+
+    ae = AE(ae_title="CTROOM1")
+    ae.add_requested_context(MWL)
+    ae.add_requested_context(MPPS)
+    assoc = ae.associate("127.0.0.1", portal.dimse_port, ae_title="PORTAL")
+    assert assoc.is_established
+    try:
+        query = Dataset()
+        query.PatientName = ""
+        query.AccessionNumber = ""
+        query.StudyInstanceUID = ""
+        item = Dataset()
+        item.ScheduledStationAETitle = "CTROOM1"
+        item.ScheduledProcedureStepStartDate = today.strftime("%Y%m%d")
+        item.ScheduledProcedureStepID = ""
+        query.ScheduledProcedureStepSequence = [item]
+        answers = [a for s, a in assoc.send_c_find(query, MWL) if s.Status == 0xFF00]
+        assert [str(a.PatientName) for a in answers] == ["BROWN^ANN"]
+        found = answers[0]
+        mpps = Dataset()
+        ref = Dataset()
+        ref.StudyInstanceUID = found.StudyInstanceUID
+        ref.AccessionNumber = found.AccessionNumber
+        sps = found.ScheduledProcedureStepSequence[0]
+        ref.ScheduledProcedureStepID = sps.ScheduledProcedureStepID
+        mpps.ScheduledStepAttributesSequence = [ref]
+        mpps.PerformedProcedureStepStatus = "IN PROGRESS"
+        status, _ = assoc.send_n_create(mpps, MPPS, generate_uid())
+        assert status.Status == 0x0000
+    finally:
+        assoc.release()
+    page.reload()
+    row = page.locator("section[data-station=CTROOM1] tr", has_text="BROWN^ANN")
+    assert "in progress" in row.inner_text()

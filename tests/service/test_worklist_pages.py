@@ -1,0 +1,113 @@
+"""Scheduler pages through Django's test client; the browser test drives the same pages."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.urls import reverse
+
+from worklist import services
+from worklist.models import Order, Procedure, ScheduledProcedureStep, Station
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def catalog():
+    Station.objects.create(ae_title="CT1", name="ct-room-1", modality="CT", location="R1")
+    Station.objects.create(ae_title="MR1", name="mr-room-1", modality="MR")
+    return Procedure.objects.create(code_value="CTCHEST", code_meaning="CT chest",
+                                    modality="CT")
+
+
+@pytest.fixture
+def scheduler(client):
+    user = User.objects.create_user("sched", password="pw-123456")
+    user.groups.add(Group.objects.create(name="scheduler"))
+    client.force_login(user)
+    return client
+
+
+def _post(client, procedure, station, **extra):
+    data = {"patient_id": "P100", "family_name": "Doe", "given_name": "Jane",
+            "birth_date": "1980-02-03", "sex": "F", "procedure": procedure.pk,
+            "station": Station.objects.get(ae_title=station).pk, "date": "2026-11-23",
+            "time": "09:30", "referring_physician": "HOUSE^G", "reason": "cough",
+            "priority": "ROUTINE", **extra}
+    return client.post(reverse("order-new"), data)
+
+
+def test_scheduler_creates_an_order_and_sees_it_on_the_board(scheduler, catalog):
+    response = _post(scheduler, catalog, "CT1")
+    order = Order.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse(
+        "order-detail", args=[order.pk])
+    step = ScheduledProcedureStep.objects.get()
+    assert (step.modality, step.scheduled_station_ae_title, step.start_date,
+            step.start_time) == ("CT", "CT1", "20261123", "093000")
+    assert order.patient.patient_name == "DOE^JANE" and order.accession_number.startswith("A")
+    assert step.protocol_code_value == "CTCHEST"
+    board = scheduler.get(reverse("worklist-board"), {"date": "2026-11-23"}).content.decode()
+    assert "DOE^JANE" in board and order.accession_number in board and "09:30" in board
+    detail = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
+    assert "SCHEDULED" in detail and "created" in detail
+
+
+def test_form_errors_are_shown_on_the_form(scheduler, catalog):
+    page = _post(scheduler, catalog, "MR1", patient_id="", family_name="A^B").content.decode()
+    assert "This field is required" in page
+    assert "MR1 is a MR station; this procedure needs CT." in page
+    assert "Names cannot contain" in page
+    assert Order.objects.count() == 0
+
+
+def test_reschedule_cancel_and_history(scheduler, catalog):
+    _post(scheduler, catalog, "CT1")
+    order, step = Order.objects.get(), ScheduledProcedureStep.objects.get()
+    scheduler.post(reverse("step-reschedule", args=[step.pk]),
+                   {"date": "2026-11-24", "time": "14:00", "station": ""})
+    step.refresh_from_db()
+    assert (step.start_date, step.start_time) == ("20261124", "140000")
+    scheduler.post(reverse("step-status", args=[step.pk]), {"status": "ARRIVED"})
+    scheduler.post(reverse("order-cancel", args=[order.pk]))
+    step.refresh_from_db()
+    assert step.status == "CANCELED"
+    history = [(e.status, e.source) for e in step.events.all()]
+    assert history == [("SCHEDULED", "portal"), ("SCHEDULED", "portal"),
+                       ("ARRIVED", "portal"), ("CANCELED", "portal")]
+    # A canceled step cannot be rescheduled; the error is shown, nothing changes.
+    response = scheduler.post(reverse("step-reschedule", args=[step.pk]),
+                              {"date": "2026-11-25", "time": "08:00"}, follow=True)
+    assert "CANCELED" in response.content.decode()
+
+
+def test_viewers_cannot_schedule(client, catalog):
+    client.force_login(User.objects.create_user("viewer", password="pw-123456"))
+    assert client.get(reverse("worklist-board")).status_code == 200
+    assert client.get(reverse("order-new")).status_code == 302
+    assert _post(client, catalog, "CT1").status_code == 302 and Order.objects.count() == 0
+
+
+def test_accession_numbers_count_per_day(catalog):
+    day = dt.date(2026, 11, 23)
+    assert services.next_accession_number(day) == "A2611230001"
+    services.create_order(patient=services.PatientData("X"), procedure=catalog,
+                          step=services.station_step(Station.objects.get(ae_title="CT1"),
+                                                     dt.datetime(2026, 11, 23, 8)),
+                          actor="t", accession_number="A2611230007")
+    assert services.next_accession_number(day) == "A2611230008"
+
+
+def test_admin_pages_for_stations_and_catalog(admin_client):
+    response = admin_client.post(reverse("stations"), {"ae_title": "US1", "name": "us",
+                                                        "modality": "US", "active": "on"})
+    assert response.status_code == 302 and Station.objects.filter(ae_title="US1").exists()
+    page = admin_client.post(reverse("stations"), {"ae_title": "BAD\\AET", "modality": "US"})
+    assert "without a backslash" in page.content.decode()
+    admin_client.post(reverse("catalog"), {"code_value": "US1", "coding_scheme_designator":
+                                           "LOCAL", "code_meaning": "US abdomen",
+                                           "modality": "US", "duration_minutes": 15,
+                                           "active": "on"})
+    assert Procedure.objects.filter(code_meaning="US abdomen").exists()

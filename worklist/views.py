@@ -1,0 +1,125 @@
+"""Scheduler pages: create and change orders, the day board; catalog and stations (admins)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from pacs.errors import PacsError
+from portal.roles import admin_required, scheduler_required
+from worklist import selectors, services
+from worklist.forms import BoardForm, OrderForm, ProcedureForm, RescheduleForm, StationForm
+from worklist.models import Order, Procedure, ScheduledProcedureStep, Station
+
+
+@login_required
+def board(request):
+    form = BoardForm(request.GET or None)
+    day, modality = timezone.localdate(), ""
+    if form.is_valid():
+        day = form.cleaned_data["date"] or day
+        modality = form.cleaned_data["modality"].strip().upper()
+    return render(request, "worklist/board.html", {
+        "form": form, "day": day, "modality": modality,
+        "stations": selectors.day_board(day, modality=modality),
+    })
+
+
+@scheduler_required
+def order_new(request):
+    form = OrderForm(request.POST or None, initial={"date": timezone.localdate()})
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            order = services.create_order(
+                patient=services.PatientData(
+                    d["patient_id"], form.patient_name(),
+                    birth_date=d["birth_date"].strftime("%Y%m%d") if d["birth_date"] else "",
+                    sex=d["sex"]),
+                procedure=d["procedure"],
+                step=services.station_step(d["station"], form.start()),
+                actor=request.user.username, referring_physician_name=d["referring_physician"],
+                reason=d["reason"], priority=d["priority"])
+        except PacsError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Order {order.accession_number} scheduled.")
+            return redirect("order-detail", pk=order.pk)
+    return render(request, "worklist/order_form.html", {"form": form})
+
+
+@login_required
+def order_detail(request, pk: int):
+    order = get_object_or_404(Order.objects.select_related("patient"), pk=pk)
+    steps = (ScheduledProcedureStep.objects.filter(requested_procedure__order=order)
+             .select_related("requested_procedure").prefetch_related("events", "performed"))
+    return render(request, "worklist/order_detail.html", {
+        "order": order, "steps": steps, "reschedule": RescheduleForm()})
+
+
+@scheduler_required
+@require_POST
+def order_cancel(request, pk: int):
+    order = get_object_or_404(Order, pk=pk)
+    count = services.cancel_order(order, actor=request.user.username)
+    messages.info(request, f"{count} step(s) of order {order.accession_number} canceled.")
+    return redirect("order-detail", pk=order.pk)
+
+
+@scheduler_required
+@require_POST
+def step_status(request, pk: int):
+    step = get_object_or_404(ScheduledProcedureStep, pk=pk)
+    try:
+        services.set_step_status(step, request.POST.get("status", ""), source="portal",
+                                 actor=request.user.username)
+    except PacsError as exc:
+        messages.error(request, str(exc))
+    return redirect(request.POST.get("next") or "worklist-board")
+
+
+@scheduler_required
+@require_POST
+def step_reschedule(request, pk: int):
+    step = get_object_or_404(ScheduledProcedureStep.objects.select_related(
+        "requested_procedure"), pk=pk)
+    form = RescheduleForm(request.POST)
+    order_pk = step.requested_procedure.order_id
+    if not form.is_valid():
+        messages.error(request, "Give a date and a time to reschedule.")
+        return redirect("order-detail", pk=order_pk)
+    d = form.cleaned_data
+    try:
+        services.reschedule(step, start=dt.datetime.combine(d["date"], d["time"]),
+                            station=d["station"], actor=request.user.username)
+    except PacsError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Rescheduled.")
+    return redirect("order-detail", pk=order_pk)
+
+
+def _crud(request, model, form_class, template: str, pk: int | None, back: str):
+    instance = get_object_or_404(model, pk=pk) if pk else None
+    form = form_class(request.POST or None, instance=instance)
+    if request.method == "POST" and form.is_valid():
+        obj = form.save()
+        messages.success(request, f"Saved {obj}.")
+        return redirect(back)
+    return render(request, template, {"form": form, "obj": instance,
+                                      "items": model.objects.all()})
+
+
+@admin_required
+def stations(request, pk: int | None = None):
+    return _crud(request, Station, StationForm, "worklist/stations.html", pk, "stations")
+
+
+@admin_required
+def catalog(request, pk: int | None = None):
+    return _crud(request, Procedure, ProcedureForm, "worklist/catalog.html", pk, "catalog")
