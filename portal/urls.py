@@ -38,6 +38,7 @@ urlpatterns = [
     path("worklist/orders/new/", worklist_views.order_new, name="order-new"),
     path("worklist/orders/<int:pk>/", worklist_views.order_detail, name="order-detail"),
     path("worklist/orders/<int:pk>/cancel/", worklist_views.order_cancel, name="order-cancel"),
+    path("worklist/orders/<int:pk>/edit/", worklist_views.order_edit, name="order-edit"),
     path("worklist/steps/<int:pk>/status/", worklist_views.step_status, name="step-status"),
     path("worklist/steps/<int:pk>/reschedule/", worklist_views.step_reschedule,
          name="step-reschedule"),

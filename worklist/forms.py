@@ -81,3 +81,10 @@ class ProcedureForm(forms.ModelForm):
 class BoardForm(forms.Form):
     date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     modality = forms.CharField(required=False, max_length=16)
+
+
+class OrderEditForm(forms.ModelForm):
+    class Meta:
+        model = Order
+        fields = ["referring_physician_name", "reason", "priority", "medical_alerts",
+                  "contrast_allergies"]

@@ -3,7 +3,8 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 
-from worklist.models import ScheduledProcedureStep, Station
+from pacs.models import Study
+from worklist.models import Order, ScheduledProcedureStep, Station
 
 
 def day_board(day: dt.date, *, modality: str = "") -> list[tuple[str, list]]:
@@ -19,3 +20,14 @@ def day_board(day: dt.date, *, modality: str = "") -> list[tuple[str, list]]:
     for step in steps:
         board.setdefault(step.scheduled_station_ae_title or "(no station)", []).append(step)
     return list(board.items())
+
+
+def stored_studies(order: Order) -> dict[str, Study]:
+    """The archive's studies for the order's requested procedures and performed steps, by
+    Study Instance UID: images that arrived link back to the order."""
+    uids = set(order.procedures.values_list("study_instance_uid", flat=True))
+    uids |= set(ScheduledProcedureStep.objects.filter(requested_procedure__order=order)
+                .values_list("performed__study_instance_uid", flat=True))
+    uids.discard(None)
+    uids.discard("")
+    return {s.study_instance_uid: s for s in Study.objects.filter(study_instance_uid__in=uids)}

@@ -191,6 +191,19 @@ def reschedule(step: ScheduledProcedureStep, *, start: dt.datetime, station: Sta
     return step
 
 
+def update_order(order: Order, *, changes: dict, actor: str) -> Order:
+    """Change an order's own fields (not its steps); recorded in the audit trail."""
+    order = Order.objects.get(pk=order.pk)  # compare with what is stored, not a bound form's copy
+    changed = [k for k, v in changes.items() if getattr(order, k) != v]
+    for key in changed:
+        setattr(order, key, changes[key])
+    if changed:
+        order.save()
+        audit.record(category="worklist", action="order edited", actor=actor,
+                     detail=f"accession {order.accession_number}: {', '.join(changed)}")
+    return order
+
+
 def cancel_order(order: Order, *, actor: str, source: str = "portal", note: str = "") -> int:
     """Cancel every step of the order that has not started; returns how many."""
     count = 0

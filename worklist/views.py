@@ -13,7 +13,14 @@ from django.views.decorators.http import require_POST
 from pacs.errors import PacsError
 from portal.roles import admin_required, scheduler_required
 from worklist import selectors, services
-from worklist.forms import BoardForm, OrderForm, ProcedureForm, RescheduleForm, StationForm
+from worklist.forms import (
+    BoardForm,
+    OrderEditForm,
+    OrderForm,
+    ProcedureForm,
+    RescheduleForm,
+    StationForm,
+)
 from worklist.models import Order, Procedure, ScheduledProcedureStep, Station
 
 
@@ -59,7 +66,22 @@ def order_detail(request, pk: int):
     steps = (ScheduledProcedureStep.objects.filter(requested_procedure__order=order)
              .select_related("requested_procedure").prefetch_related("events", "performed"))
     return render(request, "worklist/order_detail.html", {
-        "order": order, "steps": steps, "reschedule": RescheduleForm()})
+        "order": order, "steps": steps, "reschedule": RescheduleForm(),
+        "edit": OrderEditForm(instance=order), "studies": selectors.stored_studies(order)})
+
+
+@scheduler_required
+@require_POST
+def order_edit(request, pk: int):
+    order = get_object_or_404(Order, pk=pk)
+    form = OrderEditForm(request.POST, instance=order)
+    if form.is_valid():
+        services.update_order(order, changes=form.cleaned_data, actor=request.user.username)
+        messages.success(request, "Order updated.")
+    else:
+        messages.error(request, "Not saved: " + "; ".join(
+            f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()))
+    return redirect("order-detail", pk=order.pk)
 
 
 @scheduler_required

@@ -147,3 +147,51 @@ def test_send_job_runs_on_the_worker_and_cmove_from_its_scp(worker, tmp_path):
     finally:
         storescp.terminate()
         storescp.wait(timeout=10)
+
+
+def test_worklist_and_mpps_through_the_worker_on_postgresql(worker):
+    """An order created here (PostgreSQL) is found by MWL C-FIND at the worker's listener and
+    moved to IN PROGRESS by its MPPS service."""
+    import datetime as dt
+
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+    from pynetdicom import AE
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
+    from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
+
+    from worklist import services
+    from worklist.models import ScheduledProcedureStep
+
+    ApplicationEntity.objects.create(ae_title="CT9", host="127.0.0.1", port=104,
+                                     may_query_worklist=True, may_send_mpps=True)
+    services.create_order(patient=services.PatientData("PG1", "SCALE^TEST"), procedure=None,
+                          step=services.StepData(modality="CT", start=dt.datetime(2026, 12, 1, 8),
+                                                 station_ae_title="CT9"), actor="scale")
+    time.sleep(2.5)
+    ae = AE(ae_title="CT9")
+    ae.add_requested_context(MWL)
+    ae.add_requested_context(MPPS)
+    assoc = ae.associate("127.0.0.1", worker, ae_title="PORTAL")
+    assert assoc.is_established
+    try:
+        query = Dataset()
+        query.PatientName = ""
+        query.AccessionNumber = ""
+        item = Dataset()
+        item.ScheduledStationAETitle = "CT9"
+        item.ScheduledProcedureStepID = ""
+        query.ScheduledProcedureStepSequence = [item]
+        answers = [a for s, a in assoc.send_c_find(query, MWL) if s.Status == 0xFF00]
+        assert [str(a.PatientName) for a in answers] == ["SCALE^TEST"]
+        performed = Dataset()
+        ref = Dataset()
+        ref.AccessionNumber = answers[0].AccessionNumber
+        sps = answers[0].ScheduledProcedureStepSequence[0]
+        ref.ScheduledProcedureStepID = sps.ScheduledProcedureStepID
+        performed.ScheduledStepAttributesSequence = [ref]
+        performed.PerformedProcedureStepStatus = "IN PROGRESS"
+        assert assoc.send_n_create(performed, MPPS, generate_uid())[0].Status == 0
+    finally:
+        assoc.release()
+    assert ScheduledProcedureStep.objects.get().status == "IN PROGRESS"

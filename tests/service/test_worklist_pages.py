@@ -111,3 +111,26 @@ def test_admin_pages_for_stations_and_catalog(admin_client):
                                            "modality": "US", "duration_minutes": 15,
                                            "active": "on"})
     assert Procedure.objects.filter(code_meaning="US abdomen").exists()
+
+
+def test_edit_order_and_link_to_arrived_images(scheduler, catalog, storage_dir):
+    from pydicom import dcmread
+
+    from pacs.services.ingest import store_instance
+    from tests.samples import encoded, sample
+
+    _post(scheduler, catalog, "CT1")
+    order = Order.objects.get()
+    scheduler.post(reverse("order-edit", args=[order.pk]),
+                   {"referring_physician_name": "WILSON^J", "reason": "follow-up",
+                    "priority": "HIGH", "medical_alerts": "", "contrast_allergies": "iodine"})
+    order.refresh_from_db()
+    assert (order.priority, order.reason, order.contrast_allergies) == ("HIGH", "follow-up",
+                                                                         "iodine")
+    page = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
+    assert "none received yet" in page
+    ds = dcmread(sample("CT_small.dcm"))  # the modality used the worklist's Study UID
+    ds.StudyInstanceUID = order.procedures.get().study_instance_uid
+    store_instance(data=encoded(ds), received_from="test")
+    page = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
+    assert "in the archive: 1 series, 1 instances" in page
