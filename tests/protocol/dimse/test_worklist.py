@@ -293,3 +293,53 @@ def test_mpps_needs_permission(dimse_listener, scheduled, known_aes):
     finally:
         assoc.release()
     assert status.Status == 0x0124
+
+
+def test_findscu_utf8_wildcard_on_a_multi_script_name(dimse_listener, tmp_path):
+    ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    # The oracle item has no PatientID; we require one for every order (the one patient
+    # registry is keyed on it), so the test adds it.
+    dump = tmp_path / "item.dump"
+    dump.write_text((ORACLE / "Encodings" / "database.dump").read_text(encoding="utf-8")
+                    + "(0010,0020) LO [U1]\n", encoding="utf-8")
+    item = dump2dcm(dump, tmp_path / "item.wl")
+    call_command("import_worklist", str(item), stdout=open("/dev/null", "w"))
+    query = dump2dcm(ORACLE / "Encodings" / "query.dump", tmp_path / "q.dcm")
+    (answer,) = findscu_w(dimse_listener, query, tmp_path / "rsp")
+    assert answer.SpecificCharacterSet == "ISO_IR 192"
+    assert str(answer.PatientName) == "Test-éüäöòДΘĝדصķћ๛ﾈİ"
+
+
+def test_findscu_latin1_item_answered_in_latin1_when_asked(dimse_listener, tmp_path):
+    """A Latin-1 worklist item (orthanc issue 49): a request in ISO_IR 100 gets the name back
+    in ISO_IR 100, a request without a character set gets it in UTF-8; both read the same."""
+    ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    call_command("import_worklist", str(ORACLE / "Encodings" / "issue49-latin1.wl"),
+                 stdout=open("/dev/null", "w"))
+    plain = dump2dcm(ORACLE / "Encodings" / "issue49-latin1.query", tmp_path / "q.dcm")
+    (answer,) = findscu_w(dimse_listener, plain, tmp_path / "rsp")
+    assert answer.SpecificCharacterSet == "ISO_IR 192"
+    assert str(answer.PatientName) == "VANILLÉ^LAURA^^^Mme"
+    latin1 = tmp_path / "q1.dump"
+    latin1.write_text("(0008,0005) CS [ISO_IR 100]\n(0010,0010) PN [*]\n"
+                      "(0032,1060) LO []\n")
+    (answer,) = findscu_w(dimse_listener, dump2dcm(latin1, tmp_path / "q1.dcm"),
+                          tmp_path / "rsp")
+    assert answer.SpecificCharacterSet == "ISO_IR 100"
+    assert str(answer.PatientName) == "VANILLÉ^LAURA^^^Mme"
+    assert answer.RequestedProcedureDescription == "ÉCHOGRAPHIE"
+
+
+def test_findscu_station_filter_for_an_ae_restricted_to_its_station(dimse_listener, tmp_path):
+    ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
+                                     may_query_worklist=True, worklist_own_station_only=True)
+    _order("CT1", dt.datetime(2026, 11, 23, 9, 0), patient_id="MINE")
+    _order("CT2", dt.datetime(2026, 11, 23, 9, 0), patient_id="OTHER")
+    query = tmp_path / "q.dump"
+    query.write_text("(0010,0020) LO []\n(0040,0100) SQ\n(fffe,e000) -\n(0040,0001) AE []\n"
+                     "(fffe,e00d) -\n(fffe,e0dd) -\n")
+    answers = findscu_w(dimse_listener, dump2dcm(query, tmp_path / "q.dcm"), tmp_path / "rsp",
+                        calling="CT1")
+    assert [a.PatientID for a in answers] == ["MINE"]
