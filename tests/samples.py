@@ -69,3 +69,18 @@ UNCOMPRESSED = [
     "reportsi.dcm",  # SR, no pixel data
     "rtplan.dcm",  # RT plan, nested sequences
 ]
+
+
+def shared_testdata(name: str) -> Path:
+    """Oracle data handed to the project in ../shared/testdata (not committed: third-party
+    test data). Looked up beside the checkout, then at /work/shared, or $PORTAL_TESTDATA."""
+    import os
+
+    import pytest
+
+    root = Path(__file__).resolve().parent.parent
+    for base in (os.environ.get("PORTAL_TESTDATA"), root.parent / "shared" / "testdata",
+                 Path("/work/shared/testdata")):
+        if base and (Path(base) / name).exists():
+            return Path(base) / name
+    pytest.skip(f"oracle data {name!r} not found (set PORTAL_TESTDATA)")

@@ -17,13 +17,17 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
 
 from pacs.models import ApplicationEntity
-from tests.portal_process import ROOT
+from tests.samples import shared_testdata
 from worklist import services
 from worklist.models import PerformedProcedureStep, ScheduledProcedureStep, Station
 
 pytestmark = pytest.mark.interop
 
-ORACLE = ROOT.parent / "shared" / "testdata" / "worklists"
+
+@pytest.fixture(scope="module")
+def oracle() -> Path:
+    return shared_testdata("worklists")
+
 EXPECTED_COUNTS = [10, 10, 0, 10, 0, 6, 0, 0, 0, 0, 10, 10, 0]
 IGNORED = {"(0008,0005)", "(0040,0004)", "(0040,0005)", "(0040,0020)"}
 
@@ -70,22 +74,22 @@ def _expected(answer: list[str]) -> list[str]:
 
 
 @pytest.fixture
-def worklist(dimse_listener, tmp_path):
+def worklist(dimse_listener, tmp_path, oracle):
     ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port=104,
                                      may_query_worklist=True, may_send_mpps=True)
     items = [dump2dcm(d, tmp_path / f"{d.stem}.wl")
-             for d in sorted((ORACLE / "Dcmtk" / "Database").glob("*.dump"))]
+             for d in sorted((oracle / "Dcmtk" / "Database").glob("*.dump"))]
     call_command("import_worklist", *map(str, items), stdout=open("/dev/null", "w"))
     assert ScheduledProcedureStep.objects.count() == 10
     return dimse_listener
 
 
 @pytest.mark.parametrize("n", range(13))
-def test_oracle_queries(worklist, tmp_path, n):
-    query = dump2dcm(ORACLE / "Dcmtk" / "Queries" / f"wlistqry{n}.dump", tmp_path / "q.dcm")
+def test_oracle_queries(worklist, tmp_path, n, oracle):
+    query = dump2dcm(oracle / "Dcmtk" / "Queries" / f"wlistqry{n}.dump", tmp_path / "q.dcm")
     answers = findscu_w(worklist, query, tmp_path / "rsp")
     assert len(answers) == EXPECTED_COUNTS[n]
-    expected = json.loads((ORACLE / "Dcmtk" / "Expected" / f"all-{n}.json").read_text())
+    expected = json.loads((oracle / "Dcmtk" / "Expected" / f"all-{n}.json").read_text())
     assert sorted(map(_top_level, answers)) == sorted(map(_expected, expected))
 
 
@@ -295,30 +299,30 @@ def test_mpps_needs_permission(dimse_listener, scheduled, known_aes):
     assert status.Status == 0x0124
 
 
-def test_findscu_utf8_wildcard_on_a_multi_script_name(dimse_listener, tmp_path):
+def test_findscu_utf8_wildcard_on_a_multi_script_name(dimse_listener, tmp_path, oracle):
     ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port=104,
                                      may_query_worklist=True)
     # The oracle item has no PatientID; we require one for every order (the one patient
     # registry is keyed on it), so the test adds it.
     dump = tmp_path / "item.dump"
-    dump.write_text((ORACLE / "Encodings" / "database.dump").read_text(encoding="utf-8")
+    dump.write_text((oracle / "Encodings" / "database.dump").read_text(encoding="utf-8")
                     + "(0010,0020) LO [U1]\n", encoding="utf-8")
     item = dump2dcm(dump, tmp_path / "item.wl")
     call_command("import_worklist", str(item), stdout=open("/dev/null", "w"))
-    query = dump2dcm(ORACLE / "Encodings" / "query.dump", tmp_path / "q.dcm")
+    query = dump2dcm(oracle / "Encodings" / "query.dump", tmp_path / "q.dcm")
     (answer,) = findscu_w(dimse_listener, query, tmp_path / "rsp")
     assert answer.SpecificCharacterSet == "ISO_IR 192"
     assert str(answer.PatientName) == "Test-éüäöòДΘĝדصķћ๛ﾈİ"
 
 
-def test_findscu_latin1_item_answered_in_latin1_when_asked(dimse_listener, tmp_path):
+def test_findscu_latin1_item_answered_in_latin1_when_asked(dimse_listener, tmp_path, oracle):
     """A Latin-1 worklist item (orthanc issue 49): a request in ISO_IR 100 gets the name back
     in ISO_IR 100, a request without a character set gets it in UTF-8; both read the same."""
     ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port=104,
                                      may_query_worklist=True)
-    call_command("import_worklist", str(ORACLE / "Encodings" / "issue49-latin1.wl"),
+    call_command("import_worklist", str(oracle / "Encodings" / "issue49-latin1.wl"),
                  stdout=open("/dev/null", "w"))
-    plain = dump2dcm(ORACLE / "Encodings" / "issue49-latin1.query", tmp_path / "q.dcm")
+    plain = dump2dcm(oracle / "Encodings" / "issue49-latin1.query", tmp_path / "q.dcm")
     (answer,) = findscu_w(dimse_listener, plain, tmp_path / "rsp")
     assert answer.SpecificCharacterSet == "ISO_IR 192"
     assert str(answer.PatientName) == "VANILLÉ^LAURA^^^Mme"
