@@ -1,1 +1,70 @@
-# The message log arrives with the HL7 gateway issue.
+"""The HL7 gateway's data: configured senders and the message log (raw text kept first)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from pacs.models import Patient
+from worklist.models import Order
+
+
+class Sender(models.Model):
+    """A RIS/HIS sending to us, recognised by MSH-3 (and MSH-4 when set). Where real systems
+    differ, the mapping is chosen here."""
+
+    class AccessionField(models.TextChoices):
+        OBR_18 = "OBR-18", "OBR-18 placer field 1 (IHE RAD-4)"
+        ORC_2 = "ORC-2", "ORC-2 placer order number"
+        ORC_3 = "ORC-3", "ORC-3 filler order number"
+
+    sending_application = models.CharField("MSH-3 sending application", max_length=64)
+    sending_facility = models.CharField("MSH-4 sending facility (empty: any)", max_length=64,
+                                        blank=True)
+    description = models.CharField(max_length=255, blank=True)
+    default_charset = models.CharField(
+        "character set when MSH-18 is empty", max_length=32, blank=True, default="",
+        help_text="e.g. 8859/1 or UNICODE UTF-8; empty: UTF-8, else Latin-1")
+    accession_field = models.CharField(
+        "accession number from (ORM; OMI uses IPC-1 when present)", max_length=8,
+        choices=AccessionField.choices, default=AccessionField.OBR_18)
+    default_station_ae_title = models.CharField(
+        "station AE title when the message names none", max_length=16, blank=True,
+        help_text="empty: the first active station of the order's modality")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sending_application", "sending_facility"],
+                                               name="uniq_hl7_sender")]
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.sending_application, self.sending_facility) if p)
+
+
+class Message(models.Model):
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        PROCESSED = "processed"
+        ERROR = "error"  # answered AE
+        REJECTED = "rejected"  # answered AR (or nothing to answer)
+
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    peer = models.CharField(max_length=64, blank=True)
+    raw = models.BinaryField()  # exactly the bytes inside the MLLP frame
+    text = models.TextField(blank=True)  # decoded for reading and searching
+    sender = models.ForeignKey(Sender, null=True, blank=True, on_delete=models.SET_NULL)
+    control_id = models.CharField("MSH-10", max_length=64, blank=True, db_index=True)
+    message_type = models.CharField("MSH-9", max_length=32, blank=True, db_index=True)
+    version = models.CharField(max_length=16, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED,
+                              db_index=True)
+    error = models.TextField(blank=True)
+    ack = models.TextField(blank=True)
+    orders = models.ManyToManyField(Order, blank=True, related_name="hl7_messages")
+    patients = models.ManyToManyField(Patient, blank=True, related_name="hl7_messages")
+    replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.message_type or 'HL7'} {self.control_id} ({self.status})"

@@ -1,5 +1,5 @@
-"""Celery app. In scale mode a worker started with ``--listeners dimse`` also runs the DIMSE SCP
-(and later the HL7 listener) as a bootstep, next to ordinary task execution."""
+"""Celery app. In scale mode a worker started with ``--listeners dimse,hl7`` also runs the DIMSE
+SCP and the HL7 MLLP listener as a bootstep, next to ordinary task execution."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ app.user_options["worker"].add(
     Option(
         ("--listeners",),
         default="",
-        help="Comma-separated listeners to run inside this worker: dimse",
+        help="Comma-separated listeners to run inside this worker: dimse, hl7",
     )
 )
 

@@ -20,4 +20,8 @@ def build_listener(name: str, **kwargs) -> Listener:
         from pacs.dimse.scp import DimseListener
 
         return DimseListener(**kwargs)
-    raise ValueError(f"unknown listener {name!r} (known: dimse)")
+    if name == "hl7":
+        from hl7gw.mllp import MllpListener
+
+        return MllpListener(**kwargs)
+    raise ValueError(f"unknown listener {name!r} (known: dimse, hl7)")

@@ -181,6 +181,7 @@ DIMSE_MAX_PDU = env_int("PORTAL_DIMSE_MAX_PDU", 0)  # 0 = unlimited
 # Worklist: generated accession numbers are PREFIX + YYMMDD + a 4-digit daily counter
 ACCESSION_PREFIX = os.environ.get("PORTAL_ACCESSION_PREFIX", "A")[:6]
 HL7_PORT = env_int("PORTAL_HL7_PORT", 2575)
+HL7_HOST = os.environ.get("PORTAL_HL7_HOST", "0.0.0.0")
 # What a re-sent SOP Instance UID does: "keep" the stored one, or "replace" it.
 DUPLICATE_POLICY = os.environ.get("PORTAL_DUPLICATE_POLICY", "keep")
 STORAGE_DIR = Path(os.environ.get("PORTAL_STORAGE_DIR", DATA_DIR / "dicom")).resolve()

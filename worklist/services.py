@@ -74,6 +74,22 @@ def next_accession_number(day: dt.date | None = None) -> str:
 
 
 @dataclass(frozen=True)
+class Identifiers:
+    """Identifiers a sender assigned (HL7 IPC/OBR, worklist files); generated when empty."""
+
+    requested_procedure_id: str = ""
+    scheduled_procedure_step_id: str = ""
+    study_instance_uid: str = ""
+
+
+@dataclass(frozen=True)
+class Code:
+    value: str
+    scheme: str = "LOCAL"
+    meaning: str = ""
+
+
+@dataclass(frozen=True)
 class StepData:
     modality: str
     start: dt.datetime
@@ -88,7 +104,9 @@ def create_order(*, patient: PatientData, procedure: Procedure | None, step: Ste
                  actor: str, source: str = "portal", accession_number: str = "",
                  referring_physician_name: str = "", reason: str = "",
                  priority: str = Order.Priority.ROUTINE, placer_order_number: str = "",
-                 filler_order_number: str = "", description: str = "") -> Order:
+                 filler_order_number: str = "", description: str = "",
+                 identifiers: Identifiers = Identifiers(), code: Code | None = None,
+                 **more_order_fields: str) -> Order:
     """An order with one requested procedure and one scheduled step, SCHEDULED."""
     for attempt in range(5):
         try:
@@ -98,7 +116,8 @@ def create_order(*, patient: PatientData, procedure: Procedure | None, step: Ste
                     source=source, accession_number=accession_number or next_accession_number(),
                     referring_physician_name=referring_physician_name, reason=reason,
                     priority=priority, placer_order_number=placer_order_number,
-                    filler_order_number=filler_order_number, description=description)
+                    filler_order_number=filler_order_number, description=description,
+                    identifiers=identifiers, code=code, **more_order_fields)
         except IntegrityError:
             if accession_number or attempt == 4:  # a given number that exists is an error
                 raise WorklistError(f"accession number {accession_number!r} already exists"
@@ -107,29 +126,35 @@ def create_order(*, patient: PatientData, procedure: Procedure | None, step: Ste
 
 
 def _create_order(*, patient: PatientData, procedure: Procedure | None, step: StepData,
-                  actor: str, source: str, accession_number: str, **order_fields) -> Order:
-    description = order_fields.pop("description") or (procedure.code_meaning if procedure
-                                                     else "")
+                  actor: str, source: str, accession_number: str,
+                  identifiers: Identifiers = Identifiers(), code: Code | None = None,
+                  **order_fields) -> Order:
+    if code is None and procedure is not None:
+        code = Code(procedure.code_value, procedure.coding_scheme_designator,
+                    procedure.code_meaning)
+    description = order_fields.pop("description", "") or (code.meaning if code else "")
     order = Order.objects.create(patient=find_or_create_patient(patient),
                                  accession_number=accession_number, source=source,
                                  created_by=actor, **order_fields)
     rp = RequestedProcedure.objects.create(
-        order=order, requested_procedure_id=f"RP{order.pk}", description=description[:64],
-        procedure=procedure, study_instance_uid=generate_uid(),
-        priority=order.priority,
-        code_value=procedure.code_value if procedure else "",
-        coding_scheme_designator=procedure.coding_scheme_designator if procedure else "",
-        code_meaning=procedure.code_meaning if procedure else "")
+        order=order, requested_procedure_id=identifiers.requested_procedure_id[:16]
+        or f"RP{order.pk}", description=description[:64],
+        procedure=procedure, study_instance_uid=identifiers.study_instance_uid[:64]
+        or generate_uid(), priority=order.priority,
+        code_value=code.value[:16] if code else "",
+        coding_scheme_designator=code.scheme[:16] if code else "",
+        code_meaning=code.meaning[:64] if code else "")
     sps = ScheduledProcedureStep.objects.create(
-        requested_procedure=rp, scheduled_procedure_step_id=f"SPS{order.pk}",
-        **_step_fields(step, procedure))
+        requested_procedure=rp, scheduled_procedure_step_id=(
+            identifiers.scheduled_procedure_step_id[:16] or f"SPS{order.pk}"),
+        **_step_fields(step, code))
     _event(sps, Status.SCHEDULED, "", source=source, actor=actor, note="created")
     audit.record(category="worklist", action="order created", actor=actor,
                  detail=f"accession {order.accession_number}, source {source}")
     return order
 
 
-def _step_fields(step: StepData, procedure: Procedure | None) -> dict:
+def _step_fields(step: StepData, code: Code | None) -> dict:
     name = step.performing_physician_name
     return {
         "modality": step.modality, "scheduled_station_ae_title": step.station_ae_title,
@@ -137,10 +162,10 @@ def _step_fields(step: StepData, procedure: Procedure | None) -> dict:
         "scheduled_procedure_step_location": step.location,
         "start_date": f"{step.start:%Y%m%d}", "start_time": f"{step.start:%H%M%S}",
         "performing_physician_name": name, "performing_physician_name_norm": name.upper(),
-        "description": (step.description or (procedure.code_meaning if procedure else ""))[:64],
-        "protocol_code_value": procedure.code_value if procedure else "",
-        "protocol_coding_scheme": procedure.coding_scheme_designator if procedure else "",
-        "protocol_code_meaning": procedure.code_meaning if procedure else "",
+        "description": (step.description or (code.meaning if code else ""))[:64],
+        "protocol_code_value": code.value[:16] if code else "",
+        "protocol_coding_scheme": code.scheme[:16] if code else "",
+        "protocol_code_meaning": code.meaning[:64] if code else "",
     }
 
 
@@ -251,18 +276,51 @@ def import_worklist_item(ds: Dataset, *, actor: str = "import") -> Order:
             priority=text(ds, "RequestedProcedurePriority", 8) or Order.Priority.ROUTINE,
             medical_alerts=text(ds, "MedicalAlerts", 64),
             contrast_allergies=text(ds, "Allergies", 64),
-            description=text(ds, "RequestedProcedureDescription", 64))
+            description=text(ds, "RequestedProcedureDescription", 64),
+            identifiers=Identifiers(text(ds, "RequestedProcedureID", 16),
+                                    text(sps, "ScheduledProcedureStepID", 16),
+                                    text(ds, "StudyInstanceUID", 64)))
         rp = order.procedures.get()
-        rp.requested_procedure_id = (text(ds, "RequestedProcedureID", 16)
-                                     or rp.requested_procedure_id)
-        rp.study_instance_uid = text(ds, "StudyInstanceUID", 64) or rp.study_instance_uid
-        rp.save()
         step = rp.steps.get()
-        step.scheduled_procedure_step_id = (text(sps, "ScheduledProcedureStepID", 16)
-                                            or step.scheduled_procedure_step_id)
         step.start_time = text(sps, "ScheduledProcedureStepStartTime", 16)
         step.pre_medication = text(sps, "PreMedication", 64)
         step.requested_contrast_agent = text(sps, "RequestedContrastAgent", 64)
         step.comments = text(sps, "CommentsOnTheScheduledProcedureStep", 10240)
         step.save()
     return order
+
+
+def merge_patients(*, prior_id: str, survivor: PatientData, actor: str, source: str,
+                   prior_issuer: str = "") -> Patient:
+    """ADT^A40: the prior patient's orders and studies follow the surviving patient, and the
+    prior record goes away. A prior ID we never saw is a no-op (nothing to move)."""
+    from pacs.models import Study
+
+    with transaction.atomic():
+        target = find_or_create_patient(survivor)
+        prior = Patient.objects.filter(patient_id=prior_id,
+                                       issuer_of_patient_id=prior_issuer).first()
+        if prior is None or prior.pk == target.pk:
+            return target
+        orders = Order.objects.filter(patient=prior).update(patient=target)
+        studies = Study.objects.filter(patient=prior).update(patient=target)
+        prior.delete()
+        audit.record(category="worklist", action="patients merged", actor=actor,
+                     detail=f"{source}: {orders} order(s), {studies} study(ies) moved")
+    return target
+
+
+def change_patient_id(*, old_id: str, new_id: str, actor: str, source: str,
+                      issuer: str = "") -> Patient:
+    """ADT^A47: the patient keeps its orders and studies under a new identifier."""
+    with transaction.atomic():
+        patient = Patient.objects.filter(patient_id=old_id, issuer_of_patient_id=issuer).first()
+        if patient is None:
+            raise WorklistError(f"no patient with ID {old_id!r}")
+        if Patient.objects.filter(patient_id=new_id, issuer_of_patient_id=issuer).exists():
+            raise WorklistError(f"patient ID {new_id!r} is already used: merge instead")
+        patient.patient_id = new_id
+        patient.save(update_fields=["patient_id"])
+        audit.record(category="worklist", action="patient ID changed", actor=actor,
+                     detail=f"{source}: patient {patient.pk}")
+    return patient

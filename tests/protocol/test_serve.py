@@ -34,7 +34,7 @@ def test_banner_login_and_web(portal):
     out = portal.output()
     assert f"Web UI:     http://127.0.0.1:{portal.http_port}/" in out
     assert f"AE title PORTAL, port {portal.dimse_port} (2 process(es))" in out
-    assert "HL7 MLLP:   port 2575" in out
+    assert f"HL7 MLLP:   port {portal.hl7_port}" in out
     assert re.search(r"log in as admin / \S+", out), out
     assert (portal.data_dir / "portal.sqlite3").exists()
     with urllib.request.urlopen(f"{portal.url}/login/") as response:

@@ -1,4 +1,4 @@
-"""Embedded mode: web UI + DIMSE SCP in one command (SQLite, local files, no broker)."""
+"""Embedded mode: web UI + DIMSE SCP + HL7 listener in one command (SQLite, local files)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,18 @@ from portal.wsgi import application
 
 
 class Command(BaseCommand):
-    help = "Start the whole portal: web UI, DICOM SCP (and later the HL7 listener)."
+    help = "Start the whole portal: web UI, DICOM SCP and HL7 MLLP listener."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
         parser.add_argument("--threads", type=int, default=8, help="web server threads")
         parser.add_argument("--no-dimse", action="store_true",
-                            help="web only (scale mode: the SCP runs in Celery workers)")
+                            help="no DICOM SCP here (scale mode: it runs in Celery workers)")
+        parser.add_argument("--no-hl7", action="store_true",
+                            help="no HL7 listener here (scale mode: it runs in Celery workers)")
 
-    def handle(self, *args, no_migrate: bool, threads: int, no_dimse: bool, **options) -> None:
+    def handle(self, *args, no_migrate: bool, threads: int, no_dimse: bool, no_hl7: bool,
+               **options) -> None:
         if not no_migrate:
             call_command("migrate", interactive=False, verbosity=0)
         login = ensure_admin()
@@ -39,7 +42,10 @@ class Command(BaseCommand):
             port = dimse.address[1]
             extra = settings.DIMSE_PROCESSES - 1
             children = spawn_scp_processes(extra, port) if extra > 0 else []
-        self._banner(web, port, login)
+        hl7 = None if no_hl7 else build_listener("hl7")
+        if hl7:
+            hl7.start()
+        self._banner(web, port, hl7.address[1] if hl7 else None, login)
 
         def _stop(*_: object) -> None:
             raise SystemExit(0)
@@ -53,10 +59,12 @@ class Command(BaseCommand):
             web.close()
             if dimse:
                 dimse.stop()
+            if hl7:
+                hl7.stop()
             stop_processes(children)
             self.stdout.write("portal stopped")
 
-    def _banner(self, web, dimse_port: int | None, login: str) -> None:
+    def _banner(self, web, dimse_port: int | None, hl7_port: int | None, login: str) -> None:
         http_port = web.effective_port
         host = settings.HTTP_HOST if settings.HTTP_HOST not in ("0.0.0.0", "") else "localhost"
         lines = [
@@ -66,8 +74,8 @@ class Command(BaseCommand):
             f"  DICOM SCP:  AE title {settings.DIMSE_AET}, port {dimse_port} "
             f"({settings.DIMSE_PROCESSES} process(es))" if dimse_port
             else "  DICOM SCP:  not started here (--no-dimse)",
-            f"  HL7 MLLP:   port {settings.HL7_PORT} "
-            "(not started: the HL7 gateway is not built yet)",
+            f"  HL7 MLLP:   port {hl7_port}" if hl7_port
+            else "  HL7 MLLP:   not started here (--no-hl7)",
             f"  Data dir:   {settings.DATA_DIR}",
             f"  Login:      {login}",
             "  Stop with Ctrl+C.",

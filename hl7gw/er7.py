@@ -1,0 +1,138 @@
+"""HL7 v2 ER7 text: segments, fields, repetitions, components, escapes (HL7 v2.5 ch. 2.7).
+
+hl7apy parses and checks the message structure (hl7gw.inbound); field values are read here
+from each segment's ER7 text, with the message's own encoding characters, so that the mapping
+reads `pid[5][0][1]` the same way in every version from 2.1 to 2.5.1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# HL7 v2 MSH-18 -> Python codec (HL7 table 0211)
+CHARSETS = {"": None, "ASCII": "ascii", "8859/1": "latin_1", "8859/2": "iso8859_2",
+            "8859/5": "iso8859_5", "8859/7": "iso8859_7", "8859/8": "iso8859_8",
+            "8859/9": "iso8859_9", "8859/15": "iso8859_15", "UNICODE UTF-8": "utf_8",
+            "UTF-8": "utf_8"}
+
+
+@dataclass(frozen=True)
+class Encoding:
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+
+
+class Segment:
+    """One segment; ``seg[n]`` is field n (MSH-1 is the field separator, as in the standard),
+    as a list of repetitions, each a list of components (strings, unescaped)."""
+
+    def __init__(self, text: str, enc: Encoding) -> None:
+        self.text, self.enc = text, enc
+        parts = text.split(enc.field)
+        self.name = parts[0][:3]
+        if self.name == "MSH":
+            parts = [parts[0], enc.field, *parts[1:]]
+        self._fields = parts
+
+    def raw(self, n: int) -> str:
+        return self._fields[n] if n < len(self._fields) else ""
+
+    def __getitem__(self, n: int) -> list[list[str]]:
+        value = self.raw(n)
+        if self.name == "MSH" and n in (1, 2):
+            return [[value]]
+        return [[unescape(c, self.enc) for c in rep.split(self.enc.component)]
+                for rep in value.split(self.enc.repetition)] if value else []
+
+    def get(self, n: int, component: int = 1, repetition: int = 0) -> str:
+        """One component (1-based) of one repetition; '' when absent. Subcomponents beyond the
+        first are dropped (e.g. the assigning authority's namespace ID is kept)."""
+        reps = self[n]
+        if repetition >= len(reps) or component > len(reps[repetition]):
+            return ""
+        return reps[repetition][component - 1].split(self.enc.subcomponent)[0].strip()
+
+    def repetitions(self, n: int, component: int = 1) -> list[str]:
+        return [self.get(n, component, i) for i in range(len(self[n]))]
+
+
+def unescape(value: str, enc: Encoding) -> str:
+    if enc.escape not in value:
+        return value
+    e = enc.escape
+    for code, char in (("F", enc.field), ("S", enc.component), ("T", enc.subcomponent),
+                       ("R", enc.repetition), ("E", enc.escape)):
+        value = value.replace(f"{e}{code}{e}", char)
+    return value
+
+
+def escape(value: str, enc: Encoding = Encoding()) -> str:
+    e = enc.escape
+    value = value.replace(e, f"{e}E{e}")
+    for code, char in (("F", enc.field), ("S", enc.component), ("T", enc.subcomponent),
+                       ("R", enc.repetition)):
+        value = value.replace(char, f"{e}{code}{e}")
+    return value
+
+
+def encoding_of(msh_text: str) -> Encoding:
+    if len(msh_text) < 8 or not msh_text.startswith("MSH"):
+        raise ValueError("the message does not start with an MSH segment")
+    chars = msh_text[4:8]
+    return Encoding(msh_text[3], chars[0], chars[1], chars[2],
+                    chars[3] if len(chars) > 3 else "&")
+
+
+def split_segments(text: str) -> list[str]:
+    """Segments separated by CR; LF and CRLF tolerated (files edited on other systems)."""
+    text = text.replace("\r\n", "\r").replace("\n", "\r")
+    return [s for s in text.split("\r") if s.strip()]
+
+
+def split_messages(text: str) -> list[str]:
+    """A batch (FHS/BHS ... BTS/FTS) or messages back to back: one text per MSH."""
+    messages: list[list[str]] = []
+    for segment in split_segments(text):
+        name = segment[:3]
+        if name in ("FHS", "BHS", "BTS", "FTS"):
+            continue
+        if name == "MSH" or not messages:
+            messages.append([])
+        messages[-1].append(segment)
+    return ["\r".join(m) + "\r" for m in messages]
+
+
+def msh_charset(raw: bytes) -> str:
+    """MSH-18 read from the raw bytes (MSH itself is ASCII) before anything is decoded."""
+    start = raw.find(b"MSH")
+    if start < 0 or len(raw) < start + 4:
+        return ""
+    end = len(raw)
+    for sep in (b"\r", b"\n"):
+        pos = raw.find(sep, start)
+        if pos >= 0:
+            end = min(end, pos)
+    fields = raw[start:end].split(raw[start + 3:start + 4])
+    # fields[0] = "MSH", fields[1] = encoding characters (MSH-2) ... MSH-18 = fields[17]
+    value = fields[17] if len(fields) > 17 else b""
+    return value.split(raw[start + 4:start + 5] or b"^")[0].decode("ascii", "replace").strip()
+
+
+def decode(raw: bytes, default_charset: str = "") -> tuple[str, str]:
+    """(text, charset used): MSH-18, else the sender's default, else UTF-8 with a Latin-1
+    fallback when the bytes are not UTF-8."""
+    declared = msh_charset(raw) or default_charset
+    codec = CHARSETS.get(declared.upper() if declared else "", "utf_8")
+    if codec is None:
+        try:
+            return raw.decode("utf_8"), "UNICODE UTF-8"
+        except UnicodeDecodeError:
+            return raw.decode("latin_1"), "8859/1"
+    return raw.decode(codec, errors="replace"), declared
+
+
+def codec_for(charset: str) -> str:
+    return CHARSETS.get(charset.upper(), None) or "utf_8"

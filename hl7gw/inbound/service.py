@@ -1,0 +1,170 @@
+"""One inbound HL7 message: store the raw bytes, parse, apply, answer. Never raises: every
+message gets an ACK (AA, AE or AR with an ERR segment), even one that does not parse."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from django.db import close_old_connections, transaction
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Segment as ApySegment
+from hl7apy.parser import parse_message
+
+from hl7gw import errors
+from hl7gw.ack import build_ack
+from hl7gw.er7 import Segment, codec_for, decode, encoding_of, split_segments
+from hl7gw.inbound.mapping import Outcome, Parsed, apply_adt, apply_order
+from hl7gw.models import Message, Sender
+
+log = logging.getLogger("hl7gw")
+
+SUPPORTED_VERSIONS = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1")
+ADT_EVENTS = {"A01", "A04", "A05", "A08", "A40", "A47"}
+ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23")}
+CR = bytes([13])
+
+
+def split_frame(raw: bytes) -> list[bytes]:
+    """The messages of one MLLP frame (a batch, or messages back to back), as raw bytes:
+    segments are split on CR (LF tolerated), batch/file header and trailer segments dropped."""
+    segments = [s for s in raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
+                if s.strip()]
+    messages: list[list[bytes]] = []
+    wrapped = False
+    for segment in segments:
+        if segment[:3] in (b"FHS", b"BHS", b"BTS", b"FTS"):
+            wrapped = True
+            continue
+        if segment[:3] == b"MSH" or not messages:
+            messages.append([])
+        messages[-1].append(segment)
+    if len(messages) <= 1 and not wrapped:
+        return [raw]  # one message: its bytes exactly as received
+    return [b"\r".join(m) + b"\r" for m in messages]
+
+
+def receive_frame(raw: bytes, *, peer: str) -> bytes:
+    """The ACK bytes for one frame: one ACK per message; a batch (BHS ... BTS) is answered
+    with a batch of ACKs (HL7 v2.5 2.10.3), messages back to back with ACKs back to back."""
+    close_old_connections()
+    acks = [receive(message, peer=peer) for message in split_frame(raw)]
+    body = b"".join(acks)
+    head = raw.lstrip()[:3]
+    if head in (b"BHS", b"FHS"):
+        sep = raw.lstrip()[3:4] or b"|"
+        encoding = raw.lstrip()[4:8]
+        return (b"BHS" + sep + encoding + CR + body
+                + b"BTS" + sep + str(len(acks)).encode() + CR)
+    return body
+
+
+def receive(raw: bytes, *, peer: str) -> bytes:
+    message = Message.objects.create(raw=raw, peer=peer[:64])  # kept before anything else
+    msh = None
+    charset = ""
+    try:
+        sender = _sender(raw)
+        text, charset = decode(raw, sender.default_charset if sender else "")
+        segments = split_segments(text)
+        if not segments or not segments[0].startswith("MSH"):
+            raise errors.Hl7Error(errors.SEGMENT_SEQUENCE, "the message does not start with MSH",
+                                  location="MSH", reject=True)
+        try:
+            enc = encoding_of(segments[0])
+        except ValueError as exc:
+            raise errors.Hl7Error(errors.SEGMENT_SEQUENCE, str(exc), location="MSH",
+                                  reject=True) from exc
+        msh = Segment(segments[0], enc)
+        message.text, message.sender = text, sender
+        message.control_id, message.version = msh.get(10)[:64], msh.get(12)[:16]
+        message.message_type = "^".join(p for p in (msh.get(9, 1), msh.get(9, 2)) if p)[:32]
+        outcome = _apply(message, msh, [Segment(s, enc) for s in segments], text)
+    except errors.Hl7Error as exc:
+        return _answer(message, msh, charset, exc)
+    except Exception as exc:  # a bug must cost one AE, not the listener
+        log.exception("HL7 message %s failed", message.pk)
+        return _answer(message, msh, charset, errors.Hl7Error(
+            errors.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
+    message.status = Message.Status.PROCESSED
+    ack = build_ack(msh, "AA", charset=charset)
+    _finish(message, ack, outcome)
+    return ack.encode(codec_for(charset), "replace")
+
+
+def _apply(message: Message, msh: Segment, segments: list[Segment], text: str) -> Outcome:
+    version = msh.get(12)
+    if version not in SUPPORTED_VERSIONS:
+        raise errors.Hl7Error(errors.UNSUPPORTED_VERSION, f"HL7 version {version!r} not "
+                              f"supported ({', '.join(SUPPORTED_VERSIONS)})", location="MSH-12",
+                              reject=True)
+    _check_structure(segments, version)
+    kind, trigger = msh.get(9, 1).upper(), msh.get(9, 2).upper()
+    actor = f"hl7:{message.sender or msh.get(3)}"
+    parsed = Parsed(segments)
+    with transaction.atomic():
+        if kind == "ADT" and trigger in ADT_EVENTS:
+            return apply_adt(parsed, trigger, actor)
+        if (kind, trigger) in ORDER_TYPES:
+            return apply_order(parsed, message.sender, actor)
+    if kind in ("ADT", "ORM", "OMI"):
+        raise errors.Hl7Error(errors.UNSUPPORTED_EVENT, f"{kind}^{trigger} is not supported",
+                              location="MSH-9", reject=True)
+    raise errors.Hl7Error(errors.UNSUPPORTED_MESSAGE_TYPE, f"message type {kind!r} is not "
+                          "supported", location="MSH-9", reject=True)
+
+
+def _check_structure(segments: list[Segment], version: str) -> None:
+    """hl7apy reads the message (tolerant, without groups); Z-segments and segments its
+    version does not know are left out of that check and ignored by the mapping."""
+    known = [s.text for s in segments if s.name.startswith("Z") or _known(s.name, version)]
+    try:
+        parse_message("\r".join(known), validation_level=VALIDATION_LEVEL.TOLERANT,
+                      find_groups=False)
+    except Exception as exc:
+        raise errors.Hl7Error(errors.SEGMENT_SEQUENCE, f"cannot parse: {exc}"[:200],
+                              reject=True) from exc
+
+
+@lru_cache(maxsize=512)
+def _known(name: str, version: str) -> bool:
+    try:
+        ApySegment(name, version=version)
+    except Exception:
+        return False
+    return True
+
+
+def _sender(raw: bytes) -> Sender | None:
+    start = raw.find(b"MSH")
+    if start < 0 or len(raw) < start + 4:
+        return None
+    end = min([p for p in (raw.find(b"\r", start), raw.find(b"\n", start)) if p >= 0]
+              or [len(raw)])
+    fields = raw[start:end].split(raw[start + 3:start + 4])
+    app = fields[2].decode("latin_1").split("^")[0] if len(fields) > 2 else ""
+    facility = fields[3].decode("latin_1").split("^")[0] if len(fields) > 3 else ""
+    senders = Sender.objects.filter(sending_application=app, active=True)
+    return senders.filter(sending_facility=facility).first() or senders.filter(
+        sending_facility="").first()
+
+
+def _answer(message: Message, msh: Segment | None, charset: str,
+            exc: errors.Hl7Error) -> bytes:
+    code = "AR" if exc.reject else "AE"
+    message.status = Message.Status.REJECTED if exc.reject else Message.Status.ERROR
+    message.error = f"{exc.code}: {exc.text}"
+    ack = build_ack(msh, code, error=exc.code, text=exc.text, location=exc.location,
+                    charset=charset)
+    _finish(message, ack, None)
+    return ack.encode(codec_for(charset), "replace")
+
+
+def _finish(message: Message, ack: str, outcome: Outcome | None) -> None:
+    message.ack = ack
+    if not message.text:
+        message.text = bytes(message.raw).decode("latin_1")
+    message.save()
+    if outcome:
+        message.orders.set(outcome.orders)
+        message.patients.set(outcome.patients)

@@ -1,0 +1,151 @@
+"""MLLP (HL7 v2.5 Appendix C) listener: persistent connections, many frames per connection,
+one thread per connection, TCP_NODELAY, buffered reads.
+
+hl7apy's own MLLP server closes after one message and reads byte by byte; this framing layer
+scans a buffer for <VT> ... <FS><CR>. Bytes outside a frame are answered like a message that
+does not parse (AR); a connection closed inside a frame leaves that frame in the message log.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+from django.conf import settings
+from django.db import connection
+
+log = logging.getLogger("hl7gw")
+
+START, END = b"\x0b", b"\x1c\r"
+MAX_FRAME = 16 * 1024 * 1024
+IDLE_TIMEOUT = 600.0
+
+
+class FrameBuffer:
+    """Accumulates received bytes; yields complete frames and stray bytes between frames."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[str, bytes]]:
+        self.data += chunk
+        while self.data:
+            start = self.data.find(START)
+            if start < 0:
+                if len(self.data) > MAX_FRAME or b"\r" in self.data:
+                    stray, self.data = bytes(self.data), bytearray()
+                    if stray.strip():
+                        yield "stray", stray
+                return
+            if start > 0:
+                stray = bytes(self.data[:start])
+                del self.data[:start]
+                if stray.strip(b"\r\n\x1c "):
+                    yield "stray", stray
+            end = self.data.find(END, 1)
+            if end < 0:
+                if len(self.data) > MAX_FRAME:
+                    yield "stray", bytes(self.data[1:])
+                    self.data = bytearray()
+                return
+            frame = bytes(self.data[1:end])
+            del self.data[:end + len(END)]
+            yield "frame", frame
+
+    def leftover(self) -> bytes:
+        return bytes(self.data).lstrip(START)
+
+
+def frame(payload: bytes) -> bytes:
+    return START + payload + END
+
+
+class MllpListener:
+    name = "hl7"
+
+    def __init__(self, host: str | None = None, port: int | None = None,
+                 handler: Callable[[bytes, str], bytes] | None = None) -> None:
+        self.host = settings.HL7_HOST if host is None else host
+        self.port = settings.HL7_PORT if port is None else port
+        self.handler = handler or _default_handler
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(64)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._accept_loop, name="mllp-accept",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._sock is not None, "listener not started"
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _accept_loop(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            if not select.select([self._sock], [], [], 0.2)[0]:
+                continue
+            try:
+                conn, address = self._sock.accept()
+            except OSError:
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(conn, f"{address[0]}:{address[1]}"),
+                             name=f"mllp-{address[0]}:{address[1]}", daemon=True).start()
+
+    def _serve(self, conn: socket.socket, peer: str) -> None:
+        buffer = FrameBuffer()
+        conn.settimeout(IDLE_TIMEOUT)
+        try:
+            while not self._stop.is_set():
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                for kind, payload in buffer.feed(chunk):
+                    conn.sendall(frame(self.handler(payload, peer)))
+                    if kind == "stray":
+                        log.warning("HL7 from %s: bytes outside an MLLP frame", peer)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            leftover = buffer.leftover()
+            if leftover.strip():  # the peer closed inside a frame: keep what came
+                log.warning("HL7 from %s: connection closed inside a frame", peer)
+                _keep_truncated(leftover, peer)
+            conn.close()
+            connection.close()
+
+
+def _default_handler(payload: bytes, peer: str) -> bytes:
+    from hl7gw.inbound.service import receive_frame
+
+    return receive_frame(payload, peer=peer)
+
+
+def _keep_truncated(payload: bytes, peer: str) -> None:
+    from hl7gw.models import Message
+
+    Message.objects.create(raw=payload, peer=peer[:64], text=payload.decode("latin_1"),
+                           status=Message.Status.REJECTED,
+                           error="connection closed before the end of the MLLP frame")

@@ -1,0 +1,235 @@
+"""The HL7 gateway from outside: real messages (../shared/testdata/hl7) sent over MLLP with
+python-hl7's client to the real listener; the orders must then be in the worklist (MWL)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from hl7.client import MLLPClient
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
+
+from hl7gw.models import Message, Sender
+from pacs.models import ApplicationEntity, Patient
+from tests.samples import shared_testdata
+from worklist.models import Order, ScheduledProcedureStep, Station
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture
+def hl7(transactional_db):
+    from hl7gw.mllp import MllpListener
+
+    listener = MllpListener(host="127.0.0.1", port=0)
+    listener.start()
+    yield listener
+    listener.stop()
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return shared_testdata("hl7")
+
+
+def send(listener, payload: bytes, acks: int = 1) -> list[str]:
+    """One MLLP frame; the ACK frames that come back, decoded."""
+    with MLLPClient(*listener.address) as client:
+        client.socket.sendall(b"\x0b" + payload + b"\x1c\r")
+        data = b""
+        while data.count(b"\x1c\r") < acks:
+            chunk = client.socket.recv(65536)
+            assert chunk, "connection closed before the ACK"
+            data += chunk
+    return [f.strip(b"\x0b").decode("latin-1") for f in data.split(b"\x1c\r") if f.strip()]
+
+
+def msa(ack: str) -> list[str]:
+    segment = next(s for s in ack.split("\r") if s.startswith("MSA"))
+    return segment.split("|")
+
+
+def err(ack: str) -> str:
+    return next((s for s in ack.split("\r") if s.startswith("ERR")), "")
+
+
+def load(samples, name: str) -> bytes:
+    return (samples / name).read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+
+
+def test_orm_o01_ihe_rad4_creates_an_order_the_modality_finds(hl7, samples, dimse_listener):
+    (ack,) = send(hl7, load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7"))
+    assert msa(ack)[1:3] == ["AA", "103106"]
+    assert "ACK^O01" in ack.split("\r")[0]
+    order = Order.objects.get(accession_number="MOF5026")
+    step = ScheduledProcedureStep.objects.get(requested_procedure__order=order)
+    rp = step.requested_procedure
+    assert (rp.requested_procedure_id, step.scheduled_procedure_step_id, step.modality) == (
+        "RP1026", "SPS2032", "MR")
+    assert rp.study_instance_uid == "1.113654.3.13.1026"
+    assert (order.patient.patient_id, order.patient.issuer_of_patient_id,
+            order.patient.patient_name) == ("583295", "ADT1", "DOE^J1")
+    assert order.referring_physician_name == "NELL^FREDERICK^P^DR"
+    message = Message.objects.get()
+    assert message.status == "processed" and list(message.orders.all()) == [order]
+    assert bytes(message.raw).startswith(b"MSH|^~\\&|MESA_OF")
+    # The modality sees it (MWL C-FIND through the DIMSE listener).
+    ApplicationEntity.objects.create(ae_title="MR1", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    query = Dataset()
+    query.AccessionNumber = "MOF5026"
+    query.PatientName = ""
+    query.ScheduledProcedureStepSequence = [Dataset()]
+    ae = AE(ae_title="MR1")
+    ae.add_requested_context(MWL)
+    assoc = ae.associate(*dimse_listener.address, ae_title="PORTAL")
+    try:
+        found = [a for s, a in assoc.send_c_find(query, MWL) if s.Status == 0xFF00]
+    finally:
+        assoc.release()
+    assert [str(a.PatientName) for a in found] == ["DOE^J1"]
+
+
+def test_omi_o23_with_ipc(hl7, samples):
+    (ack,) = send(hl7, load(samples, "dcm4che_OMI_O23_v251_ipc.hl7"))
+    assert msa(ack)[1] == "AA"
+    step = ScheduledProcedureStep.objects.get(
+        requested_procedure__order__accession_number="ACC")
+    assert (step.modality, step.scheduled_station_ae_title, step.scheduled_station_name,
+            step.scheduled_procedure_step_location, step.scheduled_procedure_step_id) == (
+        "CT", "MODALITY", "ScheduledStation", "ScheduledProcedu", "SPSID")  # SH: 16 chars
+    assert step.protocol_code_value == "ProtocolCode"
+    assert (step.start_date, step.start_time) == ("20000816", "151000")  # TQ1-7
+    assert step.requested_procedure.study_instance_uid == "1.2.392.200036.9125.0.199402091242.1"
+
+
+def test_omi_two_station_aets_and_charset_mismatch(hl7, samples):
+    (ack,) = send(hl7, load(samples, "dcm4che_OMI_O23_ImagingOrder_v251_charset_mismatch.hl7"))
+    assert msa(ack)[1] == "AA", ack
+    step = ScheduledProcedureStep.objects.get()
+    assert "\\" in step.scheduled_station_ae_title  # both AE titles, as a DICOM multi-value
+
+
+def test_unknown_segments_and_z_segments_do_not_break_processing(hl7, samples):
+    (ack,) = send(hl7, load(samples, "hl7-gender-harmony_OMI_O23_v25_IPC_unknown_segments.hl7"))
+    assert msa(ack)[1] == "AA", ack
+    assert ScheduledProcedureStep.objects.get().modality == "PT"
+    (ack,) = send(hl7, load(samples, "nhapi_ADT_A01_v21_with_Z_segment.hl7"))
+    assert msa(ack)[1] == "AA", ack
+    (ack,) = send(hl7, load(samples, "hl7-gender-harmony_ADT_A08_v25_name_change.hl7"))
+    assert msa(ack)[1] == "AA", ack
+
+
+def test_adt_update_merge_and_identifier_change(hl7, samples):
+    (ack,) = send(hl7, load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7"))
+    (ack,) = send(hl7, load(samples, "dcm4che_ADT_A08_v251.hl7"))  # no MSH-9.3: still A08
+    assert msa(ack)[1] == "AA", ack
+    assert Patient.objects.get(patient_id="583295").patient_name == "Smith^Shadow"
+    # A40: the order of OLD_PID_1 follows the surviving NEW_PID_1
+    Patient.objects.create(patient_id="OLD_PID_1", issuer_of_patient_id="ADT1")
+    order = Order.objects.get()
+    order.patient = Patient.objects.get(patient_id="OLD_PID_1")
+    order.save()
+    (ack,) = send(hl7, load(samples, "dcm4che_ADT_A40_PatientMerge_v251.hl7"))
+    assert msa(ack)[1] == "AA", ack
+    order.refresh_from_db()
+    assert order.patient.patient_id == "NEW_PID_1"
+    assert not Patient.objects.filter(patient_id="OLD_PID_1").exists()
+    # A47: NEW_PID_1 is not OLD_PID_1 any more -> unknown key; after renaming back, it works
+    (ack,) = send(hl7, load(samples, "dcm4che_ADT_A47_ChangePatientID_v251.hl7"))
+    assert msa(ack)[1] == "AE" and "204" in err(ack)
+    Patient.objects.filter(patient_id="NEW_PID_1").update(patient_id="OLD_PID_1")
+    (ack,) = send(hl7, load(samples, "dcm4che_ADT_A47_ChangePatientID_v251.hl7"))
+    assert msa(ack)[1] == "AA", ack
+    order.refresh_from_db()
+    assert order.patient.patient_id == "NEW_PID_1"
+
+
+def test_cancel_of_an_unknown_order_is_ae_with_reason_and_raw_kept(hl7, samples):
+    raw = (samples / "mesa_ORM_O01_v22_cancel_OC.hl7").read_bytes()  # LF separators
+    (ack,) = send(hl7, raw)
+    assert msa(ack)[1] == "AE"
+    assert "204" in err(ack) and "no order" in ack
+    message = Message.objects.get()
+    assert message.status == "error" and bytes(message.raw) == raw  # byte for byte
+    assert "no order" in message.error and message.ack.startswith("MSH")
+
+
+def test_nw_then_cancel_by_placer_number(hl7, samples):
+    nw = load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7")
+    send(hl7, nw)
+    cancel = nw.replace(b"ORC|NW|", b"ORC|CA|").replace(b"|103106|", b"|103107|")
+    (ack,) = send(hl7, cancel)
+    assert msa(ack)[1:3] == ["AA", "103107"]
+    assert ScheduledProcedureStep.objects.get().status == "CANCELED"
+    (ack,) = send(hl7, nw)  # the same accession again
+    assert msa(ack)[1] == "AE" and "205" in err(ack)
+
+
+def test_batch_and_back_to_back_messages_get_one_ack_each(hl7, samples):
+    (batch,) = send(hl7, load(samples, "python-hl7_ADT_A04_batch_BHS_BTS.hl7"))
+    assert batch.startswith("BHS|^~\\&") and batch.rstrip("\r").endswith("BTS|1")
+    assert ack_count(batch) == 1 and msa(batch)[1:3] == ["AA", "12334456778890"]
+    (pair,) = send(hl7, load(samples, "python-hl7_ADT_A04_two_messages_no_batch_header.hl7"))
+    assert ack_count(pair) == 2 and "BHS" not in pair
+    assert Message.objects.filter(status="processed").count() == 3
+
+
+def ack_count(frame: str) -> int:
+    return sum(1 for s in frame.split("\r") if s.startswith("MSA"))
+
+
+def test_bad_input_gets_ar_and_the_listener_lives(hl7, samples):
+    (ack,) = send(hl7, b"this is not HL7 at all\r")
+    assert msa(ack)[1] == "AR" and "MSH" in ack
+    (ack,) = send(hl7, b"MSH|^~\\&|A|B|C|D|||ORU^R01|X1|P|2.5\rPID|||1\r")
+    assert msa(ack)[1:3] == ["AR", "X1"] and "200" in err(ack)
+    (ack,) = send(hl7, b"MSH|^~\\&|A|B|C|D|||ADT^A99|X2|P|2.5\rPID|||1\r")
+    assert msa(ack)[1] == "AR" and "201" in err(ack)
+    (ack,) = send(hl7, b"MSH|^~\\&|A|B|C|D|||ADT^A08|X3|P|9.9\rPID|||1\r")
+    assert msa(ack)[1] == "AR" and "203" in err(ack)
+    (ack,) = send(hl7, b"MSH|^~\\&|A|B|C|D|||ADT^A08|X4|P|2.5\rPID||||||\r")
+    assert msa(ack)[1] == "AE" and "101" in err(ack) and "PID-3" in ack
+    # bytes outside any frame, then a truncated frame: answered / kept, listener alive
+    with socket.create_connection(hl7.address) as sock:
+        sock.sendall(b"garbage\r\x0bMSH|^~\\&|A|B")
+        reply = sock.recv(65536)
+    assert b"MSA|AR" in reply
+    time.sleep(0.3)
+    assert Message.objects.filter(error__contains="closed before the end").count() == 1
+    assert Message.objects.filter(status="rejected").count() == 6  # 4 above, stray, truncated
+    (ack,) = send(hl7, load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7"))
+    assert msa(ack)[1] == "AA"
+
+
+@pytest.mark.parametrize("charset,codec", [("8859/1", "latin-1"), ("UNICODE UTF-8", "utf-8")])
+def test_names_in_the_declared_charset_reach_the_worklist(hl7, samples, charset, codec):
+    nw = load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7").decode("ascii")
+    segments = nw.split("\r")
+    msh = segments[0].split("|")
+    msh[17] = charset
+    segments[0] = "|".join(msh)
+    segments[1] = segments[1].replace("DOE^J1", "MÜLLER^JÖRG")
+    (ack,) = send(hl7, "\r".join(segments).encode(codec))
+    assert msa(ack)[1] == "AA", ack
+    assert Patient.objects.get(patient_id="583295").patient_name == "MÜLLER^JÖRG"
+
+
+def test_sender_settings_choose_the_accession_field_and_station(hl7, samples):
+    Sender.objects.create(sending_application="MESA_OF", accession_field="ORC-3",
+                          default_station_ae_title="MRSTATION")
+    (ack,) = send(hl7, load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7"))
+    assert msa(ack)[1] == "AA"
+    step = ScheduledProcedureStep.objects.get()
+    assert step.requested_procedure.order.accession_number == "B103Z"
+    assert step.scheduled_station_ae_title == "MRSTATION"
+    assert Message.objects.get().sender.sending_application == "MESA_OF"
+
+
+def test_station_from_the_station_table_when_the_message_has_none(hl7, samples):
+    Station.objects.create(ae_title="MR-ROOM-2", name="mr2", modality="MR")
+    send(hl7, load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7"))
+    assert ScheduledProcedureStep.objects.get().scheduled_station_ae_title == "MR-ROOM-2"
