@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from hl7gw import views as hl7_views
 from pacs import transfer_views
 from pacs import views as pacs_views
 from portal import views
@@ -46,5 +47,10 @@ urlpatterns = [
     path("worklist/stations/<int:pk>/", worklist_views.stations, name="stations-edit"),
     path("worklist/catalog/", worklist_views.catalog, name="catalog"),
     path("worklist/catalog/<int:pk>/", worklist_views.catalog, name="catalog-edit"),
+    path("hl7/", hl7_views.message_list, name="hl7-messages"),
+    path("hl7/<int:pk>/", hl7_views.message_detail, name="hl7-message"),
+    path("hl7/<int:pk>/replay/", hl7_views.message_replay, name="hl7-replay"),
+    path("hl7/senders/", hl7_views.senders, name="hl7-senders"),
+    path("hl7/senders/<int:pk>/", hl7_views.senders, name="hl7-sender-edit"),
     path("django-admin/", admin.site.urls),
 ]

@@ -59,8 +59,15 @@ def receive_frame(raw: bytes, *, peer: str) -> bytes:
     return body
 
 
-def receive(raw: bytes, *, peer: str) -> bytes:
-    message = Message.objects.create(raw=raw, peer=peer[:64])  # kept before anything else
+def receive(raw: bytes, *, peer: str, replay_of: Message | None = None) -> bytes:
+    return process(raw, peer=peer, replay_of=replay_of)[0]
+
+
+def process(raw: bytes, *, peer: str, replay_of: Message | None = None
+            ) -> tuple[bytes, Message]:
+    """(ACK bytes, the logged message)."""
+    message = Message.objects.create(raw=raw, peer=peer[:64],  # kept before anything else
+                                     replay_of=replay_of)
     msh = None
     charset = ""
     try:
@@ -81,15 +88,15 @@ def receive(raw: bytes, *, peer: str) -> bytes:
         message.message_type = "^".join(p for p in (msh.get(9, 1), msh.get(9, 2)) if p)[:32]
         outcome = _apply(message, msh, [Segment(s, enc) for s in segments], text)
     except errors.Hl7Error as exc:
-        return _answer(message, msh, charset, exc)
+        return _answer(message, msh, charset, exc), message
     except Exception as exc:  # a bug must cost one AE, not the listener
         log.exception("HL7 message %s failed", message.pk)
         return _answer(message, msh, charset, errors.Hl7Error(
-            errors.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
+            errors.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")), message
     message.status = Message.Status.PROCESSED
     ack = build_ack(msh, "AA", charset=charset)
     _finish(message, ack, outcome)
-    return ack.encode(codec_for(charset), "replace")
+    return ack.encode(codec_for(charset), "replace"), message
 
 
 def _apply(message: Message, msh: Segment, segments: list[Segment], text: str) -> Outcome:
@@ -168,3 +175,9 @@ def _finish(message: Message, ack: str, outcome: Outcome | None) -> None:
     if outcome:
         message.orders.set(outcome.orders)
         message.patients.set(outcome.patients)
+
+
+def replay(original: Message, *, actor: str) -> Message:
+    """Process a logged message again (e.g. after fixing a sender's mapping or the catalog);
+    the new attempt is a new log entry pointing back to the original."""
+    return process(bytes(original.raw), peer=f"replay by {actor}", replay_of=original)[1]

@@ -134,3 +134,36 @@ def test_edit_order_and_link_to_arrived_images(scheduler, catalog, storage_dir):
     store_instance(data=encoded(ds), received_from="test")
     page = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
     assert "in the archive: 1 series, 1 instances" in page
+
+
+def test_hl7_log_search_detail_and_replay(admin_client, catalog):
+    from hl7gw.inbound.service import receive
+    from hl7gw.models import Message
+
+    def obr(accession: str, modality: str = "") -> bytes:
+        fields = ["OBR", "1", "X1", "", "CTCHEST^CT chest"] + [""] * 14
+        fields[18] = accession  # OBR-18: accession (IHE RAD-4)
+        fields += ["", "", "", "", "", modality]  # OBR-24: modality
+        return "|".join(fields).encode() + b"\r"
+
+    new = (b"MSH|^~\\&|RIS|H|PORTAL|H|||ORM^O01|C1|P|2.3.1\rPID|||P9^^^H||ROE^ANN\r"
+           b"ORC|NW|X1\r" + obr("ACC9", "CT"))
+    ack = receive(new, peer="test")
+    assert b"MSA|AA|C1" in ack
+    receive(b"MSH|^~\\&|RIS|H|PORTAL|H|||ORM^O01|C2|P|2.3.1\rPID|||P9\rORC|CA|X2|||\r"
+            + obr("ACC404"), peer="test")
+    page = admin_client.get(reverse("hl7-messages"), {"q": "C2"}).content.decode()
+    assert "C2" in page and "C1" not in page
+    failed = Message.objects.get(control_id="C2")
+    detail = admin_client.get(reverse("hl7-message", args=[failed.pk])).content.decode()
+    assert "MSA|AE|C2" in detail and "no order" in detail
+    ok = Message.objects.get(control_id="C1")
+    assert "ACC9" in admin_client.get(reverse("hl7-message", args=[ok.pk])).content.decode()
+    # Replaying the cancel after the order exists under that accession works
+    Order.objects.filter(accession_number="ACC9").update(accession_number="ACC404")
+    response = admin_client.post(reverse("hl7-replay", args=[failed.pk]))
+    again = Message.objects.get(replay_of=failed)
+    assert response["Location"] == reverse("hl7-message", args=[again.pk])
+    assert again.status == "processed"
+    assert ScheduledProcedureStep.objects.get().status == "CANCELED"
+    assert admin_client.get(reverse("hl7-senders")).status_code == 200

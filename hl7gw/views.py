@@ -1,0 +1,58 @@
+"""The HL7 message log (search, read, replay) and the senders (admins)."""
+
+from __future__ import annotations
+
+from django.contrib import messages as flash
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from hl7gw.forms import SenderForm
+from hl7gw.inbound.service import replay
+from hl7gw.models import Message, Sender
+from portal.roles import admin_required
+
+
+@admin_required
+def message_list(request):
+    qs = Message.objects.select_related("sender")
+    q = request.GET.get("q", "").strip()
+    status = request.GET.get("status", "")
+    if q:
+        qs = qs.filter(Q(control_id=q) | Q(message_type__icontains=q) | Q(text__icontains=q))
+    if status:
+        qs = qs.filter(status=status)
+    page = Paginator(qs.defer("raw", "text"), 50).get_page(request.GET.get("page"))
+    return render(request, "hl7gw/message_list.html", {
+        "page": page, "q": q, "status": status, "statuses": Message.Status.choices})
+
+
+@admin_required
+def message_detail(request, pk: int):
+    message = get_object_or_404(Message.objects.select_related("sender", "replay_of"), pk=pk)
+    return render(request, "hl7gw/message_detail.html", {
+        "message": message, "segments": message.text.replace("\r", "\n").splitlines(),
+        "ack_segments": message.ack.replace("\r", "\n").splitlines(),
+        "replays": Message.objects.filter(replay_of=message)})
+
+
+@admin_required
+@require_POST
+def message_replay(request, pk: int):
+    original = get_object_or_404(Message, pk=pk)
+    again = replay(original, actor=request.user.username)
+    flash.info(request, f"Replayed as message {again.pk}: {again.get_status_display()}.")
+    return redirect("hl7-message", pk=again.pk)
+
+
+@admin_required
+def senders(request, pk: int | None = None):
+    instance = get_object_or_404(Sender, pk=pk) if pk else None
+    form = SenderForm(request.POST or None, instance=instance)
+    if request.method == "POST" and form.is_valid():
+        sender = form.save()
+        flash.success(request, f"Saved {sender}.")
+        return redirect("hl7-senders")
+    return render(request, "hl7gw/senders.html", {"form": form, "obj": instance,
+                                                  "items": Sender.objects.all()})
