@@ -23,16 +23,17 @@ pytestmark = [pytest.mark.scale, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def worker(tmp_path, settings):
     """A real Celery worker on the test database, with the DIMSE listener inside it."""
-    port = free_port()
+    port, hl7_port = free_port(), free_port()
     db = connection.settings_dict
     url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     env = {**os.environ, "DATABASE_URL": url, "PORTAL_DIMSE_PORT": str(port),
            "PORTAL_DIMSE_HOST": "127.0.0.1", "PORTAL_STORAGE_DIR": str(tmp_path / "dicom"),
+           "PORTAL_HL7_PORT": str(hl7_port), "PORTAL_HL7_HOST": "127.0.0.1",
            "PORTAL_DATA_DIR": str(tmp_path / "var"), "PORTAL_STORAGE_FSYNC": "0"}
     settings.STORAGE_DIR = tmp_path / "dicom"
     log = open(tmp_path / "worker.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--listeners", "dimse",
+        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--listeners", "dimse,hl7",
          "--concurrency", "2", "--loglevel", "INFO", "-n", f"scale-{port}@%h"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
@@ -42,6 +43,7 @@ def worker(tmp_path, settings):
             proc.kill()
             raise RuntimeError((tmp_path / "worker.log").read_text())
         time.sleep(0.3)
+    settings.TEST_HL7_PORT = hl7_port
     yield port
     proc.terminate()
     proc.wait(timeout=30)
@@ -195,3 +197,20 @@ def test_worklist_and_mpps_through_the_worker_on_postgresql(worker):
     finally:
         assoc.release()
     assert ScheduledProcedureStep.objects.get().status == "IN PROGRESS"
+
+
+def test_hl7_order_through_the_workers_listener_into_postgresql(worker, settings):
+    """An ORM^O01 over MLLP to the worker's HL7 listener: AA, and the order is in PostgreSQL."""
+    from hl7.client import MLLPClient
+
+    from worklist.models import Order
+
+    obr = ["OBR", "1", "PL1", "", "CTCHEST^CT chest^L"] + [""] * 20
+    obr[18], obr[24] = "SCALEACC1", "CT"
+    message = "\r".join([
+        "MSH|^~\\&|RIS|H|PORTAL|H|20261122120000||ORM^O01|SC1|P|2.3.1",
+        "PID|||SCALE7^^^H||SCALE^SEVEN", "ORC|NW|PL1", "|".join(obr)]) + "\r"
+    with MLLPClient("127.0.0.1", settings.TEST_HL7_PORT) as client:
+        ack = client.send_message(message)
+    assert b"MSA|AA|SC1" in ack
+    assert Order.objects.get(accession_number="SCALEACC1").patient.patient_id == "SCALE7"

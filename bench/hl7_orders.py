@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""HL7 ORM^O01 NW throughput and ACK latency over MLLP against `manage.py hl7_listener`.
+
+    .venv/bin/python bench/hl7_orders.py --messages 1000
+
+Each message is a new order (distinct accession numbers) that the gateway stores raw, parses,
+writes into the worklist and acknowledges. Clients: python-hl7's MLLPClient, one message at a
+time per connection (send, wait for the ACK), over 1 and 4 connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from hl7.client import MLLPClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import ROOT, free_port, wait_port  # noqa: E402
+
+
+def message(n: int, run: str) -> bytes:
+    obr = ["OBR", "1", f"P{run}{n}", "", "CTCHEST^CT chest^L"] + [""] * 20
+    obr[18], obr[19], obr[20] = f"{run}{n:06d}", f"RP{n}", f"SPS{n}"  # IHE RAD-4
+    obr[24] = "CT"
+    segments = [
+        f"MSH|^~\\&|BENCH_RIS|H|PORTAL|H|20261122120000||ORM^O01|{run}{n}|P|2.3.1",
+        f"PID|||PAT{n % 500:05d}^^^H||DOE^PATIENT{n % 500}||19700101|F",
+        "PV1||O|||||4711^HOUSE^GREGORY",
+        f"ORC|NW|P{run}{n}|||SC||^^^20261201{8 + n % 10:02d}00",
+        "|".join(obr),
+    ]
+    return ("\r".join(segments) + "\r").encode()
+
+
+def run_client(port: int, payloads: list[bytes], latencies: list[float]) -> None:
+    with MLLPClient("127.0.0.1", port) as client:
+        for payload in payloads:
+            started = time.perf_counter()
+            reply = client.send_message(payload)
+            while b"\x1c\r" not in reply:
+                reply += client.socket.recv(65536)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if b"MSA|AA" not in reply:
+                raise RuntimeError(reply.decode("latin-1"))
+
+
+def measure(port: int, count: int, connections: int, run: str) -> tuple[float, list[float]]:
+    payloads = [message(n, run) for n in range(count)]
+    latencies: list[float] = []
+    threads = [threading.Thread(target=run_client,
+                                args=(port, payloads[i::connections], latencies))
+               for i in range(connections)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return count / (time.perf_counter() - started), sorted(latencies)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=1000)
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}; ORM^O01 NW, {args.messages} per run")
+    print(f"{'connections':>11} {'msg/s':>8} {'ACK p50 ms':>11} {'p90 ms':>8} {'p99 ms':>8}")
+    with tempfile.TemporaryDirectory() as tmpdir:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        env.update(PORTAL_DATA_DIR=str(Path(tmpdir) / "portal"), PORTAL_HL7_HOST="127.0.0.1")
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
+        proc = subprocess.Popen([*manage, "hl7_listener", "--port", str(port), "--quiet"],
+                                env=env)
+        try:
+            wait_port(port)
+            measure(port, 50, 1, "W")  # warm-up
+            for connections, run in ((1, "A"), (4, "B")):
+                rate, lat = measure(port, args.messages, connections, run)
+                print(f"{connections:>11} {rate:8.0f} {statistics.median(lat):11.2f} "
+                      f"{lat[int(len(lat) * 0.9)]:8.2f} {lat[int(len(lat) * 0.99)]:8.2f}",
+                      flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
