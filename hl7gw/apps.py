@@ -2,7 +2,13 @@ from django.apps import AppConfig
 
 
 class Hl7GwConfig(AppConfig):
-    """MLLP listener and HL7 v2 mapping (arrives with the HL7 gateway)."""
+    """MLLP listener, HL7 v2 mapping into the worklist, outbound status messages."""
 
     name = "hl7gw"
     verbose_name = "HL7 gateway"
+
+    def ready(self) -> None:
+        from hl7gw.outbound.service import on_step_status_changed
+        from worklist.signals import step_status_changed
+
+        step_status_changed.connect(on_step_status_changed, dispatch_uid="hl7gw-outbound")

@@ -68,3 +68,55 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_type or 'HL7'} {self.control_id} ({self.status})"
+
+
+class Receiver(models.Model):
+    """A system that wants step status changes as HL7 (RIS, billing...)."""
+
+    class Kind(models.TextChoices):
+        ORM = "ORM", "ORM^O01 with ORC-1 SC"
+        OMI = "OMI", "OMI^O23 with ORC-1 SC"
+
+    name = models.CharField(max_length=64, unique=True)
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField()
+    kind = models.CharField(max_length=4, choices=Kind.choices, default=Kind.ORM)
+    version = models.CharField(max_length=8, default="2.5.1")
+    receiving_application = models.CharField("MSH-5", max_length=64, blank=True)
+    receiving_facility = models.CharField("MSH-6", max_length=64, blank=True)
+    charset = models.CharField("MSH-18", max_length=32, default="UNICODE UTF-8")
+    # which step statuses are reported
+    on_started = models.BooleanField("send when started (IP)", default=True)
+    on_completed = models.BooleanField("send when completed (CM)", default=True)
+    on_discontinued = models.BooleanField("send when discontinued or canceled (DC/CA)",
+                                          default=True)
+    active = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.host}:{self.port})"
+
+
+class Outbound(models.Model):
+    """One status message to one receiver: the visible queue. Kept until sent; a down
+    receiver only delays it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"  # answered AE/AR, or gave up after many attempts (retry by hand)
+
+    receiver = models.ForeignKey(Receiver, on_delete=models.CASCADE, related_name="queue")
+    step_id = models.BigIntegerField(db_index=True)
+    order_status = models.CharField(max_length=4)  # ORC-5: IP, CM, DC, CA
+    text = models.TextField()  # the message as it will be / was sent
+    control_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    ack = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]

@@ -8,9 +8,10 @@ from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from hl7gw.forms import SenderForm
+from hl7gw.forms import ReceiverForm, SenderForm
 from hl7gw.inbound.service import replay
-from hl7gw.models import Message, Sender
+from hl7gw.models import Message, Outbound, Receiver, Sender
+from hl7gw.outbound import service as outbound_service
 from portal.roles import admin_required
 
 
@@ -54,5 +55,40 @@ def senders(request, pk: int | None = None):
         sender = form.save()
         flash.success(request, f"Saved {sender}.")
         return redirect("hl7-senders")
-    return render(request, "hl7gw/senders.html", {"form": form, "obj": instance,
-                                                  "items": Sender.objects.all()})
+    return render(request, "hl7gw/senders.html", {
+        "form": form, "obj": instance, "items": Sender.objects.all(), "title": "HL7 senders",
+        "edit_url": "hl7-sender-edit"})
+
+
+@admin_required
+def outbound_list(request):
+    qs = Outbound.objects.select_related("receiver")
+    status = request.GET.get("status", "")
+    if status:
+        qs = qs.filter(status=status)
+    page = Paginator(qs, 50).get_page(request.GET.get("page"))
+    return render(request, "hl7gw/outbound_list.html", {
+        "page": page, "status": status, "statuses": Outbound.Status.choices,
+        "active": any(o.status == Outbound.Status.PENDING for o in page)})
+
+
+@admin_required
+@require_POST
+def outbound_retry(request, pk: int):
+    outbound = get_object_or_404(Outbound, pk=pk)
+    outbound_service.retry(outbound)
+    flash.info(request, f"Message {outbound.control_id} queued again.")
+    return redirect("hl7-outbound")
+
+
+@admin_required
+def receivers(request, pk: int | None = None):
+    instance = get_object_or_404(Receiver, pk=pk) if pk else None
+    form = ReceiverForm(request.POST or None, instance=instance)
+    if request.method == "POST" and form.is_valid():
+        receiver = form.save()
+        flash.success(request, f"Saved {receiver}.")
+        return redirect("hl7-receivers")
+    return render(request, "hl7gw/senders.html", {
+        "form": form, "obj": instance, "items": Receiver.objects.all(),
+        "title": "HL7 receivers (status messages)", "edit_url": "hl7-receiver-edit"})

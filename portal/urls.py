@@ -52,5 +52,9 @@ urlpatterns = [
     path("hl7/<int:pk>/replay/", hl7_views.message_replay, name="hl7-replay"),
     path("hl7/senders/", hl7_views.senders, name="hl7-senders"),
     path("hl7/senders/<int:pk>/", hl7_views.senders, name="hl7-sender-edit"),
+    path("hl7/receivers/", hl7_views.receivers, name="hl7-receivers"),
+    path("hl7/receivers/<int:pk>/", hl7_views.receivers, name="hl7-receiver-edit"),
+    path("hl7/outbound/", hl7_views.outbound_list, name="hl7-outbound"),
+    path("hl7/outbound/<int:pk>/retry/", hl7_views.outbound_retry, name="hl7-outbound-retry"),
     path("django-admin/", admin.site.urls),
 ]

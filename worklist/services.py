@@ -7,6 +7,7 @@ status change made anywhere is recorded once, with its history.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -27,8 +28,10 @@ from worklist.models import (
     Station,
     StepEvent,
 )
+from worklist.signals import step_status_changed
 
 Status = ScheduledProcedureStep.Status
+log = logging.getLogger(__name__)
 
 
 class WorklistError(PacsError):
@@ -197,7 +200,16 @@ def set_step_status(step: ScheduledProcedureStep, status: str, *, source: str, a
         step.status = status
         step.save(update_fields=["status", "updated_at"])
         _event(step, status, previous, source=source, actor=actor, note=note)
+        transaction.on_commit(lambda: _notify(step, previous, source))
     return step
+
+
+def _notify(step: ScheduledProcedureStep, previous: str, source: str) -> None:
+    """Listeners (outbound HL7) must not undo or fail a change that is already committed."""
+    for receiver, result in step_status_changed.send_robust(
+            sender=ScheduledProcedureStep, step=step, previous=previous, source=source):
+        if isinstance(result, Exception):
+            log.error("step status listener %r failed: %r", receiver, result)
 
 
 def reschedule(step: ScheduledProcedureStep, *, start: dt.datetime, station: Station | None,

@@ -167,3 +167,26 @@ def test_hl7_log_search_detail_and_replay(admin_client, catalog):
     assert again.status == "processed"
     assert ScheduledProcedureStep.objects.get().status == "CANCELED"
     assert admin_client.get(reverse("hl7-senders")).status_code == 200
+
+
+def test_hl7_receivers_and_outbound_queue_pages(admin_client, catalog, monkeypatch,
+                                                django_capture_on_commit_callbacks):
+    from hl7gw.models import Outbound, Receiver
+    from hl7gw.outbound import service as outbound_service
+
+    monkeypatch.setattr(outbound_service, "enqueue", lambda pk: None)  # no sending here
+
+    response = admin_client.post(reverse("hl7-receivers"), {
+        "name": "RIS", "host": "127.0.0.1", "port": 1, "kind": "ORM", "version": "2.5.1",
+        "charset": "UNICODE UTF-8", "on_started": "on", "active": "on"})
+    assert response.status_code == 302
+    receiver = Receiver.objects.get()
+    _post(admin_client, catalog, "CT1")
+    step = ScheduledProcedureStep.objects.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.set_step_status(step, "IN PROGRESS", source="portal", actor="t")
+    outbound = Outbound.objects.get()
+    assert (outbound.receiver, outbound.order_status) == (receiver, "IP")
+    assert "ORC|SC|" in outbound.text and "|IP" in outbound.text
+    page = admin_client.get(reverse("hl7-outbound")).content.decode()
+    assert outbound.control_id in page and "Retry now" in page

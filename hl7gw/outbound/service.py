@@ -1,0 +1,171 @@
+"""Outbound status messages: when a scheduled step starts, completes or is discontinued (by
+MPPS, the portal, UPS or HL7 itself), each configured receiver gets an ORM^O01 (or OMI^O23)
+with ORC-1 SC over MLLP. The message is a queue row first; sending is retried with backoff,
+so a receiver that is down loses nothing."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import threading
+import time
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from hl7gw.er7 import Encoding, codec_for, escape
+from hl7gw.mllp import END, START
+from hl7gw.models import Outbound, Receiver
+from worklist.models import ScheduledProcedureStep
+
+log = logging.getLogger("hl7gw")
+
+Status = ScheduledProcedureStep.Status
+# step status -> ORC-5 order status (HL7 table 0038)
+ORDER_STATUS = {Status.IN_PROGRESS: "IP", Status.COMPLETED: "CM",
+                Status.DISCONTINUED: "DC", Status.CANCELED: "CA"}
+RETRY_DELAYS = (1, 2, 5, 10, 30, 60, 120, 300)  # seconds; then every 300 s up to MAX_ATTEMPTS
+MAX_ATTEMPTS = 20
+_ids = itertools.count(1)
+
+
+def on_step_status_changed(sender, *, step: ScheduledProcedureStep, previous: str,
+                           source: str, **kwargs) -> None:
+    """Signal receiver (connected in Hl7GwConfig.ready): queue one message per receiver."""
+    order_status = ORDER_STATUS.get(step.status)
+    if order_status is None:
+        return
+    wanted = {"IP": "on_started", "CM": "on_completed", "DC": "on_discontinued",
+              "CA": "on_discontinued"}[order_status]
+    for receiver in Receiver.objects.filter(active=True, **{wanted: True}):
+        queue_status_message(receiver, step, order_status)
+
+
+def queue_status_message(receiver: Receiver, step: ScheduledProcedureStep,
+                         order_status: str) -> Outbound:
+    control_id = f"PORTAL{int(time.time())}{next(_ids):05d}"
+    outbound = Outbound.objects.create(
+        receiver=receiver, step_id=step.pk, order_status=order_status, control_id=control_id,
+        text=build_status_message(receiver, step, order_status, control_id))
+    transaction.on_commit(lambda: enqueue(outbound.pk))
+    return outbound
+
+
+def build_status_message(receiver: Receiver, step: ScheduledProcedureStep, order_status: str,
+                         control_id: str) -> str:
+    rp = step.requested_procedure
+    order, patient = rp.order, rp.order.patient
+    e = Encoding()
+
+    def x(value: str) -> str:
+        return escape(value or "", e)
+
+    kind = "ORM^O01" if receiver.kind == Receiver.Kind.ORM else "OMI^O23^OMI_O23"
+    name = "^".join(x(p) for p in patient.patient_name.split("^"))
+    msh = ["MSH", "^~\\&", "PORTAL", settings.DIMSE_AET, receiver.receiving_application,
+           receiver.receiving_facility, timezone.localtime().strftime("%Y%m%d%H%M%S"), "",
+           kind, control_id, "P", receiver.version, "", "", "", "", "", receiver.charset]
+    obr = ["OBR", "1", x(order.placer_order_number), x(order.filler_order_number),
+           f"{x(rp.code_value)}^{x(rp.code_meaning or rp.description)}"
+           f"^{x(rp.coding_scheme_designator)}"] + [""] * 21
+    obr[18], obr[19], obr[20] = x(order.accession_number), x(rp.requested_procedure_id), \
+        x(step.scheduled_procedure_step_id)
+    obr[24] = x(step.modality)
+    obr[25] = {"CM": "F", "IP": "I", "DC": "X", "CA": "X"}[order_status]  # result status
+    segments = [
+        "|".join(msh),
+        f"PID|||{x(patient.patient_id)}^^^{x(patient.issuer_of_patient_id)}||{name}||"
+        f"{patient.patient_birth_date}|{patient.patient_sex}",
+        f"ORC|SC|{x(order.placer_order_number)}|{x(order.filler_order_number)}||"
+        f"{order_status}",
+        "|".join(obr).rstrip("|"),
+        f"ZDS|{x(rp.study_instance_uid)}^^Application^DICOM",
+    ]
+    if receiver.kind == Receiver.Kind.OMI:
+        segments.insert(4, "|".join(["IPC", x(order.accession_number),
+                                     x(rp.requested_procedure_id), x(rp.study_instance_uid),
+                                     x(step.scheduled_procedure_step_id), x(step.modality)]))
+    return "\r".join(segments) + "\r"
+
+
+def enqueue(outbound_id: int) -> None:
+    if settings.SCALE_MODE:
+        from hl7gw.tasks import send_outbound_task
+
+        send_outbound_task.delay(outbound_id)
+    else:
+        threading.Thread(target=_send_with_retries, args=(outbound_id,),
+                         name=f"hl7-out-{outbound_id}", daemon=True).start()
+
+
+def _send_with_retries(outbound_id: int) -> None:
+    try:
+        while True:
+            delay = send(outbound_id)
+            if delay is None:
+                return
+            time.sleep(delay)
+    finally:
+        connection.close()
+
+
+def send(outbound_id: int) -> float | None:
+    """One attempt. Returns the delay before the next attempt, or None when done (sent,
+    refused by the receiver, or out of attempts: then it waits for a manual retry)."""
+    with transaction.atomic():
+        outbound = (Outbound.objects.select_for_update().select_related("receiver")
+                    .filter(pk=outbound_id, status=Outbound.Status.PENDING).first())
+        if outbound is None:
+            return None
+        outbound.attempts += 1
+        outbound.save(update_fields=["attempts"])
+    receiver = outbound.receiver
+    try:
+        ack = exchange(receiver.host, receiver.port,
+                       outbound.text.encode(codec_for(receiver.charset), "replace"))
+    except OSError as exc:
+        outbound.last_error = f"attempt {outbound.attempts}: {exc.strerror or exc}"
+        if outbound.attempts >= MAX_ATTEMPTS:
+            outbound.status = Outbound.Status.FAILED
+        outbound.save(update_fields=["last_error", "status"])
+        if outbound.status == Outbound.Status.FAILED:
+            return None
+        return RETRY_DELAYS[min(outbound.attempts - 1, len(RETRY_DELAYS) - 1)]
+    outbound.ack = ack
+    code = _msa_code(ack)
+    if code in ("AA", "CA"):
+        outbound.status, outbound.sent_at = Outbound.Status.SENT, timezone.now()
+    else:
+        outbound.status = Outbound.Status.FAILED
+        outbound.last_error = f"receiver answered {code or 'without MSA'}"
+    outbound.save()
+    return None
+
+
+def exchange(host: str, port: int, payload: bytes, timeout: float = 10) -> str:
+    """Send one framed message and read the ACK frame (our small MLLP client)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(START + payload + END)
+        data = b""
+        while END not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed before the ACK")
+            data += chunk
+    return data[data.find(START) + 1:data.find(END)].decode("utf-8", "replace")
+
+
+def _msa_code(ack: str) -> str:
+    for segment in ack.replace("\n", "\r").split("\r"):
+        if segment.startswith("MSA"):
+            return segment[4:6]
+    return ""
+
+
+def retry(outbound: Outbound) -> None:
+    Outbound.objects.filter(pk=outbound.pk).exclude(status=Outbound.Status.SENT).update(
+        status=Outbound.Status.PENDING, attempts=0)
+    transaction.on_commit(lambda: enqueue(outbound.pk))

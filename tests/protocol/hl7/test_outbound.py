@@ -1,0 +1,151 @@
+"""Outbound status messages to a real MLLP server (python-hl7's asyncio HL7 server), driven by
+MPPS from a modality; a receiver that is down gets the message once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+
+import hl7
+import pytest
+from hl7.mllp import start_hl7_server
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
+
+from hl7gw.models import Outbound, Receiver
+from hl7gw.outbound import service
+from pacs.models import ApplicationEntity
+from tests.samples import free_port
+from worklist import services
+from worklist.models import ScheduledProcedureStep
+
+pytestmark = pytest.mark.interop
+
+
+class Hl7Server:
+    """python-hl7's MLLP server in a thread; answers AA and keeps what it got."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.received = port, []
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _client(self, reader, writer) -> None:
+        try:
+            while not writer.is_closing():
+                message = await reader.readmessage()
+                self.received.append(message)
+                writer.writemessage(message.create_ack())
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def main():
+            self.server = await start_hl7_server(self._client, host="127.0.0.1", port=self.port,
+                                                 encoding="utf-8")
+            self.ready.set()
+            await self.server.serve_forever()
+
+        try:
+            self.loop.run_until_complete(main())
+        except asyncio.CancelledError:
+            pass
+
+    def start(self) -> Hl7Server:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        for task in asyncio.all_tasks(self.loop):
+            self.loop.call_soon_threadsafe(task.cancel)
+        self.thread.join(timeout=10)
+
+
+def _wait(predicate, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def step(dimse_listener):
+    ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
+                                     may_send_mpps=True)
+    order = services.create_order(
+        patient=services.PatientData("OUT1", "MÜLLER^JÖRG"), procedure=None,
+        step=services.StepData(modality="CT", start=dt.datetime(2026, 12, 1, 9),
+                               station_ae_title="CT1"),
+        actor="test", accession_number="ACC-OUT-1", placer_order_number="PL-1")
+    return ScheduledProcedureStep.objects.get(requested_procedure__order=order)
+
+
+def _mpps(listener, step, status: str, uid: str) -> None:
+    ae = AE(ae_title="CT1")
+    ae.add_requested_context(MPPS)
+    assoc = ae.associate(*listener.address, ae_title="PORTAL")
+    try:
+        ds = Dataset()
+        ds.PerformedProcedureStepStatus = status
+        if status == "IN PROGRESS":
+            item = Dataset()
+            item.AccessionNumber = "ACC-OUT-1"
+            item.ScheduledProcedureStepID = step.scheduled_procedure_step_id
+            ds.ScheduledStepAttributesSequence = [item]
+            result = assoc.send_n_create(ds, MPPS, uid)
+        else:
+            result = assoc.send_n_set(ds, MPPS, uid)
+        assert result[0].Status == 0
+    finally:
+        assoc.release()
+
+
+def test_mpps_progress_reaches_the_ris_as_orm_sc(dimse_listener, step):
+    server = Hl7Server(free_port()).start()
+    try:
+        Receiver.objects.create(name="RIS", host="127.0.0.1", port=server.port,
+                                receiving_application="RIS")
+        uid = generate_uid()
+        _mpps(dimse_listener, step, "IN PROGRESS", uid)
+        _mpps(dimse_listener, step, "COMPLETED", uid)
+        _wait(lambda: len(server.received) == 2)
+    finally:
+        server.stop()
+    statuses = [str(m.segment("ORC")[5]) for m in server.received]
+    assert sorted(statuses) == ["CM", "IP"]
+    first = server.received[0]
+    assert str(first.segment("MSH")[9]) == "ORM^O01"
+    assert str(first.segment("ORC")[1]) == "SC" and str(first.segment("ORC")[2]) == "PL-1"
+    assert str(first.segment("OBR")[18]) == "ACC-OUT-1"
+    assert str(first.segment("PID")[5]) == "MÜLLER^JÖRG"
+    _wait(lambda: Outbound.objects.filter(status="sent").count() == 2)
+
+
+def test_a_down_receiver_loses_nothing(dimse_listener, step, monkeypatch):
+    monkeypatch.setattr(service, "RETRY_DELAYS", (0.3,))
+    port = free_port()
+    Receiver.objects.create(name="RIS", host="127.0.0.1", port=port, on_started=True)
+    services.set_step_status(step, "IN PROGRESS", source="portal", actor="test")
+    _wait(lambda: Outbound.objects.get().attempts >= 2)
+    outbound = Outbound.objects.get()
+    assert outbound.status == "pending" and "refused" in outbound.last_error.lower()
+    server = Hl7Server(port).start()
+    try:
+        _wait(lambda: Outbound.objects.get().status == "sent")
+        assert len(server.received) == 1
+    finally:
+        server.stop()
+    assert "MSA|AA" in Outbound.objects.get().ack
+    assert isinstance(server.received[0], hl7.Message)
