@@ -9,13 +9,14 @@ does not parse (AR); a connection closed inside a frame leaves that frame in the
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import threading
 from collections.abc import Callable, Iterator
 
 from django.conf import settings
 from django.db import connection
+
+from portal.tcp import TcpServer
 
 log = logging.getLogger("hl7gw")
 
@@ -71,50 +72,26 @@ class MllpListener:
         self.host = settings.HL7_HOST if host is None else host
         self.port = settings.HL7_PORT if port is None else port
         self.handler = handler or _default_handler
-        self._sock: socket.socket | None = None
+        self._tcp: TcpServer | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(64)
-        self._sock = sock
-        self._thread = threading.Thread(target=self._accept_loop, name="mllp-accept",
-                                        daemon=True)
-        self._thread.start()
+        self._tcp = TcpServer(self.host, self.port, self._serve, name="mllp", backlog=64)
+        self._tcp.start()
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self._sock is not None, "listener not started"
-        host, port = self._sock.getsockname()[:2]
-        return str(host), int(port)
+        assert self._tcp is not None, "listener not started"
+        return self._tcp.address
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        if self._tcp is not None:
+            self._tcp.stop()
+            self._tcp = None
 
-    def _accept_loop(self) -> None:
-        assert self._sock is not None
-        while not self._stop.is_set():
-            if not select.select([self._sock], [], [], 0.2)[0]:
-                continue
-            try:
-                conn, address = self._sock.accept()
-            except OSError:
-                continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._serve, args=(conn, f"{address[0]}:{address[1]}"),
-                             name=f"mllp-{address[0]}:{address[1]}", daemon=True).start()
-
-    def _serve(self, conn: socket.socket, peer: str) -> None:
+    def _serve(self, conn: socket.socket, address: tuple[str, int]) -> None:
+        peer = f"{address[0]}:{address[1]}"
         buffer = FrameBuffer()
         conn.settimeout(IDLE_TIMEOUT)
         try:

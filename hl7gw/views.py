@@ -12,6 +12,7 @@ from hl7gw.forms import ReceiverForm, SenderForm
 from hl7gw.inbound.service import replay
 from hl7gw.models import Message, Outbound, Receiver, Sender
 from hl7gw.outbound import service as outbound_service
+from portal.crud import list_and_edit
 from portal.roles import admin_required
 
 
@@ -47,17 +48,15 @@ def message_replay(request, pk: int):
     return redirect("hl7-message", pk=again.pk)
 
 
+HINT = ('See docs/hl7-interface.md. <a href="/hl7/senders/">Senders</a> · '
+        '<a href="/hl7/receivers/">Receivers</a> · <a href="/hl7/outbound/">Outbound queue</a>')
+
+
 @admin_required
 def senders(request, pk: int | None = None):
-    instance = get_object_or_404(Sender, pk=pk) if pk else None
-    form = SenderForm(request.POST or None, instance=instance)
-    if request.method == "POST" and form.is_valid():
-        sender = form.save()
-        flash.success(request, f"Saved {sender}.")
-        return redirect("hl7-senders")
-    return render(request, "hl7gw/senders.html", {
-        "form": form, "obj": instance, "items": Sender.objects.all(), "title": "HL7 senders",
-        "edit_url": "hl7-sender-edit"})
+    return list_and_edit(request, model=Sender, form_class=SenderForm, pk=pk,
+                         title="HL7 senders", list_url="hl7-senders",
+                         edit_url="hl7-sender-edit", hint=HINT)
 
 
 @admin_required
@@ -83,12 +82,6 @@ def outbound_retry(request, pk: int):
 
 @admin_required
 def receivers(request, pk: int | None = None):
-    instance = get_object_or_404(Receiver, pk=pk) if pk else None
-    form = ReceiverForm(request.POST or None, instance=instance)
-    if request.method == "POST" and form.is_valid():
-        receiver = form.save()
-        flash.success(request, f"Saved {receiver}.")
-        return redirect("hl7-receivers")
-    return render(request, "hl7gw/senders.html", {
-        "form": form, "obj": instance, "items": Receiver.objects.all(),
-        "title": "HL7 receivers (status messages)", "edit_url": "hl7-receiver-edit"})
+    return list_and_edit(request, model=Receiver, form_class=ReceiverForm, pk=pk,
+                         title="HL7 receivers (status messages)", list_url="hl7-receivers",
+                         edit_url="hl7-receiver-edit", hint=HINT)

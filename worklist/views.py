@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from pacs.errors import PacsError
+from portal.crud import list_and_edit
 from portal.roles import admin_required, scheduler_required
 from worklist import selectors, services
 from worklist.forms import (
@@ -126,22 +127,15 @@ def step_reschedule(request, pk: int):
     return redirect("order-detail", pk=order_pk)
 
 
-def _crud(request, model, form_class, template: str, pk: int | None, back: str):
-    instance = get_object_or_404(model, pk=pk) if pk else None
-    form = form_class(request.POST or None, instance=instance)
-    if request.method == "POST" and form.is_valid():
-        obj = form.save()
-        messages.success(request, f"Saved {obj}.")
-        return redirect(back)
-    return render(request, template, {"form": form, "obj": instance,
-                                      "items": model.objects.all()})
-
-
 @admin_required
 def stations(request, pk: int | None = None):
-    return _crud(request, Station, StationForm, "worklist/stations.html", pk, "stations")
+    return list_and_edit(request, model=Station, form_class=StationForm, pk=pk,
+                         title="Stations", list_url="stations", edit_url="stations-edit",
+                         hint="One per modality room: where steps are scheduled.")
 
 
 @admin_required
 def catalog(request, pk: int | None = None):
-    return _crud(request, Procedure, ProcedureForm, "worklist/catalog.html", pk, "catalog")
+    return list_and_edit(request, model=Procedure, form_class=ProcedureForm, pk=pk,
+                         title="Procedure catalog", list_url="catalog", edit_url="catalog-edit",
+                         hint="Requested procedures schedulers pick from.")

@@ -69,28 +69,28 @@ def apply_adt(msg: Parsed, trigger: str, actor: str) -> Outcome:
     pid = msg.require("PID")
     data = patient_data(pid)
     if trigger == "A40":
-        mrg = msg.require("MRG")
-        prior = mrg.get(1, 1)
-        if not prior:
-            raise errors.Hl7Error(errors.REQUIRED_FIELD_MISSING, "MRG-1 prior patient ID missing",
-                                  location="MRG-1")
-        patient = services.merge_patients(prior_id=prior, prior_issuer=mrg.get(1, 4),
-                                          survivor=data, actor=actor, source="hl7")
+        prior, issuer = _prior_id(msg)
+        patient = services.merge_patients(prior_id=prior, prior_issuer=issuer, survivor=data,
+                                          actor=actor, source="hl7")
         return Outcome(patients=[patient])
     if trigger == "A47":
-        mrg = msg.require("MRG")
-        old = mrg.get(1, 1)
-        if not old:
-            raise errors.Hl7Error(errors.REQUIRED_FIELD_MISSING, "MRG-1 old patient ID missing",
-                                  location="MRG-1")
+        old, issuer = _prior_id(msg)
         try:
             patient = services.change_patient_id(old_id=old, new_id=data.patient_id,
-                                                 issuer=mrg.get(1, 4), actor=actor,
-                                                 source="hl7")
+                                                 issuer=issuer, actor=actor, source="hl7")
         except services.WorklistError as exc:
             raise errors.Hl7Error(errors.UNKNOWN_KEY, str(exc), location="MRG-1") from exc
         return Outcome(patients=[patient])
     return Outcome(patients=[services.find_or_create_patient(data)])
+
+
+def _prior_id(msg: Parsed) -> tuple[str, str]:
+    """MRG-1: the prior (A40) or old (A47) patient identifier and its issuer."""
+    mrg = msg.require("MRG")
+    if not mrg.get(1, 1):
+        raise errors.Hl7Error(errors.REQUIRED_FIELD_MISSING, "MRG-1 prior patient ID missing",
+                              location="MRG-1")
+    return mrg.get(1, 1), mrg.get(1, 4)
 
 
 # --- orders --------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pynetdicom.presentation import PresentationContext
 
 from pacs.dimse import wire
 from pacs.dimse.negotiation import negotiate_preferring_requestor
+from portal.tcp import TcpServer
 
 log = logging.getLogger("pacs.dimse")
 
@@ -277,49 +278,25 @@ def _readable(sock: socket.socket) -> bool:
 
 
 class DimseServer:
-    """Accept loop on a listening socket shared by several processes (SO_REUSEPORT)."""
+    """The acceptor on a (shareable) port: portal.tcp.TcpServer with an association each."""
 
     def __init__(self, host: str, port: int, config: ServerConfig) -> None:
         self.config = config
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self._sock.bind((host, port))
-        self._sock.listen(128)
-        self._stop = threading.Event()
         self._active = threading.BoundedSemaphore(config.max_associations)
-        self._thread: threading.Thread | None = None
+        self._tcp = TcpServer(host, port, self._run, name="dimse")
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._sock.getsockname()[:2]
-        return str(host), int(port)
+        return self._tcp.address
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._accept_loop, name="dimse-accept",
-                                        daemon=True)
-        self._thread.start()
+        self._tcp.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._sock.close()
+        self._tcp.stop()
 
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            if not select.select([self._sock], [], [], 0.2)[0]:
-                continue
-            try:
-                conn, address = self._sock.accept()
-            except OSError:
-                continue  # another process took it (shared port) or the peer gave up
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._run, args=(conn, address[0]), daemon=True,
-                             name=f"dimse-{address[0]}:{address[1]}").start()
-
-    def _run(self, conn: socket.socket, host: str) -> None:
+    def _run(self, conn: socket.socket, address: tuple[str, int]) -> None:
+        host = address[0]
         admitted = self._active.acquire(blocking=False)
         assoc = Association(conn, host, self.config)
         try:
