@@ -175,13 +175,17 @@ def _answer(message: Message, msh: Segment | None, charset: str,
 
 
 def _finish(message: Message, ack: str, outcome: Outcome | None) -> None:
+    """Outcome, ACK and links in one transaction (the raw bytes are not written again)."""
     message.ack = ack
     if not message.text:
         message.text = bytes(message.raw).decode("latin_1")
-    message.save()
-    if outcome:
-        message.orders.set(outcome.orders)
-        message.patients.set(outcome.patients)
+    with transaction.atomic():
+        message.save(update_fields=["text", "sender", "control_id", "message_type", "version",
+                                    "status", "error", "ack"])
+        if outcome and outcome.orders:
+            message.orders.add(*outcome.orders)
+        if outcome and outcome.patients:
+            message.patients.add(*outcome.patients)
 
 
 def replay(original: Message, *, actor: str) -> Message:
