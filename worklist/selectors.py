@@ -3,7 +3,8 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 
-from pacs.models import Study
+from pacs.matching import prefix_q
+from pacs.models import Patient, Study
 from worklist.models import Order, ScheduledProcedureStep, Station
 
 
@@ -31,3 +32,25 @@ def stored_studies(order: Order) -> dict[str, Study]:
     uids.discard(None)
     uids.discard("")
     return {s.study_instance_uid: s for s in Study.objects.filter(study_instance_uid__in=uids)}
+
+
+def find_patients(text: str, limit: int = 20) -> list[Patient]:
+    """Patients whose ID or name starts with ``text`` (case-insensitive, * and ? allowed)."""
+    text = text.strip()
+    if not text:
+        return []
+    query = prefix_q("patient_name_norm", text.upper()) | prefix_q("patient_id", text)
+    return list(Patient.objects.filter(query).order_by("patient_name_norm")[:limit])
+
+
+def patient_initial(patient_pk: str) -> dict:
+    """Order form values for a chosen registry patient."""
+    patient = Patient.objects.filter(pk=patient_pk).first() if patient_pk.isdigit() else None
+    if patient is None:
+        return {}
+    family, _, rest = patient.patient_name.partition("^")
+    birth = patient.patient_birth_date
+    return {"patient_id": patient.patient_id, "family_name": family,
+            "given_name": rest.split("^")[0],
+            "birth_date": f"{birth[:4]}-{birth[4:6]}-{birth[6:8]}" if len(birth) == 8 else None,
+            "sex": patient.patient_sex if patient.patient_sex in ("F", "M", "O") else ""}

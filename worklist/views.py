@@ -40,7 +40,10 @@ def board(request):
 
 @scheduler_required
 def order_new(request):
-    form = OrderForm(request.POST or None, initial={"date": timezone.localdate()})
+    found = selectors.find_patients(request.GET.get("find", "")) if "find" in request.GET else None
+    initial = {"date": timezone.localdate(),
+               **selectors.patient_initial(request.GET.get("patient", ""))}
+    form = OrderForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
@@ -58,7 +61,8 @@ def order_new(request):
         else:
             messages.success(request, f"Order {order.accession_number} scheduled.")
             return redirect("order-detail", pk=order.pk)
-    return render(request, "worklist/order_form.html", {"form": form})
+    return render(request, "worklist/order_form.html", {
+        "form": form, "found": found, "find": request.GET.get("find", "")})
 
 
 @login_required

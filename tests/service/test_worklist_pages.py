@@ -190,3 +190,17 @@ def test_hl7_receivers_and_outbound_queue_pages(admin_client, catalog, monkeypat
     assert "ORC|SC|" in outbound.text and "|IP" in outbound.text
     page = admin_client.get(reverse("hl7-outbound")).content.decode()
     assert outbound.control_id in page and "Retry now" in page
+
+
+def test_find_a_registry_patient_and_prefill_the_order(scheduler, catalog):
+    from pacs.models import Patient
+
+    patient = Patient.objects.create(patient_id="P77", patient_name="SMITH^ANNA",
+                                     patient_name_norm="SMITH^ANNA", patient_birth_date="19800203",
+                                     patient_sex="F")
+    page = scheduler.get(reverse("order-new"), {"find": "smi"}).content.decode()
+    assert "SMITH^ANNA [P77]" in page and f"?patient={patient.pk}" in page
+    page = scheduler.get(reverse("order-new"), {"find": "nobody"}).content.decode()
+    assert "No patient found" in page
+    page = scheduler.get(reverse("order-new"), {"patient": patient.pk}).content.decode()
+    assert 'value="P77"' in page and 'value="SMITH"' in page and 'value="1980-02-03"' in page
