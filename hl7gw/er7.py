@@ -92,39 +92,23 @@ def split_segments(text: str) -> list[str]:
     return [s for s in text.split("\r") if s.strip()]
 
 
-def split_messages(text: str) -> list[str]:
-    """A batch (FHS/BHS ... BTS/FTS) or messages back to back: one text per MSH."""
-    messages: list[list[str]] = []
-    for segment in split_segments(text):
-        name = segment[:3]
-        if name in ("FHS", "BHS", "BTS", "FTS"):
-            continue
-        if name == "MSH" or not messages:
-            messages.append([])
-        messages[-1].append(segment)
-    return ["\r".join(m) + "\r" for m in messages]
-
-
-def msh_charset(raw: bytes) -> str:
-    """MSH-18 read from the raw bytes (MSH itself is ASCII) before anything is decoded."""
+def raw_msh_field(raw: bytes, n: int) -> str:
+    """First component of MSH-n read from the raw bytes, before anything is decoded (MSH is
+    ASCII): MSH-18 picks the decoding, MSH-3/4 the sender."""
     start = raw.find(b"MSH")
-    if start < 0 or len(raw) < start + 4:
+    if start < 0 or len(raw) < start + 5:
         return ""
-    end = len(raw)
-    for sep in (b"\r", b"\n"):
-        pos = raw.find(sep, start)
-        if pos >= 0:
-            end = min(end, pos)
-    fields = raw[start:end].split(raw[start + 3:start + 4])
-    # fields[0] = "MSH", fields[1] = encoding characters (MSH-2) ... MSH-18 = fields[17]
-    value = fields[17] if len(fields) > 17 else b""
-    return value.split(raw[start + 4:start + 5] or b"^")[0].decode("ascii", "replace").strip()
+    ends = [p for p in (raw.find(b"\r", start), raw.find(b"\n", start)) if p >= 0]
+    fields = raw[start:min(ends or [len(raw)])].split(raw[start + 3:start + 4])
+    # fields[0] is "MSH" and fields[1] MSH-2 (the field separator itself is MSH-1)
+    value = fields[n - 1] if len(fields) > n - 1 else b""
+    return value.split(raw[start + 4:start + 5])[0].decode("latin_1").strip()
 
 
 def decode(raw: bytes, default_charset: str = "") -> tuple[str, str]:
     """(text, charset used): MSH-18, else the sender's default, else UTF-8 with a Latin-1
     fallback when the bytes are not UTF-8."""
-    declared = msh_charset(raw) or default_charset
+    declared = raw_msh_field(raw, 18) or default_charset
     codec = CHARSETS.get(declared.upper() if declared else "", "utf_8")
     if codec is None:
         try:

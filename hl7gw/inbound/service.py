@@ -12,7 +12,7 @@ from hl7apy.parser import parse_segment
 
 from hl7gw import errors
 from hl7gw.ack import build_ack
-from hl7gw.er7 import Segment, codec_for, decode, encoding_of, split_segments
+from hl7gw.er7 import Segment, codec_for, decode, encoding_of, raw_msh_field, split_segments
 from hl7gw.inbound.mapping import Outcome, Parsed, apply_adt, apply_order
 from hl7gw.models import Message, Sender
 
@@ -150,14 +150,9 @@ def _known(name: str, version: str) -> bool:
 
 
 def _sender(raw: bytes) -> Sender | None:
-    start = raw.find(b"MSH")
-    if start < 0 or len(raw) < start + 4:
+    if b"MSH" not in raw:
         return None
-    end = min([p for p in (raw.find(b"\r", start), raw.find(b"\n", start)) if p >= 0]
-              or [len(raw)])
-    fields = raw[start:end].split(raw[start + 3:start + 4])
-    app = fields[2].decode("latin_1").split("^")[0] if len(fields) > 2 else ""
-    facility = fields[3].decode("latin_1").split("^")[0] if len(fields) > 3 else ""
+    app, facility = raw_msh_field(raw, 3), raw_msh_field(raw, 4)
     senders = Sender.objects.filter(sending_application=app, active=True)
     return senders.filter(sending_facility=facility).first() or senders.filter(
         sending_facility="").first()
