@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from django.db import close_old_connections
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from pacs import query
 from pacs.dicomfile import dataset_offset
 from pacs.dimse import wire
 from pacs.dimse.engine import Association, Context
@@ -33,66 +30,39 @@ from pacs.dimse.handlers import (
     encode_in,
 )
 from pacs.dimse.policy import AePolicy
-from pacs.dimse.scu import UNCOMPRESSED, Peer, PeerUnavailable, StoreSession
+from pacs.dimse.scu import UNCOMPRESSED, Peer, PeerUnavailable, Progress, StoreSession
 from pacs.errors import PacsError
 from pacs.models import ApplicationEntity
-from pacs.storage import get_storage
+from pacs.selectors import RetrievalItem, retrieval_items
 
 log = logging.getLogger("pacs.dimse")
 
 
-@dataclass(frozen=True)
-class Item:
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    path: Path
+def _counts(progress: Progress, *, final: bool) -> dict[int, object]:
+    """Sub-operation counts for a response; Remaining only while pending or cancelled."""
+    items: dict[int, object] = {
+        wire.COMPLETED_SUB_OPERATIONS: progress.completed,
+        wire.FAILED_SUB_OPERATIONS: progress.failed,
+        wire.WARNING_SUB_OPERATIONS: progress.warning,
+    }
+    if not final:
+        items[wire.REMAINING_SUB_OPERATIONS] = progress.remaining or 0
+    return items
 
 
-@dataclass
-class Counts:
-    remaining: int
-    completed: int = 0
-    failed: int = 0
-    warning: int = 0
-    failed_uids: list[str] = field(default_factory=list)
-
-    def record(self, item: Item, status: int) -> None:
-        self.remaining -= 1
-        if status == STATUS_SUCCESS:
-            self.completed += 1
-        elif status & 0xF000 == 0xB000:  # warning statuses of C-STORE (PS3.4 B.2.3)
-            self.warning += 1
-        else:
-            self.failed += 1
-            self.failed_uids.append(item.sop_instance_uid)
-
-    def command(self, *, final: bool) -> dict[int, object]:
-        items: dict[int, object] = {
-            wire.COMPLETED_SUB_OPERATIONS: self.completed,
-            wire.FAILED_SUB_OPERATIONS: self.failed,
-            wire.WARNING_SUB_OPERATIONS: self.warning,
-        }
-        if not final:
-            items[wire.REMAINING_SUB_OPERATIONS] = self.remaining
-        return items
-
-
-def _select(policy: AePolicy, assoc: Association, message: wire.Message) -> list[Item]:
+def _select(policy: AePolicy, assoc: Association, message: wire.Message
+            ) -> list[RetrievalItem]:
     close_old_connections()
     _authorize(policy, assoc.calling_aet, "may_retrieve", "retrieve")
     identifier = decode_identifier(assoc, message)
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-    rows = query.retrieve_instances(level, identifier).values_list(
-        "sop_instance_uid", "sop_class_uid", "transfer_syntax_uid", "file_key")
-    storage = get_storage()
-    return [Item(uid, cls, ts, storage.path(key)) for uid, cls, ts, key in rows]
+    return retrieval_items(level, identifier)
 
 
-def _run(assoc: Association, message: wire.Message, items: list[Item],
-         send: Callable[[Item], int]) -> None:
+def _run(assoc: Association, message: wire.Message, items: list[RetrievalItem],
+         send: Callable[[RetrievalItem], int]) -> None:
     """Send each item, answering pending after each; the final response comes last."""
-    counts = Counts(remaining=len(items))
+    counts = Progress(remaining=len(items))
     for index, item in enumerate(items):
         if assoc.cancel_requested(message):
             _final(assoc, message, counts, STATUS_CANCEL, cancelled=True)
@@ -102,11 +72,11 @@ def _run(assoc: Association, message: wire.Message, items: list[Item],
         except PeerUnavailable as exc:
             log.warning("retrieve for %s stopped: %s", assoc.calling_aet, exc)
             for rest in items[index:]:
-                counts.record(rest, STATUS_UNABLE_TO_PROCESS)
+                counts.record(rest.sop_instance_uid, STATUS_UNABLE_TO_PROCESS)
             break
-        counts.record(item, status)
+        counts.record(item.sop_instance_uid, status)
         if counts.remaining:
-            assoc.respond(message, STATUS_PENDING, extra=counts.command(final=False))
+            assoc.respond(message, STATUS_PENDING, extra=_counts(counts, final=False))
     if counts.failed and not (counts.completed or counts.warning):
         _final(assoc, message, counts, STATUS_SUB_OPERATIONS_FAILED)
     elif counts.failed or counts.warning:
@@ -115,14 +85,14 @@ def _run(assoc: Association, message: wire.Message, items: list[Item],
         _final(assoc, message, counts, STATUS_SUCCESS)
 
 
-def _final(assoc: Association, message: wire.Message, counts: Counts, status: int,
+def _final(assoc: Association, message: wire.Message, counts: Progress, status: int,
            *, cancelled: bool = False) -> None:
     dataset = None
     if counts.failed_uids:  # PS3.4 C.4.2.1.4.2: Failed SOP Instance UID List
         ds = Dataset()
         ds.FailedSOPInstanceUIDList = counts.failed_uids
         dataset = encode_in(assoc.context(message), ds)
-    assoc.respond(message, status, dataset=dataset, extra=counts.command(final=not cancelled))
+    assoc.respond(message, status, dataset=dataset, extra=_counts(counts, final=not cancelled))
 
 
 def _refuse(assoc: Association, message: wire.Message, exc: Exception) -> None:
@@ -149,7 +119,7 @@ def make_move_service(policy: AePolicy, ae_title: str) -> Service:
             return
         pairs = {(item.sop_class_uid, item.transfer_syntax_uid) for item in items}
         if not items:
-            _final(assoc, message, Counts(remaining=0), STATUS_SUCCESS)
+            _final(assoc, message, Progress(remaining=0), STATUS_SUCCESS)
             return
         try:
             with StoreSession(peer, calling_aet=ae_title, pairs=pairs,
@@ -188,7 +158,8 @@ def make_get_service(policy: AePolicy) -> Service:
     return handle_get
 
 
-def _store_on_association(assoc: Association, message: wire.Message, item: Item) -> int:
+def _store_on_association(assoc: Association, message: wire.Message,
+                          item: RetrievalItem) -> int:
     """C-GET sub-operation: C-STORE on the requestor's own association (PS3.4 C.4.3.3)."""
     context, convert = _context_for(assoc, item)
     if context is None:
@@ -207,7 +178,7 @@ def _store_on_association(assoc: Association, message: wire.Message, item: Item)
     return int(response.command.get(wire.STATUS, STATUS_UNABLE_TO_PROCESS))  # type: ignore[arg-type]
 
 
-def _context_for(assoc: Association, item: Item) -> tuple[Context | None, bool]:
+def _context_for(assoc: Association, item: RetrievalItem) -> tuple[Context | None, bool]:
     candidates = [cx for cx in assoc.contexts.values()
                   if cx.abstract_syntax == item.sop_class_uid and cx.as_scu]
     for cx in candidates:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import connection
@@ -202,21 +202,35 @@ def _context_id(assoc: Association, abstract_syntax: str) -> int:
 
 @dataclass
 class Progress:
+    """Sub-operation counts of a transfer (C-MOVE/C-GET either side, send jobs)."""
+
     remaining: int | None = None
     completed: int = 0
     failed: int = 0
     warning: int = 0
-    failed_uids: tuple[str, ...] = ()
+    failed_uids: list[str] = field(default_factory=list)
+
+    def record(self, sop_instance_uid: str, status: int) -> None:
+        """Count one C-STORE sub-operation by its status (PS3.4 B.2.3: 0xBxxx are warnings)."""
+        if self.remaining:
+            self.remaining -= 1
+        if status == 0x0000:
+            self.completed += 1
+        elif status & 0xF000 == 0xB000:
+            self.warning += 1
+        else:
+            self.failed += 1
+            self.failed_uids.append(sop_instance_uid)
 
 
 ProgressCallback = Callable[[Progress], bool]  # returns False to cancel
 
 
 def _progress(status: Dataset, identifier: Dataset | None) -> Progress:
-    failed_uids: tuple[str, ...] = ()
+    failed_uids: list[str] = []
     if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
         value = identifier.FailedSOPInstanceUIDList
-        failed_uids = tuple(str(v) for v in (value if is_multi_value(value) else [value]) if v)
+        failed_uids = [str(v) for v in (value if is_multi_value(value) else [value]) if v]
     return Progress(
         remaining=status.get("NumberOfRemainingSuboperations"),
         completed=int(status.get("NumberOfCompletedSuboperations", 0) or 0),

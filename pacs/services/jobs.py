@@ -14,12 +14,11 @@ from django.db.models import F
 from django.utils import timezone
 from pydicom.dataset import Dataset
 
-from pacs import query
 from pacs.dimse import scu
 from pacs.errors import PacsError
 from pacs.models import ApplicationEntity, Job
+from pacs.selectors import retrieval_items
 from pacs.services.ingest import store_instance
-from pacs.storage import get_storage
 from portal import audit
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,7 @@ class _Reporter:
         if progress.remaining is not None:
             job.total = progress.remaining + job.done_count
         if progress.failed_uids:
-            job.failed_instances = list(progress.failed_uids)
+            job.failed_instances = progress.failed_uids
         if force or time.monotonic() - self._written > PROGRESS_INTERVAL:
             Job.objects.filter(pk=job.pk).update(
                 total=job.total, completed=job.completed, failed=job.failed,
@@ -162,28 +161,17 @@ def _peer(job: Job) -> scu.Peer:
 
 
 def _send(job: Job, reporter: _Reporter) -> None:
-    rows = list(query.retrieve_instances(job.level, identifier_for(job)).values_list(
-        "sop_instance_uid", "sop_class_uid", "transfer_syntax_uid", "file_key"))
-    if not rows:
+    items = retrieval_items(job.level, identifier_for(job))
+    if not items:
         raise PacsError("nothing in the archive matches this job")
-    progress = scu.Progress(remaining=len(rows))
-    storage = get_storage()
-    pairs = {(cls, ts) for _uid, cls, ts, _key in rows}
-    failed: list[str] = []
+    progress = scu.Progress(remaining=len(items))
+    pairs = {(item.sop_class_uid, item.transfer_syntax_uid) for item in items}
     with scu.StoreSession(_peer(job), calling_aet=settings.DIMSE_AET, pairs=pairs) as session:
-        for uid, cls, ts, key in rows:
+        for item in items:
             if not reporter.update(progress):
                 break
-            status = session.send(storage.path(key), cls, ts)
-            progress.remaining = (progress.remaining or 1) - 1
-            if status == 0x0000:
-                progress.completed += 1
-            elif status & 0xF000 == 0xB000:
-                progress.warning += 1
-            else:
-                progress.failed += 1
-                failed.append(uid)
-                progress.failed_uids = tuple(failed)
+            progress.record(item.sop_instance_uid, session.send(
+                item.path, item.sop_class_uid, item.transfer_syntax_uid))
     reporter.update(progress, force=True)
 
 
