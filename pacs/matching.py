@@ -26,10 +26,20 @@ def single_value_q(field: str, value: str, *, ignore_case: bool = False) -> Q:
         # The common 'prefix*' case: a LIKE 'prefix%' the database can answer from an index.
         return Q(**{f"{field}__istartswith" if ignore_case else f"{field}__startswith": body})
     # Translate to an anchored regex so '%' and '_' in values stay literal (no LIKE escaping).
-    pattern = "^" + "".join(
-        ".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in value
-    ) + "$"
+    pattern = f"^{wildcard_regex(value)}$"
     return Q(**{f"{field}__iregex" if ignore_case else f"{field}__regex": pattern})
+
+
+def wildcard_regex(value: str) -> str:
+    """A DICOM wildcard value as a regex body: * any run, ? one character, the rest literal."""
+    return re.escape(value).replace(r"\*", ".*").replace(r"\?", ".")
+
+
+def one_of_q(field: str, value: str, *, wildcards: bool = True) -> Q:
+    """``value`` matches one of the backslash-separated values stored in ``field`` (e.g.
+    ModalitiesInStudy, a step's several ScheduledStationAETitles)."""
+    item = wildcard_regex(value) if wildcards else re.escape(value)
+    return Q(**{f"{field}__regex": rf"(^|\\){item}(\\|$)"})
 
 
 def date_range_q(field: str, value: str) -> Q:

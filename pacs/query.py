@@ -7,7 +7,6 @@ the attributes they can match and return (own level and, for Study Root, the lev
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from pydicom.dataset import Dataset
 
 from pacs.dicomfile import is_multi_value
 from pacs.errors import PacsError
-from pacs.matching import date_range_q, datetime_range_q, single_value_q
+from pacs.matching import date_range_q, datetime_range_q, one_of_q, single_value_q
 from pacs.models import Instance, Patient, Series, Study
 
 
@@ -87,8 +86,6 @@ class Level:
     model: type
     attributes: dict[str, Attribute]
     unique: str  # the level's unique key
-    parents: tuple[str, ...] = ()  # unique keys of the levels above (hierarchical model)
-    related: tuple = ()  # select_related paths
     annotate: Callable[[QuerySet], QuerySet] | None = None  # computed return keys
 
 
@@ -108,11 +105,11 @@ LEVELS = {
         Attribute("NumberOfPatientRelatedInstances", "n_instances", "int"),
     ), "PatientID", annotate=_patient_counts),
     "STUDY": Level("STUDY", Study, _attrs(*_patient("patient__"), *_study("")),
-                   "StudyInstanceUID", ("PatientID",), ("patient",)),
+                   "StudyInstanceUID"),
     "SERIES": Level("SERIES", Series, _attrs(
         *_series(""), Attribute("StudyInstanceUID", "study__study_instance_uid", "uid"),
         Attribute("PatientID", "study__patient__patient_id"),
-    ), "SeriesInstanceUID", ("StudyInstanceUID",), ("study__patient",)),
+    ), "SeriesInstanceUID"),
     "IMAGE": Level("IMAGE", Instance, _attrs(
         Attribute("SOPInstanceUID", "sop_instance_uid", "uid"),
         Attribute("SOPClassUID", "sop_class_uid", "uid"),
@@ -123,7 +120,7 @@ LEVELS = {
         Attribute("SeriesInstanceUID", "series__series_instance_uid", "uid"),
         Attribute("StudyInstanceUID", "series__study__study_instance_uid", "uid"),
         Attribute("PatientID", "series__study__patient__patient_id"),
-    ), "SOPInstanceUID", ("StudyInstanceUID", "SeriesInstanceUID"), ("series__study__patient",)),
+    ), "SOPInstanceUID"),
 }
 # Patient Root at STUDY level has the same attributes as Study Root.
 ANSWER_CHARSETS = ("ISO_IR 100", "ISO_IR 192")
@@ -153,7 +150,7 @@ def attribute_q(attr: Attribute, value: object) -> Q:
     if attr.kind == "multi":  # one of the stored backslash-separated values
         q = Q()
         for item in text.split("\\"):
-            q |= Q(**{f"{attr.field}__regex": rf"(^|\\){_re_literal(item)}(\\|$)"})
+            q |= one_of_q(attr.field, item)
         return q
     # Person names match case-insensitively, as Orthanc and dcm4chee do by default.
     if attr.match_field:
@@ -190,10 +187,6 @@ def _combined_datetime(level: Level, identifier: Dataset) -> tuple[Q, set[str]]:
             q &= datetime_range_q(date_attr.field, time_attr.field, date_value, time_value)
             done |= {date_kw, time_kw}
     return q, done
-
-
-def _re_literal(value: str) -> str:
-    return re.escape(value).replace(r"\*", ".*").replace(r"\?", ".")
 
 
 def _time_range_q(field: str, value: str) -> Q:

@@ -6,11 +6,10 @@ come from its parents, the Scheduled Procedure Step Sequence item from the step 
 
 from __future__ import annotations
 
-import re
-
 from django.db.models import QuerySet
 from pydicom.dataset import Dataset
 
+from pacs.matching import one_of_q
 from pacs.query import Attribute, Level, search_level
 from worklist.models import ScheduledProcedureStep
 
@@ -80,7 +79,8 @@ def worklist_search(identifier: Dataset, *, station_ae_title: str | None = None)
     if not _asks_status(identifier):
         qs = qs.filter(status__in=OPEN_STATUSES)
     if station_ae_title:
-        qs = qs.filter(scheduled_station_ae_title__regex=_one_of(station_ae_title))
+        qs = qs.filter(one_of_q("scheduled_station_ae_title", station_ae_title,
+                                wildcards=False))
     return qs
 
 
@@ -88,6 +88,3 @@ def _asks_status(identifier: Dataset) -> bool:
     items = identifier.get("ScheduledProcedureStepSequence") or []
     return bool(len(items) and str(items[0].get("ScheduledProcedureStepStatus", "") or ""))
 
-
-def _one_of(value: str) -> str:
-    return rf"(^|\\){re.escape(value)}(\\|$)"
