@@ -145,9 +145,6 @@ class PduSocket:
             raise ProtocolError(f"PDU length {length} too large")
         return pdu_type, self._recv_exact(length) if length else b""
 
-    def send_pdu(self, pdu_type: int, body: bytes) -> None:
-        self.sock.sendall(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
-
     def send_raw(self, pdu: bytes) -> None:
         self.sock.sendall(pdu)
 
