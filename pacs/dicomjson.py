@@ -73,17 +73,25 @@ def _text(raw: RawDataElement, vr: str, codec: str) -> dict[str, Any] | None:
     if vr in _SINGLE_TEXT_VRS:
         return {"vr": vr, "Value": [text]}
     if vr == "PN":
-        names = []
-        for name in text.split("\\"):
-            parts = name.split("=")
-            comps = {"Alphabetic": parts[0]}
-            if len(parts) > 1:
-                comps["Ideographic"] = parts[1]
-            if len(parts) > 2:
-                comps["Phonetic"] = parts[2]
-            names.append(comps)
-        return {"vr": vr, "Value": names}
+        return pn_json(text)
     return {"vr": vr, "Value": [item.rstrip("\x00 ") for item in text.split("\\")]}
+
+
+def pn_json(text: str) -> dict[str, Any]:
+    """A decoded PN value ('FAMILY^GIVEN=ideographic=phonetic', backslash-separated values)
+    as DICOM JSON (PS3.18 F.2.2)."""
+    if not text:
+        return {"vr": "PN"}
+    names = []
+    for name in text.split("\\"):
+        parts = name.split("=")
+        comps = {"Alphabetic": parts[0]}
+        if len(parts) > 1:
+            comps["Ideographic"] = parts[1]
+        if len(parts) > 2:
+            comps["Phonetic"] = parts[2]
+        names.append(comps)
+    return {"vr": "PN", "Value": names}
 
 
 def _fast(raw: RawDataElement, codec: str | None) -> dict[str, Any] | None:

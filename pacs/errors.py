@@ -41,3 +41,28 @@ class NotAuthorized(PacsError):
 
     dimse_status = 0x0124
     http_status = 403
+
+
+class NotFound(PacsError):
+    """The study, series, instance or frame asked for is not in the archive."""
+
+    dimse_status = 0xA801  # retrieve: unknown; HTTP faces answer 404
+    http_status = 404
+
+
+class NotAcceptable(PacsError):
+    """None of the media types or transfer syntaxes the client accepts can be produced."""
+
+    http_status = 406
+
+
+class UnsupportedMediaType(PacsError):
+    """The request body's media type is not one this resource takes."""
+
+    http_status = 415
+
+
+class BadRequest(PacsError):
+    """A request that cannot be understood (bad parameter, malformed body)."""
+
+    http_status = 400

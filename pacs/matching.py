@@ -90,3 +90,18 @@ def _bounds(value: str) -> tuple[str, str]:
         return value, value
     start, _, end = value.partition("-")
     return start, end
+
+
+def fuzzy_name_q(field: str, value: str, *, upper: bool) -> Q:
+    """Fuzzy person-name matching (PS3.18 8.3.4.1 fuzzymatching=true): every word of the
+    value, case-insensitively, starts some name component or word of the stored name, in any
+    order ('joh do' finds 'DOE^JOHN'). Wildcards inside a word keep their meaning."""
+    q = Q()
+    for word in re.split(r"[\s^=,]+", value.strip()):
+        word = word.strip("*")
+        if not word:
+            continue
+        body = wildcard_regex(word.upper() if upper else word)
+        lookup = f"{field}__regex" if upper else f"{field}__iregex"
+        q &= Q(**{lookup: rf"(^|[\^ =\-]){body}"})
+    return q

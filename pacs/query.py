@@ -15,7 +15,13 @@ from pydicom.dataset import Dataset
 
 from pacs.dicomfile import is_multi_value
 from pacs.errors import PacsError
-from pacs.matching import date_range_q, datetime_range_q, one_of_q, single_value_q
+from pacs.matching import (
+    date_range_q,
+    datetime_range_q,
+    fuzzy_name_q,
+    one_of_q,
+    single_value_q,
+)
 from pacs.models import Instance, Patient, Series, Study
 
 
@@ -80,6 +86,17 @@ def _series(prefix: str) -> list[Attribute]:
     ]
 
 
+def _instance(prefix: str) -> list[Attribute]:
+    return [
+        Attribute("SOPInstanceUID", f"{prefix}sop_instance_uid", "uid"),
+        Attribute("SOPClassUID", f"{prefix}sop_class_uid", "uid"),
+        Attribute("InstanceNumber", f"{prefix}instance_number", "int"),
+        Attribute("Rows", f"{prefix}rows", "int"),
+        Attribute("Columns", f"{prefix}columns", "int"),
+        Attribute("NumberOfFrames", f"{prefix}number_of_frames", "int"),
+    ]
+
+
 @dataclass(frozen=True)
 class Level:
     name: str
@@ -111,23 +128,31 @@ LEVELS = {
         Attribute("PatientID", "study__patient__patient_id"),
     ), "SeriesInstanceUID"),
     "IMAGE": Level("IMAGE", Instance, _attrs(
-        Attribute("SOPInstanceUID", "sop_instance_uid", "uid"),
-        Attribute("SOPClassUID", "sop_class_uid", "uid"),
-        Attribute("InstanceNumber", "instance_number", "int"),
-        Attribute("Rows", "rows", "int"),
-        Attribute("Columns", "columns", "int"),
-        Attribute("NumberOfFrames", "number_of_frames", "int"),
+        *_instance(""),
         Attribute("SeriesInstanceUID", "series__series_instance_uid", "uid"),
         Attribute("StudyInstanceUID", "series__study__study_instance_uid", "uid"),
         Attribute("PatientID", "series__study__patient__patient_id"),
     ), "SOPInstanceUID"),
 }
 # Patient Root at STUDY level has the same attributes as Study Root.
+
+# Levels whose rows also match and return every attribute of the levels above them, as
+# QIDO-RS searches them (PS3.18 10.6: /series and /instances search across studies).
+FLAT_LEVELS = {
+    "STUDY": LEVELS["STUDY"],
+    "SERIES": Level("SERIES", Series, _attrs(
+        *_patient("study__patient__"), *_study("study__"), *_series("")),
+        "SeriesInstanceUID"),
+    "IMAGE": Level("IMAGE", Instance, _attrs(
+        *_patient("series__study__patient__"), *_study("series__study__"),
+        *_series("series__"), *_instance("")), "SOPInstanceUID"),
+}
 ANSWER_CHARSETS = ("ISO_IR 100", "ISO_IR 192")
 
 
-def attribute_q(attr: Attribute, value: object) -> Q:
-    """PS3.4 C.2.2.2 matching of one attribute; empty values are universal matching."""
+def attribute_q(attr: Attribute, value: object, *, fuzzy: bool = False) -> Q:
+    """PS3.4 C.2.2.2 matching of one attribute; empty values are universal matching.
+    ``fuzzy`` person-name matching (QIDO-RS fuzzymatching=true) is ``fuzzy_name_q``."""
     if is_multi_value(value):  # a backslash-separated list
         value = "\\".join(str(v) for v in value)
     if value is None or value == "":
@@ -152,6 +177,8 @@ def attribute_q(attr: Attribute, value: object) -> Q:
         for item in text.split("\\"):
             q |= one_of_q(attr.field, item)
         return q
+    if fuzzy and attr.kind == "pn":
+        return fuzzy_name_q(attr.match_field or attr.field, text, upper=bool(attr.match_field))
     # Person names match case-insensitively, as Orthanc and dcm4chee do by default.
     if attr.match_field:
         return single_value_q(attr.match_field, text.upper())
@@ -214,8 +241,8 @@ def search(level_name: str, identifier: Dataset, *, combine_datetime: bool = Fal
     return level, search_level(level, identifier, combine_datetime=combine_datetime)
 
 
-def search_level(level: Level, identifier: Dataset, *, combine_datetime: bool = False
-                 ) -> QuerySet:
+def search_level(level: Level, identifier: Dataset, *, combine_datetime: bool = False,
+                 fuzzy: bool = False) -> QuerySet:
     """The queryset of ``level``'s rows matching ``identifier`` (PS3.4 C.2.2.2)."""
     q, done = Q(), set()
     if combine_datetime:
@@ -227,7 +254,7 @@ def search_level(level: Level, identifier: Dataset, *, combine_datetime: bool = 
         if attr.kind == "seq":
             q &= sequence_q(attr, element.value)
         elif attr.field and not attr.field.startswith("n_") and element.VR != "SQ":
-            q &= attribute_q(attr, element.value)
+            q &= attribute_q(attr, element.value, fuzzy=fuzzy)
     qs = level.model.objects.filter(q)
     if level.annotate:
         qs = level.annotate(qs)

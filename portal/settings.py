@@ -64,6 +64,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "corsheaders",
+    "drf_spectacular",
     "portal",
     "pacs",
     "worklist",
@@ -74,6 +77,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -203,4 +207,27 @@ LOGGING = {
 
 REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Radiology portal DICOMweb API",
+    "DESCRIPTION": "QIDO-RS, WADO-RS, WADO-URI and STOW-RS (DICOM PS3.18) under /dicomweb. "
+                   "Authenticate with a session or 'Authorization: Token <key>'.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- DICOMweb --------------------------------------------------------------------------------
+# Anonymous QIDO/WADO (never STOW) only when opened on purpose, e.g. for a public teaching file.
+DICOMWEB_ANONYMOUS_READ = env_bool("PORTAL_DICOMWEB_ANONYMOUS_READ", False)
+# The base URL written into RetrieveURL/BulkDataURI; empty = from the request's Host.
+DICOMWEB_BASE_URL = os.environ.get("PORTAL_DICOMWEB_BASE_URL", "")
+# At most this many QIDO-RS results per request (more are paged with limit/offset).
+QIDO_MAX_RESULTS = env_int("PORTAL_QIDO_MAX_RESULTS", 10000)
+# STOW-RS bodies are read whole: the largest accepted body, in bytes (default 2 GiB).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("PORTAL_UPLOAD_MAX_BYTES", 2 << 30)
+# Viewers served from another origin (e.g. OHIF on its own host): their origins, comma-separated.
+CORS_ALLOWED_ORIGINS = env_list("PORTAL_CORS_ORIGINS")
+CORS_URLS_REGEX = r"^/(dicomweb|wado)(/.*)?$"
+CORS_ALLOW_CREDENTIALS = env_bool("PORTAL_CORS_CREDENTIALS", False)
+CORS_EXPOSE_HEADERS = ["Warning", "Content-Location", "Content-Type"]

@@ -1,10 +1,12 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 
 from hl7gw import views as hl7_views
 from pacs import transfer_views
 from pacs import views as pacs_views
+from pacs.dicomweb import views as pacs_dicomweb_views
 from portal import views
 from worklist import views as worklist_views
 
@@ -56,5 +58,10 @@ urlpatterns = [
     path("hl7/receivers/<int:pk>/", hl7_views.receivers, name="hl7-receiver-edit"),
     path("hl7/outbound/", hl7_views.outbound_list, name="hl7-outbound"),
     path("hl7/outbound/<int:pk>/retry/", hl7_views.outbound_retry, name="hl7-outbound-retry"),
+    path("dicomweb/", include("pacs.dicomweb.urls")),
+    # WADO-URI is also reached at /wado, where older clients look for it
+    path("wado", pacs_dicomweb_views.WadoUriView.as_view()),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/token/", views.api_token, name="api-token"),
     path("django-admin/", admin.site.urls),
 ]

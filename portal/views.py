@@ -6,6 +6,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import render
 
 from pacs.selectors import archive_totals, recent_studies
+from portal import audit
 from portal.models import AuditEvent
 from portal.roles import admin_required
 
@@ -34,3 +35,19 @@ def audit_list(request):
         request, "portal/audit.html",
         {"page": page, "category": category, "categories": AuditEvent.Category.choices},
     )
+
+
+@login_required
+def api_token(request):
+    """The user's DICOMweb API token: shown, created or replaced (POST)."""
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.filter(user=request.user).first()
+    if request.method == "POST":
+        if token:
+            token.delete()
+        token = Token.objects.create(user=request.user)
+        audit.record(category=AuditEvent.Category.AUTH, action="api token issued",
+                     actor=request.user.get_username(), source="web")
+    base = settings.DICOMWEB_BASE_URL or request.build_absolute_uri("/dicomweb")
+    return render(request, "portal/api_token.html", {"token": token, "base_url": base})

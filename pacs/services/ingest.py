@@ -46,6 +46,7 @@ class StoreResult:
     sop_instance_uid: str
     sop_class_uid: str
     study_instance_uid: str
+    series_instance_uid: str
 
 
 def store_instance(
@@ -75,7 +76,7 @@ def store_instance(
     except BaseException:
         storage.discard(pending)
         raise
-    return StoreResult(outcome, sop_uid, sop_class, study_uid)
+    return StoreResult(outcome, sop_uid, sop_class, study_uid, series_uid)
 
 
 def _index_with_retry(

@@ -1,0 +1,109 @@
+"""multipart/related bodies (RFC 2387, PS3.18 8.6.1.2): streamed out, parsed in.
+
+Python's email package would parse these, but it decodes every part into a Message object and
+copies the payload twice; a DICOMweb body is a few large binary parts, so a boundary scan over
+the bytes is both simpler and faster.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from pacs.dicomweb.negotiation import parse_media_type
+from pacs.errors import BadRequest
+
+CRLF = b"\r\n"
+
+
+def new_boundary() -> str:
+    return f"dicomweb-{secrets.token_hex(12)}"
+
+
+def content_type(boundary: str, part_type: str, **params: str) -> str:
+    extra = "".join(f"; {name.replace('_', '-')}={value}" for name, value in params.items())
+    return f'multipart/related; type="{part_type}"; boundary={boundary}{extra}'
+
+
+def part_header(boundary: str, media_type: str, location: str = "",
+                length: int | None = None) -> bytes:
+    lines = [f"--{boundary}", f"Content-Type: {media_type}"]
+    if location:
+        lines.append(f"Content-Location: {location}")
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+def closing(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode("ascii")
+
+
+def stream(boundary: str, parts: Iterable[tuple[bytes, Iterable[bytes]]]) -> Iterator[bytes]:
+    """Yield a body from (part header, body chunks) pairs; each part ends with CRLF."""
+    for header, chunks in parts:
+        yield header
+        yield from chunks
+        yield CRLF
+    yield closing(boundary)
+
+
+@dataclass
+class Part:
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+    @property
+    def location(self) -> str:
+        return self.headers.get("content-location", "") or self.headers.get("content-id", "")
+
+
+def boundary_of(content_type_header: str) -> str:
+    media = parse_media_type(content_type_header)
+    boundary = media.param("boundary")
+    if not boundary:
+        raise BadRequest("multipart/related request without a boundary parameter")
+    return boundary
+
+
+def parse(body: bytes, boundary: str) -> list[Part]:
+    """The parts of a multipart body. Preamble and epilogue are ignored; a body without its
+    closing delimiter is refused (it was cut off)."""
+    delimiter = b"--" + boundary.encode("latin-1")
+    start = body.find(delimiter)
+    if start < 0:
+        raise BadRequest("the body has no part with the boundary of its Content-Type")
+    parts: list[Part] = []
+    pos = start + len(delimiter)
+    while True:
+        if body.startswith(b"--", pos):
+            return parts  # the closing delimiter
+        line_end = body.find(CRLF, pos)
+        if line_end < 0:
+            break
+        pos = line_end + 2  # after the delimiter line (transport padding ignored)
+        header_end = body.find(CRLF + CRLF, pos - 2)
+        if header_end < 0:
+            break
+        headers = _headers(body[pos:header_end]) if header_end > pos else {}
+        content_start = header_end + 4
+        next_delim = body.find(CRLF + delimiter, content_start - 2)
+        if next_delim < 0:
+            break
+        parts.append(Part(headers, body[content_start:max(next_delim, content_start)]))
+        pos = next_delim + 2 + len(delimiter)
+    raise BadRequest("the multipart body is incomplete (no closing boundary)")
+
+
+def _headers(block: bytes) -> dict[str, str]:
+    headers = {}
+    for line in block.decode("latin-1").split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return headers

@@ -1,0 +1,404 @@
+"""DICOMweb (PS3.18): QIDO-RS, WADO-RS, WADO-URI and STOW-RS over the archive.
+
+Each view translates HTTP (path, query, Accept, body) into a call of ``qido``, the ``wado``
+service or the ``stow`` service and writes the answer; errors of the one PacsError hierarchy
+become 4xx answers with a message.
+"""
+
+from __future__ import annotations
+
+import orjson
+from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.views import APIView
+
+from pacs.dicomweb import multipart, qido
+from pacs.dicomweb.auth import ApiTokenAuthentication, DicomWebAccess
+from pacs.dicomweb.negotiation import MediaType, accept_of, choose, parse_media_type
+from pacs.dicomweb.xml import dataset_xml
+from pacs.errors import BadRequest, NotAcceptable, PacsError, UnsupportedMediaType
+from pacs.rendering import NotRenderable, Window
+from pacs.services import stow, wado
+
+DICOM_JSON = "application/dicom+json"
+DICOM_XML = "application/dicom+xml"
+DICOM = "application/dicom"
+MULTIPART = "multipart/related"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+class _AnyContent(BaseContentNegotiation):
+    """DICOMweb views negotiate themselves (types with parameters DRF does not model); DRF's
+    renderer only writes error bodies."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class DicomWebView(APIView):
+    authentication_classes = [SessionAuthentication, ApiTokenAuthentication]
+    permission_classes = [DicomWebAccess]
+    content_negotiation_class = _AnyContent
+    renderer_classes = [JSONRenderer]
+    parser_classes: list = []  # bodies are read raw (STOW-RS)
+
+    def handle_exception(self, exc):
+        if isinstance(exc, NotRenderable):
+            return _error(NotAcceptable(str(exc)))
+        if isinstance(exc, PacsError):
+            return _error(exc)
+        return super().handle_exception(exc)
+
+    def base_url(self) -> str:
+        return settings.DICOMWEB_BASE_URL or self.request.build_absolute_uri("/dicomweb")
+
+
+def _error(exc: PacsError) -> HttpResponse:
+    return HttpResponse(orjson.dumps({"error": str(exc)}), status=exc.http_status,
+                        content_type="application/json")
+
+
+# --- QIDO-RS ---------------------------------------------------------------------------------
+
+QIDO_PARAMETERS = [
+    OpenApiParameter("limit", int, description="at most this many results"),
+    OpenApiParameter("offset", int, description="skip this many results (stable order)"),
+    OpenApiParameter("includefield", str, many=True,
+                     description="extra attributes (keyword or tag), or 'all'"),
+    OpenApiParameter("fuzzymatching", bool, description="fuzzy person-name matching"),
+]
+
+
+class QidoView(DicomWebView):
+    level = "STUDY"
+    defaults: tuple[str, ...] = ()
+
+    @extend_schema(parameters=QIDO_PARAMETERS, summary="QIDO-RS search",
+                   description="Matching keys as keyword=value or tag=value (PS3.18 8.3.4).",
+                   responses={(200, DICOM_JSON): dict})
+    def get(self, request, **scope: str):
+        media, _ = choose(accept_of(request), [DICOM_JSON, "application/json", MULTIPART])
+        if media.type == MULTIPART and media.param("type", DICOM_XML) != DICOM_XML:
+            raise NotAcceptable("QIDO-RS answers as application/dicom+json or "
+                                'multipart/related; type="application/dicom+xml"')
+        search = qido.parse(request.GET, _scope_keys(scope))
+        result = qido.search(self.level, search, defaults=self.defaults,
+                             base_url=self.base_url())
+        if media.type == MULTIPART or media.type == DICOM_XML:
+            boundary = multipart.new_boundary()
+            body = b"".join(multipart.stream(boundary, (
+                (multipart.part_header(boundary, DICOM_XML), [dataset_xml(ds)])
+                for ds in result.datasets)))
+            response = HttpResponse(body, content_type=multipart.content_type(boundary,
+                                                                              DICOM_XML))
+        else:
+            response = HttpResponse(orjson.dumps(result.datasets), content_type=DICOM_JSON)
+        if result.truncated:
+            response["Warning"] = ('299 portal: "The number of results exceeded the maximum '
+                                   'supported by the server. Additional results can be '
+                                   'requested."')
+        return response
+
+
+def _scope_keys(scope: dict[str, str]) -> dict[str, str]:
+    names = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID"}
+    return {names[k]: v for k, v in scope.items() if k in names}
+
+
+class StudiesView(QidoView):
+    level, defaults = "STUDY", qido.STUDY_DEFAULTS
+
+    @extend_schema(summary="STOW-RS store instances",
+                   request={"multipart/related": bytes}, responses={(200, DICOM_JSON): dict})
+    def post(self, request, study: str | None = None):
+        return _store(self, request, study)
+
+
+class StudySeriesView(QidoView):
+    level, defaults = "SERIES", qido.SERIES_DEFAULTS
+
+
+class AllSeriesView(QidoView):
+    level, defaults = "SERIES", qido.STUDY_DEFAULTS + qido.SERIES_DEFAULTS
+
+
+class SeriesInstancesView(QidoView):
+    level, defaults = "IMAGE", qido.INSTANCE_DEFAULTS
+
+
+class StudyInstancesView(QidoView):
+    level, defaults = "IMAGE", qido.SERIES_DEFAULTS + qido.INSTANCE_DEFAULTS
+
+
+class AllInstancesView(QidoView):
+    level = "IMAGE"
+    defaults = qido.STUDY_DEFAULTS + qido.SERIES_DEFAULTS + qido.INSTANCE_DEFAULTS
+
+
+# --- STOW-RS ---------------------------------------------------------------------------------
+
+def _store(view: DicomWebView, request, study: str | None) -> HttpResponse:
+    media, _ = choose(accept_of(request), [DICOM_JSON, "application/json", DICOM_XML])
+    content_type = request.META.get("CONTENT_TYPE", "")
+    body_type = parse_media_type(content_type)
+    if body_type.type != MULTIPART:
+        raise UnsupportedMediaType(
+            'STOW-RS takes multipart/related; type="application/dicom" (or '
+            '"application/dicom+json" with bulk data parts)')
+    part_type = body_type.param("type", DICOM)
+    if part_type not in (DICOM, DICOM_JSON):
+        raise UnsupportedMediaType(f"multipart/related of type {part_type!r} is not supported")
+    parts = multipart.parse(request.body, multipart.boundary_of(content_type))
+    if not parts:
+        raise BadRequest("the request has no parts")
+    result = stow.store_parts(parts, study_uid=study, origin=f"stow:{request.user}")
+    answer = result.response(view.base_url(), study)
+    status = 200 if not result.failed else 409
+    if media.type == DICOM_XML:
+        response = HttpResponse(dataset_xml(answer), status=status, content_type=DICOM_XML)
+    else:
+        response = HttpResponse(orjson.dumps(answer), status=status, content_type=DICOM_JSON)
+    # the reasons, in words, for the failures the response lists by code (PS3.18 8.4.3)
+    reasons = [f"{o.sop_instance_uid or 'part'}: {o.comment}" for o in result.failed][:10]
+    if reasons:
+        response["Warning"] = ", ".join(
+            '299 portal: "{}"'.format(r.replace('"', "'").replace("\n", " ")) for r in reasons)
+    return response
+
+
+# --- WADO-RS ---------------------------------------------------------------------------------
+
+def _acceptable_syntaxes(accepted: list[MediaType], single: bool) -> tuple[list[str], bool]:
+    """Transfer syntaxes the client takes for application/dicom, in order ("*" = as stored),
+    and whether it wants a bare application/dicom body (one instance, no multipart)."""
+    syntaxes: list[str] = []
+    bare = False
+    for media in accepted:
+        if media.type == MULTIPART and media.param("type", DICOM) in (DICOM, "*/*", "*"):
+            syntaxes.append(media.param("transfer-syntax") or EXPLICIT_LE)
+        elif media.type == DICOM and single:
+            syntaxes.append(media.param("transfer-syntax") or EXPLICIT_LE)
+            bare = bare or len(syntaxes) == 1
+        elif media.type in ("*/*", "multipart/*", "*"):
+            syntaxes += [EXPLICIT_LE, "*"]
+    if not syntaxes:
+        raise NotAcceptable('WADO-RS sends multipart/related; type="application/dicom"')
+    return syntaxes, bare
+
+
+class RetrieveView(DicomWebView):
+    @extend_schema(summary="WADO-RS retrieve study, series or instance",
+                   responses={(200, MULTIPART): bytes})
+    def get(self, request, study: str, series: str | None = None, instance: str | None = None):
+        syntaxes, bare = _acceptable_syntaxes(accept_of(request), single=bool(instance))
+        items = wado.instances(study, series, instance)
+        targets = [wado.choose_syntax(item, syntaxes) for item in items]
+        if bare:
+            data = b"".join(wado.part10(items[0], targets[0]))
+            return HttpResponse(data, content_type=f"{DICOM}; transfer-syntax={targets[0]}")
+        boundary = multipart.new_boundary()
+        headers = [multipart.part_header(boundary, f"{DICOM}; transfer-syntax={ts}")
+                   for ts in targets]
+        parts = ((header, wado.part10(item, ts))
+                 for header, item, ts in zip(headers, items, targets, strict=True))
+        response = StreamingHttpResponse(
+            multipart.stream(boundary, parts),
+            content_type=multipart.content_type(boundary, DICOM))
+        if all(ts == item.transfer_syntax_uid for item, ts in zip(items, targets, strict=True)):
+            # sizes are known: no chunked encoding
+            length = sum(len(h) + item.file_size + 2 for h, item in zip(headers, items,
+                                                                        strict=True))
+            response["Content-Length"] = str(length + len(multipart.closing(boundary)))
+        return response
+
+
+class StudyView(RetrieveView):
+    """GET retrieves the study (WADO-RS), POST stores into it (STOW-RS)."""
+
+    @extend_schema(summary="STOW-RS store instances into a study",
+                   request={"multipart/related": bytes}, responses={(200, DICOM_JSON): dict})
+    def post(self, request, study: str):
+        return _store(self, request, study)
+
+
+class MetadataView(DicomWebView):
+    @extend_schema(summary="WADO-RS metadata (DICOM JSON)", responses={(200, DICOM_JSON): dict})
+    def get(self, request, study: str, series: str | None = None, instance: str | None = None):
+        media, _ = choose(accept_of(request), [DICOM_JSON, "application/json", MULTIPART])
+        body = wado.metadata_json(study, series, instance, self.base_url())
+        if media.type == MULTIPART:
+            if media.param("type", DICOM_XML) != DICOM_XML:
+                raise NotAcceptable("metadata is application/dicom+json or "
+                                    'multipart/related; type="application/dicom+xml"')
+            boundary = multipart.new_boundary()
+            data = b"".join(multipart.stream(boundary, (
+                (multipart.part_header(boundary, DICOM_XML), [dataset_xml(ds)])
+                for ds in orjson.loads(body))))
+            return HttpResponse(data, content_type=multipart.content_type(boundary, DICOM_XML))
+        return HttpResponse(body, content_type=DICOM_JSON)
+
+
+def _pixel_parts(accepted: list[MediaType], item: wado.StoredInstance) -> bool:
+    """Whether the client takes the frames as stored (True) or wants them uncompressed as
+    application/octet-stream (False)."""
+    stored = wado.frame_media_type(item)
+    for media in accepted:
+        want = media.param("type", wado.OCTET) if media.type == MULTIPART else media.type
+        if want in ("*/*", "*", "multipart/*") or want == stored:
+            return True
+        if want == wado.OCTET:
+            return False
+    raise NotAcceptable(f"the frames are {stored} (as stored) or application/octet-stream "
+                        "(uncompressed); ask for multipart/related with one of these types")
+
+
+def _parts_response(parts: list[tuple[str, bytes]], location: str) -> HttpResponse:
+    boundary = multipart.new_boundary()
+    main_type = parts[0][0].split(";")[0] if parts else wado.OCTET
+    body = b"".join(multipart.stream(boundary, (
+        (multipart.part_header(boundary, media, location=location), [data])
+        for media, data in parts)))
+    return HttpResponse(body, content_type=multipart.content_type(boundary, main_type))
+
+
+def _frame_type(item: wado.StoredInstance, as_stored: bool) -> str:
+    if as_stored and wado.frame_media_type(item) != wado.OCTET:
+        return f"{wado.frame_media_type(item)}; transfer-syntax={item.transfer_syntax_uid}"
+    return f"{wado.OCTET}; transfer-syntax={EXPLICIT_LE}"
+
+
+class FramesView(DicomWebView):
+    @extend_schema(summary="WADO-RS frames", responses={(200, MULTIPART): bytes})
+    def get(self, request, study: str, series: str, instance: str, frames: str):
+        numbers = wado.parse_frame_list(frames)
+        item = wado.instances(study, series, instance)[0]
+        as_stored = _pixel_parts(accept_of(request), item)
+        data = wado.frames(item, numbers, as_stored=as_stored)
+        media = _frame_type(item, as_stored)
+        return _parts_response([(media, d) for d in data], request.build_absolute_uri())
+
+
+class BulkDataView(DicomWebView):
+    @extend_schema(summary="WADO-RS bulk data", responses={(200, MULTIPART): bytes})
+    def get(self, request, study: str, series: str, instance: str, tag: str):
+        item = wado.instances(study, series, instance)[0]
+        if tag.upper() == "7FE00010" and item.has_pixel_data:
+            as_stored = _pixel_parts(accept_of(request), item)
+            count = item.number_of_frames or 1
+            data = wado.frames(item, list(range(1, count + 1)), as_stored=as_stored)
+            if not as_stored or wado.frame_media_type(item) == wado.OCTET:
+                data = [b"".join(data)]
+            media = _frame_type(item, as_stored)
+            return _parts_response([(media, d) for d in data], request.build_absolute_uri())
+        choose(accept_of(request), [MULTIPART, wado.OCTET])
+        return _parts_response(wado.bulkdata(item, tag), request.build_absolute_uri())
+
+
+# --- rendered and thumbnails -----------------------------------------------------------------
+
+RENDERED_TYPES = ["image/jpeg", "image/png", "image/gif"]
+
+
+def _window(params) -> Window | None:
+    text = params.get("window")
+    if not text:
+        return None
+    pieces = [p.strip() for p in text.split(",")]
+    try:
+        center, width = float(pieces[0]), float(pieces[1])
+    except (ValueError, IndexError) as exc:
+        raise BadRequest("window is center,width[,function]") from exc
+    function = pieces[2].upper() if len(pieces) > 2 and pieces[2] else "LINEAR"
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        raise BadRequest("window function is linear, linear-exact or sigmoid")
+    return Window(center, width, function)
+
+
+def _viewport(params, default: int | None) -> int | None:
+    text = params.get("viewport")
+    if not text:
+        return default
+    try:
+        return max(int(v) for v in text.split(",")[:2] if v.strip())
+    except ValueError as exc:
+        raise BadRequest("viewport is width,height") from exc
+
+
+def _int_param(params, name: str, default: int) -> int:
+    try:
+        return int(params.get(name, default))
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be a number") from exc
+
+
+class RenderedView(DicomWebView):
+    thumbnail = False
+
+    @extend_schema(summary="WADO-RS rendered image / thumbnail",
+                   responses={(200, "image/jpeg"): bytes})
+    def get(self, request, study: str, series: str | None = None,
+            instance: str | None = None, frames: str | None = None):
+        _, media = choose(accept_of(request), RENDERED_TYPES)
+        items = wado.instances(study, series, instance)
+        item = wado.representative(items)
+        frame = wado.parse_frame_list(frames)[0] if frames else 1
+        data = wado.rendered(
+            item, frame=frame, media_type=media, window=_window(request.GET),
+            size=_viewport(request.GET, 128 if self.thumbnail else None),
+            quality=_int_param(request.GET, "quality", 90))
+        response = HttpResponse(data, content_type=media)
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+
+class ThumbnailView(RenderedView):
+    thumbnail = True
+
+
+# --- WADO-URI --------------------------------------------------------------------------------
+
+class WadoUriView(DicomWebView):
+    """WADO-URI (PS3.18 9): one object by its UIDs, as application/dicom or a rendered
+    image (image/jpeg is the default for images)."""
+
+    @extend_schema(summary="WADO-URI", parameters=[
+        OpenApiParameter("requestType", str, required=True), OpenApiParameter("studyUID", str),
+        OpenApiParameter("seriesUID", str), OpenApiParameter("objectUID", str),
+        OpenApiParameter("contentType", str), OpenApiParameter("transferSyntax", str),
+        OpenApiParameter("frameNumber", int), OpenApiParameter("windowCenter", float),
+        OpenApiParameter("windowWidth", float), OpenApiParameter("rows", int),
+        OpenApiParameter("columns", int)], responses={(200, DICOM): bytes})
+    def get(self, request):
+        params = request.GET
+        if params.get("requestType") != "WADO":
+            raise BadRequest("requestType=WADO is required")
+        uids = [params.get(name, "").strip() for name in ("studyUID", "seriesUID", "objectUID")]
+        if not all(uids):
+            raise BadRequest("studyUID, seriesUID and objectUID are required")
+        item = wado.instances(*uids)[0]
+        wanted = [t.strip() for t in params.get("contentType", "").split(",") if t.strip()]
+        if not wanted:
+            wanted = ["image/jpeg"] if item.has_pixel_data else [DICOM]
+        media = next((t for t in wanted if t in (DICOM, *RENDERED_TYPES)), None)
+        if media is None:
+            raise NotAcceptable(f"contentType {', '.join(wanted)} is not supported; use "
+                                "application/dicom, image/jpeg, image/png or image/gif")
+        if media == DICOM:
+            syntax = wado.choose_syntax(item, [params.get("transferSyntax") or "*"])
+            return StreamingHttpResponse(wado.part10(item, syntax), content_type=DICOM)
+        window = None
+        if params.get("windowCenter") and params.get("windowWidth"):
+            window = _window({"window": f"{params['windowCenter']},{params['windowWidth']}"})
+        size = max(_int_param(params, "rows", 0), _int_param(params, "columns", 0)) or None
+        data = wado.rendered(item, frame=_int_param(params, "frameNumber", 1),
+                             media_type=media, window=window, size=size,
+                             quality=_int_param(params, "imageQuality", 90))
+        return HttpResponse(data, content_type=media)
+

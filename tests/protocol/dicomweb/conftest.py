@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from waitress import create_server
+
+from portal.wsgi import application
+
+
+@pytest.fixture
+def web(transactional_db, storage_dir):
+    """The portal's WSGI app on waitress (as `serve` runs it), on a free loopback port."""
+    server = create_server(application, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+@pytest.fixture
+def token(transactional_db) -> str:
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    user = User.objects.create_user("viewer", password="not-used-here-1")
+    return Token.objects.create(user=user).key
+
+
+@pytest.fixture
+def auth(token) -> dict[str, str]:
+    return {"Authorization": f"Token {token}"}
+
+
+@pytest.fixture
+def client(web, auth) -> DICOMwebClient:
+    """dicomweb-client, the outside library, pointed at our base URL."""
+    return DICOMwebClient(url=f"{web}/dicomweb", headers=auth)
