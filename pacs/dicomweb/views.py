@@ -43,7 +43,8 @@ class _AnyContent(BaseContentNegotiation):
 
 
 class DicomWebView(APIView):
-    authentication_classes = [SessionAuthentication, ApiTokenAuthentication]
+    # token first: an anonymous request gets 401 with WWW-Authenticate, not 403
+    authentication_classes = [ApiTokenAuthentication, SessionAuthentication]
     permission_classes = [DicomWebAccess]
     content_negotiation_class = _AnyContent
     renderer_classes = [JSONRenderer]

@@ -240,12 +240,9 @@ def bulkdata(item: StoredInstance, tag_text: str) -> list[tuple[str, bytes]]:
             return [(media, f) for f in frames(item, list(range(1, count + 1)), as_stored=True)]
     ds = dcmread(item.path)
     element = _find(ds, tag)
-    if element is None:
+    if element is None or not isinstance(element.value, bytes):
         raise NotFound(f"instance {item.sop_instance_uid} has no bulk data {tag_text}")
-    value = element.value
-    if not isinstance(value, bytes):
-        value = ds[tag].value if isinstance(ds[tag].value, bytes) else b""
-    return [(OCTET, value)]
+    return [(OCTET, element.value)]
 
 
 def _find(ds: Dataset, tag: int):

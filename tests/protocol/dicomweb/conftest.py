@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import requests
 from dicomweb_client.api import DICOMwebClient
 from waitress import create_server
 
@@ -37,3 +38,15 @@ def auth(token) -> dict[str, str]:
 def client(web, auth) -> DICOMwebClient:
     """dicomweb-client, the outside library, pointed at our base URL."""
     return DICOMwebClient(url=f"{web}/dicomweb", headers=auth)
+
+
+@pytest.fixture
+def client_session(web, token) -> requests.Session:
+    """A browser-like session logged in through the login page."""
+    session = requests.Session()
+    session.get(f"{web}/login/", timeout=10)
+    response = session.post(f"{web}/login/", timeout=10, data={
+        "username": "viewer", "password": "not-used-here-1",
+        "csrfmiddlewaretoken": session.cookies["csrftoken"]})
+    assert response.url.rstrip("/") == web, "login failed"
+    return session

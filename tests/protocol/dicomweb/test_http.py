@@ -1,0 +1,248 @@
+"""DICOMweb over raw HTTP: content negotiation, authentication, CORS and the error cases
+(written from PS3.18, not through a client library)."""
+
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+import requests
+from pydicom import dcmread
+
+from pacs.dicomweb import multipart
+from pacs.models import Instance
+from pacs.services.ingest import store_instance
+from pacs.storage import get_storage
+from tests.samples import sample
+
+NS = {"d": "http://dicom.nema.org/PS3.19/models/NativeDICOM"}
+
+
+@pytest.fixture
+def ct(web):
+    data = sample("CT_small.dcm").read_bytes()
+    store_instance(data=data, received_from="test")
+    return dcmread(io.BytesIO(data))
+
+
+def get(web, path, auth=None, **headers):
+    return requests.get(f"{web}/dicomweb{path}", headers={**(auth or {}), **headers},
+                        timeout=10)
+
+
+def stow(web, auth, parts, part_type="application/dicom", path="/studies", **headers):
+    boundary = multipart.new_boundary()
+    body = b"".join(multipart.stream(boundary, (
+        (multipart.part_header(boundary, media), [data]) for media, data in parts)))
+    return requests.post(
+        f"{web}/dicomweb{path}", data=body, timeout=20,
+        headers={**auth, "Content-Type": multipart.content_type(boundary, part_type),
+                 "Accept": "application/dicom+json", **headers})
+
+
+def test_anonymous_is_refused_unless_configured(web, ct, settings):
+    response = get(web, "/studies")
+    assert response.status_code == 401
+    assert "Token" in response.headers["WWW-Authenticate"]
+    settings.DICOMWEB_ANONYMOUS_READ = True
+    assert get(web, "/studies").status_code == 200
+    refused = stow(web, {}, [("application/dicom", sample("CT_small.dcm").read_bytes())])
+    assert refused.status_code == 401  # storing always needs a user
+
+
+def test_bearer_token_and_session_both_work(web, ct, token, client_session):
+    assert get(web, "/studies", Authorization=f"Bearer {token}").status_code == 200
+    assert client_session.get(f"{web}/dicomweb/studies", timeout=10).status_code == 200
+
+
+def test_qido_percent_encoding_tags_and_bad_parameters(web, auth, ct):
+    by_tag = get(web, "/studies?00100010=compressed%2A", auth)
+    assert [s["0020000D"]["Value"][0] for s in by_tag.json()] == [ct.StudyInstanceUID]
+    assert by_tag.headers["Content-Type"] == "application/dicom+json"
+    assert get(web, "/studies?PatientName=nobody%2A", auth).json() == []
+    dated = get(web, f"/studies?StudyDate={ct.StudyDate}-&limit=5", auth).json()
+    assert len(dated) == 1
+    assert get(web, "/studies?StudyDate=-19990101", auth).json() == []
+    bad = get(web, "/studies?NoSuchKeyword=1", auth)
+    assert bad.status_code == 400 and "NoSuchKeyword" in bad.json()["error"]
+    assert get(web, "/studies?limit=ten", auth).status_code == 400
+    assert get(web, "/studies?offset=-1", auth).status_code == 400
+    uid_list = get(web, f"/studies?StudyInstanceUID={ct.StudyInstanceUID},1.2.3", auth).json()
+    assert len(uid_list) == 1
+
+
+def test_qido_as_xml_multipart(web, auth, ct):
+    response = get(web, "/studies", auth, Accept='multipart/related; type="application/dicom+xml"')
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith(
+        'multipart/related; type="application/dicom+xml"')
+    parts = multipart.parse(response.content,
+                            multipart.boundary_of(response.headers["Content-Type"]))
+    root = ET.fromstring(parts[0].body)
+    uid = root.find("d:DicomAttribute[@keyword='StudyInstanceUID']/d:Value", NS)
+    assert uid.text == ct.StudyInstanceUID
+    family = root.find("d:DicomAttribute[@tag='00100010']/d:PersonName/d:Alphabetic/"
+                       "d:FamilyName", NS)
+    assert family.text == "CompressedSamples"
+
+
+def test_not_acceptable_answers_406(web, auth, ct):
+    assert get(web, "/studies", auth, Accept="text/html").status_code == 406
+    study = f"/studies/{ct.StudyInstanceUID}"
+    assert get(web, study, auth, Accept="application/json").status_code == 406
+    # JPEG 2000 cannot be produced from this uncompressed CT: nothing acceptable
+    refused = get(web, study, auth,
+                  Accept='multipart/related; type="application/dicom"; '
+                         "transfer-syntax=1.2.840.10008.1.2.4.90")
+    assert refused.status_code == 406
+    assert "1.2.840.10008.1.2.4.90" in refused.json()["error"]
+    frames = f"{study}/series/{ct.SeriesInstanceUID}/instances/{ct.SOPInstanceUID}/frames/1"
+    assert get(web, frames, auth, Accept='multipart/related; type="image/jpeg"'
+               ).status_code == 406
+    assert get(web, f"{study}/metadata", auth, Accept="application/dicom").status_code == 406
+
+
+def test_accept_query_parameter_overrides_the_header(web, auth, ct):
+    response = get(web, "/studies?accept=application/dicom%2Bjson", auth, Accept="text/html")
+    assert response.status_code == 200
+
+
+def test_retrieve_as_stored_streams_the_stored_bytes(web, auth, ct):
+    response = get(web, f"/studies/{ct.StudyInstanceUID}", auth,
+                   Accept='multipart/related; type="application/dicom"; transfer-syntax=*')
+    assert response.status_code == 200
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    (part,) = multipart.parse(response.content,
+                              multipart.boundary_of(response.headers["Content-Type"]))
+    stored = Instance.objects.get(sop_instance_uid=ct.SOPInstanceUID)
+    assert part.body == get_storage().path(stored.file_key).read_bytes()
+    assert part.content_type == "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
+
+
+def test_unknown_resources_are_404(web, auth, ct):
+    assert get(web, "/studies/1.2.3", auth).status_code == 404
+    assert get(web, "/studies/1.2.3/metadata", auth).status_code == 404
+    inst = (f"/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/"
+            f"{ct.SOPInstanceUID}")
+    assert get(web, f"{inst}/frames/2", auth).status_code == 404  # one frame only
+    assert get(web, f"{inst}/frames/0", auth).status_code == 400
+    assert get(web, f"{inst}/frames/a,b", auth).status_code == 400
+    assert get(web, f"{inst}/bulkdata/00100010", auth).status_code == 404
+
+
+def test_wado_uri(web, auth, ct):
+    query = (f"requestType=WADO&studyUID={ct.StudyInstanceUID}&seriesUID="
+             f"{ct.SeriesInstanceUID}&objectUID={ct.SOPInstanceUID}")
+    jpeg = requests.get(f"{web}/wado?{query}", headers=auth, timeout=10)
+    assert jpeg.headers["Content-Type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
+    dicom = requests.get(f"{web}/dicomweb/wado?{query}&contentType=application%2Fdicom",
+                         headers=auth, timeout=10)
+    assert dicom.headers["Content-Type"] == "application/dicom"
+    assert dcmread(io.BytesIO(dicom.content)).SOPInstanceUID == ct.SOPInstanceUID
+    png = requests.get(f"{web}/wado?{query}&contentType=image/png&windowCenter=40&"
+                       "windowWidth=400&rows=32", headers=auth, timeout=10)
+    assert png.headers["Content-Type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    assert requests.get(f"{web}/wado?{query}&contentType=text/html", headers=auth,
+                        timeout=10).status_code == 406
+    assert requests.get(f"{web}/wado?studyUID=1", headers=auth, timeout=10).status_code == 400
+
+
+def test_stow_partial_failure_is_409_with_reasons_and_keeps_nothing_bad(web, auth, storage_dir):
+    good = sample("MR_small.dcm").read_bytes()
+    truncated = sample("CT_small.dcm").read_bytes()[:3000]
+    response = stow(web, auth, [("application/dicom", good), ("application/dicom", truncated),
+                                ("application/dicom", b"not dicom at all")])
+    assert response.status_code == 409
+    body = response.json()
+    assert len(body["00081199"]["Value"]) == 1
+    failed = body["00081198"]["Value"]
+    assert [f["00081197"]["Value"][0] for f in failed] == [0xC000, 0xC000]
+    assert failed[0]["00081155"]["Value"] == [dcmread(sample("CT_small.dcm")).SOPInstanceUID]
+    assert "truncated" in response.headers["Warning"]
+    assert Instance.objects.count() == 1
+    assert len([p for p in storage_dir.rglob("*") if p.is_file()]) == 1  # no orphan file
+
+
+def test_stow_into_a_study_refuses_other_studies(web, auth):
+    mr = dcmread(sample("MR_small.dcm"))
+    ok = stow(web, auth, [("application/dicom", sample("MR_small.dcm").read_bytes())],
+              path=f"/studies/{mr.StudyInstanceUID}")
+    assert ok.status_code == 200
+    wrong = stow(web, auth, [("application/dicom", sample("CT_small.dcm").read_bytes())],
+                 path=f"/studies/{mr.StudyInstanceUID}")
+    assert wrong.status_code == 409
+    assert wrong.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+
+
+def test_stow_media_type_errors(web, auth):
+    data = sample("CT_small.dcm").read_bytes()
+    plain = requests.post(f"{web}/dicomweb/studies", data=data, timeout=10,
+                          headers={**auth, "Content-Type": "application/dicom"})
+    assert plain.status_code == 415
+    assert stow(web, auth, [("text/plain", b"x")], part_type="text/plain").status_code == 415
+    no_boundary = requests.post(f"{web}/dicomweb/studies", data=data, timeout=10, headers={
+        **auth, "Content-Type": 'multipart/related; type="application/dicom"'})
+    assert no_boundary.status_code == 400
+    assert stow(web, auth, [("application/dicom", data)], Accept="text/html").status_code == 406
+    cut = requests.post(f"{web}/dicomweb/studies", data=b"--abc\r\n\r\nxyz", timeout=10,
+                        headers={**auth, "Content-Type": "multipart/related; boundary=abc"})
+    assert cut.status_code == 400 and "incomplete" in cut.json()["error"]
+
+
+def test_stow_metadata_and_bulk_data(web, auth):
+    ct = dcmread(sample("CT_small.dcm"))
+    pixels = ct.PixelData
+    del ct.PixelData
+    metadata = ct.to_json_dict()
+    metadata["7FE00010"] = {"vr": "OW", "BulkDataURI": "pixels-1"}
+    boundary = multipart.new_boundary()
+    body = b"".join(multipart.stream(boundary, [
+        (multipart.part_header(boundary, "application/dicom+json"),
+         [json.dumps([metadata]).encode()]),
+        (multipart.part_header(boundary, "application/octet-stream", location="pixels-1"),
+         [pixels]),
+    ]))
+    response = requests.post(
+        f"{web}/dicomweb/studies", data=body, timeout=10, headers={
+            **auth, "Content-Type": multipart.content_type(boundary, "application/dicom+json")})
+    assert response.status_code == 200, response.content
+    stored = Instance.objects.get(sop_instance_uid=ct.SOPInstanceUID)
+    back = dcmread(get_storage().path(stored.file_key))
+    assert back.PixelData == pixels and back.PatientName == ct.PatientName
+    missing = dict(metadata, **{"00080018": {"vr": "UI", "Value": ["1.2.3.4"]},
+                                "7FE00010": {"vr": "OW", "BulkDataURI": "nowhere"}})
+    body = b"".join(multipart.stream(boundary, [
+        (multipart.part_header(boundary, "application/dicom+json"),
+         [json.dumps([missing]).encode()])]))
+    refused = requests.post(
+        f"{web}/dicomweb/studies", data=body, timeout=10, headers={
+            **auth, "Content-Type": multipart.content_type(boundary, "application/dicom+json")})
+    assert refused.status_code == 409
+    assert "nowhere" in refused.headers["Warning"]
+
+
+def test_qido_warns_when_the_server_maximum_cuts_results(web, auth, settings):
+    for name in ("CT_small.dcm", "MR_small.dcm", "reportsi.dcm"):
+        store_instance(data=sample(name).read_bytes(), received_from="test")
+    settings.QIDO_MAX_RESULTS = 2
+    response = get(web, "/studies", auth)
+    assert len(response.json()) == 2 and "Additional results" in response.headers["Warning"]
+    assert len(get(web, "/studies?offset=2", auth).json()) == 1
+
+
+def test_cors_for_a_configured_viewer_origin(web, auth, ct, settings):
+    settings.CORS_ALLOWED_ORIGINS = ["http://viewer.example"]
+    preflight = requests.options(f"{web}/dicomweb/studies", timeout=10, headers={
+        "Origin": "http://viewer.example", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization"})
+    assert preflight.headers["Access-Control-Allow-Origin"] == "http://viewer.example"
+    other = get(web, "/studies", auth, Origin="http://elsewhere.example")
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_openapi_schema_lists_the_dicomweb_paths(web, client_session):
+    schema = client_session.get(f"{web}/api/schema/?format=json", timeout=10).json()
+    assert "/dicomweb/studies" in schema["paths"]
+    assert "post" in schema["paths"]["/dicomweb/studies"]
