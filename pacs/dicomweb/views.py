@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 from django.conf import settings
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import BaseContentNegotiation
@@ -207,17 +207,17 @@ class RetrieveView(DicomWebView):
         boundary = multipart.new_boundary()
         headers = [multipart.part_header(boundary, f"{DICOM}; transfer-syntax={ts}")
                    for ts in targets]
+        content_type = multipart.content_type(boundary, DICOM)
+        if all(ts == item.transfer_syntax_uid for item, ts in zip(items, targets, strict=True)):
+            # all as stored: one joined file of known length, sent by the server's I/O thread
+            segments: list = []
+            for header, item in zip(headers, items, strict=True):
+                segments += [header, (item.path, item.file_size), multipart.CRLF]
+            segments.append(multipart.closing(boundary))
+            return FileResponse(multipart.JoinedFile(segments), content_type=content_type)
         parts = ((header, wado.part10(item, ts))
                  for header, item, ts in zip(headers, items, targets, strict=True))
-        response = StreamingHttpResponse(
-            multipart.stream(boundary, parts),
-            content_type=multipart.content_type(boundary, DICOM))
-        if all(ts == item.transfer_syntax_uid for item, ts in zip(items, targets, strict=True)):
-            # sizes are known: no chunked encoding
-            length = sum(len(h) + item.file_size + 2 for h, item in zip(headers, items,
-                                                                        strict=True))
-            response["Content-Length"] = str(length + len(multipart.closing(boundary)))
-        return response
+        return StreamingHttpResponse(multipart.stream(boundary, parts), content_type=content_type)
 
 
 class StudyView(RetrieveView):
@@ -246,21 +246,33 @@ class MetadataView(DicomWebView):
         return HttpResponse(body, content_type=DICOM_JSON)
 
 
-def _pixel_parts(accepted: list[MediaType], item: wado.StoredInstance) -> bool:
-    """Whether the client takes the frames as stored (True) or wants them uncompressed as
-    application/octet-stream (False)."""
+def _pixel_choice(accepted: list[MediaType], item: wado.StoredInstance) -> tuple[bool, bool]:
+    """(as stored, multipart): whether the client takes the frames as stored or wants them
+    uncompressed as application/octet-stream, and whether in a multipart/related body or as
+    a single part (OHIF's ``singlepart`` option asks bulk data that way)."""
     stored = wado.frame_media_type(item)
     for media in accepted:
-        want = media.param("type", wado.OCTET) if media.type == MULTIPART else media.type
-        if want in ("*/*", "*", "multipart/*") or want == stored:
-            return True
+        is_multipart = media.type == MULTIPART
+        want = media.param("type", wado.OCTET) if is_multipart else media.type
+        if want in ("*/*", "*", "multipart/*"):
+            return True, True
+        if want == stored:
+            return True, is_multipart
         if want == wado.OCTET:
-            return False
+            return False, is_multipart
     raise NotAcceptable(f"the frames are {stored} (as stored) or application/octet-stream "
                         "(uncompressed); ask for multipart/related with one of these types")
 
 
-def _parts_response(parts: list[tuple[str, bytes]], location: str) -> HttpResponse:
+def _parts_response(parts: list[tuple[str, bytes]], location: str, *, single: bool = False
+                    ) -> HttpResponse:
+    if single:
+        if len(parts) != 1:
+            raise NotAcceptable("more than one part: ask for multipart/related")
+        media, data = parts[0]
+        response = HttpResponse(data, content_type=media)
+        response["Content-Location"] = location
+        return response
     boundary = multipart.new_boundary()
     main_type = parts[0][0].split(";")[0] if parts else wado.OCTET
     body = b"".join(multipart.stream(boundary, (
@@ -280,26 +292,30 @@ class FramesView(DicomWebView):
     def get(self, request, study: str, series: str, instance: str, frames: str):
         numbers = wado.parse_frame_list(frames)
         item = wado.instances(study, series, instance)[0]
-        as_stored = _pixel_parts(accept_of(request), item)
+        as_stored, is_multipart = _pixel_choice(accept_of(request), item)
         data = wado.frames(item, numbers, as_stored=as_stored)
         media = _frame_type(item, as_stored)
-        return _parts_response([(media, d) for d in data], request.build_absolute_uri())
+        return _parts_response([(media, d) for d in data], request.build_absolute_uri(),
+                               single=not is_multipart)
 
 
 class BulkDataView(DicomWebView):
     @extend_schema(summary="WADO-RS bulk data", responses={(200, MULTIPART): bytes})
     def get(self, request, study: str, series: str, instance: str, tag: str):
         item = wado.instances(study, series, instance)[0]
+        location = request.build_absolute_uri()
         if tag.upper() == "7FE00010" and item.has_pixel_data:
-            as_stored = _pixel_parts(accept_of(request), item)
+            as_stored, is_multipart = _pixel_choice(accept_of(request), item)
             count = item.number_of_frames or 1
             data = wado.frames(item, list(range(1, count + 1)), as_stored=as_stored)
             if not as_stored or wado.frame_media_type(item) == wado.OCTET:
                 data = [b"".join(data)]
             media = _frame_type(item, as_stored)
-            return _parts_response([(media, d) for d in data], request.build_absolute_uri())
-        choose(accept_of(request), [MULTIPART, wado.OCTET])
-        return _parts_response(wado.bulkdata(item, tag), request.build_absolute_uri())
+            return _parts_response([(media, d) for d in data], location,
+                                   single=not is_multipart)
+        media, _ = choose(accept_of(request), [MULTIPART, wado.OCTET])
+        return _parts_response(wado.bulkdata(item, tag), location,
+                               single=media.type == wado.OCTET)
 
 
 # --- rendered and thumbnails -----------------------------------------------------------------

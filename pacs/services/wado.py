@@ -26,7 +26,7 @@ from pacs.models import Instance
 from pacs.rendering import Window, render
 from pacs.storage import get_storage
 
-CHUNK = 1 << 20
+CHUNK = 1 << 22
 UNCOMPRESSED = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
 DEFLATED = "1.2.840.10008.1.2.1.99"
 

@@ -121,6 +121,19 @@ def test_retrieve_as_stored_streams_the_stored_bytes(web, auth, ct):
     assert part.content_type == "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
 
 
+def test_single_part_bulk_data_and_frames(web, auth, ct):
+    """What OHIF's 'singlepart' option asks: the bytes themselves, not a multipart body."""
+    inst = (f"/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/"
+            f"{ct.SOPInstanceUID}")
+    bulk = get(web, f"{inst}/bulkdata/7FE00010", auth, Accept="application/octet-stream")
+    assert bulk.headers["Content-Type"].startswith("application/octet-stream")
+    assert bulk.content == ct.PixelData
+    frame = get(web, f"{inst}/frames/1", auth,
+                Accept="multipart/related; type=application/octet-stream; transfer-syntax=*")
+    (part,) = multipart.parse(frame.content, multipart.boundary_of(frame.headers["Content-Type"]))
+    assert part.body == ct.PixelData
+
+
 def test_unknown_resources_are_404(web, auth, ct):
     assert get(web, "/studies/1.2.3", auth).status_code == 404
     assert get(web, "/studies/1.2.3/metadata", auth).status_code == 404

@@ -1,0 +1,52 @@
+"""multipart/related writing and parsing, and the joined file WADO-RS streams."""
+
+from __future__ import annotations
+
+import pytest
+
+from pacs.dicomweb import multipart
+from pacs.dicomweb.negotiation import parse_accept
+from pacs.errors import BadRequest
+
+
+def test_stream_then_parse_round_trip():
+    boundary = multipart.new_boundary()
+    body = b"".join(multipart.stream(boundary, [
+        (multipart.part_header(boundary, "application/dicom", location="a"), [b"one", b"\r\n"]),
+        (multipart.part_header(boundary, "application/octet-stream"), [b""]),
+    ]))
+    parts = multipart.parse(b"preamble\r\n" + body + b"epilogue", boundary)
+    assert [(p.content_type, p.location, p.body) for p in parts] == [
+        ("application/dicom", "a", b"one\r\n"), ("application/octet-stream", "", b"")]
+
+
+def test_parse_refuses_a_cut_body_and_a_missing_boundary():
+    with pytest.raises(BadRequest, match="incomplete"):
+        multipart.parse(b"--b\r\nContent-Type: x\r\n\r\npartial", "b")
+    with pytest.raises(BadRequest, match="boundary"):
+        multipart.parse(b"no parts here", "b")
+
+
+def test_joined_file_reads_and_seeks_across_segments(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_bytes(b"0123456789")
+    second.write_bytes(b"abcdef")
+    joined = multipart.JoinedFile([b"<h>", (first, 10), b"|", (second, 6), b"<end>"])
+    whole = b"<h>0123456789|abcdef<end>"
+    assert joined.read() == whole
+    assert joined.seek(0, 2) == len(whole)
+    joined.seek(5)
+    assert joined.read(10) == whole[5:15]
+    assert joined.tell() == 15
+    joined.seek(0)
+    assert b"".join(iter(lambda: joined.read(4), b"")) == whole
+    joined.close()
+
+
+def test_accept_parsing_orders_by_quality_and_keeps_parameters():
+    ranges = parse_accept('application/json;q=0.5, multipart/related; type="application/dicom";'
+                          " transfer-syntax=*, text/html;q=0")
+    assert [r.type for r in ranges] == ["multipart/related", "application/json"]
+    assert ranges[0].param("type") == "application/dicom"
+    assert ranges[0].param("transfer-syntax") == "*"
+    assert parse_accept("")[0].matches("image/png")
