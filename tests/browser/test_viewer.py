@@ -106,6 +106,7 @@ def test_ohif_lists_and_displays_a_study_from_our_endpoints(portal, viewer_serve
     from playwright.sync_api import sync_playwright
 
     viewer = f"http://127.0.0.1:{viewer_server.server_address[1]}"
+    listed = dcmread(sample("CT_small.dcm"), stop_before_pixels=True)
     study = dcmread(sample("emri_small.dcm"), stop_before_pixels=True)
     answered: list[tuple[int, str]] = []
     with sync_playwright() as pw:
@@ -116,7 +117,12 @@ def test_ohif_lists_and_displays_a_study_from_our_endpoints(portal, viewer_serve
                     if r.url.startswith(portal.url) else None)
             # the study list comes from QIDO-RS
             page.goto(f"{viewer}/")
-            page.wait_for_selector(f"text={study.PatientID}", timeout=60_000)
+            try:
+                # the list shows the name (family name first) and the description
+                page.wait_for_selector("text=CompressedSamples", timeout=60_000)
+                page.wait_for_selector(f"text={listed.StudyDescription}", timeout=10_000)
+            finally:
+                page.screenshot(path=str(portal.data_dir / "ohif-list.png"))
             # the viewer loads metadata and pixel data over WADO-RS and draws them
             page.goto(f"{viewer}/viewer?StudyInstanceUIDs={study.StudyInstanceUID}")
             page.wait_for_selector("canvas", timeout=60_000)

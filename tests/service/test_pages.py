@@ -162,3 +162,17 @@ def test_remote_search_needs_a_criterion_and_reports_an_unreachable_ae(admin_cli
     page = admin_client.get(reverse("remote-search"),
                             {"remote": ae.pk, "patient_name": "A*"}).content.decode()
     assert "no association with GONE" in page
+
+
+def test_api_token_page_creates_and_replaces_the_token(viewer_client):
+    from rest_framework.authtoken.models import Token
+
+    page = viewer_client.get(reverse("api-token"))
+    assert b"no API token yet" in page.content and b"/dicomweb" in page.content
+    viewer_client.post(reverse("api-token"))
+    first = Token.objects.get().key
+    assert first.encode() in viewer_client.get(reverse("api-token")).content
+    viewer_client.post(reverse("api-token"))
+    assert Token.objects.get().key != first  # the old token stops working
+    assert viewer_client.get("/dicomweb/studies",
+                             HTTP_ACCEPT="application/dicom+json").status_code == 200
