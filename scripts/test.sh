@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests need (DCMTK, Orthanc, PostgreSQL, Redis, Chromium, Python packages), run:
+# Install what the tests need (DCMTK, Orthanc, PostgreSQL, Redis, Chromium, npm, Python packages),
+# run:
 #   1. ruff, 2. the embedded suite (SQLite), 3. the scale slice against real PostgreSQL,
 #   Redis and a Celery worker process.
 set -euo pipefail
@@ -11,6 +12,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v /usr/bin/chromium >/dev/null || need+=(chromium)
 command -v /usr/sbin/Orthanc >/dev/null || need+=(orthanc)  # a third-party peer for the SCU tests
+command -v npm >/dev/null || need+=(npm)  # fetches the prebuilt OHIF viewer (tests/browser)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -q >/dev/null

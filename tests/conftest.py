@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import threading
+
 import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from waitress import create_server
 
 from pacs.models import ApplicationEntity
 
@@ -30,3 +35,47 @@ def known_aes(transactional_db):
         ApplicationEntity.objects.create(ae_title=t, host="127.0.0.1", port=104, may_store=True)
         for t in ("STORESCU", "ECHOSCU", "DCMSEND", "PYNETDICOM", "BENCH")
     ]
+
+
+@pytest.fixture
+def web(transactional_db, storage_dir):
+    """The portal's WSGI app on waitress (as `serve` runs it), on a free loopback port."""
+    from portal.wsgi import application
+
+    server = create_server(application, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+@pytest.fixture
+def token(transactional_db) -> str:
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    user = User.objects.create_user("viewer", password="not-used-here-1")
+    return Token.objects.create(user=user).key
+
+
+@pytest.fixture
+def auth(token) -> dict[str, str]:
+    return {"Authorization": f"Token {token}"}
+
+
+@pytest.fixture
+def dicomweb(web, auth) -> DICOMwebClient:
+    """dicomweb-client, the outside library, pointed at our base URL."""
+    return DICOMwebClient(url=f"{web}/dicomweb", headers=auth)
+
+
+@pytest.fixture
+def client_session(web, token) -> requests.Session:
+    """A browser-like session logged in through the login page."""
+    session = requests.Session()
+    session.get(f"{web}/login/", timeout=10)
+    response = session.post(f"{web}/login/", timeout=10, data={
+        "username": "viewer", "password": "not-used-here-1",
+        "csrfmiddlewaretoken": session.cookies["csrftoken"]})
+    assert response.url.rstrip("/") == web, "login failed"
+    return session

@@ -8,6 +8,7 @@ with pydicom (decompression through pylibjpeg).
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,9 @@ def _what(study_uid: str, series_uid: str | None, sop_uid: str | None) -> str:
     return f"study {study_uid}"
 
 
+_RELATIVE_BULK = re.compile(r'"BulkDataURI":\s*"bulkdata/')
+
+
 def metadata_json(study_uid: str, series_uid: str | None, sop_uid: str | None,
                   base_url: str) -> bytes:
     """WADO-RS /metadata: the stored DICOM JSON of each instance as one JSON array, joined as
@@ -116,7 +120,8 @@ def metadata_json(study_uid: str, series_uid: str | None, sop_uid: str | None,
     for series, sop, text in rows.iterator(chunk_size=500):
         if '"BulkDataURI"' in text:
             url = f"{base}/studies/{study_uid}/series/{series}/instances/{sop}/bulkdata/"
-            text = text.replace('"BulkDataURI":"bulkdata/', f'"BulkDataURI":"{url}')
+            # SQLite keeps orjson's compact text; PostgreSQL's jsonb::text adds spaces
+            text = _RELATIVE_BULK.sub(lambda m, url=url: f'"BulkDataURI":"{url}', text)
         parts.append(text.encode("utf-8"))
     if not parts:
         raise NotFound(_what(study_uid, series_uid, sop_uid) + " is not in the archive")

@@ -214,3 +214,20 @@ def test_hl7_order_through_the_workers_listener_into_postgresql(worker, settings
         ack = client.send_message(message)
     assert b"MSA|AA|SC1" in ack
     assert Order.objects.get(accession_number="SCALEACC1").patient.patient_id == "SCALE7"
+
+
+def test_dicomweb_on_postgresql(web, dicomweb, settings):
+    """STOW-RS, QIDO-RS and WADO-RS metadata/bulk data with the index on PostgreSQL (jsonb)."""
+    from pydicom import dcmread
+
+    settings.DICOMWEB_BASE_URL = f"{web}/dicomweb"
+    datasets = [dcmread(sample(n)) for n in ("CT_small.dcm", "emri_small.dcm")]
+    assert len(dicomweb.store_instances(datasets).ReferencedSOPSequence) == 2
+    ct = datasets[0]
+    (study,) = dicomweb.search_for_studies(search_filters={"PatientName": "compressed*"},
+                                         fields=["all"])
+    assert study["0020000D"]["Value"] == [ct.StudyInstanceUID]
+    (meta,) = dicomweb.retrieve_instance_metadata(ct.StudyInstanceUID, ct.SeriesInstanceUID,
+                                                ct.SOPInstanceUID)
+    assert meta["7FE00010"]["BulkDataURI"].startswith(f"{web}/dicomweb/studies/")
+    assert dicomweb.retrieve_bulkdata(meta["7FE00010"]["BulkDataURI"]) == [ct.PixelData]
