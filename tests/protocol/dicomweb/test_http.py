@@ -134,6 +134,24 @@ def test_single_part_bulk_data_and_frames(web, auth, ct):
     assert part.body == ct.PixelData
 
 
+def test_any_type_gives_stored_frames_and_xml_metadata(web, auth):
+    store_instance(data=sample("MR_small_RLE.dcm").read_bytes(), received_from="test")
+    mr = dcmread(sample("MR_small_RLE.dcm"))
+    inst = (f"/studies/{mr.StudyInstanceUID}/series/{mr.SeriesInstanceUID}/instances/"
+            f"{mr.SOPInstanceUID}")
+    frames = get(web, f"{inst}/frames/1", auth, Accept='multipart/related; type="*/*"')
+    (part,) = multipart.parse(frames.content,
+                              multipart.boundary_of(frames.headers["Content-Type"]))
+    assert part.content_type == "image/x-dicom-rle; transfer-syntax=1.2.840.10008.1.2.5"
+    assert len(part.body) < mr.Rows * mr.Columns * 2  # the RLE segments, not decoded pixels
+    xml = get(web, f"{inst}/metadata", auth,
+              Accept='multipart/related; type="application/dicom+xml"')
+    (doc,) = multipart.parse(xml.content, multipart.boundary_of(xml.headers["Content-Type"]))
+    root = ET.fromstring(doc.body)
+    bulk = root.find("d:DicomAttribute[@tag='7FE00010']/d:BulkData", NS)
+    assert bulk.get("uri").endswith(f"{inst}/bulkdata/7FE00010")
+
+
 def test_unknown_resources_are_404(web, auth, ct):
     assert get(web, "/studies/1.2.3", auth).status_code == 404
     assert get(web, "/studies/1.2.3/metadata", auth).status_code == 404
