@@ -88,7 +88,6 @@ def _to_8bit(values: np.ndarray) -> np.ndarray:
     return ((values - low) * (255.0 / (high - low))).clip(0, 255).astype(np.uint8)
 
 
-
 def _apply_window(values: np.ndarray, window: Window) -> np.ndarray:
     """PS3.3 C.11.2.1.2 windowing straight to 0..255 (LINEAR, LINEAR_EXACT, SIGMOID)."""
     center, width = window.center, max(window.width, 1.0)

@@ -332,7 +332,8 @@ def _window(params) -> Window | None:
         center, width = float(pieces[0]), float(pieces[1])
     except (ValueError, IndexError) as exc:
         raise BadRequest("window is center,width[,function]") from exc
-    function = pieces[2].upper() if len(pieces) > 2 and pieces[2] else "LINEAR"
+    function = pieces[2].upper().replace("-", "_") if len(pieces) > 2 and pieces[2] \
+        else "LINEAR"
     if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
         raise BadRequest("window function is linear, linear-exact or sigmoid")
     return Window(center, width, function)

@@ -175,6 +175,11 @@ def test_wado_uri(web, auth, ct):
     png = requests.get(f"{web}/wado?{query}&contentType=image/png&windowCenter=40&"
                        "windowWidth=400&rows=32", headers=auth, timeout=10)
     assert png.headers["Content-Type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    rendered = get(web, f"/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/"
+                   f"instances/{ct.SOPInstanceUID}/rendered?window=40,400,linear-exact", auth)
+    assert rendered.status_code == 200
+    assert get(web, f"/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/"
+               f"{ct.SOPInstanceUID}/rendered?window=40", auth).status_code == 400
     assert requests.get(f"{web}/wado?{query}&contentType=text/html", headers=auth,
                         timeout=10).status_code == 406
     assert requests.get(f"{web}/wado?studyUID=1", headers=auth, timeout=10).status_code == 400
