@@ -40,13 +40,21 @@ def known_aes(transactional_db):
 @pytest.fixture
 def web(transactional_db, storage_dir):
     """The portal's WSGI app on waitress (as `serve` runs it), on a free loopback port."""
+    from django.db import connections
+
     from portal.wsgi import application
 
+    # the server's threads close their database connections after each request, so that
+    # nothing holds the test database open at teardown (PostgreSQL refuses to drop it then)
+    db_settings = connections.settings["default"]
+    max_age = db_settings["CONN_MAX_AGE"]
+    db_settings["CONN_MAX_AGE"] = 0
     server = create_server(application, host="127.0.0.1", port=0, threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
     server.close()
+    db_settings["CONN_MAX_AGE"] = max_age
 
 
 @pytest.fixture
