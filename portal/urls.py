@@ -8,6 +8,7 @@ from pacs import transfer_views
 from pacs import views as pacs_views
 from pacs.dicomweb import views as pacs_dicomweb_views
 from portal import views
+from worklist import upsrs
 from worklist import views as worklist_views
 
 urlpatterns = [
@@ -59,6 +60,8 @@ urlpatterns = [
     path("hl7/outbound/", hl7_views.outbound_list, name="hl7-outbound"),
     path("hl7/outbound/<int:pk>/retry/", hl7_views.outbound_retry, name="hl7-outbound-retry"),
     path("dicomweb/", include("pacs.dicomweb.urls")),
+    path("dicomweb/workitems/<uid:workitem>", upsrs.WorkitemView.as_view()),
+    path("dicomweb/workitems/<uid:workitem>/state", upsrs.WorkitemStateView.as_view()),
     # WADO-URI is also reached at /wado, where older clients look for it
     path("wado", pacs_dicomweb_views.WadoUriView.as_view()),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -9,6 +9,7 @@ keywords of PS3.4 table K.6-1 (ScheduledStationAETitle -> scheduled_station_ae_t
 from __future__ import annotations
 
 from django.db import models
+from pydicom.uid import generate_uid
 
 from pacs.models import Patient
 
@@ -130,6 +131,11 @@ class ScheduledProcedureStep(models.Model):
     protocol_code_meaning = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED,
                               db_index=True)
+    # The step as a UPS workitem (PS3.4 CC): its SOP Instance UID, given on creation, and the
+    # Transaction UID of the performer that claimed it (never shown to others).
+    ups_instance_uid = models.CharField("workitem UID", max_length=64, unique=True, null=True,
+                                        editable=False)
+    transaction_uid = models.CharField(max_length=64, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -143,6 +149,11 @@ class ScheduledProcedureStep(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.ups_instance_uid:
+            self.ups_instance_uid = generate_uid()
+        super().save(*args, **kwargs)
 
 
 class StepEvent(models.Model):

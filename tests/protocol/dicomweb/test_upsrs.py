@@ -1,0 +1,135 @@
+"""UPS-RS over raw HTTP (no UPS-RS client library is installable: requests written from
+PS3.18 11): retrieve a workitem, change its state with the standard's rules and codes, and the
+change seen by the other faces (MWL C-FIND, the order's history)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import requests
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
+
+from pacs.models import ApplicationEntity
+from worklist import services
+from worklist.models import ScheduledProcedureStep, StepEvent
+
+JSON = "application/dicom+json"
+
+
+@pytest.fixture
+def step(web):
+    order = services.create_order(
+        patient=services.PatientData("UPS1", "DOE^JOHN"), procedure=None,
+        step=services.StepData(modality="CT", start=dt.datetime(2026, 11, 23, 9, 30),
+                               station_ae_title="CT1", description="CT head"),
+        actor="scheduler")
+    return order.procedures.get().steps.get()
+
+
+def url(web: str, step: ScheduledProcedureStep, suffix: str = "") -> str:
+    return f"{web}/dicomweb/workitems/{step.ups_instance_uid}{suffix}"
+
+
+def put_state(web, auth, step, state: str, transaction: str | None):
+    body = {"00741000": {"vr": "CS", "Value": [state]}}
+    if transaction is not None:
+        body["00081195"] = {"vr": "UI", "Value": [transaction]}
+    return requests.put(url(web, step, "/state"), json=body, timeout=10,
+                        headers={**auth, "Content-Type": JSON})
+
+
+def test_every_step_is_a_workitem_with_mwl_attributes_mapped(web, auth, step):
+    assert step.ups_instance_uid
+    response = requests.get(url(web, step), headers={**auth, "Accept": JSON}, timeout=10)
+    assert response.status_code == 200
+    (item,) = response.json()
+    assert item["00080018"]["Value"] == [step.ups_instance_uid]
+    assert item["00741000"]["Value"] == ["SCHEDULED"]
+    assert item["00100010"]["Value"] == [{"Alphabetic": "DOE^JOHN"}]
+    assert item["00404005"]["Value"][0].startswith("202611230930")
+    assert item["00741204"]["Value"] == ["CT head"]
+    assert item["00404025"]["Value"][0]["00080100"]["Value"] == ["CT1"]
+    request = item["0040A370"]["Value"][0]
+    assert request["00080050"]["Value"] == [step.requested_procedure.order.accession_number]
+    assert "00081195" not in item  # the Transaction UID is never shown
+    missing = requests.get(f"{web}/dicomweb/workitems/1.2.3", headers=auth, timeout=10)
+    assert missing.status_code == 404 and "C307" in missing.headers["Warning"]
+
+
+def test_claim_complete_and_the_rules_of_the_state_model(web, auth, step):
+    mine, other = generate_uid(), generate_uid()
+    assert put_state(web, auth, step, "IN PROGRESS", None).status_code == 400
+    assert put_state(web, auth, step, "SCHEDULED", mine).status_code == 400
+    assert put_state(web, auth, step, "DONE", mine).status_code == 400
+    early = put_state(web, auth, step, "COMPLETED", mine)
+    assert early.status_code == 409 and "C310" in early.headers["Warning"]
+    assert put_state(web, auth, step, "IN PROGRESS", mine).status_code == 200
+    again = put_state(web, auth, step, "IN PROGRESS", other)
+    assert again.status_code == 409 and "C302" in again.headers["Warning"]
+    wrong = put_state(web, auth, step, "COMPLETED", other)
+    assert wrong.status_code == 409 and "C301" in wrong.headers["Warning"]
+    assert put_state(web, auth, step, "COMPLETED", mine).status_code == 200
+    repeated = put_state(web, auth, step, "COMPLETED", mine)
+    assert repeated.status_code == 200 and "B306" in repeated.headers["Warning"]
+    final = put_state(web, auth, step, "CANCELED", mine)
+    assert final.status_code == 409 and "C311" in final.headers["Warning"]
+    step.refresh_from_db()
+    assert step.status == "COMPLETED"
+    assert [(e.status, e.source, e.actor) for e in StepEvent.objects.filter(step=step)
+            if e.source == "ups"] == [("IN PROGRESS", "ups", "viewer"),
+                                      ("COMPLETED", "ups", "viewer")]
+
+
+def test_cancel_by_the_performer_discontinues_the_step(web, auth, step):
+    mine = generate_uid()
+    assert put_state(web, auth, step, "IN PROGRESS", mine).status_code == 200
+    assert put_state(web, auth, step, "CANCELED", mine).status_code == 200
+    step.refresh_from_db()
+    assert step.status == "DISCONTINUED"
+    item = requests.get(url(web, step), headers=auth, timeout=10).json()[0]
+    assert item["00741000"]["Value"] == ["CANCELED"]
+    warned = put_state(web, auth, step, "CANCELED", mine)
+    assert warned.status_code == 200 and "B304" in warned.headers["Warning"]
+
+
+def test_bad_bodies_and_no_login(web, auth, step):
+    plain = requests.put(url(web, step, "/state"), data=b"IN PROGRESS", timeout=10,
+                         headers={**auth, "Content-Type": "text/plain"})
+    assert plain.status_code == 415
+    garbage = requests.put(url(web, step, "/state"), data=b"{", timeout=10,
+                           headers={**auth, "Content-Type": JSON})
+    assert garbage.status_code == 400
+    anonymous = requests.put(url(web, step, "/state"), json={}, timeout=10,
+                             headers={"Content-Type": JSON})
+    assert anonymous.status_code == 401
+
+
+def test_a_claim_over_ups_rs_is_seen_by_mwl_c_find(web, auth, step, dimse_listener):
+    ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    assert put_state(web, auth, step, "IN PROGRESS", generate_uid()).status_code == 200
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(MWL)
+    assoc = ae.associate("127.0.0.1", dimse_listener.address[1], ae_title="PORTAL")
+    assert assoc.is_established
+    try:
+        # a claimed item leaves the modalities' default worklist, and is found as IN PROGRESS
+        assert _mwl_statuses(assoc, "") == []
+        assert _mwl_statuses(assoc, "IN PROGRESS") == ["IN PROGRESS"]
+    finally:
+        assoc.release()
+
+
+def _mwl_statuses(assoc, status: str) -> list[str]:
+    query = Dataset()
+    query.PatientID = "UPS1"
+    sps = Dataset()
+    sps.ScheduledProcedureStepStatus = status
+    sps.ScheduledStationAETitle = "CT1"
+    query.ScheduledProcedureStepSequence = [sps]
+    answers = [ds for status, ds in assoc.send_c_find(query, MWL) if status.Status == 0xFF00]
+    return [a.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus for a in answers]

@@ -1,0 +1,74 @@
+"""UPS-RS (PS3.18 11): workitems over HTTP, on the worklist's steps (``worklist.ups``).
+
+This slice has Retrieve Workitem and Change Workitem State; create, update, search,
+cancellation requests and subscriptions come next (issue 7).
+"""
+
+from __future__ import annotations
+
+import orjson
+from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
+
+from pacs.dicomweb.negotiation import accept_of, choose, parse_media_type
+from pacs.dicomweb.views import DICOM_JSON, DicomWebView
+from pacs.errors import BadRequest, UnsupportedMediaType
+from worklist import ups
+
+
+def _warning(text: str) -> str:
+    return '299 portal: "{}"'.format(text.replace('"', "'"))
+
+
+class UpsView(DicomWebView):
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)
+        if isinstance(exc, ups.UpsError):
+            response["Warning"] = _warning(f"{exc} (0x{exc.dimse_status:04X})")
+        return response
+
+
+class WorkitemView(UpsView):
+    @extend_schema(summary="UPS-RS retrieve workitem", responses={(200, DICOM_JSON): dict})
+    def get(self, request, workitem: str):
+        choose(accept_of(request), [DICOM_JSON, "application/json"])
+        step = ups.get_workitem(workitem)
+        return HttpResponse(orjson.dumps([ups.workitem_json(step)]), content_type=DICOM_JSON)
+
+
+class WorkitemStateView(UpsView):
+    @extend_schema(summary="UPS-RS change workitem state", request={DICOM_JSON: dict},
+                   responses={200: None})
+    def put(self, request, workitem: str):
+        dataset = _dataset(request)
+        state = _text(dataset, "00741000")
+        if not state:
+            raise BadRequest("Procedure Step State (0074,1000) is required")
+        change = ups.change_state(workitem, state, _text(dataset, "00081195"),
+                                  actor=request.user.get_username())
+        response = HttpResponse(status=200)
+        if change.warning is not None:
+            response["Warning"] = _warning(f"{change.warning_text} (0x{change.warning:04X})")
+        return response
+
+
+def _dataset(request) -> dict:
+    media = parse_media_type(request.META.get("CONTENT_TYPE", ""))
+    if media.type not in (DICOM_JSON, "application/json"):
+        raise UnsupportedMediaType("the request body must be application/dicom+json")
+    try:
+        body = orjson.loads(request.body or b"null")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from exc
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be one DICOM JSON dataset")
+    return body
+
+
+def _text(dataset: dict, tag: str) -> str:
+    try:
+        return str(dataset[tag]["Value"][0]).strip()
+    except (KeyError, IndexError, TypeError):
+        return ""
