@@ -114,8 +114,11 @@ class Association:
             if reason:
                 raise Refused(reason, REJECT_CALLING_AE)
         except Refused as exc:
-            self.pdu.send_raw(wire.reject_pdu(*exc.rj))
-            self.config.on_refused(self.calling_aet, self.peer_host, str(exc))
+            # audited before the peer hears of it: the record exists once the refusal is seen
+            try:
+                self.config.on_refused(self.calling_aet, self.peer_host, str(exc))
+            finally:
+                self.pdu.send_raw(wire.reject_pdu(*exc.rj))
             return False
         self.pdu.send_raw(self._accept(request))
         self.sock.settimeout(self.config.network_timeout)
