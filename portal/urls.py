@@ -60,6 +60,7 @@ urlpatterns = [
     path("hl7/outbound/", hl7_views.outbound_list, name="hl7-outbound"),
     path("hl7/outbound/<int:pk>/retry/", hl7_views.outbound_retry, name="hl7-outbound-retry"),
     path("dicomweb/", include("pacs.dicomweb.urls")),
+    path("dicomweb/workitems", upsrs.WorkitemsView.as_view()),
     path("dicomweb/workitems/<uid:workitem>", upsrs.WorkitemView.as_view()),
     path("dicomweb/workitems/<uid:workitem>/state", upsrs.WorkitemStateView.as_view()),
     # WADO-URI is also reached at /wado, where older clients look for it

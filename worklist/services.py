@@ -83,6 +83,7 @@ class Identifiers:
     requested_procedure_id: str = ""
     scheduled_procedure_step_id: str = ""
     study_instance_uid: str = ""
+    workitem_uid: str = ""  # the step's UPS SOP Instance UID (UPS-RS create)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def _create_order(*, patient: PatientData, procedure: Procedure | None, step: St
     sps = ScheduledProcedureStep.objects.create(
         requested_procedure=rp, scheduled_procedure_step_id=(
             identifiers.scheduled_procedure_step_id[:16] or f"SPS{order.pk}"),
-        **_step_fields(step, code))
+        ups_instance_uid=identifiers.workitem_uid or None, **_step_fields(step, code))
     _event(sps, Status.SCHEDULED, "", source=source, actor=actor, note="created")
     audit.record(category="worklist", action="order created", actor=actor,
                  detail=f"accession {order.accession_number}, source {source}")

@@ -16,14 +16,21 @@ UPS states and step statuses:
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q, QuerySet
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
+from pacs.dicomfile import UID_RE
 from pacs.errors import PacsError
+from pacs.matching import date_range_q, datetime_range_q
+from pacs.query import Attribute, Level, search_level
 from worklist import services
-from worklist.models import ScheduledProcedureStep
+from worklist.models import ScheduledProcedureStep, Station
 
 Status = ScheduledProcedureStep.Status
 UPS_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"  # UPS Push SOP Class
@@ -162,3 +169,164 @@ def workitem_json(step: ScheduledProcedureStep) -> dict[str, Any]:
         "00400009": _v("SH", step.scheduled_procedure_step_id),
     }
     return dict(sorted(data.items()))
+
+
+# --- search ---------------------------------------------------------------------------------
+
+_RP = "requested_procedure__"
+_ORDER = "requested_procedure__order__"
+_PATIENT = "requested_procedure__order__patient__"
+
+# The workitem as a level of the shared query engine (PS3.4 CC.2.6 matching keys).
+UPS_LEVEL = Level("UPS", ScheduledProcedureStep, {a.keyword: a for a in (
+    Attribute("SOPInstanceUID", "ups_instance_uid", "uid"),
+    Attribute("PatientName", f"{_PATIENT}patient_name", "pn", f"{_PATIENT}patient_name_norm"),
+    Attribute("PatientID", f"{_PATIENT}patient_id"),
+    Attribute("IssuerOfPatientID", f"{_PATIENT}issuer_of_patient_id"),
+    Attribute("PatientBirthDate", f"{_PATIENT}patient_birth_date", "date"),
+    Attribute("PatientSex", f"{_PATIENT}patient_sex"),
+    Attribute("ProcedureStepLabel", "description"),
+    Attribute("WorklistLabel", "modality"),
+    Attribute("ScheduledStationNameCodeSequence", "", "seq", items=(
+        Attribute("CodeValue", "scheduled_station_ae_title", "multi"),)),
+    Attribute("ScheduledWorkitemCodeSequence", "", "seq", items=(
+        Attribute("CodeValue", "protocol_code_value"),
+        Attribute("CodingSchemeDesignator", "protocol_coding_scheme"),
+        Attribute("CodeMeaning", "protocol_code_meaning"))),
+    Attribute("ReferencedRequestSequence", "", "seq", items=(
+        Attribute("AccessionNumber", f"{_ORDER}accession_number"),
+        Attribute("StudyInstanceUID", f"{_RP}study_instance_uid", "uid"),
+        Attribute("RequestedProcedureID", f"{_RP}requested_procedure_id"),
+        Attribute("PlacerOrderNumberImagingServiceRequest", f"{_ORDER}placer_order_number"),
+        Attribute("FillerOrderNumberImagingServiceRequest", f"{_ORDER}filler_order_number"))),
+)}, "SOPInstanceUID")
+
+_STEP_STATUSES = {SCHEDULED: (Status.SCHEDULED, Status.ARRIVED),
+                  IN_PROGRESS: (Status.IN_PROGRESS,), COMPLETED: (Status.COMPLETED,),
+                  CANCELED: (Status.CANCELED, Status.DISCONTINUED)}
+
+
+def search(identifier: Dataset, *, fuzzy: bool = False) -> QuerySet:
+    """Workitems matching a UPS-RS/C-FIND identifier. The engine matches the mapped columns;
+    Procedure Step State and the start date-time (DT, on the step's date and time columns)
+    are translated here."""
+    translated = {"ProcedureStepState": "", "ScheduledProcedureStepStartDateTime": ""}
+    engine_keys = Dataset()
+    for element in identifier:
+        if element.keyword in translated:
+            translated[element.keyword] = str(element.value or "")
+        else:
+            engine_keys.add(element)
+    state, start = translated["ProcedureStepState"], translated[
+        "ScheduledProcedureStepStartDateTime"]
+    qs = search_level(UPS_LEVEL, engine_keys, fuzzy=fuzzy)
+    if state.strip():
+        statuses = [s for part in state.split("\\") for s in _STEP_STATUSES.get(part.strip(), ())]
+        qs = qs.filter(status__in=statuses)
+    if start.strip():
+        qs = qs.filter(_start_q(start.strip()))
+    return qs.select_related("requested_procedure__order__patient").order_by("pk")
+
+
+def _start_q(value: str) -> Q:
+    """DT range matching on the step's DA and TM columns: 'YYYYMMDD[HHMMSS]' or a range."""
+    low, sep, high = value.partition("-") if "-" in value else (value, "", value)
+    dates = f"{low[:8]}-{high[:8]}" if sep or low[:8] != high[:8] else low[:8]
+    times = f"{low[8:14]}-{high[8:14]}" if sep else low[8:14]
+    if not times.strip("-"):
+        return date_range_q("start_date", dates)
+    return datetime_range_q("start_date", "start_time", dates, times)
+
+
+# --- create ---------------------------------------------------------------------------------
+
+REQUIRED_ON_CREATE = {
+    "00741000": "ProcedureStepState (must be SCHEDULED)",
+    "00741200": "ScheduledProcedureStepPriority",
+    "00741204": "ProcedureStepLabel",
+    "00404005": "ScheduledProcedureStepStartDateTime",
+    "00404041": "InputReadinessState",
+    "00100020": "PatientID",
+}
+
+
+def create(dataset: dict[str, Any], *, uid: str, actor: str) -> ScheduledProcedureStep:
+    """Create Workitem (PS3.4 CC.2.5): a new order with one step, from a DICOM JSON dataset.
+    Missing or invalid required attributes are refused naming the attribute."""
+    missing = [name for tag, name in REQUIRED_ON_CREATE.items() if not _first(dataset, tag)]
+    if missing:
+        raise UpsError(0xA900, f"missing required attribute(s): {', '.join(missing)}",
+                       http_status=400)
+    if _first(dataset, "00741000") != SCHEDULED:
+        raise UpsError(0xC303, "ProcedureStepState must be SCHEDULED on creation",
+                       http_status=400)
+    if "00081195" in dataset:
+        raise UpsError(0xA900, "TransactionUID must not be sent on creation", http_status=400)
+    uid = uid or _first(dataset, "00080018") or generate_uid()
+    if not UID_RE.match(uid) or len(uid) > 64:
+        raise UpsError(0xA900, f"{uid!r} is not a valid UID", http_status=400)
+    if ScheduledProcedureStep.objects.filter(ups_instance_uid=uid).exists():
+        raise UpsError(0x0111, f"workitem {uid} already exists")
+    start = _datetime(_first(dataset, "00404005"))
+    priority = {"STAT": "STAT", "HIGH": "HIGH", "LOW": "LOW", "MEDIUM": "MEDIUM"}.get(
+        _first(dataset, "00741200"))
+    if priority is None:
+        raise UpsError(0xA900, "ScheduledProcedureStepPriority must be STAT, HIGH, MEDIUM or LOW",
+                       http_status=400)
+    request = _item(dataset, "0040A370")
+    station = _first(_item(dataset, "00404025"), "00080100")
+    known = Station.objects.filter(ae_title=station).first() if station else None
+    modality = known.modality if known else (_first(dataset, "00741202") or "OT")[:16]
+    code = _item(dataset, "00404018")
+    order = services.create_order(
+        patient=services.PatientData(_first(dataset, "00100020"), _person(dataset, "00100010"),
+                                     _first(dataset, "00100021"), _first(dataset, "00100030"),
+                                     _first(dataset, "00100040")),
+        procedure=None, actor=actor, source="ups", priority=priority,
+        step=services.StepData(modality=modality, start=start, station_ae_title=station,
+                               station_name=known.name if known else "",
+                               description=_first(dataset, "00741204")),
+        accession_number=_first(request, "00080050"),
+        referring_physician_name=_person(dataset, "00080090"),
+        placer_order_number=_first(request, "00402016"),
+        filler_order_number=_first(request, "00402017"),
+        description=_first(request, "00321060"),
+        identifiers=services.Identifiers(
+            requested_procedure_id=_first(request, "00401001"),
+            study_instance_uid=_first(request, "0020000D"), workitem_uid=uid),
+        code=services.Code(_first(code, "00080100"), _first(code, "00080102") or "LOCAL",
+                           _first(code, "00080104")) if _first(code, "00080100") else None,
+    )
+    return order.procedures.get().steps.get()
+
+
+def _first(dataset: dict[str, Any] | None, tag: str) -> str:
+    try:
+        value = (dataset or {})[tag]["Value"][0]
+    except (KeyError, IndexError, TypeError):
+        return ""
+    return str(value).strip() if not isinstance(value, dict) else ""
+
+
+def _person(dataset: dict[str, Any], tag: str) -> str:
+    try:
+        return str(dataset[tag]["Value"][0].get("Alphabetic", ""))
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+
+
+def _item(dataset: dict[str, Any], tag: str) -> dict[str, Any]:
+    try:
+        item = dataset[tag]["Value"][0]
+    except (KeyError, IndexError, TypeError):
+        return {}
+    return item if isinstance(item, dict) else {}
+
+
+def _datetime(value: str) -> dt.datetime:
+    digits = value.split("+")[0].split("-")[0].split(".")[0]
+    try:
+        return dt.datetime.strptime(digits.ljust(14, "0")[:14], "%Y%m%d%H%M%S")
+    except ValueError as exc:
+        raise UpsError(0xA900, f"ScheduledProcedureStepStartDateTime {value!r} is not a DT",
+                       http_status=400) from exc

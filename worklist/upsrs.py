@@ -1,15 +1,17 @@
 """UPS-RS (PS3.18 11): workitems over HTTP, on the worklist's steps (``worklist.ups``).
 
-This slice has Retrieve Workitem and Change Workitem State; create, update, search,
+This part has Create, Retrieve and Search Workitems and Change Workitem State; update,
 cancellation requests and subscriptions come next (issue 7).
 """
 
 from __future__ import annotations
 
 import orjson
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 
+from pacs.dicomweb import qido
 from pacs.dicomweb.negotiation import accept_of, choose, parse_media_type
 from pacs.dicomweb.views import DICOM_JSON, DicomWebView
 from pacs.errors import BadRequest, UnsupportedMediaType
@@ -25,6 +27,36 @@ class UpsView(DicomWebView):
         response = super().handle_exception(exc)
         if isinstance(exc, ups.UpsError):
             response["Warning"] = _warning(f"{exc} (0x{exc.dimse_status:04X})")
+        return response
+
+
+class WorkitemsView(UpsView):
+    @extend_schema(summary="UPS-RS search workitems", responses={(200, DICOM_JSON): dict})
+    def get(self, request):
+        choose(accept_of(request), [DICOM_JSON, "application/json"])
+        search = qido.parse(request.GET, {})
+        qs = ups.search(search.identifier, fuzzy=search.fuzzy)
+        maximum = settings.QIDO_MAX_RESULTS
+        wanted = min(search.limit, maximum) if search.limit is not None else maximum
+        steps = list(qs[search.offset:search.offset + wanted + 1])
+        response = HttpResponse(orjson.dumps([ups.workitem_json(s) for s in steps[:wanted]]),
+                                content_type=DICOM_JSON)
+        if len(steps) > wanted and (search.limit is None or search.limit > maximum):
+            response["Warning"] = _warning("The number of results exceeded the maximum "
+                                           "supported by the server. Additional results can "
+                                           "be requested.")
+        return response
+
+    @extend_schema(summary="UPS-RS create workitem", request={DICOM_JSON: dict},
+                   responses={201: None})
+    def post(self, request):
+        # the workitem UID may come as the bare query string: POST /workitems?1.2.3
+        query = request.META.get("QUERY_STRING", "")
+        uid = request.GET.get("workitem", "") or (query if "=" not in query else "")
+        step = ups.create(_dataset(request), uid=uid, actor=request.user.get_username())
+        response = HttpResponse(status=201)
+        response["Location"] = request.build_absolute_uri(
+            f"/dicomweb/workitems/{step.ups_instance_uid}")
         return response
 
 

@@ -133,3 +133,103 @@ def _mwl_statuses(assoc, status: str) -> list[str]:
     query.ScheduledProcedureStepSequence = [sps]
     answers = [ds for status, ds in assoc.send_c_find(query, MWL) if status.Status == 0xFF00]
     return [a.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus for a in answers]
+
+
+def new_workitem(**changes) -> dict:
+    item = {
+        "00741000": {"vr": "CS", "Value": ["SCHEDULED"]},
+        "00741200": {"vr": "CS", "Value": ["HIGH"]},
+        "00741204": {"vr": "LO", "Value": ["AI lung nodule analysis"]},
+        "00404005": {"vr": "DT", "Value": ["20261124103000"]},
+        "00404041": {"vr": "CS", "Value": ["READY"]},
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "MÜLLER^ANNA"}]},
+        "00100020": {"vr": "LO", "Value": ["UPS2"]},
+        "00404025": {"vr": "SQ", "Value": [{"00080100": {"vr": "SH", "Value": ["AI1"]},
+                                            "00080102": {"vr": "SH", "Value": ["DCM_AET"]}}]},
+        "0040A370": {"vr": "SQ", "Value": [{"00080050": {"vr": "SH", "Value": ["ACC-UPS-2"]},
+                                            "0020000D": {"vr": "UI", "Value": ["1.2.3.4.5"]}}]},
+    }
+    item.update(changes)
+    return item
+
+
+def post(web, auth, body, query: str = ""):
+    return requests.post(f"{web}/dicomweb/workitems{query}", json=body, timeout=10,
+                         headers={**auth, "Content-Type": JSON})
+
+
+def test_create_workitem_then_retrieve_it(web, auth):
+    uid = generate_uid()
+    created = post(web, auth, new_workitem(), f"?{uid}")
+    assert created.status_code == 201, created.content
+    assert created.headers["Location"].endswith(f"/dicomweb/workitems/{uid}")
+    item = requests.get(created.headers["Location"], headers=auth, timeout=10).json()[0]
+    assert item["00741000"]["Value"] == ["SCHEDULED"]
+    assert item["00100010"]["Value"] == [{"Alphabetic": "MÜLLER^ANNA"}]
+    assert item["00741200"]["Value"] == ["HIGH"]
+    assert item["0040A370"]["Value"][0]["00080050"]["Value"] == ["ACC-UPS-2"]
+    step = ScheduledProcedureStep.objects.get(ups_instance_uid=uid)
+    assert step.requested_procedure.order.source == "ups"
+    assert post(web, auth, new_workitem(), f"?workitem={uid}").status_code == 409  # exists
+
+
+def test_create_names_what_is_missing_or_wrong(web, auth):
+    incomplete = new_workitem()
+    del incomplete["00741204"], incomplete["00100020"]
+    refused = post(web, auth, incomplete)
+    assert refused.status_code == 400
+    assert "ProcedureStepLabel" in refused.json()["error"]
+    assert "PatientID" in refused.json()["error"]
+    started = post(web, auth, new_workitem(**{"00741000": {"vr": "CS", "Value": ["COMPLETED"]}}))
+    assert started.status_code == 400 and "SCHEDULED" in started.json()["error"]
+    bad_date = post(web, auth, new_workitem(**{"00404005": {"vr": "DT", "Value": ["soon"]}}))
+    assert bad_date.status_code == 400
+    assert ScheduledProcedureStep.objects.count() == 0
+
+
+def test_search_workitems(web, auth, step):
+    assert post(web, auth, new_workitem()).status_code == 201
+
+    def search(query: str) -> list[str]:
+        response = requests.get(f"{web}/dicomweb/workitems?{query}", timeout=10,
+                                headers={**auth, "Accept": JSON})
+        assert response.status_code == 200, response.content
+        return [item["00100020"]["Value"][0] for item in response.json()]
+
+    assert sorted(search("")) == ["UPS1", "UPS2"]
+    assert search("PatientName=m%C3%BCller*") == ["UPS2"]
+    assert search("ScheduledStationNameCodeSequence.CodeValue=CT1") == ["UPS1"]
+    assert search("ScheduledProcedureStepStartDateTime=20261124") == ["UPS2"]
+    assert search("ScheduledProcedureStepStartDateTime=20261123090000-20261123100000") == [
+        "UPS1"]
+    assert search("ReferencedRequestSequence.AccessionNumber=ACC-UPS-2") == ["UPS2"]
+    assert search("limit=1&offset=1") == ["UPS2"]
+    put_state(web, auth, step, "IN PROGRESS", generate_uid())
+    assert search("ProcedureStepState=SCHEDULED") == ["UPS2"]
+    assert search("ProcedureStepState=IN%20PROGRESS") == ["UPS1"]
+    assert requests.get(f"{web}/dicomweb/workitems?Nonsense=1", headers=auth,
+                        timeout=10).status_code == 400
+
+
+def test_cross_face_order_found_claimed_completed_over_ups_rs(web, auth, step,
+                                                              dimse_listener):
+    """A scheduler's order, found by UPS-RS search, claimed and completed over UPS-RS: the
+    MWL C-FIND and the order's status show it."""
+    ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    found = requests.get(f"{web}/dicomweb/workitems?PatientID=UPS1&ProcedureStepState=SCHEDULED",
+                         headers=auth, timeout=10).json()
+    (uid,) = [item["00080018"]["Value"][0] for item in found]
+    assert uid == step.ups_instance_uid
+    mine = generate_uid()
+    assert put_state(web, auth, step, "IN PROGRESS", mine).status_code == 200
+    assert put_state(web, auth, step, "COMPLETED", mine).status_code == 200
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(MWL)
+    assoc = ae.associate("127.0.0.1", dimse_listener.address[1], ae_title="PORTAL")
+    try:
+        assert _mwl_statuses(assoc, "COMPLETED") == ["COMPLETED"]
+    finally:
+        assoc.release()
+    step.refresh_from_db()
+    assert step.status == "COMPLETED"
