@@ -136,6 +136,12 @@ class ScheduledProcedureStep(models.Model):
     ups_instance_uid = models.CharField("workitem UID", max_length=64, unique=True, null=True,
                                         editable=False)
     transaction_uid = models.CharField(max_length=64, blank=True, editable=False)
+    # Reported by the performer (UPS Procedure Step Progress Information Sequence)
+    progress_percent = models.PositiveSmallIntegerField(null=True, blank=True)
+    progress_description = models.CharField(max_length=64, blank=True)
+    # A cancellation asked for while the step is IN PROGRESS (the performer decides)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=64, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -254,6 +254,12 @@ def cancel_order(order: Order, *, actor: str, source: str = "portal", note: str 
     return count
 
 
+def record_event(step: ScheduledProcedureStep, *, source: str, actor: str, note: str) -> None:
+    """A step's history entry for a change that is not a status change (UPS update, a
+    cancellation request)."""
+    _event(step, step.status, step.status, source=source, actor=actor, note=note)
+
+
 def _event(step: ScheduledProcedureStep, status: str, previous: str, *, source: str,
            actor: str, note: str = "") -> None:
     StepEvent.objects.create(step=step, status=status, previous_status=previous,

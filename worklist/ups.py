@@ -22,6 +22,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -35,6 +36,7 @@ from worklist.models import ScheduledProcedureStep, Station
 Status = ScheduledProcedureStep.Status
 UPS_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"  # UPS Push SOP Class
 
+_PRIORITIES = ("STAT", "HIGH", "MEDIUM", "LOW")
 SCHEDULED, IN_PROGRESS = "SCHEDULED", "IN PROGRESS"
 COMPLETED, CANCELED = "COMPLETED", "CANCELED"
 _UPS_STATE = {Status.SCHEDULED: SCHEDULED, Status.ARRIVED: SCHEDULED,
@@ -168,7 +170,105 @@ def workitem_json(step: ScheduledProcedureStep) -> dict[str, Any]:
         "0040A370": {"vr": "SQ", "Value": [request]},  # Referenced Request Sequence
         "00400009": _v("SH", step.scheduled_procedure_step_id),
     }
+    progress = {}
+    if step.progress_percent is not None:
+        progress["00741004"] = _v("DS", step.progress_percent)
+    if step.progress_description:
+        progress["00741006"] = _v("ST", step.progress_description)
+    if step.cancel_requested_at:
+        progress["00404052"] = _v("DT", f"{step.cancel_requested_at:%Y%m%d%H%M%S}")
+        progress["00741238"] = _v("LT", step.cancel_reason)
+    if progress:
+        data["00741002"] = {"vr": "SQ", "Value": [dict(sorted(progress.items()))]}
     return dict(sorted(data.items()))
+
+
+# --- update and cancellation request ---------------------------------------------------------
+
+UPDATABLE = {"00741204": "ProcedureStepLabel", "00404005": "ScheduledProcedureStepStartDateTime",
+             "00741200": "ScheduledProcedureStepPriority",
+             "00741002": "ProcedureStepProgressInformationSequence"}
+
+
+@dataclass(frozen=True)
+class Update:
+    step: ScheduledProcedureStep
+    ignored: list[str]  # attributes of the request that this SCP does not keep
+
+
+def update(uid: str, dataset: dict[str, Any], transaction_uid: str, *, actor: str) -> Update:
+    """Update Workitem (PS3.4 CC.2.6 / N-SET): label, start, priority, progress. Once the
+    workitem is IN PROGRESS only the Transaction UID that claimed it may update it."""
+    if "00741000" in dataset:
+        raise UpsError(0xC303, "the state changes only through Change Workitem State",
+                       http_status=400)
+    with transaction.atomic():
+        step = get_workitem(uid, lock=True)
+        current = ups_state(step)
+        if current in (COMPLETED, CANCELED):
+            raise UpsError(0xC300, f"the workitem is {current} and may no longer be updated")
+        if current == IN_PROGRESS and transaction_uid != step.transaction_uid:
+            raise UpsError(0xC301, "the Transaction UID of the performer is required to update "
+                           "a workitem IN PROGRESS", http_status=400 if not transaction_uid
+                           else 409)
+        fields: list[str] = []
+        if _first(dataset, "00741204"):
+            step.description = _first(dataset, "00741204")[:64]
+            fields.append("description")
+        if _first(dataset, "00404005"):
+            start = _datetime(_first(dataset, "00404005"))
+            step.start_date, step.start_time = f"{start:%Y%m%d}", f"{start:%H%M%S}"
+            fields += ["start_date", "start_time"]
+        progress = _item(dataset, "00741002")
+        if progress:
+            percent = _first(progress, "00741004")
+            if percent:
+                try:
+                    step.progress_percent = max(0, min(100, round(float(percent))))
+                except ValueError as exc:
+                    raise UpsError(0xA900, "ProcedureStepProgress is not a number",
+                                   http_status=400) from exc
+                fields.append("progress_percent")
+            if _first(progress, "00741006"):
+                step.progress_description = _first(progress, "00741006")[:64]
+                fields.append("progress_description")
+        if fields:
+            step.save(update_fields=[*fields, "updated_at"])
+        priority = _first(dataset, "00741200")
+        if priority:
+            if priority not in _PRIORITIES:
+                raise UpsError(0xA900, "ScheduledProcedureStepPriority must be STAT, HIGH, "
+                               "MEDIUM or LOW", http_status=400)
+            order = step.requested_procedure.order
+            order.priority = priority
+            order.save(update_fields=["priority", "updated_at"])
+        if fields or priority:
+            services.record_event(step, source="ups", actor=actor,
+                                  note="updated: " + ", ".join(
+                                      UPDATABLE[t] for t in UPDATABLE if t in dataset))
+    ignored = [t for t in dataset if t not in UPDATABLE and t != "00081195"]
+    return Update(step, ignored)
+
+
+def request_cancel(uid: str, *, reason: str, actor: str) -> ScheduledProcedureStep:
+    """Request Cancellation (PS3.4 CC.2.2): a SCHEDULED workitem is canceled at once; one IN
+    PROGRESS keeps running, the request is recorded for its performer to act on."""
+    with transaction.atomic():
+        step = get_workitem(uid, lock=True)
+        current = ups_state(step)
+        if current == COMPLETED:
+            raise UpsError(0xC311, "the workitem is already COMPLETED")
+        if current == CANCELED:
+            raise UpsError(0xB304, "the workitem is already CANCELED")
+        step.cancel_requested_at = timezone.now()
+        step.cancel_reason = reason[:64]
+        step.save(update_fields=["cancel_requested_at", "cancel_reason", "updated_at"])
+        if current == SCHEDULED:
+            return services.set_step_status(step, Status.CANCELED, source="ups", actor=actor,
+                                            note=f"cancellation requested: {reason}"[:255])
+        services.record_event(step, source="ups", actor=actor,
+                              note=f"cancellation requested: {reason}"[:255])
+        return step
 
 
 # --- search ---------------------------------------------------------------------------------
@@ -268,9 +368,8 @@ def create(dataset: dict[str, Any], *, uid: str, actor: str) -> ScheduledProcedu
     if ScheduledProcedureStep.objects.filter(ups_instance_uid=uid).exists():
         raise UpsError(0x0111, f"workitem {uid} already exists")
     start = _datetime(_first(dataset, "00404005"))
-    priority = {"STAT": "STAT", "HIGH": "HIGH", "LOW": "LOW", "MEDIUM": "MEDIUM"}.get(
-        _first(dataset, "00741200"))
-    if priority is None:
+    priority = _first(dataset, "00741200")
+    if priority not in _PRIORITIES:
         raise UpsError(0xA900, "ScheduledProcedureStepPriority must be STAT, HIGH, MEDIUM or LOW",
                        http_status=400)
     request = _item(dataset, "0040A370")

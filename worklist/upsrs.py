@@ -1,7 +1,7 @@
 """UPS-RS (PS3.18 11): workitems over HTTP, on the worklist's steps (``worklist.ups``).
 
-This part has Create, Retrieve and Search Workitems and Change Workitem State; update,
-cancellation requests and subscriptions come next (issue 7).
+This part has Create, Retrieve, Search and Update Workitem, Change Workitem State and Request
+Cancellation; subscriptions and their events come next (issue 7).
 """
 
 from __future__ import annotations
@@ -51,9 +51,8 @@ class WorkitemsView(UpsView):
                    responses={201: None})
     def post(self, request):
         # the workitem UID may come as the bare query string: POST /workitems?1.2.3
-        query = request.META.get("QUERY_STRING", "")
-        uid = request.GET.get("workitem", "") or (query if "=" not in query else "")
-        step = ups.create(_dataset(request), uid=uid, actor=request.user.get_username())
+        step = ups.create(_dataset(request), uid=_bare_query(request, "workitem"),
+                          actor=request.user.get_username())
         response = HttpResponse(status=201)
         response["Location"] = request.build_absolute_uri(
             f"/dicomweb/workitems/{step.ups_instance_uid}")
@@ -66,6 +65,36 @@ class WorkitemView(UpsView):
         choose(accept_of(request), [DICOM_JSON, "application/json"])
         step = ups.get_workitem(workitem)
         return HttpResponse(orjson.dumps([ups.workitem_json(step)]), content_type=DICOM_JSON)
+
+
+    @extend_schema(summary="UPS-RS update workitem", request={DICOM_JSON: dict},
+                   responses={200: None})
+    def post(self, request, workitem: str):
+        dataset = _dataset(request)
+        transaction_uid = _bare_query(request, "transaction") or _text(dataset, "00081195")
+        result = ups.update(workitem, dataset, transaction_uid,
+                            actor=request.user.get_username())
+        response = HttpResponse(status=200)
+        if result.ignored:
+            response["Warning"] = _warning("attributes not kept by this server: "
+                                           + ", ".join(result.ignored[:20]))
+        return response
+
+
+class CancelRequestView(UpsView):
+    @extend_schema(summary="UPS-RS request cancellation", request={DICOM_JSON: dict},
+                   responses={202: None})
+    def post(self, request, workitem: str):
+        dataset = _dataset(request) if request.body else {}
+        ups.request_cancel(workitem, reason=_text(dataset, "00741238"),
+                           actor=request.user.get_username())
+        return HttpResponse(status=202)
+
+
+def _bare_query(request, name: str) -> str:
+    """A UID given as ``?name=UID`` or as the bare query string ``?UID`` (PS3.18 11)."""
+    query = request.META.get("QUERY_STRING", "")
+    return request.GET.get(name, "") or (query if query and "=" not in query else "")
 
 
 class WorkitemStateView(UpsView):

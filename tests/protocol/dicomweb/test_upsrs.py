@@ -233,3 +233,61 @@ def test_cross_face_order_found_claimed_completed_over_ups_rs(web, auth, step,
         assoc.release()
     step.refresh_from_db()
     assert step.status == "COMPLETED"
+
+
+def test_update_progress_and_label_with_the_transaction_rule(web, auth, step):
+    def update(body, query=""):
+        return requests.post(url(web, step, query), json=body, timeout=10,
+                             headers={**auth, "Content-Type": JSON})
+
+    label = {"00741204": {"vr": "LO", "Value": ["CT head, contrast"]}}
+    assert update(label).status_code == 200  # SCHEDULED: no Transaction UID needed
+    mine = generate_uid()
+    assert put_state(web, auth, step, "IN PROGRESS", mine).status_code == 200
+    progress = {"00741002": {"vr": "SQ", "Value": [{
+        "00741004": {"vr": "DS", "Value": [40]},
+        "00741006": {"vr": "ST", "Value": ["reconstructing"]}}]}}
+    assert update(progress).status_code == 400  # IN PROGRESS: Transaction UID required
+    wrong = update(progress, f"?{generate_uid()}")
+    assert wrong.status_code == 409 and "C301" in wrong.headers["Warning"]
+    assert update(progress, f"?{mine}").status_code == 200
+    ignored = update({**progress, "00081080": {"vr": "LO", "Value": ["x"]}},
+                     f"?transaction={mine}")
+    assert ignored.status_code == 200 and "00081080" in ignored.headers["Warning"]
+    item = requests.get(url(web, step), headers=auth, timeout=10).json()[0]
+    assert item["00741204"]["Value"] == ["CT head, contrast"]
+    info = item["00741002"]["Value"][0]
+    assert info["00741004"]["Value"] == [40] and info["00741006"]["Value"] == ["reconstructing"]
+    state = update({"00741000": {"vr": "CS", "Value": ["COMPLETED"]}}, f"?{mine}")
+    assert state.status_code == 400
+    assert put_state(web, auth, step, "COMPLETED", mine).status_code == 200
+    final = update(label, f"?{mine}")
+    assert final.status_code == 409 and "C300" in final.headers["Warning"]
+
+
+def test_cancellation_requests(web, auth, step):
+    reason = {"00741238": {"vr": "LT", "Value": ["patient left"]}}
+    cancel = requests.post(url(web, step, "/cancelrequest"), json=reason, timeout=10,
+                           headers={**auth, "Content-Type": JSON})
+    assert cancel.status_code == 202
+    step.refresh_from_db()
+    assert step.status == "CANCELED"  # it was only SCHEDULED: canceled at once
+    again = requests.post(url(web, step, "/cancelrequest"), headers=auth, timeout=10)
+    assert again.status_code == 409 and "B304" in again.headers["Warning"]
+
+    other = services.create_order(
+        patient=services.PatientData("UPS3", "ROE^RICHARD"), procedure=None,
+        step=services.StepData(modality="MR", start=dt.datetime(2026, 11, 23, 11, 0)),
+        actor="scheduler").procedures.get().steps.get()
+    mine = generate_uid()
+    assert put_state(web, auth, other, "IN PROGRESS", mine).status_code == 200
+    asked = requests.post(url(web, other, "/cancelrequest"), json=reason, timeout=10,
+                          headers={**auth, "Content-Type": JSON})
+    assert asked.status_code == 202
+    other.refresh_from_db()
+    assert other.status == "IN PROGRESS"  # the performer decides
+    info = requests.get(url(web, other), headers=auth, timeout=10).json()[0]["00741002"]
+    assert info["Value"][0]["00741238"]["Value"] == ["patient left"]
+    assert put_state(web, auth, other, "COMPLETED", mine).status_code == 200
+    done = requests.post(url(web, other, "/cancelrequest"), headers=auth, timeout=10)
+    assert done.status_code == 409 and "C311" in done.headers["Warning"]
