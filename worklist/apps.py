@@ -14,8 +14,12 @@ class WorklistConfig(AppConfig):
         from worklist import dimse
 
         register(Extension(
-            abstract_syntaxes=(dimse.MWL_FIND, dimse.MPPS),
-            find={dimse.MWL_FIND: dimse.make_mwl_service},
+            abstract_syntaxes=(dimse.MWL_FIND, dimse.MPPS, *dimse.UPS_CLASSES),
+            find={dimse.MWL_FIND: dimse.make_mwl_service,
+                  dimse.UPS_PULL: dimse.make_ups_find_service,
+                  dimse.UPS_QUERY: dimse.make_ups_find_service},
             services={wire.N_CREATE_RQ: dimse.make_ncreate_service,
-                      wire.N_SET_RQ: dimse.make_nset_service},
+                      wire.N_SET_RQ: dimse.make_nset_service,
+                      wire.N_GET_RQ: dimse.make_nget_service,
+                      wire.N_ACTION_RQ: dimse.make_naction_service},
         ))

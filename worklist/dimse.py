@@ -1,16 +1,18 @@
-"""The worklist's DIMSE services: Modality Worklist C-FIND (PS3.4 K) and MPPS N-CREATE/N-SET
-(PS3.4 F.7), registered on the one DIMSE listener."""
+"""The worklist's DIMSE services, registered on the one DIMSE listener: Modality Worklist
+C-FIND (PS3.4 K), MPPS N-CREATE/N-SET (PS3.4 F.7), and UPS Push, Pull and Query (PS3.4 CC:
+N-CREATE, N-GET, N-SET, N-ACTION, C-FIND) on the same services as UPS-RS."""
 
 from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 
 from django.db import close_old_connections
 from django.db.models import QuerySet
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
-from pynetdicom.dsutils import decode
+from pynetdicom.dsutils import decode, encode
 
 from pacs import query
 from pacs.dimse import wire
@@ -26,13 +28,24 @@ from pacs.dimse.handlers import (
 )
 from pacs.dimse.policy import AePolicy, Permissions
 from pacs.errors import PacsError
-from worklist import mpps
+from worklist import mpps, ups
 from worklist.query import WORKLIST, worklist_search
 
 log = logging.getLogger("pacs.dimse")
 
 MWL_FIND = "1.2.840.10008.5.1.4.31"
 MPPS = "1.2.840.10008.3.1.2.3.3"
+UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
+UPS_PULL = "1.2.840.10008.5.1.4.34.6.3"
+UPS_QUERY = "1.2.840.10008.5.1.4.34.6.5"
+UPS_CLASSES = (UPS_PUSH, UPS_PULL, UPS_QUERY)
+# What each UPS SOP class may do (PS3.4 CC.2: the DIMSE services of each)
+_UPS_OPERATIONS = {
+    wire.N_CREATE_RQ: {UPS_PUSH}, wire.N_GET_RQ: {UPS_PUSH, UPS_PULL},
+    wire.N_SET_RQ: {UPS_PULL}, wire.N_ACTION_RQ: {UPS_PUSH, UPS_PULL},
+}
+CHANGE_STATE, REQUEST_CANCEL = 1, 2  # N-ACTION Action Type IDs (PS3.4 CC.2.1.2, CC.2.2.2)
+STATUS_NO_SUCH_ACTION = 0x0123
 
 
 def _mwl_search(assoc: Association, message: wire.Message, identifier: Dataset,
@@ -99,8 +112,132 @@ def _set(assoc: Association, message: wire.Message, ds: Dataset) -> str:
 
 
 def make_ncreate_service(policy: AePolicy) -> Service:
-    return _mpps_service(policy, _create)
+    return _by_sop_class(_mpps_service(policy, _create), _ups_service(policy, _ups_create))
 
 
 def make_nset_service(policy: AePolicy) -> Service:
-    return _mpps_service(policy, _set)
+    return _by_sop_class(_mpps_service(policy, _set), _ups_service(policy, _ups_set))
+
+
+def make_nget_service(policy: AePolicy) -> Service:
+    return _ups_service(policy, _ups_get)
+
+
+def make_naction_service(policy: AePolicy) -> Service:
+    return _ups_service(policy, _ups_action)
+
+
+def make_ups_find_service(policy: AePolicy) -> Service:
+    return make_find_service(policy, models={UPS_PULL, UPS_QUERY},
+                             permission="may_query_worklist", search=_ups_search)
+
+
+def _by_sop_class(mpps_service: Service, ups_service: Service) -> Service:
+    def handle(assoc: Association, message: wire.Message) -> None:
+        if assoc.context(message).abstract_syntax in UPS_CLASSES:
+            ups_service(assoc, message)
+        else:
+            mpps_service(assoc, message)
+
+    return handle
+
+
+# --- UPS -------------------------------------------------------------------------------------
+
+# an operation returns its status, the response data set if any, and the affected instance
+UpsResult = tuple[int, bytes | None, str]
+UpsAction = Callable[[Association, wire.Message, Dataset], UpsResult]
+
+
+def _ups_service(policy: AePolicy, action: UpsAction) -> Service:
+    """One UPS DIMSE operation: the SOP class allows it, the AE may do it (reading needs
+    *may query the worklist*, changing needs *may send MPPS*), then the UPS service."""
+
+    def handle(assoc: Association, message: wire.Message) -> None:
+        sop_class = assoc.context(message).abstract_syntax
+        if sop_class not in _UPS_OPERATIONS.get(message.command_field, ()):
+            assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED,
+                          comment="this operation is not part of the SOP class")
+            return
+        close_old_connections()
+        reading = message.command_field == wire.N_GET_RQ
+        try:
+            _authorize(policy, assoc.calling_aet,
+                       "may_query_worklist" if reading else "may_send_mpps",
+                       "read workitems" if reading else "change workitems")
+            status, dataset, uid = action(assoc, message, _dataset(assoc, message))
+        except PacsError as exc:
+            log.warning("UPS request from %s refused: %s", assoc.calling_aet, exc)
+            assoc.respond(message, exc.dimse_status, comment=str(exc))
+            return
+        except Exception as exc:
+            log.exception("UPS request from %s failed", assoc.calling_aet)
+            assoc.respond(message, STATUS_PROCESSING_FAILURE,
+                          comment=f"processing failure: {type(exc).__name__}")
+            return
+        extra: dict[int, object] = {wire.AFFECTED_SOP_INSTANCE_UID: uid}
+        if message.command_field == wire.N_ACTION_RQ:
+            extra[wire.ACTION_TYPE_ID] = message.command.get(wire.ACTION_TYPE_ID)
+        assoc.respond(message, status, dataset=dataset, extra=extra)
+
+    return handle
+
+
+def _requested_uid(message: wire.Message) -> str:
+    return message.text(wire.REQUESTED_SOP_INSTANCE_UID) or message.text(
+        wire.AFFECTED_SOP_INSTANCE_UID)
+
+
+def _ups_create(assoc: Association, message: wire.Message, ds: Dataset
+                ) -> UpsResult:
+    step = ups.create(ds.to_json_dict(), uid=message.text(wire.AFFECTED_SOP_INSTANCE_UID),
+                      actor=assoc.calling_aet)
+    return STATUS_SUCCESS, None, step.ups_instance_uid
+
+
+def _ups_get(assoc: Association, message: wire.Message, ds: Dataset
+             ) -> UpsResult:
+    step = ups.get_workitem(_requested_uid(message))
+    workitem = Dataset.from_json(ups.workitem_json(step))
+    wanted = message.command.get(wire.ATTRIBUTE_IDENTIFIER_LIST)
+    if wanted:
+        tags = {int(t) for t in (wanted if isinstance(wanted, list | tuple) else [wanted])}
+        for tag in [e.tag for e in workitem if e.tag not in tags]:
+            del workitem[tag]
+    syntax = UID(assoc.context(message).transfer_syntax)
+    return STATUS_SUCCESS, encode(workitem, syntax.is_implicit_VR, syntax.is_little_endian,
+                                  syntax.is_deflated), step.ups_instance_uid
+
+
+def _ups_set(assoc: Association, message: wire.Message, ds: Dataset
+             ) -> UpsResult:
+    attributes = ds.to_json_dict()
+    transaction_uid = str(ds.get("TransactionUID", "") or "")
+    attributes.pop("00081195", None)
+    uid = _requested_uid(message)
+    ups.update(uid, attributes, transaction_uid, actor=assoc.calling_aet)
+    return STATUS_SUCCESS, None, uid
+
+
+def _ups_action(assoc: Association, message: wire.Message, ds: Dataset
+                ) -> UpsResult:
+    action = int(message.command.get(wire.ACTION_TYPE_ID) or 0)  # type: ignore[arg-type]
+    uid = _requested_uid(message)
+    if action == CHANGE_STATE:
+        change = ups.change_state(uid, str(ds.get("ProcedureStepState", "") or ""),
+                                  str(ds.get("TransactionUID", "") or ""),
+                                  actor=assoc.calling_aet, source="ups")
+        return (change.warning or STATUS_SUCCESS), None, uid
+    if action == REQUEST_CANCEL:
+        ups.request_cancel(uid, reason=str(ds.get("ReasonForCancellation", "") or ""),
+                           actor=assoc.calling_aet)
+        return STATUS_SUCCESS, None, uid
+    raise ups.UpsError(STATUS_NO_SUCH_ACTION,
+                       f"action type {action} is not supported (1: change state, "
+                       "2: request cancellation; subscriptions are not offered yet)")
+
+
+def _ups_search(assoc: Association, message: wire.Message, identifier: Dataset,
+                permissions: Permissions) -> tuple[query.Level, QuerySet, str]:
+    charset = permissions.worklist_charset or query.answer_charset(charset_of(identifier))
+    return ups.UPS_LEVEL, ups.search(identifier), charset

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Case, Q, QuerySet, Value, When
+from django.db.models.functions import Concat
 from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -37,6 +38,7 @@ Status = ScheduledProcedureStep.Status
 UPS_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"  # UPS Push SOP Class
 
 _PRIORITIES = ("STAT", "HIGH", "MEDIUM", "LOW")
+MISSING_ATTRIBUTE, INVALID_VALUE = 0x0120, 0x0106  # PS3.7 C.4.2 (N-CREATE/N-SET failures)
 SCHEDULED, IN_PROGRESS = "SCHEDULED", "IN PROGRESS"
 COMPLETED, CANCELED = "COMPLETED", "CANCELED"
 _UPS_STATE = {Status.SCHEDULED: SCHEDULED, Status.ARRIVED: SCHEDULED,
@@ -226,7 +228,7 @@ def update(uid: str, dataset: dict[str, Any], transaction_uid: str, *, actor: st
                 try:
                     step.progress_percent = max(0, min(100, round(float(percent))))
                 except ValueError as exc:
-                    raise UpsError(0xA900, "ProcedureStepProgress is not a number",
+                    raise UpsError(INVALID_VALUE, "ProcedureStepProgress is not a number",
                                    http_status=400) from exc
                 fields.append("progress_percent")
             if _first(progress, "00741006"):
@@ -237,8 +239,8 @@ def update(uid: str, dataset: dict[str, Any], transaction_uid: str, *, actor: st
         priority = _first(dataset, "00741200")
         if priority:
             if priority not in _PRIORITIES:
-                raise UpsError(0xA900, "ScheduledProcedureStepPriority must be STAT, HIGH, "
-                               "MEDIUM or LOW", http_status=400)
+                raise UpsError(INVALID_VALUE, "ScheduledProcedureStepPriority must be STAT, "
+                               "HIGH, MEDIUM or LOW", http_status=400)
             order = step.requested_procedure.order
             order.priority = priority
             order.save(update_fields=["priority", "updated_at"])
@@ -287,6 +289,10 @@ UPS_LEVEL = Level("UPS", ScheduledProcedureStep, {a.keyword: a for a in (
     Attribute("PatientSex", f"{_PATIENT}patient_sex"),
     Attribute("ProcedureStepLabel", "description"),
     Attribute("WorklistLabel", "modality"),
+    # matched in search(), returned from _annotate()
+    Attribute("ProcedureStepState", "ups_state"),
+    Attribute("ScheduledProcedureStepStartDateTime", "ups_start"),
+    Attribute("ScheduledProcedureStepPriority", "ups_priority"),
     Attribute("ScheduledStationNameCodeSequence", "", "seq", items=(
         Attribute("CodeValue", "scheduled_station_ae_title", "multi"),)),
     Attribute("ScheduledWorkitemCodeSequence", "", "seq", items=(
@@ -299,7 +305,17 @@ UPS_LEVEL = Level("UPS", ScheduledProcedureStep, {a.keyword: a for a in (
         Attribute("RequestedProcedureID", f"{_RP}requested_procedure_id"),
         Attribute("PlacerOrderNumberImagingServiceRequest", f"{_ORDER}placer_order_number"),
         Attribute("FillerOrderNumberImagingServiceRequest", f"{_ORDER}filler_order_number"))),
-)}, "SOPInstanceUID")
+)}, "SOPInstanceUID", annotate=lambda qs: _annotate(qs))
+
+def _annotate(qs: QuerySet) -> QuerySet:
+    """Return keys computed from the step's columns (C-FIND answers are encoded from rows)."""
+    return qs.annotate(
+        ups_state=Case(*(When(status=status, then=Value(state))
+                         for status, state in _UPS_STATE.items()), default=Value("")),
+        ups_start=Concat("start_date", "start_time"),
+        ups_priority=Case(*(When(**{f"{_ORDER}priority": p}, then=Value(p))
+                            for p in _PRIORITIES), default=Value("MEDIUM")))
+
 
 _STEP_STATUSES = {SCHEDULED: (Status.SCHEDULED, Status.ARRIVED),
                   IN_PROGRESS: (Status.IN_PROGRESS,), COMPLETED: (Status.COMPLETED,),
@@ -310,7 +326,8 @@ def search(identifier: Dataset, *, fuzzy: bool = False) -> QuerySet:
     """Workitems matching a UPS-RS/C-FIND identifier. The engine matches the mapped columns;
     Procedure Step State and the start date-time (DT, on the step's date and time columns)
     are translated here."""
-    translated = {"ProcedureStepState": "", "ScheduledProcedureStepStartDateTime": ""}
+    translated = {"ProcedureStepState": "", "ScheduledProcedureStepStartDateTime": "",
+                  "ScheduledProcedureStepPriority": ""}
     engine_keys = Dataset()
     for element in identifier:
         if element.keyword in translated:
@@ -325,6 +342,11 @@ def search(identifier: Dataset, *, fuzzy: bool = False) -> QuerySet:
         qs = qs.filter(status__in=statuses)
     if start.strip():
         qs = qs.filter(_start_q(start.strip()))
+    priority = translated["ScheduledProcedureStepPriority"].strip()
+    if priority:
+        # orders from the portal and HL7 are ROUTINE: that is MEDIUM in UPS terms
+        qs = qs.filter(**{f"{_ORDER}priority__in": [priority] + (
+            ["ROUTINE"] if priority == "MEDIUM" else [])})
     return qs.select_related("requested_procedure__order__patient").order_by("pk")
 
 
@@ -355,22 +377,24 @@ def create(dataset: dict[str, Any], *, uid: str, actor: str) -> ScheduledProcedu
     Missing or invalid required attributes are refused naming the attribute."""
     missing = [name for tag, name in REQUIRED_ON_CREATE.items() if not _first(dataset, tag)]
     if missing:
-        raise UpsError(0xA900, f"missing required attribute(s): {', '.join(missing)}",
+        raise UpsError(MISSING_ATTRIBUTE, f"missing required attribute(s): {', '.join(missing)}",
                        http_status=400)
     if _first(dataset, "00741000") != SCHEDULED:
         raise UpsError(0xC303, "ProcedureStepState must be SCHEDULED on creation",
                        http_status=400)
     if "00081195" in dataset:
-        raise UpsError(0xA900, "TransactionUID must not be sent on creation", http_status=400)
+        raise UpsError(INVALID_VALUE, "TransactionUID must not be sent on creation",
+                       http_status=400)
     uid = uid or _first(dataset, "00080018") or generate_uid()
     if not UID_RE.match(uid) or len(uid) > 64:
-        raise UpsError(0xA900, f"{uid!r} is not a valid UID", http_status=400)
+        raise UpsError(INVALID_VALUE, f"{uid!r} is not a valid UID", http_status=400)
     if ScheduledProcedureStep.objects.filter(ups_instance_uid=uid).exists():
         raise UpsError(0x0111, f"workitem {uid} already exists")
     start = _datetime(_first(dataset, "00404005"))
     priority = _first(dataset, "00741200")
     if priority not in _PRIORITIES:
-        raise UpsError(0xA900, "ScheduledProcedureStepPriority must be STAT, HIGH, MEDIUM or LOW",
+        raise UpsError(INVALID_VALUE,
+                       "ScheduledProcedureStepPriority must be STAT, HIGH, MEDIUM or LOW",
                        http_status=400)
     request = _item(dataset, "0040A370")
     station = _first(_item(dataset, "00404025"), "00080100")
@@ -427,5 +451,6 @@ def _datetime(value: str) -> dt.datetime:
     try:
         return dt.datetime.strptime(digits.ljust(14, "0")[:14], "%Y%m%d%H%M%S")
     except ValueError as exc:
-        raise UpsError(0xA900, f"ScheduledProcedureStepStartDateTime {value!r} is not a DT",
+        raise UpsError(INVALID_VALUE,
+                       f"ScheduledProcedureStepStartDateTime {value!r} is not a DT",
                        http_status=400) from exc

@@ -1,0 +1,153 @@
+"""UPS over DIMSE with pynetdicom as the SCU against the real listener: Push (N-CREATE,
+N-ACTION request cancel, N-GET), Pull (C-FIND, N-GET, N-SET, N-ACTION change state) and
+Query (C-FIND), on the same workitems as UPS-RS and MWL."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import (
+    UnifiedProcedureStepPull as PULL,
+)
+from pynetdicom.sop_class import (
+    UnifiedProcedureStepPush as PUSH,
+)
+from pynetdicom.sop_class import (
+    UnifiedProcedureStepQuery as QUERY,
+)
+
+from pacs.models import ApplicationEntity
+from worklist import services
+from worklist.models import ScheduledProcedureStep
+
+
+@pytest.fixture
+def ups_ae(transactional_db):
+    return ApplicationEntity.objects.create(ae_title="AINODE", host="127.0.0.1", port=104,
+                                            may_query_worklist=True, may_send_mpps=True)
+
+
+@pytest.fixture
+def assoc(dimse_listener, ups_ae):
+    ae = AE(ae_title="AINODE")
+    for sop_class in (PUSH, PULL, QUERY):
+        ae.add_requested_context(sop_class)
+    association = ae.associate("127.0.0.1", dimse_listener.address[1], ae_title="PORTAL")
+    assert association.is_established
+    yield association
+    association.release()
+
+
+@pytest.fixture
+def step(transactional_db):
+    order = services.create_order(
+        patient=services.PatientData("DUPS1", "DOE^JANE"), procedure=None,
+        step=services.StepData(modality="MR", start=dt.datetime(2026, 11, 23, 14, 0),
+                               station_ae_title="MR1", description="MR knee"),
+        actor="scheduler")
+    return order.procedures.get().steps.get()
+
+
+def workitem() -> Dataset:
+    ds = Dataset()
+    ds.ProcedureStepState = "SCHEDULED"
+    ds.ScheduledProcedureStepPriority = "MEDIUM"
+    ds.ProcedureStepLabel = "Bone age AI"
+    ds.ScheduledProcedureStepStartDateTime = "20261123150000"
+    ds.InputReadinessState = "READY"
+    ds.PatientName = "ROE^JOHN"
+    ds.PatientID = "DUPS2"
+    return ds
+
+
+def change(state: str, transaction: str) -> Dataset:
+    ds = Dataset()
+    ds.ProcedureStepState = state
+    ds.TransactionUID = transaction
+    return ds
+
+
+def test_push_creates_and_get_reads_it_back(assoc):
+    uid = generate_uid()
+    status, _ = assoc.send_n_create(workitem(), PUSH, uid)
+    assert status.Status == 0x0000
+    step = ScheduledProcedureStep.objects.get(ups_instance_uid=uid)
+    assert step.requested_procedure.order.patient.patient_id == "DUPS2"
+    status, attrs = assoc.send_n_get([0x00741000, 0x00100010, 0x00741204], PULL, uid)
+    assert status.Status == 0x0000
+    assert attrs.ProcedureStepState == "SCHEDULED"
+    assert attrs.PatientName == "ROE^JOHN" and attrs.ProcedureStepLabel == "Bone age AI"
+    assert "PatientID" not in attrs  # only what was asked for
+    status, _ = assoc.send_n_create(workitem(), PUSH, uid)
+    assert status.Status == 0x0111  # duplicate
+    missing = workitem()
+    del missing.ProcedureStepLabel
+    status, _ = assoc.send_n_create(missing, PUSH, generate_uid())
+    assert status.Status == 0x0120 and "ProcedureStepLabel" in status.ErrorComment
+
+
+def test_pull_finds_claims_updates_and_completes(assoc, step):
+    query = Dataset()
+    query.ProcedureStepState = "SCHEDULED"
+    query.PatientID = ""
+    query.SOPInstanceUID = ""
+    query.ScheduledProcedureStepStartDateTime = ""
+    found = [ds for status, ds in assoc.send_c_find(query, PULL) if status.Status == 0xFF00]
+    assert [(f.PatientID, f.SOPInstanceUID, f.ProcedureStepState) for f in found] == [
+        ("DUPS1", step.ups_instance_uid, "SCHEDULED")]
+    assert found[0].ScheduledProcedureStepStartDateTime.startswith("20261123140000")
+    mine = generate_uid()
+    status, _ = assoc.send_n_action(change("IN PROGRESS", mine), 1, PULL, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    status, _ = assoc.send_n_action(change("IN PROGRESS", generate_uid()), 1, PULL,
+                                    step.ups_instance_uid)
+    assert status.Status == 0xC302
+    progress = Dataset()
+    progress.TransactionUID = mine
+    item = Dataset()
+    item.ProcedureStepProgress = "75"
+    progress.ProcedureStepProgressInformationSequence = [item]
+    status, _ = assoc.send_n_set(progress, PULL, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    progress.TransactionUID = generate_uid()
+    status, _ = assoc.send_n_set(progress, PULL, step.ups_instance_uid)
+    assert status.Status == 0xC301
+    status, _ = assoc.send_n_action(change("COMPLETED", mine), 1, PULL, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    status, _ = assoc.send_n_action(change("COMPLETED", mine), 1, PULL, step.ups_instance_uid)
+    assert status.Status == 0xB306
+    step.refresh_from_db()
+    assert step.status == "COMPLETED" and step.progress_percent == 75
+
+
+def test_query_class_searches_and_push_requests_cancellation(assoc, step):
+    query = Dataset()
+    query.PatientName = "doe*"
+    query.ProcedureStepState = ""
+    found = [ds for status, ds in assoc.send_c_find(query, QUERY) if status.Status == 0xFF00]
+    assert [f.ProcedureStepState for f in found] == ["SCHEDULED"]
+    reason = Dataset()
+    reason.ReasonForCancellation = "duplicate order"
+    status, _ = assoc.send_n_action(reason, 2, PUSH, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    step.refresh_from_db()
+    assert step.status == "CANCELED"
+    status, _ = assoc.send_n_action(reason, 3, PUSH, step.ups_instance_uid)
+    assert status.Status == 0x0123  # subscriptions are not offered (yet)
+    status, _ = assoc.send_n_get([0x00741000], PULL, "1.2.3.4")
+    assert status.Status == 0xC307
+
+
+def test_changing_needs_the_permission(assoc, step, ups_ae, dimse_listener):
+    ups_ae.may_send_mpps = False
+    ups_ae.save()
+    dimse_listener.policy.invalidate()  # the AE table is cached for a few seconds
+    status, _ = assoc.send_n_action(change("IN PROGRESS", generate_uid()), 1, PULL,
+                                    step.ups_instance_uid)
+    assert status.Status == 0x0124
+    status, attrs = assoc.send_n_get([0x00741000], PULL, step.ups_instance_uid)
+    assert status.Status == 0x0000 and attrs.ProcedureStepState == "SCHEDULED"
