@@ -46,6 +46,8 @@ urlpatterns = [
     path("worklist/steps/<int:pk>/status/", worklist_views.step_status, name="step-status"),
     path("worklist/steps/<int:pk>/reschedule/", worklist_views.step_reschedule,
          name="step-reschedule"),
+    path("worklist/workitems/", worklist_views.workitem_list, name="workitem-list"),
+    path("worklist/workitems/<str:uid>/", worklist_views.workitem_detail, name="workitem-detail"),
     path("worklist/stations/", worklist_views.stations, name="stations"),
     path("worklist/stations/<int:pk>/", worklist_views.stations, name="stations-edit"),
     path("worklist/catalog/", worklist_views.catalog, name="catalog"),

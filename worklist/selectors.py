@@ -3,9 +3,13 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 
+from django.db.models import OuterRef, QuerySet, Subquery
+from pydicom.dataset import Dataset
+
 from pacs.matching import prefix_q
 from pacs.models import Patient, Study
-from worklist.models import Order, ScheduledProcedureStep, Station
+from worklist import ups
+from worklist.models import Order, ScheduledProcedureStep, Station, StepEvent
 
 
 def day_board(day: dt.date, *, modality: str = "") -> list[tuple[str, list]]:
@@ -54,3 +58,20 @@ def patient_initial(patient_pk: str) -> dict:
             "given_name": rest.split("^")[0],
             "birth_date": f"{birth[:4]}-{birth[4:6]}-{birth[6:8]}" if len(birth) == 8 else None,
             "sex": patient.patient_sex if patient.patient_sex in ("F", "M", "O") else ""}
+
+
+WORKITEM_STATES = ("SCHEDULED", "IN PROGRESS", "COMPLETED", "CANCELED")
+
+
+def workitems(*, states: list[str], patient: str = "") -> QuerySet[ScheduledProcedureStep]:
+    """Workitems for the portal's list, through the same UPS search as UPS-RS and C-FIND; each
+    with the user or AE that claimed it (``performer``)."""
+    identifier = Dataset()
+    if states:
+        identifier.ProcedureStepState = "\\".join(states)
+    if patient:
+        identifier.PatientName = patient if "*" in patient else f"{patient}*"
+    claimed_by = StepEvent.objects.filter(step=OuterRef("pk"), status="IN PROGRESS"
+                                          ).order_by("-at").values("actor")[:1]
+    return ups.search(identifier).annotate(performer=Subquery(claimed_by)).order_by(
+        "start_date", "start_time", "pk")

@@ -27,7 +27,7 @@ from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from pacs.dicomfile import UID_RE
+from pacs.dicomfile import UID_RE, is_multi_value
 from pacs.errors import PacsError
 from pacs.matching import date_range_q, datetime_range_q
 from pacs.query import Attribute, Level, search_level
@@ -331,7 +331,9 @@ def search(identifier: Dataset, *, fuzzy: bool = False) -> QuerySet:
     engine_keys = Dataset()
     for element in identifier:
         if element.keyword in translated:
-            translated[element.keyword] = str(element.value or "")
+            value = element.value
+            translated[element.keyword] = "\\".join(str(v) for v in value) \
+                if is_multi_value(value) else str(value or "")
         else:
             engine_keys.add(element)
     state, start = translated["ProcedureStepState"], translated[

@@ -6,6 +6,7 @@ import datetime as dt
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -13,7 +14,7 @@ from django.views.decorators.http import require_POST
 from pacs.errors import PacsError
 from portal.crud import list_and_edit
 from portal.roles import admin_required, scheduler_required
-from worklist import selectors, services
+from worklist import selectors, services, ups
 from worklist.forms import (
     BoardForm,
     OrderEditForm,
@@ -143,3 +144,25 @@ def catalog(request, pk: int | None = None):
     return list_and_edit(request, model=Procedure, form_class=ProcedureForm, pk=pk,
                          title="Procedure catalog", list_url="catalog", edit_url="catalog-edit",
                          hint="Requested procedures schedulers pick from.")
+
+
+@login_required
+def workitem_list(request):
+    """The worklist seen as UPS workitems: state, performer, progress."""
+    states = [s for s in request.GET.getlist("state") if s in selectors.WORKITEM_STATES]
+    if "state" not in request.GET:
+        states = ["SCHEDULED", "IN PROGRESS"]
+    patient = request.GET.get("patient", "").strip()
+    page = Paginator(selectors.workitems(states=states, patient=patient), 50).get_page(
+        request.GET.get("page"))
+    return render(request, "worklist/workitem_list.html", {
+        "page": page, "states": states, "patient": patient,
+        "all_states": selectors.WORKITEM_STATES})
+
+
+@login_required
+def workitem_detail(request, uid: str):
+    step = get_object_or_404(selectors.workitems(states=[]), ups_instance_uid=uid)
+    return render(request, "worklist/workitem_detail.html", {
+        "step": step, "ups_state": ups.ups_state(step),
+        "events": step.events.order_by("at", "pk")})

@@ -204,3 +204,39 @@ def test_find_a_registry_patient_and_prefill_the_order(scheduler, catalog):
     assert "No patient found" in page
     page = scheduler.get(reverse("order-new"), {"patient": patient.pk}).content.decode()
     assert 'value="P77"' in page and 'value="SMITH"' in page and 'value="1980-02-03"' in page
+
+
+def test_workitem_pages_show_state_performer_and_progress(scheduler, catalog):
+    from pydicom.uid import generate_uid
+
+    from worklist import ups
+
+    _post(scheduler, catalog, "CT1")
+    services.create_order(patient=services.PatientData("P200", "ROE^RICHARD"), procedure=None,
+                          step=services.StepData(modality="MR", start=dt.datetime(2026, 11, 23,
+                                                                                  10, 0)),
+                          actor="sched")
+    first, second = ScheduledProcedureStep.objects.order_by("pk")
+    mine = generate_uid()
+    ups.change_state(first.ups_instance_uid, "IN PROGRESS", mine, actor="AINODE")
+    ups.update(first.ups_instance_uid, {"00741002": {"vr": "SQ", "Value": [
+        {"00741004": {"vr": "DS", "Value": [60]}}]}}, mine, actor="AINODE")
+    ups.change_state(second.ups_instance_uid, "IN PROGRESS", generate_uid(), actor="X")
+    ups.change_state(second.ups_instance_uid, "COMPLETED",
+                     ScheduledProcedureStep.objects.get(pk=second.pk).transaction_uid,
+                     actor="X")
+
+    page = scheduler.get(reverse("workitem-list")).content.decode()
+    assert "IN PROGRESS" in page and "AINODE" in page and 'value="60"' in page
+    assert "ROE^RICHARD" not in page  # completed: not in the default (open) view
+    done = scheduler.get(reverse("workitem-list") + "?state=COMPLETED").content.decode()
+    assert "ROE^RICHARD" in done and "Doe" not in done
+    assert "ROE^RICHARD" not in scheduler.get(reverse("workitem-list") + "?state=SCHEDULED"
+                                      "&state=IN+PROGRESS&patient=do").content.decode()
+    detail = scheduler.get(reverse("workitem-detail", args=[first.ups_instance_uid]))
+    text = detail.content.decode()
+    assert first.ups_instance_uid in text and "AINODE" in text and "60%" in text
+    assert "claimed over UPS" in text
+    assert mine not in text  # the Transaction UID stays secret
+    order = scheduler.get(reverse("order-detail", args=[first.requested_procedure.order.pk]))
+    assert reverse("workitem-detail", args=[first.ups_instance_uid]).encode() in order.content
