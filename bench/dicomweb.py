@@ -42,7 +42,7 @@ class Portal:
         env.update({"PORTAL_DATA_DIR": str(tmp / "portal"), "PORTAL_HTTP_PORT": str(http),
                     "PORTAL_DIMSE_PORT": str(dimse), "PORTAL_DIMSE_HOST": "127.0.0.1",
                     "PORTAL_STORAGE_FSYNC": "0", "PORTAL_HL7_PORT": str(free_port()),
-                    "PORTAL_HL7_HOST": "127.0.0.1"})
+                    "PORTAL_HL7_HOST": "127.0.0.1", "PORTAL_WS_PORT": "-1"})
         manage = [sys.executable, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
         out = subprocess.run([*manage, "shell", "-c", (

@@ -87,6 +87,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
+ASGI_APPLICATION = "portal.asgi.application"
 
 TEMPLATES = [
     {
@@ -216,6 +217,14 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
 }
+
+# --- UPS event channels (WebSocket) ---------------------------------------------------------
+# `serve` answers WebSockets on this port (-1: none); Redis carries the wake-ups
+# between processes in scale mode, memory inside one process otherwise.
+WS_PORT = env_int("PORTAL_WS_PORT", 8001)
+CHANNEL_LAYERS = {"default": {
+    "BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]},
+} if REDIS_URL else {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- DICOMweb --------------------------------------------------------------------------------
 # Anonymous QIDO/WADO (never STOW) only when opened on purpose, e.g. for a public teaching file.

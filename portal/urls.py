@@ -66,6 +66,10 @@ urlpatterns = [
     path("dicomweb/workitems/<uid:workitem>", upsrs.WorkitemView.as_view()),
     path("dicomweb/workitems/<uid:workitem>/state", upsrs.WorkitemStateView.as_view()),
     path("dicomweb/workitems/<uid:workitem>/cancelrequest", upsrs.CancelRequestView.as_view()),
+    path("dicomweb/workitems/<uid:workitem>/subscribers/<str:aetitle>",
+         upsrs.SubscriptionView.as_view()),
+    path("dicomweb/workitems/<uid:workitem>/subscribers/<str:aetitle>/suspend",
+         upsrs.SuspendView.as_view()),
     # WADO-URI is also reached at /wado, where older clients look for it
     path("wado", pacs_dicomweb_views.WadoUriView.as_view()),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -20,6 +20,7 @@ class PortalProcess:
     http_port: int
     dimse_port: int
     hl7_port: int
+    ws_port: int
     data_dir: Path
     log: Path
 
@@ -40,7 +41,7 @@ class PortalProcess:
 
 
 def start_portal(data_dir: Path, **extra_env: str) -> PortalProcess:
-    http_port, dimse_port, hl7_port = free_port(), free_port(), free_port()
+    http_port, dimse_port, hl7_port, ws_port = free_port(), free_port(), free_port(), free_port()
     env = {
         k: v for k, v in os.environ.items()
         if not k.startswith(("PORTAL_", "DJANGO_", "DATABASE_URL", "REDIS_URL"))
@@ -52,6 +53,7 @@ def start_portal(data_dir: Path, **extra_env: str) -> PortalProcess:
         "PORTAL_DIMSE_HOST": "127.0.0.1",
         "PORTAL_HL7_PORT": str(hl7_port),
         "PORTAL_HL7_HOST": "127.0.0.1",
+        "PORTAL_WS_PORT": str(ws_port),
         "PORTAL_STORAGE_FSYNC": "0",
         **extra_env,
     })
@@ -61,7 +63,7 @@ def start_portal(data_dir: Path, **extra_env: str) -> PortalProcess:
         [sys.executable, str(ROOT / "manage.py"), "serve"],
         cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
     )
-    portal = PortalProcess(proc, http_port, dimse_port, hl7_port, data_dir, log)
+    portal = PortalProcess(proc, http_port, dimse_port, hl7_port, ws_port, data_dir, log)
     deadline = time.monotonic() + 60
     while "Stop with Ctrl+C" not in portal.output():
         if proc.poll() is not None or time.monotonic() > deadline:

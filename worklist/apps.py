@@ -23,3 +23,9 @@ class WorklistConfig(AppConfig):
                       wire.N_GET_RQ: dimse.make_nget_service,
                       wire.N_ACTION_RQ: dimse.make_naction_service},
         ))
+        # every change of a step, from any face, is a UPS event for its subscribers
+        from worklist import ups_events
+        from worklist.signals import step_created, step_status_changed
+
+        step_status_changed.connect(ups_events.on_step_status_changed, dispatch_uid="ups-events")
+        step_created.connect(ups_events.on_step_created, dispatch_uid="ups-events-created")

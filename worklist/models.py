@@ -202,3 +202,48 @@ class PerformedProcedureStep(models.Model):
 
     def __str__(self) -> str:
         return f"MPPS {self.sop_instance_uid} ({self.status})"
+
+
+class UpsSubscription(models.Model):
+    """A subscriber (an AE title) to one workitem's events, or to all workitems (global,
+    optionally filtered by matching keys), PS3.4 CC.2.3."""
+
+    ae_title = models.CharField("AE title", max_length=16, db_index=True)
+    step = models.ForeignKey(ScheduledProcedureStep, null=True, blank=True,
+                             on_delete=models.CASCADE, related_name="subscriptions")
+    # global subscriptions only: the matching keys of a filtered one ({} = every workitem)
+    filter = models.JSONField(default=dict, blank=True)
+    deletion_lock = models.BooleanField(default=False)
+    suspended = models.BooleanField(default=False)  # global: no longer follows new workitems
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["ae_title", "id"]
+        constraints = [models.UniqueConstraint(fields=["ae_title", "step"],
+                                               name="uniq_ups_subscription")]
+
+    def __str__(self) -> str:
+        return f"{self.ae_title} -> {self.step.ups_instance_uid if self.step else 'global'}"
+
+
+class UpsEvent(models.Model):
+    """An event for one subscriber (the outbox the event channels read): a UPS State Report,
+    a Cancel Requested or an Assignment change, as the DICOM JSON of its N-EVENT-REPORT."""
+
+    class Type(models.IntegerChoices):
+        STATE_REPORT = 1, "UPS State Report"
+        CANCEL_REQUESTED = 2, "UPS Cancel Requested"
+        PROGRESS_REPORT = 3, "UPS Progress Report"
+        SCP_STATUS_CHANGE = 4, "SCP Status Change"
+        UPS_ASSIGNED = 5, "UPS Assigned"
+
+    ae_title = models.CharField(max_length=16, db_index=True)
+    workitem_uid = models.CharField(max_length=64)
+    event_type = models.PositiveSmallIntegerField(choices=Type.choices)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]

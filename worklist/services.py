@@ -28,7 +28,7 @@ from worklist.models import (
     Station,
     StepEvent,
 )
-from worklist.signals import step_status_changed
+from worklist.signals import step_created, step_status_changed
 
 Status = ScheduledProcedureStep.Status
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ def _create_order(*, patient: PatientData, procedure: Procedure | None, step: St
             identifiers.scheduled_procedure_step_id[:16] or f"SPS{order.pk}"),
         ups_instance_uid=identifiers.workitem_uid or None, **_step_fields(step, code))
     _event(sps, Status.SCHEDULED, "", source=source, actor=actor, note="created")
+    transaction.on_commit(lambda: _notify_created(sps))
     audit.record(category="worklist", action="order created", actor=actor,
                  detail=f"accession {order.accession_number}, source {source}")
     return order
@@ -203,6 +204,12 @@ def set_step_status(step: ScheduledProcedureStep, status: str, *, source: str, a
         _event(step, status, previous, source=source, actor=actor, note=note)
         transaction.on_commit(lambda: _notify(step, previous, source))
     return step
+
+
+def _notify_created(step: ScheduledProcedureStep) -> None:
+    for receiver, result in step_created.send_robust(sender=ScheduledProcedureStep, step=step):
+        if isinstance(result, Exception):
+            log.error("step creation listener %r failed: %r", receiver, result)
 
 
 def _notify(step: ScheduledProcedureStep, previous: str, source: str) -> None:

@@ -8,3 +8,6 @@ from django.dispatch import Signal
 # Sent after the transaction that changed a step's status commits.
 # kwargs: step (ScheduledProcedureStep), previous (str), source (str)
 step_status_changed = Signal()
+
+# Sent after the transaction that created a step commits. kwargs: step
+step_created = Signal()

@@ -270,6 +270,9 @@ def request_cancel(uid: str, *, reason: str, actor: str) -> ScheduledProcedureSt
                                             note=f"cancellation requested: {reason}"[:255])
         services.record_event(step, source="ups", actor=actor,
                               note=f"cancellation requested: {reason}"[:255])
+        from worklist import ups_events  # it builds on this module
+
+        ups_events.cancel_requested(step, reason)
         return step
 
 

@@ -1,7 +1,8 @@
 """UPS-RS (PS3.18 11): workitems over HTTP, on the worklist's steps (``worklist.ups``).
 
-This part has Create, Retrieve, Search and Update Workitem, Change Workitem State and Request
-Cancellation; subscriptions and their events come next (issue 7).
+Create, Retrieve, Search and Update Workitem, Change Workitem State, Request Cancellation, and
+(Un)Subscribe / Suspend Global Subscription; the events go out on the WebSocket event channel
+(``worklist.consumers``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pacs.dicomweb import qido
 from pacs.dicomweb.negotiation import accept_of, choose, parse_media_type
 from pacs.dicomweb.views import DICOM_JSON, DicomWebView
 from pacs.errors import BadRequest, UnsupportedMediaType
-from worklist import ups
+from worklist import ups, ups_events
 
 
 def _warning(text: str) -> str:
@@ -133,3 +134,39 @@ def _text(dataset: dict, tag: str) -> str:
         return str(dataset[tag]["Value"][0]).strip()
     except (KeyError, IndexError, TypeError):
         return ""
+
+
+class SubscriptionView(UpsView):
+    """Subscribe (POST) and Unsubscribe (DELETE) an AE title to a workitem, or to all of them
+    with the well-known UIDs 1.2.840.10008.5.1.4.34.5 (global) and .5.1 (filtered global)."""
+
+    @extend_schema(summary="UPS-RS subscribe", responses={201: None})
+    def post(self, request, workitem: str, aetitle: str):
+        lock = request.GET.get("deletionlock", "false").strip().lower() == "true"
+        filter_keys = {}
+        for text in request.GET.getlist("filter"):
+            for pair in text.split(","):
+                key, sep, value = pair.partition("=")
+                if not sep or not key.strip():
+                    raise BadRequest("filter is a list of Keyword=value")
+                filter_keys[key.strip()] = value.strip()
+        ups_events.subscribe(workitem, aetitle, deletion_lock=lock, filter_keys=filter_keys,
+                             actor=request.user.get_username())
+        response = HttpResponse(status=201)
+        response["Content-Location"] = request.build_absolute_uri(
+            f"/dicomweb/subscribers/{aetitle}")
+        return response
+
+    @extend_schema(summary="UPS-RS unsubscribe", responses={200: None})
+    def delete(self, request, workitem: str, aetitle: str):
+        ups_events.unsubscribe(workitem, aetitle)
+        return HttpResponse(status=200)
+
+
+class SuspendView(UpsView):
+    @extend_schema(summary="UPS-RS suspend global subscription", responses={200: None})
+    def post(self, request, workitem: str, aetitle: str):
+        if workitem not in (ups_events.GLOBAL, ups_events.GLOBAL_FILTERED):
+            raise BadRequest("only a global subscription can be suspended")
+        ups_events.suspend(aetitle)
+        return HttpResponse(status=200)

@@ -13,6 +13,7 @@ from waitress import create_server
 from pacs.dimse.workers import spawn_scp_processes, stop_processes
 from portal.bootstrap import ensure_admin
 from portal.listeners import build_listener
+from portal.websocket import WebSocketServer
 from portal.wsgi import application
 
 
@@ -45,7 +46,11 @@ class Command(BaseCommand):
         hl7 = None if no_hl7 else build_listener("hl7")
         if hl7:
             hl7.start()
-        self._banner(web, port, hl7.address[1] if hl7 else None, login)
+        ws, ws_port = None, None
+        if settings.WS_PORT >= 0:
+            ws = WebSocketServer(settings.HTTP_HOST, settings.WS_PORT)
+            ws_port = ws.start()
+        self._banner(web, port, hl7.address[1] if hl7 else None, login, ws_port)
 
         def _stop(*_: object) -> None:
             raise SystemExit(0)
@@ -61,10 +66,13 @@ class Command(BaseCommand):
                 dimse.stop()
             if hl7:
                 hl7.stop()
+            if ws:
+                ws.stop()
             stop_processes(children)
             self.stdout.write("portal stopped")
 
-    def _banner(self, web, dimse_port: int | None, hl7_port: int | None, login: str) -> None:
+    def _banner(self, web, dimse_port: int | None, hl7_port: int | None, login: str,
+                ws_port: int | None) -> None:
         http_port = web.effective_port
         host = settings.HTTP_HOST if settings.HTTP_HOST not in ("0.0.0.0", "") else "localhost"
         lines = [
@@ -76,6 +84,9 @@ class Command(BaseCommand):
             else "  DICOM SCP:  not started here (--no-dimse)",
             f"  HL7 MLLP:   port {hl7_port}" if hl7_port
             else "  HL7 MLLP:   not started here (--no-hl7)",
+            f"  DICOMweb:   http://{host}:{http_port}/dicomweb"
+            + (f" (UPS events: ws://{host}:{ws_port}/dicomweb/subscribers/<AE title>)"
+               if ws_port else ""),
             f"  Data dir:   {settings.DATA_DIR}",
             f"  Login:      {login}",
             "  Stop with Ctrl+C.",

@@ -1,0 +1,135 @@
+"""UPS subscriptions and the WebSocket event channel, against the real `serve` process: a
+watcher receives state reports and cancel requests while another client changes workitems."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import requests
+from pydicom.uid import generate_uid
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.portal_process import start_portal
+from worklist.ups_events import GLOBAL, GLOBAL_FILTERED
+
+JSON = "application/dicom+json"
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory):
+    p = start_portal(tmp_path_factory.mktemp("ups-events") / "var",
+                     DJANGO_SUPERUSER_USERNAME="chief", DJANGO_SUPERUSER_PASSWORD="Xr4y-s3cret!")
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def auth(portal) -> dict[str, str]:
+    """An API token, obtained as a user would: log in, open the token page, create one."""
+    session = requests.Session()
+    session.get(f"{portal.url}/login/", timeout=10)
+    session.post(f"{portal.url}/login/", timeout=10, data={
+        "username": "chief", "password": "Xr4y-s3cret!",
+        "csrfmiddlewaretoken": session.cookies["csrftoken"]})
+    page = session.post(f"{portal.url}/api/token/", timeout=10,
+                        data={"csrfmiddlewaretoken": session.cookies["csrftoken"]}).text
+    key = re.search(r'id="api-token">([0-9a-f]+)<', page).group(1)
+    return {"Authorization": f"Token {key}"}
+
+
+def create(portal, auth, patient_id: str) -> str:
+    uid = generate_uid()
+    body = {
+        "00741000": {"vr": "CS", "Value": ["SCHEDULED"]},
+        "00741200": {"vr": "CS", "Value": ["MEDIUM"]},
+        "00741204": {"vr": "LO", "Value": ["Post-processing"]},
+        "00404005": {"vr": "DT", "Value": ["20261123120000"]},
+        "00404041": {"vr": "CS", "Value": ["READY"]},
+        "00100020": {"vr": "LO", "Value": [patient_id]},
+    }
+    response = requests.post(f"{portal.url}/dicomweb/workitems?{uid}", json=body, timeout=10,
+                             headers={**auth, "Content-Type": JSON})
+    assert response.status_code == 201, response.content
+    return uid
+
+
+def put_state(portal, auth, uid: str, state: str, transaction: str) -> int:
+    body = {"00741000": {"vr": "CS", "Value": [state]},
+            "00081195": {"vr": "UI", "Value": [transaction]}}
+    return requests.put(f"{portal.url}/dicomweb/workitems/{uid}/state", json=body, timeout=10,
+                        headers={**auth, "Content-Type": JSON}).status_code
+
+
+def subscribe(portal, auth, target: str, aet: str, query: str = "") -> requests.Response:
+    return requests.post(f"{portal.url}/dicomweb/workitems/{target}/subscribers/{aet}{query}",
+                         headers=auth, timeout=10)
+
+
+def receive(ws, count: int) -> list[tuple[str, int, dict]]:
+    events = []
+    for _ in range(count):
+        event = json.loads(ws.recv(timeout=10))
+        events.append((event["00001000"]["Value"][0], event["00001002"]["Value"][0], event))
+    return events
+
+
+def test_watcher_receives_state_reports_and_cancel_requests(portal, auth):
+    first = create(portal, auth, "EV1")
+    assert subscribe(portal, auth, first, "WATCHER").status_code == 201
+    channel = f"ws://127.0.0.1:{portal.ws_port}/dicomweb/subscribers/WATCHER"
+    with connect(channel, additional_headers=auth) as ws:
+        ((uid, kind, event),) = receive(ws, 1)  # the initial state report
+        assert (uid, kind, event["00741000"]["Value"]) == (first, 1, ["SCHEDULED"])
+        mine = generate_uid()
+        assert put_state(portal, auth, first, "IN PROGRESS", mine) == 200
+        ((uid, kind, event),) = receive(ws, 1)
+        assert (uid, kind, event["00741000"]["Value"]) == (first, 1, ["IN PROGRESS"])
+        cancel = requests.post(f"{portal.url}/dicomweb/workitems/{first}/cancelrequest",
+                               json={"00741238": {"vr": "LT", "Value": ["wrong patient"]}},
+                               headers={**auth, "Content-Type": JSON}, timeout=10)
+        assert cancel.status_code == 202
+        ((uid, kind, event),) = receive(ws, 1)
+        assert (kind, event["00741238"]["Value"]) == (2, ["wrong patient"])
+        assert put_state(portal, auth, first, "CANCELED", mine) == 200
+        ((uid, kind, event),) = receive(ws, 1)
+        assert event["00741000"]["Value"] == ["CANCELED"]
+
+
+def test_global_filtered_subscription_follows_new_matching_workitems(portal, auth):
+    assert subscribe(portal, auth, GLOBAL_FILTERED, "AI NODE", "?filter=PatientID=EV3"
+                     ).status_code == 201
+    channel = f"ws://127.0.0.1:{portal.ws_port}/dicomweb/subscribers/AI%20NODE"
+    with connect(channel, additional_headers=auth) as ws:
+        create(portal, auth, "EV2")  # does not match the filter
+        wanted = create(portal, auth, "EV3")
+        ((uid, kind, event),) = receive(ws, 1)
+        assert (uid, event["00741000"]["Value"]) == (wanted, ["SCHEDULED"])
+        # suspended: new workitems no longer reported, the ones already followed still are
+        suspend = requests.post(f"{portal.url}/dicomweb/workitems/{GLOBAL}/subscribers/"
+                                "AI%20NODE/suspend", headers=auth, timeout=10)
+        assert suspend.status_code == 200
+        create(portal, auth, "EV3")
+        requests.post(f"{portal.url}/dicomweb/workitems/{wanted}/subscribers/AI%20NODE",
+                      headers=auth, timeout=10)
+        ((uid, kind, event),) = receive(ws, 1)  # the initial report of the explicit one
+        assert uid == wanted
+        assert put_state(portal, auth, wanted, "IN PROGRESS", generate_uid()) == 200
+        ((uid, kind, event),) = receive(ws, 1)
+        assert (uid, event["00741000"]["Value"]) == (wanted, ["IN PROGRESS"])
+    unsubscribed = requests.delete(f"{portal.url}/dicomweb/workitems/{GLOBAL}/subscribers/"
+                                   "AI%20NODE", headers=auth, timeout=10)
+    assert unsubscribed.status_code == 200
+
+
+def test_event_channel_needs_a_user_and_bad_subscriptions_are_refused(portal, auth):
+    channel = f"ws://127.0.0.1:{portal.ws_port}/dicomweb/subscribers/NOBODY"
+    with pytest.raises(InvalidStatus, match="403"):  # refused at the handshake
+        connect(channel)
+    assert subscribe(portal, auth, "1.2.3.4", "WATCHER").status_code == 404
+    assert subscribe(portal, auth, GLOBAL_FILTERED, "WATCHER").status_code == 400  # no filter
+    assert subscribe(portal, auth, GLOBAL, "WATCHER", "?filter=Nonsense=1").status_code == 400
+    assert requests.post(f"{portal.url}/dicomweb/workitems/{GLOBAL}/subscribers/NONE/suspend",
+                         headers=auth, timeout=10).status_code == 404
