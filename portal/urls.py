@@ -48,6 +48,7 @@ urlpatterns = [
          name="step-reschedule"),
     path("worklist/workitems/", worklist_views.workitem_list, name="workitem-list"),
     path("worklist/workitems/<str:uid>/", worklist_views.workitem_detail, name="workitem-detail"),
+    path("worklist/subscriptions/", worklist_views.subscriptions, name="ups-subscriptions"),
     path("worklist/stations/", worklist_views.stations, name="stations"),
     path("worklist/stations/<int:pk>/", worklist_views.stations, name="stations-edit"),
     path("worklist/catalog/", worklist_views.catalog, name="catalog"),

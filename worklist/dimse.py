@@ -28,7 +28,7 @@ from pacs.dimse.handlers import (
 )
 from pacs.dimse.policy import AePolicy, Permissions
 from pacs.errors import PacsError
-from worklist import mpps, ups
+from worklist import mpps, ups, ups_events
 from worklist.query import WORKLIST, worklist_search
 
 log = logging.getLogger("pacs.dimse")
@@ -38,13 +38,17 @@ MPPS = "1.2.840.10008.3.1.2.3.3"
 UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
 UPS_PULL = "1.2.840.10008.5.1.4.34.6.3"
 UPS_QUERY = "1.2.840.10008.5.1.4.34.6.5"
-UPS_CLASSES = (UPS_PUSH, UPS_PULL, UPS_QUERY)
+UPS_WATCH = "1.2.840.10008.5.1.4.34.6.2"
+UPS_CLASSES = (UPS_PUSH, UPS_PULL, UPS_QUERY, UPS_WATCH)
 # What each UPS SOP class may do (PS3.4 CC.2: the DIMSE services of each)
 _UPS_OPERATIONS = {
-    wire.N_CREATE_RQ: {UPS_PUSH}, wire.N_GET_RQ: {UPS_PUSH, UPS_PULL},
-    wire.N_SET_RQ: {UPS_PULL}, wire.N_ACTION_RQ: {UPS_PUSH, UPS_PULL},
+    wire.N_CREATE_RQ: {UPS_PUSH}, wire.N_GET_RQ: {UPS_PUSH, UPS_PULL, UPS_WATCH},
+    wire.N_SET_RQ: {UPS_PULL}, wire.N_ACTION_RQ: {UPS_PUSH, UPS_PULL, UPS_WATCH},
 }
-CHANGE_STATE, REQUEST_CANCEL = 1, 2  # N-ACTION Action Type IDs (PS3.4 CC.2.1.2, CC.2.2.2)
+# N-ACTION Action Type IDs (PS3.4 CC.2.1.2, CC.2.2.2, CC.2.3.2) and the classes offering them
+CHANGE_STATE, REQUEST_CANCEL, SUBSCRIBE, UNSUBSCRIBE, SUSPEND = 1, 2, 3, 4, 5
+_ACTIONS = {CHANGE_STATE: {UPS_PULL, UPS_PUSH}, REQUEST_CANCEL: {UPS_PUSH, UPS_WATCH},
+            SUBSCRIBE: {UPS_WATCH}, UNSUBSCRIBE: {UPS_WATCH}, SUSPEND: {UPS_WATCH}}
 STATUS_NO_SUCH_ACTION = 0x0123
 
 
@@ -128,7 +132,7 @@ def make_naction_service(policy: AePolicy) -> Service:
 
 
 def make_ups_find_service(policy: AePolicy) -> Service:
-    return make_find_service(policy, models={UPS_PULL, UPS_QUERY},
+    return make_find_service(policy, models={UPS_PULL, UPS_QUERY, UPS_WATCH},
                              permission="may_query_worklist", search=_ups_search)
 
 
@@ -150,8 +154,9 @@ UpsAction = Callable[[Association, wire.Message, Dataset], UpsResult]
 
 
 def _ups_service(policy: AePolicy, action: UpsAction) -> Service:
-    """One UPS DIMSE operation: the SOP class allows it, the AE may do it (reading needs
-    *may query the worklist*, changing needs *may send MPPS*), then the UPS service."""
+    """One UPS DIMSE operation: the SOP class allows it, the AE may do it (reading and
+    watching need *may query the worklist*, changing needs *may send MPPS*), then the UPS
+    service."""
 
     def handle(assoc: Association, message: wire.Message) -> None:
         sop_class = assoc.context(message).abstract_syntax
@@ -160,7 +165,10 @@ def _ups_service(policy: AePolicy, action: UpsAction) -> Service:
                           comment="this operation is not part of the SOP class")
             return
         close_old_connections()
-        reading = message.command_field == wire.N_GET_RQ
+        # reading and watching need "may query the worklist"; changing needs "may send MPPS"
+        reading = message.command_field == wire.N_GET_RQ or (
+            message.command_field == wire.N_ACTION_RQ
+            and message.command.get(wire.ACTION_TYPE_ID) in (SUBSCRIBE, UNSUBSCRIBE, SUSPEND))
         try:
             _authorize(policy, assoc.calling_aet,
                        "may_query_worklist" if reading else "may_send_mpps",
@@ -219,10 +227,12 @@ def _ups_set(assoc: Association, message: wire.Message, ds: Dataset
     return STATUS_SUCCESS, None, uid
 
 
-def _ups_action(assoc: Association, message: wire.Message, ds: Dataset
-                ) -> UpsResult:
+def _ups_action(assoc: Association, message: wire.Message, ds: Dataset) -> UpsResult:
     action = int(message.command.get(wire.ACTION_TYPE_ID) or 0)  # type: ignore[arg-type]
     uid = _requested_uid(message)
+    if assoc.context(message).abstract_syntax not in _ACTIONS.get(action, ()):
+        raise ups.UpsError(STATUS_NO_SUCH_ACTION,
+                           f"action type {action} is not offered on this SOP class")
     if action == CHANGE_STATE:
         change = ups.change_state(uid, str(ds.get("ProcedureStepState", "") or ""),
                                   str(ds.get("TransactionUID", "") or ""),
@@ -232,9 +242,19 @@ def _ups_action(assoc: Association, message: wire.Message, ds: Dataset
         ups.request_cancel(uid, reason=str(ds.get("ReasonForCancellation", "") or ""),
                            actor=assoc.calling_aet)
         return STATUS_SUCCESS, None, uid
-    raise ups.UpsError(STATUS_NO_SUCH_ACTION,
-                       f"action type {action} is not supported (1: change state, "
-                       "2: request cancellation; subscriptions are not offered yet)")
+    # UPS Watch: the subscriber is Receiving AE (0074,1236), else the calling AE
+    subscriber = str(ds.get("ReceivingAE", "") or "").strip() or assoc.calling_aet
+    if action == SUBSCRIBE:
+        keys = {e.keyword: str(e.value) for e in ds if e.keyword and e.VR != "SQ" and e.value
+                and e.keyword not in ("DeletionLock", "ReceivingAE")}
+        ups_events.subscribe(uid, subscriber, actor=assoc.calling_aet, delivery="dimse",
+                             deletion_lock=str(ds.get("DeletionLock", "")).upper() == "TRUE",
+                             filter_keys=keys)
+    elif action == UNSUBSCRIBE:
+        ups_events.unsubscribe(uid, subscriber)
+    else:
+        ups_events.suspend(subscriber)
+    return STATUS_SUCCESS, None, uid
 
 
 def _ups_search(assoc: Association, message: wire.Message, identifier: Dataset,

@@ -215,6 +215,10 @@ class UpsSubscription(models.Model):
     filter = models.JSONField(default=dict, blank=True)
     deletion_lock = models.BooleanField(default=False)
     suspended = models.BooleanField(default=False)  # global: no longer follows new workitems
+    # how events reach the subscriber: its WebSocket event channel (UPS-RS subscribers) or
+    # N-EVENT-REPORT to its address in the AE table (UPS Watch over DIMSE)
+    delivery = models.CharField(max_length=16, default="websocket",
+                                choices=[("websocket", "WebSocket"), ("dimse", "DIMSE")])
     created_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -240,10 +244,13 @@ class UpsEvent(models.Model):
 
     ae_title = models.CharField(max_length=16, db_index=True)
     workitem_uid = models.CharField(max_length=64)
+    delivery = models.CharField(max_length=16, default="websocket")
     event_type = models.PositiveSmallIntegerField(choices=Type.choices)
     payload = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=255, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -9,10 +9,13 @@ also looks at its outbox twice a second, so nothing depends on the wake-up arriv
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import transaction
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import F
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
@@ -23,6 +26,8 @@ from worklist.models import ScheduledProcedureStep, UpsEvent, UpsSubscription
 log = logging.getLogger(__name__)
 
 GLOBAL = "1.2.840.10008.5.1.4.34.5"  # the well-known UID of all workitems
+UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"  # the SOP class events are about
+UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"  # the SOP class (context) events travel on
 GLOBAL_FILTERED = "1.2.840.10008.5.1.4.34.5.1"
 
 
@@ -39,7 +44,8 @@ def _check_aet(ae_title: str) -> str:
 
 
 def subscribe(target: str, ae_title: str, *, deletion_lock: bool = False,
-              filter_keys: dict[str, str] | None = None, actor: str = "") -> UpsSubscription:
+              filter_keys: dict[str, str] | None = None, actor: str = "",
+              delivery: str = "websocket") -> UpsSubscription:
     """Subscribe ``ae_title`` to one workitem, or (``target`` = GLOBAL or GLOBAL_FILTERED) to
     every workitem matching ``filter_keys``. The subscriber gets the current state of each
     workitem now subscribed (PS3.4 CC.2.3.1: initial State Reports)."""
@@ -53,17 +59,19 @@ def subscribe(target: str, ae_title: str, *, deletion_lock: bool = False,
             subscription, _ = UpsSubscription.objects.update_or_create(
                 ae_title=ae_title, step=None,
                 defaults={"filter": filter_keys, "deletion_lock": deletion_lock,
-                          "suspended": False, "created_by": actor})
+                          "suspended": False, "created_by": actor, "delivery": delivery})
             open_steps = _matching(filter_keys).exclude(status__in=ScheduledProcedureStep.FINAL)
             for step in open_steps[:1000]:
-                _event(ae_title, step, UpsEvent.Type.STATE_REPORT, _state_report(step))
+                _event(ae_title, delivery, step, UpsEvent.Type.STATE_REPORT,
+                       _state_report(step))
         else:
             step = ups.get_workitem(target)
             subscription, _ = UpsSubscription.objects.update_or_create(
                 ae_title=ae_title, step=step,
-                defaults={"deletion_lock": deletion_lock, "created_by": actor})
-            _event(ae_title, step, UpsEvent.Type.STATE_REPORT, _state_report(step))
-    _wake([ae_title])
+                defaults={"deletion_lock": deletion_lock, "created_by": actor,
+                          "delivery": delivery})
+            _event(ae_title, delivery, step, UpsEvent.Type.STATE_REPORT, _state_report(step))
+    transaction.on_commit(lambda: _wake({ae_title: delivery}))
     return subscription
 
 
@@ -98,19 +106,19 @@ def _matching(filter_keys: dict[str, str]):
     return ups.search(identifier)
 
 
-def _subscribers(step: ScheduledProcedureStep, *, new: bool = False) -> list[str]:
-    """AE titles to tell about ``step``: its own subscribers, and global subscribers whose
-    filter it matches (a suspended global subscription does not take new workitems)."""
-    names = set(UpsSubscription.objects.filter(step=step).values_list("ae_title", flat=True))
+def _subscribers(step: ScheduledProcedureStep, *, new: bool = False) -> dict[str, str]:
+    """AE titles to tell about ``step`` (with how to reach each): its own subscribers, and
+    global subscribers whose filter it matches (a suspended global subscription does not take
+    new workitems)."""
+    names = dict(UpsSubscription.objects.filter(step=step).values_list("ae_title", "delivery"))
     for subscription in UpsSubscription.objects.filter(step=None):
-        if subscription.suspended and new:
+        if subscription.ae_title in names or (subscription.suspended and new):
             continue
-        if subscription.suspended and not UpsSubscription.objects.filter(
-                ae_title=subscription.ae_title, step=step).exists():
-            continue
+        if subscription.suspended:
+            continue  # it follows only the workitems it was subscribed to (above)
         if not subscription.filter or _matching(subscription.filter).filter(pk=step.pk).exists():
-            names.add(subscription.ae_title)
-    return sorted(names)
+            names[subscription.ae_title] = subscription.delivery
+    return names
 
 
 def _state_report(step: ScheduledProcedureStep) -> dict[str, Any]:
@@ -118,26 +126,27 @@ def _state_report(step: ScheduledProcedureStep) -> dict[str, Any]:
             "00404041": {"vr": "CS", "Value": ["READY"]}}
 
 
-def _event(ae_title: str, step: ScheduledProcedureStep, event_type: int,
+def _event(ae_title: str, delivery: str, step: ScheduledProcedureStep, event_type: int,
            info: dict[str, Any]) -> None:
     payload = {
         "00001000": {"vr": "UI", "Value": [step.ups_instance_uid]},  # Affected SOP Instance
         "00001002": {"vr": "US", "Value": [int(event_type)]},  # Event Type ID
         **info,
     }
-    UpsEvent.objects.create(ae_title=ae_title, workitem_uid=step.ups_instance_uid,
-                            event_type=event_type, payload=payload)
+    UpsEvent.objects.create(ae_title=ae_title, delivery=delivery,
+                            workitem_uid=step.ups_instance_uid, event_type=event_type,
+                            payload=payload)
 
 
 def publish(step: ScheduledProcedureStep, event_type: int, info: dict[str, Any], *,
             new: bool = False) -> list[str]:
-    """Write ``step``'s event for each of its subscribers; wake their channels on commit."""
+    """Write ``step``'s event for each of its subscribers; deliver on commit."""
     names = _subscribers(step, new=new)
-    for name in names:
-        _event(name, step, event_type, info)
+    for name, delivery in names.items():
+        _event(name, delivery, step, event_type, info)
     if names:
         transaction.on_commit(lambda: _wake(names))
-    return names
+    return sorted(names)
 
 
 def on_step_status_changed(sender, step: ScheduledProcedureStep, previous: str, source: str,
@@ -156,22 +165,97 @@ def cancel_requested(step: ScheduledProcedureStep, reason: str) -> None:
     publish(step, UpsEvent.Type.CANCEL_REQUESTED, info)
 
 
-def _wake(names: list[str]) -> None:
-    """Tell the subscribers' open channels to look at their outbox (best effort)."""
+def _wake(names: dict[str, str]) -> None:
+    """Deliver: DIMSE subscribers get N-EVENT-REPORTs (a thread, or a Celery task in scale
+    mode); WebSocket channels are told to look at their outbox (best effort: they poll)."""
+    for name, delivery in names.items():
+        if delivery == "dimse":
+            _enqueue_dimse(name)
+    websocket = [name for name, delivery in names.items() if delivery != "dimse"]
+    if not websocket:
+        return
     try:
         from channels.layers import get_channel_layer
 
         layer = get_channel_layer()
         if layer is None:
             return
-        for name in names:
+        for name in websocket:
             async_to_sync(layer.group_send)(group_name(name), {"type": "ups.wake"})
     except Exception as exc:  # the channel polls its outbox anyway
         log.debug("UPS wake-up not sent: %r", exc)
 
 
+def _enqueue_dimse(ae_title: str) -> None:
+    if settings.SCALE_MODE:
+        from worklist.tasks import send_ups_events_task
+
+        send_ups_events_task.delay(ae_title)
+    else:
+        threading.Thread(target=send_dimse_events, args=(ae_title,), daemon=True,
+                         name=f"ups-events-{ae_title}").start()
+
+
+_sending = threading.Lock()  # one sender at a time per process keeps events in order
+
+
+def send_dimse_events(ae_title: str) -> int:
+    """Send the AE's pending events as N-EVENT-REPORTs (UPS Event SOP Class) to its address in
+    the AE table; what cannot be sent stays pending (tried again with the next event).
+    Returns how many were sent."""
+    from pydicom.dataset import Dataset as PydicomDataset
+    from pynetdicom import AE
+
+    from pacs.dimse.scu import set_nodelay
+    from pacs.models import ApplicationEntity
+
+    close_old_connections()
+    with _sending:
+        events = list(UpsEvent.objects.filter(ae_title=ae_title, delivery="dimse",
+                                              delivered_at__isnull=True)[:500])
+        if not events:
+            return 0
+        peer = ApplicationEntity.objects.filter(ae_title=ae_title).first()
+        if peer is None:
+            _failed(events, f"{ae_title} is not in the AE table")
+            return 0
+        ae = AE(ae_title=settings.DIMSE_AET)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 15
+        ae.add_requested_context(UPS_EVENT)
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+        if not assoc.is_established:
+            _failed(events, f"no association with {peer.ae_title}@{peer.host}:{peer.port}")
+            return 0
+        set_nodelay(assoc)
+        sent = 0
+        try:
+            for event in events:
+                info = {k: v for k, v in event.payload.items() if not k.startswith("0000")}
+                status, _ = assoc.send_n_event_report(
+                    PydicomDataset.from_json(info), event.event_type, UPS_PUSH,
+                    event.workitem_uid, meta_uid=UPS_EVENT)
+                if status is None or status.get("Status", 0xFFFF) != 0x0000:
+                    code = status.Status if status is not None and "Status" in status else None
+                    _failed([event], f"answered 0x{code:04X}" if code is not None
+                            else "no response")
+                    break
+                mark_delivered([event])
+                sent += 1
+        finally:
+            assoc.release()
+        return sent
+
+
+def _failed(events: list[UpsEvent], error: str) -> None:
+    UpsEvent.objects.filter(pk__in=[e.pk for e in events]).update(
+        attempts=F("attempts") + 1, last_error=error[:255])
+    log.warning("UPS events for %s not delivered: %s", events[0].ae_title, error)
+
+
 def pending(ae_title: str, limit: int = 100) -> list[UpsEvent]:
-    return list(UpsEvent.objects.filter(ae_title=ae_title, delivered_at__isnull=True)[:limit])
+    """The undelivered events of a WebSocket subscriber, oldest first."""
+    return list(UpsEvent.objects.filter(ae_title=ae_title, delivery="websocket",
+                                        delivered_at__isnull=True)[:limit])
 
 
 def mark_delivered(events: list[UpsEvent]) -> None:

@@ -23,7 +23,14 @@ from worklist.forms import (
     RescheduleForm,
     StationForm,
 )
-from worklist.models import Order, Procedure, ScheduledProcedureStep, Station
+from worklist.models import (
+    Order,
+    Procedure,
+    ScheduledProcedureStep,
+    Station,
+    UpsEvent,
+    UpsSubscription,
+)
 
 
 @login_required
@@ -166,3 +173,14 @@ def workitem_detail(request, uid: str):
     return render(request, "worklist/workitem_detail.html", {
         "step": step, "ups_state": ups.ups_state(step),
         "events": step.events.order_by("at", "pk")})
+
+
+@admin_required
+def subscriptions(request):
+    """Who follows which workitems, and the events on their way (admins)."""
+    return render(request, "worklist/subscriptions.html", {
+        "subscriptions": UpsSubscription.objects.select_related("step").order_by(
+            "ae_title", "id"),
+        "events": UpsEvent.objects.order_by("-id")[:100],
+        "pending": UpsEvent.objects.filter(delivered_at__isnull=True).count(),
+    })

@@ -227,7 +227,7 @@ def test_dicomweb_on_postgresql(web, dicomweb, settings):
     found = dicomweb.search_for_studies(search_filters={"PatientName": "compressed*"},
                                         fields=["all"])
     assert ct.StudyInstanceUID in {s["0020000D"]["Value"][0] for s in found}
-    (meta,) = dicomweb.retrieve_instance_metadata(ct.StudyInstanceUID, ct.SeriesInstanceUID,
-                                                ct.SOPInstanceUID)
+    meta = dicomweb.retrieve_instance_metadata(ct.StudyInstanceUID, ct.SeriesInstanceUID,
+                                               ct.SOPInstanceUID)
     assert meta["7FE00010"]["BulkDataURI"].startswith(f"{web}/dicomweb/studies/")
     assert dicomweb.retrieve_bulkdata(meta["7FE00010"]["BulkDataURI"]) == [ct.PixelData]

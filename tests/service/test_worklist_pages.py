@@ -240,3 +240,17 @@ def test_workitem_pages_show_state_performer_and_progress(scheduler, catalog):
     assert mine not in text  # the Transaction UID stays secret
     order = scheduler.get(reverse("order-detail", args=[first.requested_procedure.order.pk]))
     assert reverse("workitem-detail", args=[first.ups_instance_uid]).encode() in order.content
+
+
+def test_subscriptions_page_for_admins(admin_client, scheduler, catalog):
+    from worklist import ups_events
+
+    _post(scheduler, catalog, "CT1")
+    step = ScheduledProcedureStep.objects.get()
+    ups_events.subscribe(step.ups_instance_uid, "WATCHER", actor="boss")
+    ups_events.subscribe(ups_events.GLOBAL_FILTERED, "AI NODE",
+                         filter_keys={"PatientID": "P100"}, delivery="dimse")
+    assert scheduler.get(reverse("ups-subscriptions")).status_code in (302, 403)
+    page = admin_client.get(reverse("ups-subscriptions")).content.decode()
+    assert "WATCHER" in page and "AI NODE" in page and "PatientID=P100" in page
+    assert "UPS State Report" in page and "pending" in page

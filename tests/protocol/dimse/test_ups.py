@@ -19,6 +19,9 @@ from pynetdicom.sop_class import (
 from pynetdicom.sop_class import (
     UnifiedProcedureStepQuery as QUERY,
 )
+from pynetdicom.sop_class import (
+    UnifiedProcedureStepWatch as WATCH,
+)
 
 from pacs.models import ApplicationEntity
 from worklist import services
@@ -34,7 +37,7 @@ def ups_ae(transactional_db):
 @pytest.fixture
 def assoc(dimse_listener, ups_ae):
     ae = AE(ae_title="AINODE")
-    for sop_class in (PUSH, PULL, QUERY):
+    for sop_class in (PUSH, PULL, QUERY, WATCH):
         ae.add_requested_context(sop_class)
     association = ae.associate("127.0.0.1", dimse_listener.address[1], ae_title="PORTAL")
     assert association.is_established
@@ -151,3 +154,61 @@ def test_changing_needs_the_permission(assoc, step, ups_ae, dimse_listener):
     assert status.Status == 0x0124
     status, attrs = assoc.send_n_get([0x00741000], PULL, step.ups_instance_uid)
     assert status.Status == 0x0000 and attrs.ProcedureStepState == "SCHEDULED"
+
+
+@pytest.fixture
+def event_receiver(ups_ae):
+    """A pynetdicom UPS Event SCP at the address the AE table gives for AINODE."""
+    import queue
+
+    from pynetdicom import evt
+    from pynetdicom.sop_class import UnifiedProcedureStepEvent as EVENT
+
+    from tests.samples import free_port
+
+    received: queue.Queue = queue.Queue()
+
+    def on_event(event):
+        received.put((event.request.AffectedSOPInstanceUID, event.request.EventTypeID,
+                      event.event_information))
+        return 0x0000, None
+
+    ae = AE(ae_title="AINODE")
+    ae.add_supported_context(EVENT)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event)])
+    ups_ae.port = port
+    ups_ae.save()
+    yield received
+    server.shutdown()
+
+
+def test_watch_subscribe_and_n_event_reports_from_every_face(assoc, step, event_receiver,
+                                                            dimse_listener):
+    subscribe = Dataset()
+    subscribe.DeletionLock = "FALSE"
+    status, _ = assoc.send_n_action(subscribe, 3, WATCH, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    uid, kind, info = event_receiver.get(timeout=15)  # the initial state report
+    assert (uid, kind, info.ProcedureStepState) == (step.ups_instance_uid, 1, "SCHEDULED")
+    # a change from the portal (not UPS) reports too
+    services.set_step_status(step, "ARRIVED", source="portal", actor="sched")
+    services.set_step_status(ScheduledProcedureStep.objects.get(pk=step.pk), "IN PROGRESS",
+                             source="mpps", actor="MR1")
+    uid, kind, info = event_receiver.get(timeout=15)
+    assert info.ProcedureStepState == "SCHEDULED"  # ARRIVED is still SCHEDULED in UPS terms
+    uid, kind, info = event_receiver.get(timeout=15)
+    assert info.ProcedureStepState == "IN PROGRESS"
+    reason = Dataset()
+    reason.ReasonForCancellation = "contrast allergy"
+    status, _ = assoc.send_n_action(reason, 2, PUSH, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    uid, kind, info = event_receiver.get(timeout=15)
+    assert (kind, info.ReasonForCancellation) == (2, "contrast allergy")
+    # no Action Information: None (pynetdicom flags an empty Dataset() as present, sends none)
+    status, _ = assoc.send_n_action(None, 4, WATCH, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    status, _ = assoc.send_n_action(change("IN PROGRESS", generate_uid()), 1, WATCH,
+                                    step.ups_instance_uid)
+    assert status.Status == 0x0123  # change state is not a Watch action
