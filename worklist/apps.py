@@ -26,7 +26,8 @@ class WorklistConfig(AppConfig):
         ))
         # every change of a step, from any face, is a UPS event for its subscribers
         from worklist import ups_events
-        from worklist.signals import step_created, step_status_changed
+        from worklist.signals import step_assigned, step_created, step_status_changed
 
         step_status_changed.connect(ups_events.on_step_status_changed, dispatch_uid="ups-events")
         step_created.connect(ups_events.on_step_created, dispatch_uid="ups-events-created")
+        step_assigned.connect(ups_events.on_step_assigned, dispatch_uid="ups-events-assigned")

@@ -28,7 +28,7 @@ from worklist.models import (
     Station,
     StepEvent,
 )
-from worklist.signals import step_created, step_status_changed
+from worklist.signals import step_assigned, step_created, step_status_changed
 
 Status = ScheduledProcedureStep.Status
 log = logging.getLogger(__name__)
@@ -225,6 +225,7 @@ def reschedule(step: ScheduledProcedureStep, *, start: dt.datetime, station: Sta
     if step.is_final or step.status == Status.IN_PROGRESS:
         raise WorklistError(f"step {step.scheduled_procedure_step_id} is {step.status}")
     step.start_date, step.start_time = f"{start:%Y%m%d}", f"{start:%H%M%S}"
+    moved = station is not None and station.ae_title != step.scheduled_station_ae_title
     if station is not None:
         step.scheduled_station_ae_title, step.scheduled_station_name = (station.ae_title,
                                                                        station.name)
@@ -233,6 +234,9 @@ def reschedule(step: ScheduledProcedureStep, *, start: dt.datetime, station: Sta
     _event(step, step.status, step.status, source="portal", actor=actor,
            note=f"rescheduled to {start:%Y-%m-%d %H:%M}"
                 + (f" on {station.ae_title}" if station else ""))
+    if moved:
+        transaction.on_commit(lambda: step_assigned.send_robust(
+            sender=ScheduledProcedureStep, step=step))
     return step
 
 

@@ -11,3 +11,6 @@ step_status_changed = Signal()
 
 # Sent after the transaction that created a step commits. kwargs: step
 step_created = Signal()
+
+# Sent after a step moved to another station commits (an assignment change). kwargs: step
+step_assigned = Signal()

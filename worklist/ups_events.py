@@ -160,6 +160,14 @@ def on_step_created(sender, step: ScheduledProcedureStep, **kwargs) -> None:
     publish(step, UpsEvent.Type.STATE_REPORT, _state_report(step), new=True)
 
 
+def on_step_assigned(sender, step: ScheduledProcedureStep, **kwargs) -> None:
+    """A step moved to another station: UPS Assigned with the new station (PS3.4 CC.2.4.3)."""
+    stations = [s for s in step.scheduled_station_ae_title.split("\\") if s]
+    publish(step, UpsEvent.Type.UPS_ASSIGNED, {"00404025": {"vr": "SQ", "Value": [
+        {"00080100": {"vr": "SH", "Value": [s]}, "00080102": {"vr": "SH", "Value": ["DCM_AET"]}}
+        for s in stations]}})
+
+
 def cancel_requested(step: ScheduledProcedureStep, reason: str) -> None:
     info = {"00741238": {"vr": "LT", "Value": [reason]}} if reason else {}
     publish(step, UpsEvent.Type.CANCEL_REQUESTED, info)

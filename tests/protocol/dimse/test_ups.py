@@ -25,7 +25,7 @@ from pynetdicom.sop_class import (
 
 from pacs.models import ApplicationEntity
 from worklist import services
-from worklist.models import ScheduledProcedureStep
+from worklist.models import ScheduledProcedureStep, Station
 
 
 @pytest.fixture
@@ -192,6 +192,12 @@ def test_watch_subscribe_and_n_event_reports_from_every_face(assoc, step, event_
     assert status.Status == 0x0000
     uid, kind, info = event_receiver.get(timeout=15)  # the initial state report
     assert (uid, kind, info.ProcedureStepState) == (step.ups_instance_uid, 1, "SCHEDULED")
+    # moved to another station in the portal: UPS Assigned with the new station
+    other = Station.objects.create(ae_title="MR2", name="mr-room-2", modality="MR")
+    services.reschedule(step, start=dt.datetime(2026, 11, 23, 15, 0), station=other,
+                        actor="sched")
+    uid, kind, info = event_receiver.get(timeout=15)
+    assert (kind, info.ScheduledStationNameCodeSequence[0].CodeValue) == (5, "MR2")
     # a change from the portal (not UPS) reports too
     services.set_step_status(step, "ARRIVED", source="portal", actor="sched")
     services.set_step_status(ScheduledProcedureStep.objects.get(pk=step.pk), "IN PROGRESS",
