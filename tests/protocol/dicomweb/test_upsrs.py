@@ -291,3 +291,50 @@ def test_cancellation_requests(web, auth, step):
     assert put_state(web, auth, other, "COMPLETED", mine).status_code == 200
     done = requests.post(url(web, other, "/cancelrequest"), headers=auth, timeout=10)
     assert done.status_code == 409 and "C311" in done.headers["Warning"]
+
+
+def test_cross_face_hl7_order_claimed_and_completed_over_ups_rs(web, auth, dimse_listener):
+    """An ORM^O01 over MLLP (python-hl7's client, the real listener) becomes a workitem: found
+    by UPS-RS search, claimed and completed there; MWL C-FIND and the order status follow."""
+    from hl7.client import MLLPClient
+
+    from hl7gw.mllp import MllpListener
+
+    ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    listener = MllpListener(host="127.0.0.1", port=0)
+    listener.start()
+    try:
+        obr = ["OBR", "1", "PL9", "", "CTHEAD^CT head^L"] + [""] * 20
+        obr[18], obr[24] = "HL7UPS1", "CT"
+        message = "\r".join([
+            "MSH|^~\\&|RIS|H|PORTAL|H|20261123080000||ORM^O01|UPS9|P|2.3.1",
+            "PID|||UPS1^^^H||DOE^JOHN", "ORC|NW|PL9", "|".join(obr)]) + "\r"
+        with MLLPClient(*listener.address) as client:
+            assert b"MSA|AA|UPS9" in client.send_message(message)
+    finally:
+        listener.stop()
+    found = requests.get(f"{web}/dicomweb/workitems", timeout=10, headers=auth, params={
+        "ReferencedRequestSequence.AccessionNumber": "HL7UPS1"}).json()
+    (uid,) = [item["00080018"]["Value"][0] for item in found]
+    step = ScheduledProcedureStep.objects.get(ups_instance_uid=uid)
+    assert step.requested_procedure.order.source == "hl7"
+    mine = generate_uid()
+    assert put_state(web, auth, step, "IN PROGRESS", mine).status_code == 200
+    assert put_state(web, auth, step, "COMPLETED", mine).status_code == 200
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(MWL)
+    assoc = ae.associate("127.0.0.1", dimse_listener.address[1], ae_title="PORTAL")
+    try:
+        query = Dataset()
+        query.AccessionNumber = "HL7UPS1"
+        sps = Dataset()
+        sps.ScheduledProcedureStepStatus = "COMPLETED"
+        query.ScheduledProcedureStepSequence = [sps]
+        answers = [ds for status, ds in assoc.send_c_find(query, MWL)
+                   if status.Status == 0xFF00]
+    finally:
+        assoc.release()
+    assert [a.AccessionNumber for a in answers] == ["HL7UPS1"]
+    step.refresh_from_db()
+    assert step.status == "COMPLETED"
