@@ -35,7 +35,7 @@ log = logging.getLogger("pacs.dimse")
 
 MWL_FIND = "1.2.840.10008.5.1.4.31"
 MPPS = "1.2.840.10008.3.1.2.3.3"
-UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"
+UPS_PUSH = ups.UPS_PUSH
 UPS_PULL = "1.2.840.10008.5.1.4.34.6.3"
 UPS_QUERY = "1.2.840.10008.5.1.4.34.6.5"
 UPS_WATCH = "1.2.840.10008.5.1.4.34.6.2"

@@ -35,7 +35,7 @@ from worklist import services
 from worklist.models import ScheduledProcedureStep, Station
 
 Status = ScheduledProcedureStep.Status
-UPS_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"  # UPS Push SOP Class
+UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"  # UPS Push SOP Class: the SOP class of a workitem
 
 _PRIORITIES = ("STAT", "HIGH", "MEDIUM", "LOW")
 MISSING_ATTRIBUTE, INVALID_VALUE = 0x0120, 0x0106  # PS3.7 C.4.2 (N-CREATE/N-SET failures)
@@ -149,7 +149,7 @@ def workitem_json(step: ScheduledProcedureStep) -> dict[str, Any]:
         "00321064": _code(rp.code_value, rp.coding_scheme_designator, rp.code_meaning),
     }
     data = {
-        "00080016": _v("UI", UPS_SOP_CLASS),
+        "00080016": _v("UI", UPS_PUSH),
         "00080018": _v("UI", step.ups_instance_uid),
         "00080005": _v("CS", "ISO_IR 192"),
         "00100010": _pn(patient.patient_name),

@@ -26,7 +26,6 @@ from worklist.models import ScheduledProcedureStep, UpsEvent, UpsSubscription
 log = logging.getLogger(__name__)
 
 GLOBAL = "1.2.840.10008.5.1.4.34.5"  # the well-known UID of all workitems
-UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"  # the SOP class events are about
 UPS_EVENT = "1.2.840.10008.5.1.4.34.6.4"  # the SOP class (context) events travel on
 GLOBAL_FILTERED = "1.2.840.10008.5.1.4.34.5.1"
 
@@ -240,7 +239,7 @@ def send_dimse_events(ae_title: str) -> int:
             for event in events:
                 info = {k: v for k, v in event.payload.items() if not k.startswith("0000")}
                 status, _ = assoc.send_n_event_report(
-                    PydicomDataset.from_json(info), event.event_type, UPS_PUSH,
+                    PydicomDataset.from_json(info), event.event_type, ups.UPS_PUSH,
                     event.workitem_uid, meta_uid=UPS_EVENT)
                 if status is None or status.get("Status", 0xFFFF) != 0x0000:
                     code = status.Status if status is not None and "Status" in status else None
