@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from django.db import close_old_connections
 from django.db.models import QuerySet
@@ -32,6 +33,7 @@ from worklist import mpps, ups, ups_events
 from worklist.query import WORKLIST, worklist_search
 
 log = logging.getLogger("pacs.dimse")
+T = TypeVar("T")
 
 MWL_FIND = "1.2.840.10008.5.1.4.31"
 MPPS = "1.2.840.10008.3.1.2.3.3"
@@ -85,19 +87,14 @@ def _mpps_service(policy: AePolicy, action) -> Service:
                           comment="only MPPS is supported for N-CREATE/N-SET")
             return
         close_old_connections()
-        try:
+
+        def run() -> str:
             _authorize(policy, assoc.calling_aet, "may_send_mpps", "send MPPS")
-            uid = action(assoc, message, _dataset(assoc, message))
-        except PacsError as exc:
-            log.warning("MPPS from %s refused: %s", assoc.calling_aet, exc)
-            assoc.respond(message, exc.dimse_status, comment=str(exc))
-            return
-        except Exception as exc:
-            log.exception("MPPS from %s failed", assoc.calling_aet)
-            assoc.respond(message, STATUS_PROCESSING_FAILURE,
-                          comment=f"processing failure: {type(exc).__name__}")
-            return
-        assoc.respond(message, STATUS_SUCCESS, extra={wire.AFFECTED_SOP_INSTANCE_UID: uid})
+            return action(assoc, message, _dataset(assoc, message))
+
+        uid = _answered(assoc, message, "MPPS", run)
+        if uid is not None:
+            assoc.respond(message, STATUS_SUCCESS, extra={wire.AFFECTED_SOP_INSTANCE_UID: uid})
 
     return handle
 
@@ -113,6 +110,22 @@ def _set(assoc: Association, message: wire.Message, ds: Dataset) -> str:
     uid = message.text(wire.REQUESTED_SOP_INSTANCE_UID)
     mpps.update_performed_step(sop_instance_uid=uid, ds=ds, calling_aet=assoc.calling_aet)
     return uid
+
+
+def _answered(assoc: Association, message: wire.Message, what: str,
+              call: Callable[[], T]) -> T | None:
+    """Run one request; a refusal (PacsError) or a crash is answered here with its status,
+    and None returned."""
+    try:
+        return call()
+    except PacsError as exc:
+        log.warning("%s from %s refused: %s", what, assoc.calling_aet, exc)
+        assoc.respond(message, exc.dimse_status, comment=str(exc))
+    except Exception as exc:
+        log.exception("%s from %s failed", what, assoc.calling_aet)
+        assoc.respond(message, STATUS_PROCESSING_FAILURE,
+                      comment=f"processing failure: {type(exc).__name__}")
+    return None
 
 
 def make_ncreate_service(policy: AePolicy) -> Service:
@@ -169,20 +182,17 @@ def _ups_service(policy: AePolicy, action: UpsAction) -> Service:
         reading = message.command_field == wire.N_GET_RQ or (
             message.command_field == wire.N_ACTION_RQ
             and message.command.get(wire.ACTION_TYPE_ID) in (SUBSCRIBE, UNSUBSCRIBE, SUSPEND))
-        try:
+
+        def run() -> UpsResult:
             _authorize(policy, assoc.calling_aet,
                        "may_query_worklist" if reading else "may_send_mpps",
                        "read workitems" if reading else "change workitems")
-            status, dataset, uid = action(assoc, message, _dataset(assoc, message))
-        except PacsError as exc:
-            log.warning("UPS request from %s refused: %s", assoc.calling_aet, exc)
-            assoc.respond(message, exc.dimse_status, comment=str(exc))
+            return action(assoc, message, _dataset(assoc, message))
+
+        result = _answered(assoc, message, "UPS request", run)
+        if result is None:
             return
-        except Exception as exc:
-            log.exception("UPS request from %s failed", assoc.calling_aet)
-            assoc.respond(message, STATUS_PROCESSING_FAILURE,
-                          comment=f"processing failure: {type(exc).__name__}")
-            return
+        status, dataset, uid = result
         extra: dict[int, object] = {wire.AFFECTED_SOP_INSTANCE_UID: uid}
         if message.command_field == wire.N_ACTION_RQ:
             extra[wire.ACTION_TYPE_ID] = message.command.get(wire.ACTION_TYPE_ID)
