@@ -142,6 +142,8 @@ class ScheduledProcedureStep(models.Model):
     # A cancellation asked for while the step is IN PROGRESS (the performer decides)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     cancel_reason = models.CharField(max_length=64, blank=True)
+    # UPS Performed Procedure Sequence (0074,1216) item as DICOM JSON, set by the performer
+    ups_performed = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -110,6 +110,12 @@ def change_state(uid: str, requested: str, transaction_uid: str, *, actor: str,
         if transaction_uid != step.transaction_uid:
             raise UpsError(0xC301,
                            "the Transaction UID is not the one that claimed the workitem")
+        missing = [name for tag, name in PERFORMED_REQUIRED.items()
+                   if not _first(step.ups_performed, tag)]
+        if requested == COMPLETED and missing:
+            raise UpsError(0xC304, "the final state requirements are not met: update the "
+                           "workitem's UnifiedProcedureStepPerformedProcedureSequence with "
+                           + " and ".join(missing) + " first")
         target = Status.COMPLETED if requested == COMPLETED else Status.DISCONTINUED
         return StateChange(services.set_step_status(
             step, target, source=source, actor=actor, note=f"{requested.lower()} over UPS"))
@@ -182,6 +188,8 @@ def workitem_json(step: ScheduledProcedureStep) -> dict[str, Any]:
         progress["00741238"] = _v("LT", step.cancel_reason)
     if progress:
         data["00741002"] = {"vr": "SQ", "Value": [dict(sorted(progress.items()))]}
+    if step.ups_performed:
+        data["00741216"] = {"vr": "SQ", "Value": [step.ups_performed]}
     return dict(sorted(data.items()))
 
 
@@ -189,7 +197,12 @@ def workitem_json(step: ScheduledProcedureStep) -> dict[str, Any]:
 
 UPDATABLE = {"00741204": "ProcedureStepLabel", "00404005": "ScheduledProcedureStepStartDateTime",
              "00741200": "ScheduledProcedureStepPriority",
-             "00741002": "ProcedureStepProgressInformationSequence"}
+             "00741002": "ProcedureStepProgressInformationSequence",
+             "00741216": "UnifiedProcedureStepPerformedProcedureSequence"}
+# Final state requirement for COMPLETED (PS3.4 Table CC.2.5-3): the performed procedure sequence
+# with when the work started and ended
+PERFORMED_REQUIRED = {"00404050": "PerformedProcedureStepStartDateTime",
+                      "00404051": "PerformedProcedureStepEndDateTime"}
 
 
 @dataclass(frozen=True)
@@ -234,6 +247,10 @@ def update(uid: str, dataset: dict[str, Any], transaction_uid: str, *, actor: st
             if _first(progress, "00741006"):
                 step.progress_description = _first(progress, "00741006")[:64]
                 fields.append("progress_description")
+        performed = _item(dataset, "00741216")
+        if performed:
+            step.ups_performed = {**step.ups_performed, **performed}
+            fields.append("ups_performed")
         if fields:
             step.save(update_fields=[*fields, "updated_at"])
         priority = _first(dataset, "00741200")

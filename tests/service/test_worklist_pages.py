@@ -221,10 +221,12 @@ def test_workitem_pages_show_state_performer_and_progress(scheduler, catalog):
     ups.change_state(first.ups_instance_uid, "IN PROGRESS", mine, actor="AINODE")
     ups.update(first.ups_instance_uid, {"00741002": {"vr": "SQ", "Value": [
         {"00741004": {"vr": "DS", "Value": [60]}}]}}, mine, actor="AINODE")
-    ups.change_state(second.ups_instance_uid, "IN PROGRESS", generate_uid(), actor="X")
-    ups.change_state(second.ups_instance_uid, "COMPLETED",
-                     ScheduledProcedureStep.objects.get(pk=second.pk).transaction_uid,
-                     actor="X")
+    theirs = generate_uid()
+    ups.change_state(second.ups_instance_uid, "IN PROGRESS", theirs, actor="X")
+    ups.update(second.ups_instance_uid, {"00741216": {"vr": "SQ", "Value": [{
+        "00404050": {"vr": "DT", "Value": ["20261123100000"]},
+        "00404051": {"vr": "DT", "Value": ["20261123101500"]}}]}}, theirs, actor="X")
+    ups.change_state(second.ups_instance_uid, "COMPLETED", theirs, actor="X")
 
     page = scheduler.get(reverse("workitem-list")).content.decode()
     assert "IN PROGRESS" in page and "AINODE" in page and 'value="60"' in page

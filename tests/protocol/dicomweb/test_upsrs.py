@@ -42,6 +42,18 @@ def put_state(web, auth, step, state: str, transaction: str | None):
                         headers={**auth, "Content-Type": JSON})
 
 
+PERFORMED = {"00741216": {"vr": "SQ", "Value": [{
+    "00404050": {"vr": "DT", "Value": ["20261123093100"]},
+    "00404051": {"vr": "DT", "Value": ["20261123094500"]}}]}}
+
+
+def report_performed(web, auth, step, transaction: str) -> None:
+    """What a performer sends before COMPLETED: when the work started and ended."""
+    response = requests.post(url(web, step, f"?{transaction}"), json=PERFORMED, timeout=10,
+                             headers={**auth, "Content-Type": JSON})
+    assert response.status_code == 200, response.content
+
+
 def test_every_step_is_a_workitem_with_mwl_attributes_mapped(web, auth, step):
     assert step.ups_instance_uid
     response = requests.get(url(web, step), headers={**auth, "Accept": JSON}, timeout=10)
@@ -72,6 +84,9 @@ def test_claim_complete_and_the_rules_of_the_state_model(web, auth, step):
     assert again.status_code == 409 and "C302" in again.headers["Warning"]
     wrong = put_state(web, auth, step, "COMPLETED", other)
     assert wrong.status_code == 409 and "C301" in wrong.headers["Warning"]
+    unfinished = put_state(web, auth, step, "COMPLETED", mine)  # final state requirements
+    assert unfinished.status_code == 409 and "C304" in unfinished.headers["Warning"]
+    report_performed(web, auth, step, mine)
     assert put_state(web, auth, step, "COMPLETED", mine).status_code == 200
     repeated = put_state(web, auth, step, "COMPLETED", mine)
     assert repeated.status_code == 200 and "B306" in repeated.headers["Warning"]
@@ -79,9 +94,9 @@ def test_claim_complete_and_the_rules_of_the_state_model(web, auth, step):
     assert final.status_code == 409 and "C311" in final.headers["Warning"]
     step.refresh_from_db()
     assert step.status == "COMPLETED"
-    assert [(e.status, e.source, e.actor) for e in StepEvent.objects.filter(step=step)
-            if e.source == "ups"] == [("IN PROGRESS", "ups", "viewer"),
-                                      ("COMPLETED", "ups", "viewer")]
+    changes = [(e.status, e.source, e.actor) for e in StepEvent.objects.filter(step=step)
+               if e.source == "ups" and e.status != e.previous_status]
+    assert changes == [("IN PROGRESS", "ups", "viewer"), ("COMPLETED", "ups", "viewer")]
 
 
 def test_cancel_by_the_performer_discontinues_the_step(web, auth, step):
@@ -223,6 +238,7 @@ def test_cross_face_order_found_claimed_completed_over_ups_rs(web, auth, step,
     assert uid == step.ups_instance_uid
     mine = generate_uid()
     assert put_state(web, auth, step, "IN PROGRESS", mine).status_code == 200
+    report_performed(web, auth, step, mine)
     assert put_state(web, auth, step, "COMPLETED", mine).status_code == 200
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(MWL)
@@ -260,6 +276,9 @@ def test_update_progress_and_label_with_the_transaction_rule(web, auth, step):
     assert info["00741004"]["Value"] == [40] and info["00741006"]["Value"] == ["reconstructing"]
     state = update({"00741000": {"vr": "CS", "Value": ["COMPLETED"]}}, f"?{mine}")
     assert state.status_code == 400
+    assert update(PERFORMED, f"?{mine}").status_code == 200
+    item = requests.get(url(web, step), headers=auth, timeout=10).json()[0]
+    assert item["00741216"]["Value"][0]["00404051"]["Value"] == ["20261123094500"]
     assert put_state(web, auth, step, "COMPLETED", mine).status_code == 200
     final = update(label, f"?{mine}")
     assert final.status_code == 409 and "C300" in final.headers["Warning"]
@@ -288,6 +307,7 @@ def test_cancellation_requests(web, auth, step):
     assert other.status == "IN PROGRESS"  # the performer decides
     info = requests.get(url(web, other), headers=auth, timeout=10).json()[0]["00741002"]
     assert info["Value"][0]["00741238"]["Value"] == ["patient left"]
+    report_performed(web, auth, other, mine)
     assert put_state(web, auth, other, "COMPLETED", mine).status_code == 200
     done = requests.post(url(web, other, "/cancelrequest"), headers=auth, timeout=10)
     assert done.status_code == 409 and "C311" in done.headers["Warning"]
@@ -321,6 +341,7 @@ def test_cross_face_hl7_order_claimed_and_completed_over_ups_rs(web, auth, dimse
     assert step.requested_procedure.order.source == "hl7"
     mine = generate_uid()
     assert put_state(web, auth, step, "IN PROGRESS", mine).status_code == 200
+    report_performed(web, auth, step, mine)
     assert put_state(web, auth, step, "COMPLETED", mine).status_code == 200
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(MWL)

@@ -114,6 +114,10 @@ def test_pull_finds_claims_updates_and_completes(assoc, step):
     item = Dataset()
     item.ProcedureStepProgress = "75"
     progress.ProcedureStepProgressInformationSequence = [item]
+    performed = Dataset()
+    performed.PerformedProcedureStepStartDateTime = "20261123140500"
+    performed.PerformedProcedureStepEndDateTime = "20261123142000"
+    progress.UnifiedProcedureStepPerformedProcedureSequence = [performed]
     status, _ = assoc.send_n_set(progress, PULL, step.ups_instance_uid)
     assert status.Status == 0x0000
     progress.TransactionUID = generate_uid()
