@@ -50,7 +50,13 @@ def web(transactional_db, storage_dir):
     max_age = db_settings["CONN_MAX_AGE"]
     db_settings["CONN_MAX_AGE"] = 0
     server = create_server(application, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
+    def run() -> None:
+        try:
+            server.run()
+        except OSError:  # its sockets were closed under it at teardown (below)
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
     server.close()
