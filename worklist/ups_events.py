@@ -16,6 +16,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.db.models import F
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
@@ -86,18 +87,29 @@ def unsubscribe(target: str, ae_title: str) -> int:
 
 
 def suspend(ae_title: str) -> None:
-    """Suspend Global Subscription: no new workitems, existing subscriptions stay."""
-    updated = UpsSubscription.objects.filter(ae_title=_check_aet(ae_title), step=None).update(
-        suspended=True)
-    if not updated:
-        raise ups.UpsError(0xC314, f"{ae_title} has no global subscription", http_status=404)
+    """Suspend Global Subscription: no new workitems; the ones it covers now keep reporting
+    (they become subscriptions of their own, PS3.4 CC.2.3.2)."""
+    ae_title = _check_aet(ae_title)
+    with transaction.atomic():
+        subscription = UpsSubscription.objects.filter(ae_title=ae_title, step=None).first()
+        if subscription is None:
+            raise ups.UpsError(0xC314, f"{ae_title} has no global subscription",
+                               http_status=404)
+        covered = _matching(subscription.filter).exclude(
+            status__in=ScheduledProcedureStep.FINAL)
+        for step in covered[:1000]:
+            UpsSubscription.objects.get_or_create(
+                ae_title=ae_title, step=step,
+                defaults={"delivery": subscription.delivery,
+                          "deletion_lock": subscription.deletion_lock,
+                          "created_by": subscription.created_by})
+        subscription.suspended = True
+        subscription.save(update_fields=["suspended"])
 
 
 def _matching(filter_keys: dict[str, str]):
     identifier = Dataset()
     for keyword, value in filter_keys.items():
-        from pydicom.datadict import dictionary_VR, tag_for_keyword
-
         tag = tag_for_keyword(keyword)
         if tag is None:
             raise BadRequest(f"unknown filter attribute {keyword!r}")
@@ -105,16 +117,13 @@ def _matching(filter_keys: dict[str, str]):
     return ups.search(identifier)
 
 
-def _subscribers(step: ScheduledProcedureStep, *, new: bool = False) -> dict[str, str]:
+def _subscribers(step: ScheduledProcedureStep) -> dict[str, str]:
     """AE titles to tell about ``step`` (with how to reach each): its own subscribers, and
-    global subscribers whose filter it matches (a suspended global subscription does not take
-    new workitems)."""
+    global subscribers (not suspended) whose filter it matches."""
     names = dict(UpsSubscription.objects.filter(step=step).values_list("ae_title", "delivery"))
-    for subscription in UpsSubscription.objects.filter(step=None):
-        if subscription.ae_title in names or (subscription.suspended and new):
+    for subscription in UpsSubscription.objects.filter(step=None, suspended=False):
+        if subscription.ae_title in names:
             continue
-        if subscription.suspended:
-            continue  # it follows only the workitems it was subscribed to (above)
         if not subscription.filter or _matching(subscription.filter).filter(pk=step.pk).exists():
             names[subscription.ae_title] = subscription.delivery
     return names
@@ -137,10 +146,9 @@ def _event(ae_title: str, delivery: str, step: ScheduledProcedureStep, event_typ
                             payload=payload)
 
 
-def publish(step: ScheduledProcedureStep, event_type: int, info: dict[str, Any], *,
-            new: bool = False) -> list[str]:
+def publish(step: ScheduledProcedureStep, event_type: int, info: dict[str, Any]) -> list[str]:
     """Write ``step``'s event for each of its subscribers; deliver on commit."""
-    names = _subscribers(step, new=new)
+    names = _subscribers(step)
     for name, delivery in names.items():
         _event(name, delivery, step, event_type, info)
     if names:
@@ -156,7 +164,7 @@ def on_step_status_changed(sender, step: ScheduledProcedureStep, previous: str, 
 
 
 def on_step_created(sender, step: ScheduledProcedureStep, **kwargs) -> None:
-    publish(step, UpsEvent.Type.STATE_REPORT, _state_report(step), new=True)
+    publish(step, UpsEvent.Type.STATE_REPORT, _state_report(step))
 
 
 def on_step_assigned(sender, step: ScheduledProcedureStep, **kwargs) -> None:
