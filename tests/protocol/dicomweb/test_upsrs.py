@@ -127,26 +127,27 @@ def test_a_claim_over_ups_rs_is_seen_by_mwl_c_find(web, auth, step, dimse_listen
     ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port=104,
                                      may_query_worklist=True)
     assert put_state(web, auth, step, "IN PROGRESS", generate_uid()).status_code == 200
+    # a claimed item leaves the modalities' default worklist, and is found as IN PROGRESS
+    assert mwl_statuses(dimse_listener, "", PatientID="UPS1") == []
+    assert mwl_statuses(dimse_listener, "IN PROGRESS", PatientID="UPS1") == ["IN PROGRESS"]
+
+
+def mwl_statuses(dimse_listener, status: str, **keys: str) -> list[str]:
+    """The step statuses a modality's MWL C-FIND (pynetdicom) answers with."""
+    query = Dataset()
+    for keyword, value in keys.items():
+        setattr(query, keyword, value)
+    sps = Dataset()
+    sps.ScheduledProcedureStepStatus = status
+    query.ScheduledProcedureStepSequence = [sps]
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(MWL)
     assoc = ae.associate("127.0.0.1", dimse_listener.address[1], ae_title="PORTAL")
     assert assoc.is_established
     try:
-        # a claimed item leaves the modalities' default worklist, and is found as IN PROGRESS
-        assert _mwl_statuses(assoc, "") == []
-        assert _mwl_statuses(assoc, "IN PROGRESS") == ["IN PROGRESS"]
+        answers = [ds for st, ds in assoc.send_c_find(query, MWL) if st.Status == 0xFF00]
     finally:
         assoc.release()
-
-
-def _mwl_statuses(assoc, status: str) -> list[str]:
-    query = Dataset()
-    query.PatientID = "UPS1"
-    sps = Dataset()
-    sps.ScheduledProcedureStepStatus = status
-    sps.ScheduledStationAETitle = "CT1"
-    query.ScheduledProcedureStepSequence = [sps]
-    answers = [ds for status, ds in assoc.send_c_find(query, MWL) if status.Status == 0xFF00]
     return [a.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus for a in answers]
 
 
@@ -240,13 +241,7 @@ def test_cross_face_order_found_claimed_completed_over_ups_rs(web, auth, step,
     assert put_state(web, auth, step, "IN PROGRESS", mine).status_code == 200
     report_performed(web, auth, step, mine)
     assert put_state(web, auth, step, "COMPLETED", mine).status_code == 200
-    ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(MWL)
-    assoc = ae.associate("127.0.0.1", dimse_listener.address[1], ae_title="PORTAL")
-    try:
-        assert _mwl_statuses(assoc, "COMPLETED") == ["COMPLETED"]
-    finally:
-        assoc.release()
+    assert mwl_statuses(dimse_listener, "COMPLETED", PatientID="UPS1") == ["COMPLETED"]
     step.refresh_from_db()
     assert step.status == "COMPLETED"
 
@@ -343,19 +338,7 @@ def test_cross_face_hl7_order_claimed_and_completed_over_ups_rs(web, auth, dimse
     assert put_state(web, auth, step, "IN PROGRESS", mine).status_code == 200
     report_performed(web, auth, step, mine)
     assert put_state(web, auth, step, "COMPLETED", mine).status_code == 200
-    ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(MWL)
-    assoc = ae.associate("127.0.0.1", dimse_listener.address[1], ae_title="PORTAL")
-    try:
-        query = Dataset()
-        query.AccessionNumber = "HL7UPS1"
-        sps = Dataset()
-        sps.ScheduledProcedureStepStatus = "COMPLETED"
-        query.ScheduledProcedureStepSequence = [sps]
-        answers = [ds for status, ds in assoc.send_c_find(query, MWL)
-                   if status.Status == 0xFF00]
-    finally:
-        assoc.release()
-    assert [a.AccessionNumber for a in answers] == ["HL7UPS1"]
+    assert mwl_statuses(dimse_listener, "COMPLETED", AccessionNumber="HL7UPS1") == [
+        "COMPLETED"]
     step.refresh_from_db()
     assert step.status == "COMPLETED"
