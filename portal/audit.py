@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from portal import lean
 from portal.models import AuditEvent
 
 
@@ -14,11 +15,11 @@ def record(
     source: str = "",
     detail: str = "",
 ) -> AuditEvent:
-    return AuditEvent.objects.create(
+    return lean.insert(AuditEvent(
         category=category,
         action=action,
         outcome=outcome,
         actor=actor[:128],
         source=source[:128],
         detail=detail,
-    )
+    ))

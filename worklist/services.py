@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from pacs.dicomfile import is_multi_value, text
 from pacs.errors import PacsError
 from pacs.models import Patient
-from portal import audit
+from portal import audit, lean
 from worklist.models import (
     Order,
     Procedure,
@@ -55,13 +55,19 @@ def find_or_create_patient(data: PatientData) -> Patient:
         raise WorklistError("a patient ID is required")
     fields = {"patient_name": data.patient_name, "patient_name_norm": data.patient_name.upper(),
               "patient_birth_date": data.birth_date, "patient_sex": data.sex}
-    patient, created = Patient.objects.get_or_create(
-        patient_id=data.patient_id, issuer_of_patient_id=data.issuer_of_patient_id,
-        defaults=fields)
+    key = {"patient_id": data.patient_id, "issuer_of_patient_id": data.issuer_of_patient_id}
+    patient = lean.first(Patient, **key)
+    if patient is None:
+        try:
+            with transaction.atomic():  # a savepoint: another writer may create it first
+                return lean.insert(Patient(**key, **fields))
+        except IntegrityError:
+            patient = lean.first(Patient, **key)
+            if patient is None:
+                raise
     changed = {k: v for k, v in fields.items() if v and getattr(patient, k) != v}
-    if not created and changed:
-        Patient.objects.filter(pk=patient.pk).update(**changed)
-        patient.refresh_from_db()
+    if changed:
+        lean.update(patient, **changed)
     return patient
 
 
@@ -137,21 +143,22 @@ def _create_order(*, patient: PatientData, procedure: Procedure | None, step: St
         code = Code(procedure.code_value, procedure.coding_scheme_designator,
                     procedure.code_meaning)
     description = order_fields.pop("description", "") or (code.meaning if code else "")
-    order = Order.objects.create(patient=find_or_create_patient(patient),
-                                 accession_number=accession_number, source=source,
-                                 created_by=actor, **order_fields)
-    rp = RequestedProcedure.objects.create(
+    order = lean.insert(Order(patient=find_or_create_patient(patient),
+                              accession_number=accession_number, source=source,
+                              created_by=actor, **order_fields))
+    rp = lean.insert(RequestedProcedure(
         order=order, requested_procedure_id=identifiers.requested_procedure_id[:16]
         or f"RP{order.pk}", description=description[:64],
         procedure=procedure, study_instance_uid=identifiers.study_instance_uid[:64]
         or generate_uid(), priority=order.priority,
         code_value=code.value[:16] if code else "",
         coding_scheme_designator=code.scheme[:16] if code else "",
-        code_meaning=code.meaning[:64] if code else "")
-    sps = ScheduledProcedureStep.objects.create(
+        code_meaning=code.meaning[:64] if code else ""))
+    sps = lean.insert(ScheduledProcedureStep(
         requested_procedure=rp, scheduled_procedure_step_id=(
             identifiers.scheduled_procedure_step_id[:16] or f"SPS{order.pk}"),
-        ups_instance_uid=identifiers.workitem_uid or None, **_step_fields(step, code))
+        ups_instance_uid=identifiers.workitem_uid or generate_uid(),  # (no save() here)
+        **_step_fields(step, code)))
     _event(sps, Status.SCHEDULED, "", source=source, actor=actor, note="created")
     transaction.on_commit(lambda: _notify_created(sps))
     audit.record(category="worklist", action="order created", actor=actor,
@@ -273,8 +280,8 @@ def record_event(step: ScheduledProcedureStep, *, source: str, actor: str, note:
 
 def _event(step: ScheduledProcedureStep, status: str, previous: str, *, source: str,
            actor: str, note: str = "") -> None:
-    StepEvent.objects.create(step=step, status=status, previous_status=previous,
-                             source=source, actor=actor[:150], note=note[:255])
+    lean.insert(StepEvent(step=step, status=status, previous_status=previous, source=source,
+                          actor=actor[:150], note=note[:255]))
 
 
 def import_worklist_item(ds: Dataset, *, actor: str = "import") -> Order:

@@ -21,6 +21,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from pacs.errors import BadRequest
+from portal import lean
 from worklist import ups
 from worklist.models import ScheduledProcedureStep, UpsEvent, UpsSubscription
 
@@ -120,8 +121,9 @@ def _matching(filter_keys: dict[str, str]):
 def _subscribers(step: ScheduledProcedureStep) -> dict[str, str]:
     """AE titles to tell about ``step`` (with how to reach each): its own subscribers, and
     global subscribers (not suspended) whose filter it matches."""
-    names = dict(UpsSubscription.objects.filter(step=step).values_list("ae_title", "delivery"))
-    for subscription in UpsSubscription.objects.filter(step=None, suspended=False):
+    names = {s.ae_title: s.delivery for s in lean.select(UpsSubscription, step=step.pk)}
+    for subscription in lean.select(UpsSubscription, step=None, suspended=False,
+                                    order_by="ae_title"):
         if subscription.ae_title in names:
             continue
         if not subscription.filter or _matching(subscription.filter).filter(pk=step.pk).exists():

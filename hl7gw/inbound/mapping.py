@@ -16,6 +16,7 @@ from hl7gw import errors
 from hl7gw.er7 import Segment
 from hl7gw.models import Sender
 from pacs.models import Patient
+from portal import lean
 from worklist import services
 from worklist.models import Order, Procedure, ScheduledProcedureStep, Station
 
@@ -145,7 +146,7 @@ def _new_order(msg: Parsed, orc: Segment, sender: Sender | None, actor: str) -> 
     if not accession:
         raise errors.Hl7Error(errors.REQUIRED_FIELD_MISSING, "accession number missing",
                               location="OBR-18")
-    if Order.objects.filter(accession_number=accession).exists():
+    if lean.first(Order, accession_number=accession):
         raise errors.Hl7Error(errors.DUPLICATE_KEY, f"order {accession} already exists",
                               location="OBR-18")
     modality = ((ipc.get(5) if ipc else "") or obr.get(24)).upper()[:16]
@@ -164,7 +165,7 @@ def _new_order(msg: Parsed, orc: Segment, sender: Sender | None, actor: str) -> 
         else None
     if ipc is not None and ipc.get(6):  # protocol code
         code = services.Code(ipc.get(6, 1), ipc.get(6, 3) or "L", ipc.get(6, 2))
-    procedure = Procedure.objects.filter(code_value=code.value).first() if code else None
+    procedure = lean.first(Procedure, code_value=code.value) if code else None
     try:
         return services.create_order(
             patient=patient_data(pid), procedure=procedure,
@@ -189,7 +190,7 @@ def _new_order(msg: Parsed, orc: Segment, sender: Sender | None, actor: str) -> 
 def _default_station(sender: Sender | None, modality: str) -> Station | None:
     if sender and sender.default_station_ae_title:
         return Station(ae_title=sender.default_station_ae_title, modality=modality)
-    return Station.objects.filter(modality=modality, active=True).first()
+    return lean.first(Station, modality=modality, active=True, order_by="ae_title")
 
 
 def _priority(obr: Segment, orc: Segment) -> str:
