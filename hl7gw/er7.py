@@ -36,16 +36,22 @@ class Segment:
         if self.name == "MSH":
             parts = [parts[0], enc.field, *parts[1:]]
         self._fields = parts
+        self._parsed: dict[int, list[list[str]]] = {}
 
     def raw(self, n: int) -> str:
         return self._fields[n] if n < len(self._fields) else ""
 
     def __getitem__(self, n: int) -> list[list[str]]:
-        value = self.raw(n)
-        if self.name == "MSH" and n in (1, 2):
-            return [[value]]
-        return [[unescape(c, self.enc) for c in rep.split(self.enc.component)]
-                for rep in value.split(self.enc.repetition)] if value else []
+        found = self._parsed.get(n)
+        if found is None:
+            value = self.raw(n)
+            if self.name == "MSH" and n in (1, 2):
+                found = [[value]]
+            else:
+                found = [[unescape(c, self.enc) for c in rep.split(self.enc.component)]
+                         for rep in value.split(self.enc.repetition)] if value else []
+            self._parsed[n] = found
+        return found
 
     def get(self, n: int, component: int = 1, repetition: int = 0) -> str:
         """One component (1-based) of one repetition; '' when absent. Subcomponents beyond the

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from django.conf import settings
 from django.db import connection
 
+from portal import checkpoints
 from portal.tcp import TcpServer
 
 log = logging.getLogger("hl7gw")
@@ -77,6 +78,7 @@ class MllpListener:
 
     def start(self) -> None:
         self._tcp = TcpServer(self.host, self.port, self._serve, name="mllp", backlog=64)
+        checkpoints.start()
         self._tcp.start()
 
     @property
@@ -89,12 +91,14 @@ class MllpListener:
         if self._tcp is not None:
             self._tcp.stop()
             self._tcp = None
+            checkpoints.stop()
 
     def _serve(self, conn: socket.socket, address: tuple[str, int]) -> None:
         peer = f"{address[0]}:{address[1]}"
         buffer = FrameBuffer()
         conn.settimeout(IDLE_TIMEOUT)
         try:
+            checkpoints.defer()
             while not self._stop.is_set():
                 chunk = conn.recv(65536)
                 if not chunk:

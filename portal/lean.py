@@ -1,30 +1,181 @@
 """Lean single-table statements for hot paths (an HL7 order, a C-STORE): SQL built once per
-model and shape, run on a cursor, with Django's own field conversions both ways.
+model and shape, run on the driver's cursor, with Django's own field conversions both ways.
 
 Why not the ORM there: on the CI machine compiling a query costs ~0.35 ms for an INSERT and
-~0.6-0.8 ms for a ``.first()``, against ~0.07 ms for the same statement on a cursor; an HL7
-order needs a dozen statements. What is kept from the ORM: instances are real model objects
-(``Model.from_db``), values go through ``pre_save``/``get_db_prep_save`` (``auto_now``, JSON,
-booleans, time zones) and come back through the backend's converters. What is not: model
-signals (this project registers none) and multi-table inheritance (none here).
+~0.6-0.8 ms for a ``.first()``, against ~0.05 ms for the same statement here; an HL7 order
+needs a dozen statements. What is kept from Django: instances are real model objects
+(``Model.from_db``); values go through ``pre_save``/``get_db_prep_save`` (``auto_now``, JSON,
+booleans, time zones) and come back through the backend's converters; the statements run in
+Django's connection and transaction (``atomic`` blocks hold), and driver errors become
+Django's (``IntegrityError``...). What is not: model signals and ``save()`` overrides (callers
+do what those would do; this project registers no signals), query logging in DEBUG.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models import Field, Model
 
 M = TypeVar("M", bound=Model)
 
-_sql: dict[tuple, str] = {}
-_converters: dict[tuple, list[tuple[Field, Any, list[Callable]]]] = {}
+_cache: dict[tuple, Any] = {}
+_sqlite_writer = threading.Lock()
 
 
-def _qn(name: str) -> str:
-    return connection.ops.quote_name(name)
+def one_writer() -> contextlib.AbstractContextManager:
+    """Wrap a write transaction: on SQLite (one writer at a time) the threads of a process
+    queue here, in order, instead of in SQLite's busy handler, which sleeps up to 100 ms
+    between tries (bench/hl7_orders.py: p99 ~400 ms over 4 connections without it). Other
+    databases take concurrent writers: nothing to do."""
+    if connections[DEFAULT_DB_ALIAS].vendor == "sqlite":
+        return _sqlite_writer
+    return contextlib.nullcontext()
+
+
+def insert(obj: M) -> M:
+    """INSERT ``obj`` (an unsaved instance) with every concrete column; sets its primary key."""
+    db = connections[DEFAULT_DB_ALIAS]
+    model = type(obj)
+    has_pk = obj.pk is not None
+    key = ("insert", model, has_pk, db.vendor)
+    found = _cache.get(key)
+    if found is None:
+        meta = model._meta
+        fields = [f for f in meta.concrete_fields if has_pk or not f.primary_key]
+        returning = not has_pk and db.features.can_return_columns_from_insert
+        sql = (f"INSERT INTO {_qn(db, meta.db_table)} "
+               f"({', '.join(_qn(db, f.column) for f in fields)}) "
+               f"VALUES ({', '.join(['%s'] * len(fields))})")
+        if returning:
+            sql += f" RETURNING {_qn(db, meta.pk.column)}"
+        found = _cache[key] = (_paramstyle(db, sql), _preparers(fields), returning)
+    sql, preparers, returning = found
+    params = [_prepare(obj, field, attname, plain, db, True)
+              for field, attname, plain in preparers]
+    cursor = _execute(db, sql, params)
+    if not has_pk:
+        obj.pk = cursor.fetchone()[0] if returning else cursor.lastrowid
+    obj._state.adding, obj._state.db = False, db.alias
+    return obj
+
+
+def select(model: type[M], *, order_by: str = "", limit: int | None = None,
+           **equals: Any) -> list[M]:
+    """Instances whose fields equal the given values (None: IS NULL; foreign keys by id), e.g.
+    ``select(Station, modality="CT", active=True, order_by="ae_title", limit=1)``."""
+    db = connections[DEFAULT_DB_ALIAS]
+    names = tuple(sorted(equals))
+    nulls = tuple(name for name in names if equals[name] is None)
+    key = ("select", model, names, nulls, order_by, limit, db.vendor)
+    found = _cache.get(key)
+    if found is None:
+        meta = model._meta
+        where_fields = _fields_of(model, names)
+        where = " AND ".join(
+            f"{_qn(db, f.column)} IS NULL" if name in nulls else f"{_qn(db, f.column)} = %s"
+            for name, f in zip(names, where_fields, strict=True))
+        columns = ", ".join(_qn(db, f.column) for f in meta.concrete_fields)
+        sql = f"SELECT {columns} FROM {_qn(db, meta.db_table)}"
+        sql += f" WHERE {where}" if where else ""
+        if order_by:
+            column = _fields_of(model, [order_by.lstrip("-")])[0].column
+            sql += f" ORDER BY {_qn(db, column)}{' DESC' if order_by.startswith('-') else ''}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        params_of = [(name, f) for name, f in zip(names, where_fields, strict=True)
+                     if name not in nulls]
+        found = _cache[key] = (_paramstyle(db, sql), params_of, _row_converters(db, model),
+                               [f.attname for f in meta.concrete_fields])
+    sql, params_of, converters, attnames = found
+    params = [f.get_db_prep_value(equals[name], db, prepared=False) for name, f in params_of]
+    rows = _execute(db, sql, params).fetchall()
+    result = []
+    for row in rows:
+        values = list(row)
+        for i, col, functions in converters:
+            for function in functions:
+                values[i] = function(values[i], col, db)
+        result.append(model.from_db(db.alias, attnames, values))
+    return result
+
+
+def first(model: type[M], *, order_by: str = "", **equals: Any) -> M | None:
+    found = select(model, order_by=order_by or "pk", limit=1, **equals)
+    return found[0] if found else None
+
+
+def update(obj: Model, **values: Any) -> int:
+    """UPDATE the given columns of ``obj``'s row (and set them on ``obj``); fields with
+    ``auto_now`` are refreshed too. The number of rows changed."""
+    db = connections[DEFAULT_DB_ALIAS]
+    model = type(obj)
+    for name, value in values.items():
+        setattr(obj, name, value)  # a foreign key by name takes an instance, by attname an id
+    key = ("update", model, tuple(sorted(values)), db.vendor)
+    found = _cache.get(key)
+    if found is None:
+        meta = model._meta
+        names = sorted(set(values) | {f.name for f in meta.concrete_fields
+                                      if getattr(f, "auto_now", False)})
+        fields = _fields_of(model, names)
+        sql = (f"UPDATE {_qn(db, meta.db_table)} SET "
+               f"{', '.join(f'{_qn(db, f.column)} = %s' for f in fields)} "
+               f"WHERE {_qn(db, meta.pk.column)} = %s")
+        found = _cache[key] = (_paramstyle(db, sql), _preparers(fields))
+    sql, preparers = found
+    params = [_prepare(obj, field, attname, plain, db, False)
+              for field, attname, plain in preparers]
+    return _execute(db, sql, [*params, obj.pk]).rowcount
+
+
+# Field classes whose pre_save reads the attribute and whose get_db_prep_save returns a value
+# of this type unchanged (or None): such values skip Django's conversion calls (~80 a message).
+_PLAIN = {models.CharField: str, models.TextField: str, models.IntegerField: int,
+          models.PositiveIntegerField: int, models.PositiveSmallIntegerField: int,
+          models.SmallIntegerField: int, models.BigIntegerField: int, models.BooleanField: bool}
+
+
+def _preparers(fields: list[Field]) -> list[tuple[Field, str, type | None]]:
+    found = []
+    for field in fields:
+        plain = _PLAIN.get(type(field))
+        if isinstance(field, models.ForeignKey) and type(field.target_field) in (
+                models.AutoField, models.BigAutoField):
+            plain = int
+        found.append((field, field.attname, plain))
+    return found
+
+
+def _prepare(obj: Model, field: Field, attname: str, plain: type | None, db, add: bool) -> Any:
+    if plain is not None:
+        value = getattr(obj, attname)
+        if value is None or type(value) is plain:
+            return value
+    return field.get_db_prep_save(field.pre_save(obj, add), db)
+
+
+def _execute(db, sql: str, params: list[Any]):
+    """Run on the driver's cursor inside Django's connection: the same transaction state, and
+    driver errors translated to django.db's."""
+    db.ensure_connection()
+    db.validate_no_broken_transaction()
+    with db.wrap_database_errors:
+        cursor = db.connection.cursor()
+        cursor.execute(sql, params)
+    return cursor
+
+
+def _qn(db, name: str) -> str:
+    return db.ops.quote_name(name)
+
+
+def _paramstyle(db, sql: str) -> str:
+    return sql.replace("%s", "?") if db.Database.paramstyle == "qmark" else sql
 
 
 def _fields_of(model: type[Model], names: Sequence[str]) -> list[Field]:
@@ -32,104 +183,12 @@ def _fields_of(model: type[Model], names: Sequence[str]) -> list[Field]:
     return [meta.pk if name == "pk" else meta.get_field(name) for name in names]
 
 
-def insert(obj: M) -> M:
-    """INSERT ``obj`` (an unsaved instance) with every concrete column; sets its primary key."""
-    model = type(obj)
-    meta = model._meta
-    has_pk = obj.pk is not None
-    key = ("insert", model, has_pk, connection.vendor)
-    fields = [f for f in meta.concrete_fields if has_pk or not f.primary_key]
-    sql = _sql.get(key)
-    if sql is None:
-        sql = (f"INSERT INTO {_qn(meta.db_table)} ({', '.join(_qn(f.column) for f in fields)}) "
-               f"VALUES ({', '.join(['%s'] * len(fields))})")
-        if not has_pk and connection.features.can_return_columns_from_insert:
-            sql += f" RETURNING {_qn(meta.pk.column)}"
-        _sql[key] = sql
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if not has_pk:
-            obj.pk = (cursor.fetchone()[0] if connection.features.can_return_columns_from_insert
-                      else cursor.lastrowid)
-    obj._state.adding, obj._state.db = False, connection.alias
-    return obj
-
-
-def select(model: type[M], *, order_by: str = "", limit: int | None = None,
-           **equals: Any) -> list[M]:
-    """Instances whose fields equal the given values (None: IS NULL), e.g.
-    ``select(Station, modality="CT", active=True, order_by="id", limit=1)``."""
-    names = tuple(sorted(equals))
-    key = ("select", model, names, order_by, limit, connection.vendor)
-    sql = _sql.get(key)
-    meta = model._meta
-    if sql is None:
-        where = " AND ".join(
-            f"{_qn(f.column)} IS NULL" if equals[name] is None else f"{_qn(f.column)} = %s"
-            for name, f in zip(names, _fields_of(model, names), strict=True))
-        columns = ", ".join(_qn(f.column) for f in meta.concrete_fields)
-        sql = f"SELECT {columns} FROM {_qn(meta.db_table)}" + (f" WHERE {where}" if where else "")
-        if order_by:
-            column = _fields_of(model, [order_by.lstrip("-")])[0].column
-            sql += f" ORDER BY {_qn(column)}{' DESC' if order_by.startswith('-') else ''}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        _sql[key] = sql
-    params = [f.get_db_prep_value(equals[name], connection, prepared=False)
-              for name, f in zip(names, _fields_of(model, names), strict=True)
-              if equals[name] is not None]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    attnames = [f.attname for f in meta.concrete_fields]
-    converters = _row_converters(model)
-    result = []
-    for row in rows:
-        values = list(row)
-        for i, (_field, col, functions) in enumerate(converters):
-            for function in functions:
-                values[i] = function(values[i], col, connection)
-        result.append(model.from_db(connection.alias, attnames, values))
-    return result
-
-
-def first(model: type[M], *, order_by: str = "", **equals: Any) -> M | None:
-    found = select(model, order_by=order_by or model._meta.pk.name, limit=1, **equals)
-    return found[0] if found else None
-
-
-def update(obj: Model, **values: Any) -> int:
-    """UPDATE the given columns of ``obj``'s row (and set them on ``obj``); fields with
-    ``auto_now`` are refreshed too. The number of rows changed."""
-    model = type(obj)
-    meta = model._meta
-    for name, value in values.items():
-        setattr(obj, name, value)  # a foreign key by name takes an instance, by attname an id
-    names = tuple(sorted(set(values) | {f.name for f in meta.concrete_fields
-                                         if getattr(f, "auto_now", False)}))
-    fields = _fields_of(model, names)
-    key = ("update", model, names, connection.vendor)
-    sql = _sql.get(key)
-    if sql is None:
-        sql = (f"UPDATE {_qn(meta.db_table)} SET "
-               f"{', '.join(f'{_qn(f.column)} = %s' for f in fields)} "
-               f"WHERE {_qn(meta.pk.column)} = %s")
-        _sql[key] = sql
-    params = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, obj.pk])
-        return cursor.rowcount
-
-
-def _row_converters(model: type[Model]) -> list[tuple[Field, Any, list[Callable]]]:
-    key = (model, connection.vendor)
-    found = _converters.get(key)
-    if found is None:
-        found = []
-        for field in model._meta.concrete_fields:
-            col = field.get_col(model._meta.db_table)
-            found.append((field, col, [*connection.ops.get_db_converters(col),
-                                       *field.get_db_converters(connection)]))
-        _converters[key] = found
+def _row_converters(db, model: type[Model]) -> list[tuple[int, Any, list[Callable]]]:
+    """(column index, column, converter functions) for the columns that need converting."""
+    found = []
+    for i, field in enumerate(model._meta.concrete_fields):
+        col = field.get_col(model._meta.db_table)
+        functions = [*db.ops.get_db_converters(col), *field.get_db_converters(db)]
+        if functions:
+            found.append((i, col, functions))
     return found

@@ -120,7 +120,9 @@ def create_order(*, patient: PatientData, procedure: Procedure | None, step: Ste
     """An order with one requested procedure and one scheduled step, SCHEDULED."""
     for attempt in range(5):
         try:
-            with transaction.atomic():
+            # A generated number is retried in a savepoint when another writer took it; a
+            # given one is not retried, so inside a caller's transaction it needs none.
+            with transaction.atomic(savepoint=not accession_number):
                 return _create_order(
                     patient=patient, procedure=procedure, step=step, actor=actor,
                     source=source, accession_number=accession_number or next_accession_number(),

@@ -118,10 +118,12 @@ def _matching(filter_keys: dict[str, str]):
     return ups.search(identifier)
 
 
-def _subscribers(step: ScheduledProcedureStep) -> dict[str, str]:
-    """AE titles to tell about ``step`` (with how to reach each): its own subscribers, and
-    global subscribers (not suspended) whose filter it matches."""
-    names = {s.ae_title: s.delivery for s in lean.select(UpsSubscription, step=step.pk)}
+def _subscribers(step: ScheduledProcedureStep, *, new: bool = False) -> dict[str, str]:
+    """AE titles to tell about ``step`` (with how to reach each): its own subscribers (a
+    ``new`` one has none yet), and global subscribers (not suspended) whose filter it
+    matches."""
+    names = {} if new else {s.ae_title: s.delivery
+                            for s in lean.select(UpsSubscription, step=step.pk)}
     for subscription in lean.select(UpsSubscription, step=None, suspended=False,
                                     order_by="ae_title"):
         if subscription.ae_title in names:
@@ -148,9 +150,10 @@ def _event(ae_title: str, delivery: str, step: ScheduledProcedureStep, event_typ
                             payload=payload)
 
 
-def publish(step: ScheduledProcedureStep, event_type: int, info: dict[str, Any]) -> list[str]:
+def publish(step: ScheduledProcedureStep, event_type: int, info: dict[str, Any], *,
+            new: bool = False) -> list[str]:
     """Write ``step``'s event for each of its subscribers; deliver on commit."""
-    names = _subscribers(step)
+    names = _subscribers(step, new=new)
     for name, delivery in names.items():
         _event(name, delivery, step, event_type, info)
     if names:
@@ -166,7 +169,7 @@ def on_step_status_changed(sender, step: ScheduledProcedureStep, previous: str, 
 
 
 def on_step_created(sender, step: ScheduledProcedureStep, **kwargs) -> None:
-    publish(step, UpsEvent.Type.STATE_REPORT, _state_report(step))
+    publish(step, UpsEvent.Type.STATE_REPORT, _state_report(step), new=True)
 
 
 def on_step_assigned(sender, step: ScheduledProcedureStep, **kwargs) -> None:

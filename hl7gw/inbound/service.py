@@ -86,14 +86,15 @@ def process(raw: bytes, *, peer: str, replay_of: Message | None = None
             ) -> tuple[bytes, Message]:
     """(ACK bytes, the logged message).
 
-    One transaction per message: the raw bytes are written first, the message is processed in
-    a savepoint (an error undoes what it changed, never its log row), and the log row gets its
-    outcome and ACK. The ACK goes out only after the commit: a message is acknowledged once
-    it and everything it did are stored, and a crash before that leaves it unacknowledged, so
-    the sender sends it again (HL7 original acknowledgment mode)."""
-    with transaction.atomic():
-        message = lean.insert(Message(raw=raw, peer=peer[:64],  # before anything else
-                                      replay_of=replay_of))
+    One transaction per message: the message is processed in a savepoint (an error undoes
+    what it changed, never its log row), and its log row (raw bytes, outcome, ACK, links) is
+    written in the same transaction, whatever the outcome, so the raw text is committed
+    exactly when the effects are. The ACK goes out only after the commit: a message is
+    acknowledged once it and everything it did are stored; a crash before that leaves it
+    unacknowledged, so the sender sends it again (HL7 original acknowledgment mode), and a
+    log that cannot be written at all is answered AR (``receive``)."""
+    with lean.one_writer(), transaction.atomic():
+        message = Message(raw=raw, peer=peer[:64], replay_of=replay_of)
         return _process(message, raw), message
 
 
@@ -140,7 +141,7 @@ def _parse_and_apply(message: Message, raw: bytes) -> tuple[Segment, str, Outcom
     except errors.Hl7Error as exc:
         raise _Failed(msh, charset, exc) from exc
     except Exception as exc:  # a bug must cost one AE, not the listener
-        log.exception("HL7 message %s failed", message.pk)
+        log.exception("HL7 message %s from %s failed", message.control_id, message.peer)
         raise _Failed(msh, charset, errors.Hl7Error(
             errors.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")) from exc
 
@@ -232,12 +233,12 @@ def _answer(message: Message, msh: Segment | None, charset: str,
 
 
 def _finish(message: Message, ack: str, outcome: Outcome | None) -> None:
-    """Outcome, ACK and links (the raw bytes are not written again)."""
+    """The log row with its outcome and ACK, and its links (one INSERT each: no index entry
+    is written twice)."""
     message.ack = ack
     if not message.text:
         message.text = bytes(message.raw).decode("latin_1")
-    lean.update(message, **{name: getattr(message, name) for name in (
-        "text", "sender", "control_id", "message_type", "version", "status", "error", "ack")})
+    lean.insert(message)
     for order in outcome.orders if outcome else ():
         lean.insert(Message.orders.through(message_id=message.pk, order_id=order.pk))
     for patient in outcome.patients if outcome else ():

@@ -1,0 +1,14 @@
+"""portal.lean's tests again, on PostgreSQL (RETURNING, psycopg's adapters, jsonb)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.test_lean import (  # noqa: F401  (collected here too)
+    test_errors_are_djangos_and_atomic_blocks_hold,
+    test_insert_reads_back_through_the_orm_equal,
+    test_select_builds_the_same_instances_as_the_orm,
+    test_update_changes_the_row_and_the_instance,
+)
+
+pytestmark = [pytest.mark.scale, pytest.mark.django_db(transaction=True)]

@@ -1,0 +1,113 @@
+"""portal.lean against the real database (SQLite here; PostgreSQL in the scale slice, which
+imports these tests): what it writes and reads must equal what the ORM writes and reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from hl7gw.models import Message, Sender
+from pacs.models import Patient
+from portal import lean
+from worklist.models import Station, UpsSubscription
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_insert_reads_back_through_the_orm_equal():
+    sender = lean.insert(Sender(sending_application="RIS", sending_facility="H",
+                                default_charset="8859/1"))
+    message = lean.insert(Message(raw=b"MSH|\xe9", text="MSH|é", sender=sender,
+                                  control_id="1", status=Message.Status.PROCESSED))
+    subscription = lean.insert(UpsSubscription(ae_title="WATCHER", filter={"00080060": "CT"},
+                                               suspended=True))
+    stored = Message.objects.get(pk=message.pk)
+    assert bytes(stored.raw) == b"MSH|\xe9" and stored.text == "MSH|é"
+    assert stored.sender_id == sender.pk and stored.status == "processed"
+    assert abs(stored.received_at - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+    assert stored.received_at == message.received_at  # auto_now_add set on the instance
+    again = UpsSubscription.objects.get(pk=subscription.pk)
+    assert again.filter == {"00080060": "CT"} and again.suspended is True
+    assert again.step_id is None and again.delivery == "websocket"  # model defaults
+
+
+def test_select_builds_the_same_instances_as_the_orm():
+    created = UpsSubscription.objects.create(ae_title="B", filter={"a": [1, "x"]})
+    UpsSubscription.objects.create(ae_title="A", suspended=True)
+    found = lean.select(UpsSubscription, step=None, order_by="ae_title")
+    assert [s.ae_title for s in found] == ["A", "B"]
+    orm = UpsSubscription.objects.get(pk=created.pk)
+    mine = found[1]
+    fields = [f.attname for f in UpsSubscription._meta.concrete_fields]
+    assert {f: getattr(mine, f) for f in fields} == {f: getattr(orm, f) for f in fields}
+    assert mine.suspended is False and found[0].suspended is True  # booleans, not 0/1
+    assert not mine._state.adding
+    assert lean.select(UpsSubscription, ae_title="A", suspended=False) == []
+    assert lean.first(UpsSubscription, order_by="-ae_title").ae_title == "B"
+    assert lean.first(Station, ae_title="NONE") is None
+
+
+def test_update_changes_the_row_and_the_instance():
+    patient = lean.insert(Patient(patient_id="P1", patient_name="DOE^J",
+                                  patient_name_norm="DOE^J"))
+    assert lean.update(patient, patient_name="ROE^J", patient_sex="F") == 1
+    stored = Patient.objects.get(pk=patient.pk)
+    assert (stored.patient_name, stored.patient_sex) == ("ROE^J", "F")
+    assert patient.patient_name == "ROE^J"
+    sender = Sender.objects.create(sending_application="RIS")
+    message = Message.objects.create(raw=b"x")
+    lean.update(message, sender=sender)  # a foreign key by name takes an instance
+    assert Message.objects.get(pk=message.pk).sender_id == sender.pk
+
+
+def test_errors_are_djangos_and_atomic_blocks_hold():
+    Patient.objects.create(patient_id="P1")
+    with pytest.raises(IntegrityError):  # the unique constraint, as django.db's error
+        with transaction.atomic():
+            lean.insert(Patient(patient_id="P1"))
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            lean.insert(Patient(patient_id="P2"))
+            raise RuntimeError("roll back")
+    assert list(Patient.objects.values_list("patient_id", flat=True)) == ["P1"]
+
+
+def test_checkpointer_keeps_a_deferring_writers_wal_small(settings):
+    """A thread that leaves checkpoints to the checkpointer writes 2,000 transactions; the WAL
+    file stays far below what they wrote (it is reused once checkpointed)."""
+    import os
+    import time
+
+    from django.db import connection
+
+    from portal import checkpoints
+    from portal.models import AuditEvent
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    wal = f"{connection.settings_dict['NAME']}-wal"
+    checkpoints.start()
+    try:
+        checkpoints.defer()
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            assert cursor.fetchone()[0] == 0
+        connection.close()  # a reconnect defers too (close_old_connections in a listener)
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            assert cursor.fetchone()[0] == 0
+        largest = 0
+        for i in range(2000):
+            lean.insert(AuditEvent(category="test", action="row", detail="x" * 500))
+            if i % 100 == 0:
+                time.sleep(checkpoints.INTERVAL)  # let the checkpointer run
+                largest = max(largest, os.path.getsize(wal))
+        assert AuditEvent.objects.filter(category="test").count() == 2000
+        # each commit appends at least one 4 KiB page: ~8 MB without checkpoints
+        assert largest < 2_000_000, largest
+    finally:
+        checkpoints._deferring.on = False
+        checkpoints.stop()
+    assert checkpoints._running is None
