@@ -36,33 +36,46 @@ class Segment:
         if self.name == "MSH":
             parts = [parts[0], enc.field, *parts[1:]]
         self._fields = parts
-        self._parsed: dict[int, list[list[str]]] = {}
+        self._split: dict[int, list[list[str]]] = {}
+        self._got: dict[tuple[int, int, int], str] = {}
 
     def raw(self, n: int) -> str:
         return self._fields[n] if n < len(self._fields) else ""
 
-    def __getitem__(self, n: int) -> list[list[str]]:
-        found = self._parsed.get(n)
+    def _reps(self, n: int) -> list[list[str]]:
+        """Field n split into repetitions and components, still escaped."""
+        found = self._split.get(n)
         if found is None:
             value = self.raw(n)
             if self.name == "MSH" and n in (1, 2):
                 found = [[value]]
             else:
-                found = [[unescape(c, self.enc) for c in rep.split(self.enc.component)]
+                found = [rep.split(self.enc.component)
                          for rep in value.split(self.enc.repetition)] if value else []
-            self._parsed[n] = found
+            self._split[n] = found
         return found
+
+    def __getitem__(self, n: int) -> list[list[str]]:
+        return [[unescape(c, self.enc) for c in rep] for rep in self._reps(n)]
 
     def get(self, n: int, component: int = 1, repetition: int = 0) -> str:
         """One component (1-based) of one repetition; '' when absent. Subcomponents beyond the
-        first are dropped (e.g. the assigning authority's namespace ID is kept)."""
-        reps = self[n]
-        if repetition >= len(reps) or component > len(reps[repetition]):
-            return ""
-        return reps[repetition][component - 1].split(self.enc.subcomponent)[0].strip()
+        first are dropped (e.g. the assigning authority's namespace ID is kept); escapes are
+        resolved after that split, so an escaped ``\\T\\`` stays in the value as ``&``."""
+        key = (n, component, repetition)
+        found = self._got.get(key)
+        if found is None:
+            reps = self._reps(n)
+            if repetition >= len(reps) or component > len(reps[repetition]):
+                found = ""
+            else:
+                first = reps[repetition][component - 1].split(self.enc.subcomponent)[0]
+                found = unescape(first, self.enc).strip()
+            self._got[key] = found
+        return found
 
     def repetitions(self, n: int, component: int = 1) -> list[str]:
-        return [self.get(n, component, i) for i in range(len(self[n]))]
+        return [self.get(n, component, i) for i in range(len(self._reps(n)))]
 
 
 def unescape(value: str, enc: Encoding) -> str:
