@@ -86,16 +86,20 @@ def process(raw: bytes, *, peer: str, replay_of: Message | None = None
             ) -> tuple[bytes, Message]:
     """(ACK bytes, the logged message).
 
-    One transaction per message: the message is processed in a savepoint (an error undoes
-    what it changed, never its log row), and its log row (raw bytes, outcome, ACK, links) is
-    written in the same transaction, whatever the outcome, so the raw text is committed
-    exactly when the effects are. The ACK goes out only after the commit: a message is
+    The message is processed in a savepoint (an error undoes what it changed, never its log
+    row), and its log row (raw bytes, outcome, ACK, links) is written in the same transaction,
+    whatever the outcome, so the raw text is committed exactly when the effects are. On
+    SQLite, messages arriving together on several connections share one commit
+    (``lean.write_together``); each is still all or nothing. The ACK goes out only after the
+    commit: a message is
     acknowledged once it and everything it did are stored; a crash before that leaves it
     unacknowledged, so the sender sends it again (HL7 original acknowledgment mode), and a
     log that cannot be written at all is answered AR (``receive``)."""
-    with lean.one_writer(), transaction.atomic():
+    def job() -> tuple[bytes, Message]:
         message = Message(raw=raw, peer=peer[:64], replay_of=replay_of)
         return _process(message, raw), message
+
+    return lean.write_together(job)
 
 
 def _process(message: Message, raw: bytes) -> bytes:

@@ -9,6 +9,7 @@ from tests.unit.test_lean import (  # noqa: F401  (collected here too)
     test_insert_reads_back_through_the_orm_equal,
     test_select_builds_the_same_instances_as_the_orm,
     test_update_changes_the_row_and_the_instance,
+    test_write_together_groups_jobs_of_threads_each_all_or_nothing,
 )
 
 pytestmark = [pytest.mark.scale, pytest.mark.django_db(transaction=True)]
