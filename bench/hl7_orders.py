@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """HL7 ORM^O01 NW throughput and ACK latency over MLLP against `manage.py hl7_listener`.
 
-    .venv/bin/python bench/hl7_orders.py --messages 1000
+    .venv/bin/python bench/hl7_orders.py --messages 1000 --repeat 5
 
 Each message is a new order (distinct accession numbers) that the gateway stores raw, parses,
 writes into the worklist and acknowledges. Clients: python-hl7's MLLPClient, one message at a
-time per connection (send, wait for the ACK), over 1 and 4 connections.
+time per connection (send, wait for the ACK), over 1 and 4 connections. Each run is repeated
+(``--repeat``, interleaved) on the same listener and database: one row per run and the median.
 """
 
 from __future__ import annotations
@@ -70,10 +71,12 @@ def measure(port: int, count: int, connections: int, run: str) -> tuple[float, l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; ORM^O01 NW, {args.messages} per run")
-    print(f"{'connections':>11} {'msg/s':>8} {'ACK p50 ms':>11} {'p90 ms':>8} {'p99 ms':>8}")
+    print(f"{'connections':>11} {'run':>6} {'msg/s':>8} {'ACK p50 ms':>11} {'p90 ms':>8} "
+          f"{'p99 ms':>8}")
     with tempfile.TemporaryDirectory() as tmpdir:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
@@ -85,11 +88,20 @@ def main() -> None:
         try:
             wait_port(port)
             measure(port, 50, 1, "W")  # warm-up
-            for connections, run in ((1, "A"), (4, "B")):
-                rate, lat = measure(port, args.messages, connections, run)
-                print(f"{connections:>11} {rate:8.0f} {statistics.median(lat):11.2f} "
-                      f"{lat[int(len(lat) * 0.9)]:8.2f} {lat[int(len(lat) * 0.99)]:8.2f}",
-                      flush=True)
+            rows: dict[int, list[tuple[float, float, float, float]]] = {1: [], 4: []}
+            for repeat in range(args.repeat):
+                for connections in rows:
+                    rate, lat = measure(port, args.messages, connections,
+                                        f"{'AB'[connections > 1]}{repeat}-")
+                    row = (rate, statistics.median(lat), lat[int(len(lat) * 0.9)],
+                           lat[int(len(lat) * 0.99)])
+                    rows[connections].append(row)
+                    print(f"{connections:>11} {repeat + 1:>6} {row[0]:8.0f} {row[1]:11.2f} "
+                          f"{row[2]:8.2f} {row[3]:8.2f}", flush=True)
+            for connections, found in rows.items():
+                median = [statistics.median(column) for column in zip(*found, strict=True)]
+                print(f"{connections:>11} {'median':>6} {median[0]:8.0f} {median[1]:11.2f} "
+                      f"{median[2]:8.2f} {median[3]:8.2f}", flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -14,12 +14,7 @@ def record(
     actor: str = "",
     source: str = "",
     detail: str = "",
-) -> AuditEvent:
-    return lean.insert(AuditEvent(
-        category=category,
-        action=action,
-        outcome=outcome,
-        actor=actor[:128],
-        source=source[:128],
-        detail=detail,
-    ))
+) -> int:
+    """The new row's id."""
+    return lean.insert_row(AuditEvent, category=category, action=action, outcome=outcome,
+                           actor=actor[:128], source=source[:128], detail=detail)

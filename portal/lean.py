@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models import Field, Model
+from django.utils import timezone
 
 M = TypeVar("M", bound=Model)
 T = TypeVar("T")
@@ -104,20 +105,26 @@ def _run_group(batch: list[_Ticket]) -> None:
             ticket.done = True
 
 
-def insert(obj: M) -> M:
-    """INSERT ``obj`` (an unsaved instance) with every concrete column; sets its primary key."""
+def insert(obj: M, *, if_new: bool = False) -> M | None:
+    """INSERT ``obj`` (an unsaved instance) with every concrete column; sets its primary key.
+    ``if_new``: when a unique constraint already holds such a row, insert nothing and return
+    None (ON CONFLICT DO NOTHING: no savepoint needed for a race)."""
     db = connections[DEFAULT_DB_ALIAS]
     model = type(obj)
     has_pk = obj.pk is not None
-    key = ("insert", model, has_pk, db.vendor)
+    key = ("insert", model, has_pk, if_new, db.vendor)
     found = _cache.get(key)
     if found is None:
         meta = model._meta
         fields = [f for f in meta.concrete_fields if has_pk or not f.primary_key]
         returning = not has_pk and db.features.can_return_columns_from_insert
+        if if_new and not returning:
+            raise NotImplementedError("if_new needs INSERT ... RETURNING")
         sql = (f"INSERT INTO {_qn(db, meta.db_table)} "
                f"({', '.join(_qn(db, f.column) for f in fields)}) "
                f"VALUES ({', '.join(['%s'] * len(fields))})")
+        if if_new:
+            sql += " ON CONFLICT DO NOTHING"
         if returning:
             sql += f" RETURNING {_qn(db, meta.pk.column)}"
         found = _cache[key] = (_paramstyle(db, sql), _preparers(fields), returning)
@@ -126,9 +133,55 @@ def insert(obj: M) -> M:
               for field, attname, plain in preparers]
     cursor = _execute(db, sql, params)
     if not has_pk:
-        obj.pk = cursor.fetchone()[0] if returning else cursor.lastrowid
+        row = cursor.fetchone() if returning else (cursor.lastrowid,)
+        if row is None:  # if_new, and the row was there
+            return None
+        obj.pk = row[0]
     obj._state.adding, obj._state.db = False, db.alias
     return obj
+
+
+def insert_row(model: type[Model], **values: Any) -> Any:
+    """INSERT one row of ``model`` without building an instance (for rows nobody reads back
+    here: history, audit, link rows); the primary key. Values by field name or attname
+    (foreign keys as ids or instances); the rest get their defaults, ``auto_now(_add)`` now."""
+    db = connections[DEFAULT_DB_ALIAS]
+    key = ("insert_row", model, tuple(values), db.vendor)
+    found = _cache.get(key)
+    if found is None:
+        meta = model._meta
+        fields = [f for f in meta.concrete_fields if not f.primary_key]
+        names = {f.name: f for f in fields} | {f.attname: f for f in fields}
+        unknown = set(values) - set(names)
+        if unknown:
+            raise TypeError(f"{model.__name__} has no field {sorted(unknown)}")
+        given = {names[name].attname: name for name in values}
+        returning = db.features.can_return_columns_from_insert
+        sql = (f"INSERT INTO {_qn(db, meta.db_table)} "
+               f"({', '.join(_qn(db, f.column) for f in fields)}) "
+               f"VALUES ({', '.join(['%s'] * len(fields))})")
+        if returning:
+            sql += f" RETURNING {_qn(db, meta.pk.column)}"
+        columns = [(f, given.get(f.attname), _plain_type(f),
+                    getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False))
+                   for f in fields]
+        found = _cache[key] = (_paramstyle(db, sql), columns, returning)
+    sql, columns, returning = found
+    params = []
+    for field, name, plain, now in columns:
+        if name is not None:
+            value = values[name]
+            if isinstance(value, Model):
+                value = value.pk
+        elif now:
+            value = timezone.now()
+        else:
+            value = field.get_default()
+        if plain is None or (value is not None and type(value) is not plain):
+            value = field.get_db_prep_save(value, db)
+        params.append(value)
+    cursor = _execute(db, sql, params)
+    return cursor.fetchone()[0] if returning else cursor.lastrowid
 
 
 def select(model: type[M], *, order_by: str = "", limit: int | None = None,
@@ -207,15 +260,15 @@ _PLAIN = {models.CharField: str, models.TextField: str, models.IntegerField: int
           models.SmallIntegerField: int, models.BigIntegerField: int, models.BooleanField: bool}
 
 
+def _plain_type(field: Field) -> type | None:
+    if isinstance(field, models.ForeignKey) and type(field.target_field) in (
+            models.AutoField, models.BigAutoField):
+        return int
+    return _PLAIN.get(type(field))
+
+
 def _preparers(fields: list[Field]) -> list[tuple[Field, str, type | None]]:
-    found = []
-    for field in fields:
-        plain = _PLAIN.get(type(field))
-        if isinstance(field, models.ForeignKey) and type(field.target_field) in (
-                models.AutoField, models.BigAutoField):
-            plain = int
-        found.append((field, field.attname, plain))
-    return found
+    return [(field, field.attname, _plain_type(field)) for field in fields]
 
 
 def _prepare(obj: Model, field: Field, attname: str, plain: type | None, db, add: bool) -> Any:

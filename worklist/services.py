@@ -58,13 +58,10 @@ def find_or_create_patient(data: PatientData) -> Patient:
     key = {"patient_id": data.patient_id, "issuer_of_patient_id": data.issuer_of_patient_id}
     patient = lean.first(Patient, **key)
     if patient is None:
-        try:
-            with transaction.atomic():  # a savepoint: another writer may create it first
-                return lean.insert(Patient(**key, **fields))
-        except IntegrityError:
-            patient = lean.first(Patient, **key)
-            if patient is None:
-                raise
+        created = lean.insert(Patient(**key, **fields), if_new=True)
+        if created is not None:
+            return created
+        patient = lean.first(Patient, **key)  # another writer created it meanwhile
     changed = {k: v for k, v in fields.items() if v and getattr(patient, k) != v}
     if changed:
         lean.update(patient, **changed)
@@ -282,8 +279,8 @@ def record_event(step: ScheduledProcedureStep, *, source: str, actor: str, note:
 
 def _event(step: ScheduledProcedureStep, status: str, previous: str, *, source: str,
            actor: str, note: str = "") -> None:
-    lean.insert(StepEvent(step=step, status=status, previous_status=previous, source=source,
-                          actor=actor[:150], note=note[:255]))
+    lean.insert_row(StepEvent, step_id=step.pk, status=status, previous_status=previous,
+                    source=source, actor=actor[:150], note=note[:255])
 
 
 def import_worklist_item(ds: Dataset, *, actor: str = "import") -> Order:

@@ -244,9 +244,10 @@ def _finish(message: Message, ack: str, outcome: Outcome | None) -> None:
         message.text = bytes(message.raw).decode("latin_1")
     lean.insert(message)
     for order in outcome.orders if outcome else ():
-        lean.insert(Message.orders.through(message_id=message.pk, order_id=order.pk))
+        lean.insert_row(Message.orders.through, message_id=message.pk, order_id=order.pk)
     for patient in outcome.patients if outcome else ():
-        lean.insert(Message.patients.through(message_id=message.pk, patient_id=patient.pk))
+        lean.insert_row(Message.patients.through, message_id=message.pk,
+                        patient_id=patient.pk)
 
 
 def replay(original: Message, *, actor: str) -> Message:

@@ -184,3 +184,29 @@ def test_write_together_commit_failure_reaches_every_job(monkeypatch):
     monkeypatch.undo()
     connection.close()
     assert not AuditEvent.objects.filter(category="c").exists()
+
+
+def test_insert_if_new_leaves_an_existing_row_alone():
+    first = lean.insert(Patient(patient_id="P9", patient_name="A"), if_new=True)
+    assert first is not None and first.pk
+    assert lean.insert(Patient(patient_id="P9", patient_name="B"), if_new=True) is None
+    assert list(Patient.objects.values_list("patient_name", flat=True)) == ["A"]
+    with transaction.atomic():  # no error, so no savepoint needed inside a transaction
+        assert lean.insert(Patient(patient_id="P9"), if_new=True) is None
+        lean.insert(Patient(patient_id="P10"))
+    assert Patient.objects.count() == 2
+
+
+def test_insert_row_fills_defaults_and_auto_now_like_the_orm():
+    from portal.models import AuditEvent
+    from worklist.models import UpsEvent
+
+    pk = lean.insert_row(AuditEvent, category="admin", action="x", actor="me")
+    row = AuditEvent.objects.get(pk=pk)
+    assert (row.outcome, row.actor, row.source, row.detail) == ("success", "me", "", "")
+    assert abs(row.created_at - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+    event = UpsEvent.objects.get(pk=lean.insert_row(
+        UpsEvent, ae_title="W", workitem_uid="1.2.3", event_type=5, payload={"a": [1]}))
+    assert event.payload == {"a": [1]} and event.delivery == "websocket" and event.attempts == 0
+    with pytest.raises(TypeError, match="no field"):
+        lean.insert_row(AuditEvent, nonsense=1)
