@@ -282,7 +282,8 @@ def _prepare(obj: Model, field: Field, attname: str, plain: type | None, db, add
 def _execute(db, sql: str, params: list[Any]):
     """Run on the driver's cursor inside Django's connection: the same transaction state, and
     driver errors translated to django.db's."""
-    db.ensure_connection()
+    if db.connection is None:
+        db.ensure_connection()
     db.validate_no_broken_transaction()
     with db.wrap_database_errors:
         cursor = db.connection.cursor()

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -114,37 +114,40 @@ def create_order(*, patient: PatientData, procedure: Procedure | None, step: Ste
                  filler_order_number: str = "", description: str = "",
                  identifiers: Identifiers = Identifiers(), code: Code | None = None,
                  **more_order_fields: str) -> Order:
-    """An order with one requested procedure and one scheduled step, SCHEDULED."""
-    for attempt in range(5):
-        try:
-            # A generated number is retried in a savepoint when another writer took it; a
-            # given one is not retried, so inside a caller's transaction it needs none.
-            with transaction.atomic(savepoint=not accession_number):
-                return _create_order(
-                    patient=patient, procedure=procedure, step=step, actor=actor,
-                    source=source, accession_number=accession_number or next_accession_number(),
-                    referring_physician_name=referring_physician_name, reason=reason,
-                    priority=priority, placer_order_number=placer_order_number,
-                    filler_order_number=filler_order_number, description=description,
-                    identifiers=identifiers, code=code, **more_order_fields)
-        except IntegrityError:
-            if accession_number or attempt == 4:  # a given number that exists is an error
-                raise WorklistError(f"accession number {accession_number!r} already exists"
-                                    ) from None
-    raise AssertionError("unreachable")
+    """An order with one requested procedure and one scheduled step, SCHEDULED. A given
+    accession number that exists is an error; a generated one that another writer took
+    meanwhile is replaced by the next (the order row goes in with ON CONFLICT DO NOTHING, so
+    no savepoint is needed)."""
+    with transaction.atomic(savepoint=False):  # inside a caller's transaction: part of it
+        for _attempt in range(5):
+            order = _create_order(
+                patient=patient, procedure=procedure, step=step, actor=actor,
+                source=source, accession_number=accession_number or next_accession_number(),
+                referring_physician_name=referring_physician_name, reason=reason,
+                priority=priority, placer_order_number=placer_order_number,
+                filler_order_number=filler_order_number, description=description,
+                identifiers=identifiers, code=code, **more_order_fields)
+            if order is not None:
+                return order
+            if accession_number:
+                raise WorklistError(f"accession number {accession_number!r} already exists")
+    raise WorklistError("no free accession number after 5 attempts")
 
 
 def _create_order(*, patient: PatientData, procedure: Procedure | None, step: StepData,
                   actor: str, source: str, accession_number: str,
                   identifiers: Identifiers = Identifiers(), code: Code | None = None,
-                  **order_fields) -> Order:
+                  **order_fields) -> Order | None:
+    """None when the accession number exists (nothing written but the patient)."""
     if code is None and procedure is not None:
         code = Code(procedure.code_value, procedure.coding_scheme_designator,
                     procedure.code_meaning)
     description = order_fields.pop("description", "") or (code.meaning if code else "")
     order = lean.insert(Order(patient=find_or_create_patient(patient),
                               accession_number=accession_number, source=source,
-                              created_by=actor, **order_fields))
+                              created_by=actor, **order_fields), if_new=True)
+    if order is None:  # the accession number (the order's one unique key) exists
+        return None
     rp = lean.insert(RequestedProcedure(
         order=order, requested_procedure_id=identifiers.requested_procedure_id[:16]
         or f"RP{order.pk}", description=description[:64],
@@ -316,6 +319,9 @@ def import_worklist_item(ds: Dataset, *, actor: str = "import") -> Order:
             identifiers=Identifiers(text(ds, "RequestedProcedureID", 16),
                                     text(sps, "ScheduledProcedureStepID", 16),
                                     text(ds, "StudyInstanceUID", 64)))
+        if order is None:
+            raise WorklistError(f"accession number {text(ds, 'AccessionNumber', 16)!r} "
+                                "already exists")
         rp = order.procedures.get()
         step = rp.steps.get()
         step.start_time = text(sps, "ScheduledProcedureStepStartTime", 16)

@@ -146,9 +146,6 @@ def _new_order(msg: Parsed, orc: Segment, sender: Sender | None, actor: str) -> 
     if not accession:
         raise errors.Hl7Error(errors.REQUIRED_FIELD_MISSING, "accession number missing",
                               location="OBR-18")
-    if lean.first(Order, accession_number=accession):
-        raise errors.Hl7Error(errors.DUPLICATE_KEY, f"order {accession} already exists",
-                              location="OBR-18")
     modality = ((ipc.get(5) if ipc else "") or obr.get(24)).upper()[:16]
     if not modality:
         raise errors.Hl7Error(errors.REQUIRED_FIELD_MISSING, "modality missing",

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
+from pacs.models import Patient
 from worklist import services
 from worklist.models import Order, Procedure, ScheduledProcedureStep, Station
 
@@ -256,3 +257,27 @@ def test_subscriptions_page_for_admins(admin_client, scheduler, catalog):
     page = admin_client.get(reverse("ups-subscriptions")).content.decode()
     assert "WATCHER" in page and "AI NODE" in page and "PatientID=P100" in page
     assert "UPS State Report" in page and "pending" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_accession_numbers_given_twice_and_generated_ones_taken_meanwhile(catalog, monkeypatch):
+    from portal.models import AuditEvent
+    from worklist.models import StepEvent
+
+    station = Station.objects.get(ae_title="CT1")
+    step = services.station_step(station, dt.datetime(2026, 12, 1, 9, 0))
+    patient = services.PatientData("PX", "DOE^X")
+    services.create_order(patient=patient, procedure=None, step=step, actor="t",
+                          accession_number="ACC1")
+    with pytest.raises(services.WorklistError, match="'ACC1' already exists"):
+        services.create_order(patient=services.PatientData("PY", "ROE^Y"), procedure=None,
+                              step=step, actor="t", accession_number="ACC1")
+    assert not Patient.objects.filter(patient_id="PY").exists()  # nothing of it is kept
+    # another writer took the generated number in between: the next one is used
+    numbers = iter(["ACC1", "ACC2"])
+    monkeypatch.setattr(services, "next_accession_number", lambda: next(numbers))
+    order = services.create_order(patient=patient, procedure=None, step=step, actor="t")
+    assert order.accession_number == "ACC2"
+    assert Order.objects.count() == 2 and ScheduledProcedureStep.objects.count() == 2
+    assert StepEvent.objects.count() == 2
+    assert AuditEvent.objects.filter(action="order created").count() == 2
