@@ -8,12 +8,14 @@ import time
 
 import pytest
 from hl7.client import MLLPClient
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
 
 from hl7gw.models import Message, Sender
 from pacs.models import ApplicationEntity, Patient
+from tests.protocol.dimse.test_worklist import findscu_w
 from tests.samples import shared_testdata
 from worklist.models import Order, ScheduledProcedureStep, Station
 
@@ -60,7 +62,8 @@ def load(samples, name: str) -> bytes:
     return (samples / name).read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
 
 
-def test_orm_o01_ihe_rad4_creates_an_order_the_modality_finds(hl7, samples, dimse_listener):
+def test_orm_o01_ihe_rad4_creates_an_order_the_modality_finds(hl7, samples, dimse_listener,
+                                                              tmp_path):
     (ack,) = send(hl7, load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7"))
     assert msa(ack)[1:3] == ["AA", "103106"]
     assert "ACK^O01" in ack.split("\r")[0]
@@ -91,6 +94,19 @@ def test_orm_o01_ihe_rad4_creates_an_order_the_modality_finds(hl7, samples, dims
     finally:
         assoc.release()
     assert [str(a.PatientName) for a in found] == ["DOE^J1"]
+    # and DCMTK's worklist client finds it too
+    item = Dataset()
+    item.ScheduledProcedureStepID = item.Modality = ""
+    query.ScheduledProcedureStepSequence = [item]
+    query.file_meta = FileMetaDataset()
+    query.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    query.file_meta.MediaStorageSOPClassUID = MWL
+    query.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    query.save_as(tmp_path / "q.dcm", enforce_file_format=True)
+    (answer,) = findscu_w(dimse_listener, tmp_path / "q.dcm", tmp_path / "out", calling="MR1")
+    assert answer.AccessionNumber == "MOF5026" and str(answer.PatientName) == "DOE^J1"
+    sps = answer.ScheduledProcedureStepSequence[0]
+    assert (sps.ScheduledProcedureStepID, sps.Modality) == ("SPS2032", "MR")
 
 
 def test_omi_o23_with_ipc(hl7, samples):
