@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 
@@ -28,6 +29,7 @@ from pacs.dicomjson import header_json
 from pacs.errors import SopClassMismatch
 from pacs.models import Instance, Patient, Series, Study
 from pacs.storage import LocalStorage, PendingFile, get_storage
+from portal import lean
 
 log = logging.getLogger(__name__)
 
@@ -58,47 +60,58 @@ def store_instance(
     storage: LocalStorage | None = None,
 ) -> StoreResult:
     """Store Part 10 ``data``. Raises a PacsError subclass for bad input; nothing is kept then."""
-    header = read_header(data)
-    ds = header.dataset
-    sop_uid = require_uid(ds, "SOPInstanceUID")
-    sop_class = require_uid(ds, "SOPClassUID")
-    study_uid = require_uid(ds, "StudyInstanceUID")
-    series_uid = require_uid(ds, "SeriesInstanceUID")
-    if expected_sop_instance_uid and expected_sop_instance_uid != sop_uid:
-        raise SopClassMismatch("SOP Instance UID differs from the request's")
-    if expected_sop_class_uid and expected_sop_class_uid != sop_class:
-        raise SopClassMismatch("SOP Class UID differs from the request's")
     storage = storage or get_storage()
-    key = f"{study_uid}/{series_uid}/{sop_uid}.dcm"
-    pending = storage.write_pending(key, data)
+    writing = storage.write_soon(data)  # the bytes go to disk while the header is parsed
     try:
-        outcome = _index_with_retry(header, storage, pending, key, received_from)
+        header = read_header(data)
+        ds = header.dataset
+        sop_uid = require_uid(ds, "SOPInstanceUID")
+        sop_class = require_uid(ds, "SOPClassUID")
+        study_uid = require_uid(ds, "StudyInstanceUID")
+        series_uid = require_uid(ds, "SeriesInstanceUID")
+        if expected_sop_instance_uid and expected_sop_instance_uid != sop_uid:
+            raise SopClassMismatch("SOP Instance UID differs from the request's")
+        if expected_sop_class_uid and expected_sop_class_uid != sop_class:
+            raise SopClassMismatch("SOP Class UID differs from the request's")
+        fields = _instance_fields(ds, header)
+    except BaseException:
+        _discard_when_written(storage, writing)
+        raise
+    pending = writing.result()  # StorageFull if the write failed
+    key = f"{study_uid}/{series_uid}/{sop_uid}.dcm"
+    try:
+        outcome = _index_with_retry(header, fields, storage, pending, key, received_from)
     except BaseException:
         storage.discard(pending)
         raise
     return StoreResult(outcome, sop_uid, sop_class, study_uid, series_uid)
 
 
+def _discard_when_written(storage: LocalStorage, writing: Future[PendingFile]) -> None:
+    try:
+        pending = writing.result()
+    except Exception:  # nothing was kept
+        return
+    storage.discard(pending)
+
+
 def _index_with_retry(
-    header: ParsedHeader, storage: LocalStorage, pending: PendingFile, key: str, origin: str
+    header: ParsedHeader, fields: dict, storage: LocalStorage, pending: PendingFile, key: str,
+    origin: str,
 ) -> Outcome:
-    # Concurrent associations storing the same study race on the unique constraints; the
-    # loser retries and then finds the winner's rows.
+    """Index and publish the file, in a group commit with the process's other stores
+    (``lean.write_together``: concurrent associations do not queue in SQLite's busy handler).
+    Concurrent processes storing the same study race on the unique constraints; the loser
+    retries and then finds the winner's rows."""
     for attempt in range(1, INDEX_ATTEMPTS + 1):
-        visible_key = None
+        published: list[str] = []
+        job = partial(_index_and_publish, header, fields, storage, pending, key, origin,
+                      published)
         try:
-            with transaction.atomic():
-                outcome, final_key, old_key = _index(header, pending, key, origin)
-                if outcome is not Outcome.DUPLICATE:
-                    # The file becomes visible as the last step before COMMIT: a crash in
-                    # between leaves an orphan file (harmless), never a row without a file.
-                    storage.commit(pending, final_key)
-                    visible_key = final_key
-                if old_key:
-                    transaction.on_commit(partial(storage.delete, old_key))
+            outcome = lean.write_together(job)
         except BaseException as exc:
-            if visible_key:
-                storage.uncommit(pending, visible_key)
+            if published:
+                storage.uncommit(pending, published[0])
             if isinstance(exc, (IntegrityError, OperationalError)) and attempt < INDEX_ATTEMPTS:
                 time.sleep(0.01 * attempt)
                 continue
@@ -109,8 +122,23 @@ def _index_with_retry(
     raise AssertionError("unreachable")
 
 
+def _index_and_publish(
+    header: ParsedHeader, fields: dict, storage: LocalStorage, pending: PendingFile, key: str,
+    origin: str, published: list[str],
+) -> Outcome:
+    outcome, final_key, old_key = _index(header, fields, pending, key, origin)
+    if outcome is not Outcome.DUPLICATE:
+        # The file becomes visible as the last step before COMMIT: a crash in between
+        # leaves an orphan file (harmless), never a row without a file.
+        storage.commit(pending, final_key)
+        published.append(final_key)
+    if old_key:
+        transaction.on_commit(partial(storage.delete, old_key))
+    return outcome
+
+
 def _index(
-    header: ParsedHeader, pending: PendingFile, key: str, origin: str
+    header: ParsedHeader, fields: dict, pending: PendingFile, key: str, origin: str
 ) -> tuple[Outcome, str, str | None]:
     """Write the index rows; return the outcome, the file key to publish, the key to delete.
 
@@ -126,7 +154,6 @@ def _index(
     if existing and settings.DUPLICATE_POLICY != "replace":
         return Outcome.DUPLICATE, existing[1], None
     series_id, study_id = _series_for(ds)
-    fields = _instance_fields(ds, header)
     if existing:
         # A new key for the new version: the old file stays valid until this commits.
         new_key = key.replace(".dcm", f".{time.time_ns()}.dcm")

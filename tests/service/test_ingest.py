@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydicom import dcmread
 
 from pacs.dicomfile import to_part10
-from pacs.errors import InvalidDicom, MissingAttribute, SopClassMismatch
+from pacs.errors import InvalidDicom, MissingAttribute, SopClassMismatch, StorageFull
 from pacs.models import Instance, Patient, Series, Study
 from pacs.services.ingest import Outcome, store_instance
+from pacs.storage import INCOMING, _write_all
 from tests.samples import COMPRESSED, UNCOMPRESSED, dataset_bytes, encoded, sample
 
 pytestmark = pytest.mark.django_db
@@ -130,6 +133,36 @@ def test_request_mismatch_is_a900(storage_dir):
     with pytest.raises(SopClassMismatch) as info:
         store_instance(data=data, received_from="t", expected_sop_instance_uid="1.2.3")
     assert info.value.dimse_status == 0xA900
+
+
+def test_synced_write_is_stored_and_leaves_no_temporary_file(storage_dir, settings):
+    settings.STORAGE_FSYNC = True  # the default: written with O_DSYNC
+    data = sample("MR_small.dcm").read_bytes()
+    assert store_instance(data=data, received_from="t").outcome is Outcome.STORED
+    [stored] = _files(storage_dir)
+    assert stored.read_bytes() == data
+    assert stored.relative_to(storage_dir).as_posix() == Instance.objects.get().file_key
+
+
+def test_unwritable_storage_is_a700_and_leaves_no_row(storage_dir):
+    storage_dir.mkdir(parents=True)
+    (storage_dir / INCOMING).write_text("a file where the folder should be")
+    with pytest.raises(StorageFull) as info:
+        store_instance(data=sample("CT_small.dcm").read_bytes(), received_from="t")
+    assert info.value.dimse_status == 0xA700
+    assert not Instance.objects.exists() and not Patient.objects.exists()
+
+
+def test_failed_write_raises_storage_full_and_removes_the_temporary_file(tmp_path):
+    """A real ENOSPC: /dev/full takes no byte."""
+    temp = tmp_path / "x.tmp"
+    temp.write_bytes(b"")
+    fd = os.open("/dev/full", os.O_WRONLY)
+    with pytest.raises(StorageFull, match="cannot write file"):
+        _write_all(fd, temp, b"\x00" * 4096)
+    assert not temp.exists()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed
 
 
 def test_second_series_updates_study_counters_and_modalities(storage_dir):
