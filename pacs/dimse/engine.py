@@ -30,7 +30,6 @@ from pynetdicom.presentation import PresentationContext
 
 from pacs.dimse import wire
 from pacs.dimse.negotiation import negotiate_preferring_requestor
-from portal import checkpoints
 from portal.tcp import TcpServer
 
 log = logging.getLogger("pacs.dimse")
@@ -294,21 +293,16 @@ class DimseServer:
         return self._tcp.address
 
     def start(self) -> None:
-        # SQLite: WAL checkpoints off the C-STORE answer path (portal/checkpoints.py);
-        # bench/ingest.py, 1 association: 139 -> 164 inst/s.
-        checkpoints.start()
         self._tcp.start()
 
     def stop(self) -> None:
         self._tcp.stop()
-        checkpoints.stop()
 
     def _run(self, conn: socket.socket, address: tuple[str, int]) -> None:
         host = address[0]
         admitted = self._active.acquire(blocking=False)
         assoc = Association(conn, host, self.config)
         try:
-            checkpoints.defer()
             if assoc.negotiate(admitted):
                 assoc.serve()
         except (wire.PeerClosed, TimeoutError, ConnectionError):
