@@ -17,6 +17,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
 BULK_THRESHOLD = 1024  # binary values larger than this become BulkDataURI references
+PIXEL_DATA_REFERENCE = {"vr": "OW", "BulkDataURI": "bulkdata/7FE00010"}
 
 _ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
 _BINARY_NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d",
@@ -40,14 +41,29 @@ def header_json(ds: Dataset, *, has_pixel_data: bool) -> dict[str, Any]:
                 converted = ds[tag].to_json_dict(_bulk_uri, BULK_THRESHOLD)
             except Exception:  # one bad element must not reject the file: leave it out
                 continue
+            if converted.get("vr") == "SQ":
+                _drop_empty_sequences(converted)
         result[key] = converted
     if has_pixel_data:
-        result["7FE00010"] = {"vr": "OW", "BulkDataURI": "bulkdata/7FE00010"}
+        result["7FE00010"] = dict(PIXEL_DATA_REFERENCE)
     return result
 
 
+def _drop_empty_sequences(element: dict[str, Any]) -> None:
+    """pydicom gives an empty sequence ``"Value": []``; an empty attribute has no Value
+    (PS3.18 F.2.5), as our other paths write it."""
+    items = element.get("Value")
+    if items == []:
+        del element["Value"]
+        return
+    for item in items or ():
+        for child in item.values():
+            if child.get("vr") == "SQ":
+                _drop_empty_sequences(child)
+
+
 # Character sets whose text decodes with one Python codec (no ISO 2022 code extensions).
-_SIMPLE_CHARSETS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1",
+SIMPLE_CHARSETS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1",
                     "ISO_IR 192": "utf_8"}
 _TEXT_VRS = frozenset({"LO", "SH", "UC"})  # multi-valued text
 _SINGLE_TEXT_VRS = frozenset({"ST", "LT", "UT"})  # backslash is a character, not a delimiter
@@ -60,12 +76,12 @@ def _simple_codec(ds: Dataset) -> str | None:
     value = raw.value if isinstance(raw, RawDataElement) else None
     if not isinstance(value, bytes):
         return None
-    return _SIMPLE_CHARSETS.get(value.decode("ascii", "replace").strip(" \x00"))
+    return SIMPLE_CHARSETS.get(value.decode("ascii", "replace").strip(" \x00"))
 
 
-def _text(raw: RawDataElement, vr: str, codec: str) -> dict[str, Any] | None:
+def _text(value: bytes, vr: str, codec: str) -> dict[str, Any] | None:
     try:
-        text = raw.value.rstrip(b"\x00 ").decode(codec)
+        text = value.rstrip(b"\x00 ").decode(codec)
     except UnicodeDecodeError:
         return None
     if not text:
@@ -73,18 +89,22 @@ def _text(raw: RawDataElement, vr: str, codec: str) -> dict[str, Any] | None:
     if vr in _SINGLE_TEXT_VRS:
         return {"vr": vr, "Value": [text]}
     if vr == "PN":
+        if any(not name.strip("=") for name in text.split("\\")):
+            return None  # a value with no components: pydicom's turn
         return pn_json(text)
     return {"vr": vr, "Value": [item.rstrip("\x00 ") for item in text.split("\\")]}
 
 
 def pn_json(text: str) -> dict[str, Any]:
     """A decoded PN value ('FAMILY^GIVEN=ideographic=phonetic', backslash-separated values)
-    as DICOM JSON (PS3.18 F.2.2)."""
+    as DICOM JSON (PS3.18 F.2.2). Empty trailing components are left out, as pydicom does."""
     if not text:
         return {"vr": "PN"}
     names = []
     for name in text.split("\\"):
         parts = name.split("=")
+        while len(parts) > 1 and not parts[-1]:
+            parts.pop()
         comps = {"Alphabetic": parts[0]}
         if len(parts) > 1:
             comps["Ideographic"] = parts[1]
@@ -107,6 +127,13 @@ def _fast(raw: RawDataElement, codec: str | None) -> dict[str, Any] | None:
     value = raw.value
     if value is None:
         return None
+    return convert_value(vr, value, codec, little_endian=raw.is_little_endian)
+
+
+def convert_value(vr: str, value: bytes, codec: str | None, *,
+                  little_endian: bool) -> dict[str, Any] | None:
+    """DICOM JSON of a raw value of a fixed-format or text VR, or None (pydicom's turn):
+    text in a character set other than ``codec``, values that do not parse, other VRs."""
     if not value:
         return {"vr": vr}
     if vr in _ASCII_VRS or vr in ("IS", "DS"):
@@ -129,13 +156,13 @@ def _fast(raw: RawDataElement, codec: str | None) -> dict[str, Any] | None:
             return {"vr": vr}
         return {"vr": vr, "Value": [i if i else None for i in items]}
     if codec and (vr in _TEXT_VRS or vr in _SINGLE_TEXT_VRS or vr == "PN"):
-        return _text(raw, vr, codec)
+        return _text(value, vr, codec)
     code = _BINARY_NUMBERS.get(vr)
     if code:
         size = struct.calcsize("<" + code)  # standard sizes, not native
         if len(value) % size:
             return None
-        end = "<" if raw.is_little_endian else ">"
+        end = "<" if little_endian else ">"
         return {"vr": vr, "Value": list(struct.unpack(f"{end}{len(value) // size}{code}", value))}
     return None
 

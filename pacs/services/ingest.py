@@ -24,8 +24,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from pacs.dicomfile import ParsedHeader, integer, read_header, require_uid, text
-from pacs.dicomjson import header_json
+from pacs.dicomfile import ParsedHeader, integer, read_header, text
 from pacs.errors import SopClassMismatch
 from pacs.models import Instance, Patient, Series, Study
 from pacs.storage import LocalStorage, PendingFile, get_storage
@@ -64,23 +63,23 @@ def store_instance(
     writing = storage.write_soon(data)  # the bytes go to disk while the header is parsed
     try:
         header = read_header(data)
-        ds = header.dataset
-        sop_uid = require_uid(ds, "SOPInstanceUID")
-        sop_class = require_uid(ds, "SOPClassUID")
-        study_uid = require_uid(ds, "StudyInstanceUID")
-        series_uid = require_uid(ds, "SeriesInstanceUID")
+        sop_uid = header.require_uid("SOPInstanceUID")
+        sop_class = header.require_uid("SOPClassUID")
+        study_uid = header.require_uid("StudyInstanceUID")
+        series_uid = header.require_uid("SeriesInstanceUID")
         if expected_sop_instance_uid and expected_sop_instance_uid != sop_uid:
             raise SopClassMismatch("SOP Instance UID differs from the request's")
         if expected_sop_class_uid and expected_sop_class_uid != sop_class:
             raise SopClassMismatch("SOP Class UID differs from the request's")
-        fields = _instance_fields(ds, header)
+        fields = _instance_fields(header, sop_class)
     except BaseException:
         _discard_when_written(storage, writing)
         raise
     pending = writing.result()  # StorageFull if the write failed
     key = f"{study_uid}/{series_uid}/{sop_uid}.dcm"
     try:
-        outcome = _index_with_retry(header, fields, storage, pending, key, received_from)
+        outcome = _index_with_retry(header, sop_uid, series_uid, fields, storage, pending, key,
+                                    received_from)
     except BaseException:
         storage.discard(pending)
         raise
@@ -96,8 +95,8 @@ def _discard_when_written(storage: LocalStorage, writing: Future[PendingFile]) -
 
 
 def _index_with_retry(
-    header: ParsedHeader, fields: dict, storage: LocalStorage, pending: PendingFile, key: str,
-    origin: str,
+    header: ParsedHeader, sop_uid: str, series_uid: str, fields: dict, storage: LocalStorage,
+    pending: PendingFile, key: str, origin: str,
 ) -> Outcome:
     """Index and publish the file, in a group commit with the process's other stores
     (``lean.write_together``: concurrent associations do not queue in SQLite's busy handler).
@@ -105,8 +104,8 @@ def _index_with_retry(
     retries and then finds the winner's rows."""
     for attempt in range(1, INDEX_ATTEMPTS + 1):
         published: list[str] = []
-        job = partial(_index_and_publish, header, fields, storage, pending, key, origin,
-                      published)
+        job = partial(_index_and_publish, header, sop_uid, series_uid, fields, storage, pending,
+                      key, origin, published)
         try:
             outcome = lean.write_together(job)
         except BaseException as exc:
@@ -123,10 +122,11 @@ def _index_with_retry(
 
 
 def _index_and_publish(
-    header: ParsedHeader, fields: dict, storage: LocalStorage, pending: PendingFile, key: str,
-    origin: str, published: list[str],
+    header: ParsedHeader, sop_uid: str, series_uid: str, fields: dict, storage: LocalStorage,
+    pending: PendingFile, key: str, origin: str, published: list[str],
 ) -> Outcome:
-    outcome, final_key, old_key = _index(header, fields, pending, key, origin)
+    outcome, final_key, old_key = _index(header, sop_uid, series_uid, fields, pending, key,
+                                         origin)
     if outcome is not Outcome.DUPLICATE:
         # The file becomes visible as the last step before COMMIT: a crash in between
         # leaves an orphan file (harmless), never a row without a file.
@@ -138,7 +138,8 @@ def _index_and_publish(
 
 
 def _index(
-    header: ParsedHeader, fields: dict, pending: PendingFile, key: str, origin: str
+    header: ParsedHeader, sop_uid: str, series_uid: str, fields: dict, pending: PendingFile,
+    key: str, origin: str,
 ) -> tuple[Outcome, str, str | None]:
     """Write the index rows; return the outcome, the file key to publish, the key to delete.
 
@@ -146,14 +147,12 @@ def _index(
     against ~0.06 ms for the same statement on a cursor (bench/ingest.py). Patients, studies
     and series are created once per study/series through the ORM.
     """
-    ds = header.dataset
-    sop_uid = str(ds.SOPInstanceUID).strip()
     with connection.cursor() as cursor:
         cursor.execute(_SQL["existing"], [sop_uid])
         existing = cursor.fetchone()
     if existing and settings.DUPLICATE_POLICY != "replace":
         return Outcome.DUPLICATE, existing[1], None
-    series_id, study_id = _series_for(ds)
+    series_id, study_id = _series_for(header, series_uid)
     if existing:
         # A new key for the new version: the old file stays valid until this commits.
         new_key = key.replace(".dcm", f".{time.time_ns()}.dcm")
@@ -200,16 +199,16 @@ def _build_sql() -> dict[str, str]:
 _SQL = _build_sql()
 
 
-def _instance_fields(ds, header: ParsedHeader) -> dict:
+def _instance_fields(header: ParsedHeader, sop_class_uid: str) -> dict:
     return {
-        "sop_class_uid": str(ds.SOPClassUID).strip(),
-        "instance_number": integer(ds, "InstanceNumber"),
+        "sop_class_uid": sop_class_uid,
+        "instance_number": header.integer("InstanceNumber"),
         "transfer_syntax_uid": header.transfer_syntax_uid,
-        "rows": integer(ds, "Rows"),
-        "columns": integer(ds, "Columns"),
-        "number_of_frames": integer(ds, "NumberOfFrames"),
+        "rows": header.integer("Rows"),
+        "columns": header.integer("Columns"),
+        "number_of_frames": header.integer("NumberOfFrames"),
         "has_pixel_data": header.has_pixel_data,
-        "metadata": header_json(ds, has_pixel_data=header.has_pixel_data),
+        "metadata": header.metadata,
     }
 
 
@@ -261,14 +260,14 @@ def _request_attributes(ds) -> dict[str, str]:
             "scheduled_procedure_step_id": text(items[0], "ScheduledProcedureStepID", 16)}
 
 
-def _series_for(ds) -> tuple[int, int]:
+def _series_for(header: ParsedHeader, series_uid: str) -> tuple[int, int]:
     """(series id, study id), creating patient/study/series on first sight."""
-    series_uid = str(ds.SeriesInstanceUID).strip()
     with connection.cursor() as cursor:
         cursor.execute(_SQL["series"], [series_uid])
         row = cursor.fetchone()
     if row:
         return row[0], row[1]
+    ds = header.dataset
     study = _study_for(ds)
     modality = text(ds, "Modality", 16)
     series = Series.objects.create(
