@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Protocol
 
 
@@ -25,3 +26,12 @@ def build_listener(name: str, **kwargs) -> Listener:
 
         return MllpListener(**kwargs)
     raise ValueError(f"unknown listener {name!r} (known: dimse, hl7)")
+
+
+def settle_heap() -> None:
+    """Call once a long-running process has started its listeners: what exists by then
+    (Django, the DICOM dictionaries, ...) lives as long as the process, so the cyclic
+    collector stops walking it (gc.freeze). perf showed the collector at ~13% of the DIMSE
+    SCP's CPU under C-STORE load before this."""
+    gc.collect()
+    gc.freeze()

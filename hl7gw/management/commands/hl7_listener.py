@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from hl7gw.mllp import MllpListener
+from portal.listeners import settle_heap
 
 
 class Command(BaseCommand):
@@ -24,6 +25,7 @@ class Command(BaseCommand):
             signal.signal(sig, lambda *_: done.set())
         listener = MllpListener(port=port)
         listener.start()
+        settle_heap()
         if not quiet:
             host, bound = listener.address
             self.stdout.write(f"HL7 MLLP listener on {host}:{bound}")

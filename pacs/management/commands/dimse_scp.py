@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand
 
 from pacs.dimse.scp import DimseListener
 from pacs.dimse.workers import spawn_scp_processes, stop_processes
+from portal.listeners import settle_heap
 
 
 class Command(BaseCommand):
@@ -26,6 +27,7 @@ class Command(BaseCommand):
             signal.signal(sig, lambda *_: done.set())
         listener = DimseListener(port=port)
         listener.start()
+        settle_heap()
         children = spawn_scp_processes(processes - 1, port) if processes > 1 else []
         if not quiet:
             host, bound = listener.address

@@ -12,7 +12,7 @@ from waitress import create_server
 
 from pacs.dimse.workers import spawn_scp_processes, stop_processes
 from portal.bootstrap import ensure_admin
-from portal.listeners import build_listener
+from portal.listeners import build_listener, settle_heap
 from portal.websocket import WebSocketServer
 from portal.wsgi import application
 
@@ -51,6 +51,7 @@ class Command(BaseCommand):
             ws = WebSocketServer(settings.HTTP_HOST, settings.WS_PORT)
             ws_port = ws.start()
         self._banner(web, port, hl7.address[1] if hl7 else None, login, ws_port)
+        settle_heap()
 
         def _stop(*_: object) -> None:
             raise SystemExit(0)
