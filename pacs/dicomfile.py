@@ -13,7 +13,6 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -108,8 +107,7 @@ def _read_dataset(buf: _StrictBytesIO) -> Dataset:
         ds.SOPInstanceUID  # noqa: B018 - force decoding of the raw header elements we need
     except InvalidDicom:
         raise
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError,
-            NotImplementedError, struct.error, OverflowError, LookupError) as exc:
+    except Exception as exc:  # pydicom raises many types on garbage (OSError, RecursionError..)
         raise InvalidDicom(f"not a readable DICOM file: {_short(exc)}") from exc
     return ds
 
@@ -134,7 +132,10 @@ def read_header(data: bytes) -> ParsedHeader:
     little = tsyntax != "1.2.840.10008.1.2.2"
     has_pixels = False
     if tsyntax == "1.2.840.10008.1.2.1.99":  # deflated: the body is zlib, pydicom checked it
-        has_pixels = "PixelData" in dcmread(io.BytesIO(data))
+        try:
+            has_pixels = "PixelData" in dcmread(io.BytesIO(data))
+        except Exception as exc:
+            raise InvalidDicom(f"not a readable DICOM file: {_short(exc)}") from exc
     elif pos < len(data):
         end = _check_pixel_element(data, pos, implicit=implicit, little=little)
         has_pixels = end > pos

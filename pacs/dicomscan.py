@@ -85,8 +85,8 @@ def scan(data: bytes) -> Scan | None:
             return None  # encoded otherwise than the transfer syntax says: pydicom guesses
         reader = _Reader(data, implicit)
         metadata, end = reader.dataset(pos, len(data), top=True)
-    except (_Fallback, struct.error, UnicodeDecodeError, ValueError, KeyError):
-        return None
+    except (_Fallback, struct.error, UnicodeDecodeError, ValueError, KeyError, RecursionError):
+        return None  # RecursionError: sequences nested hundreds deep
     return Scan(tsyntax, metadata, end)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 from pathlib import Path
 
 import pydicom
@@ -10,9 +11,11 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_charset_files
 
+from pacs.dicomfile import read_header
 from pacs.dicomjson import header_json
 from pacs.dicomscan import scan
-from tests.samples import _data_store, encoded, sample
+from pacs.errors import InvalidDicom, PacsError
+from tests.samples import _data_store, dataset_bytes, encoded, sample
 
 
 def _all_samples() -> list[Path]:
@@ -118,3 +121,34 @@ def test_text_quirks_as_the_pydicom_path():
     assert scanned.metadata["00100010"]["Value"] == [
         {"Alphabetic": "Müller^Jörg", "Ideographic": "  ^x"},
         {"Alphabetic": "Smith^J", "Ideographic": "", "Phonetic": "Ph"}]
+
+
+def test_damaged_headers_are_refused_cleanly():
+    """Random damage to real headers: either read, or refused with a PacsError (0xC000 family
+    on the wire), never another exception (it would be a 0x0110 'processing failure')."""
+    rng = random.Random(7)
+    sources = [sample(name).read_bytes() for name in
+               ("CT_small.dcm", "test-SR.dcm", "MR_small_implicit.dcm", "reportsi.dcm")]
+    for _ in range(400):
+        data = bytearray(rng.choice(sources))
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(132, min(len(data), 3000))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            data = data[:rng.randrange(132, len(data))]
+        try:
+            read_header(bytes(data))
+        except PacsError:
+            pass
+
+
+def test_sequences_nested_too_deep_are_refused():
+    base = sample("CT_small.dcm").read_bytes()
+    start = len(base) - len(dataset_bytes(sample("CT_small.dcm")))
+    item = b""
+    for _ in range(5000):  # (0008,1140) SQ of undefined length holding one item, recursively
+        item = (b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff\xfe\xff\x00\xe0\xff\xff\xff\xff"
+                + item + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    data = base[:start] + item
+    assert scan(data) is None
+    with pytest.raises(InvalidDicom):
+        read_header(data)
