@@ -77,6 +77,73 @@ class ServerConfig:
     max_associations: int = 64
     acse_timeout: float = 30
     network_timeout: float = 60
+    negotiations: NegotiationCache = field(default_factory=lambda: NegotiationCache())
+
+
+@dataclass(frozen=True)
+class _Negotiated:
+    """What an A-ASSOCIATE-RQ gave once, for the next identical one.
+
+    A modality opens an association per study or series and proposes the same contexts each
+    time; storescu proposes ~120. Decoding and negotiating them through pynetdicom takes
+    40-50 ms of CPU on the CI machine, more than storing a CT image, so an identical request
+    (same bytes: same AE titles, contexts, roles and user items) reuses the answer. Admission
+    (the AE table) is still checked every time; the answer depends only on the request and on
+    this server's fixed configuration."""
+
+    calling_aet: str
+    called_aet: str
+    application_context: str
+    ac_pdu: bytes
+    contexts: dict[int, Context]
+    peer_max_pdu: int
+    extended: dict[str, bytes]
+
+
+class NegotiationCache:
+    """Answers to A-ASSOCIATE-RQs, by the request's bytes (the newest ``size`` kept).
+
+    Identical requests that arrive together (a sender opening several associations at once)
+    are negotiated once: the first one claims the request, the others wait for its answer.
+    Whoever gets None from claim() negotiates and then calls settle()."""
+
+    WAIT_SECONDS = 5.0
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._done: dict[bytes, _Negotiated] = {}
+        self._pending: dict[bytes, threading.Event] = {}
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._done.clear()
+
+    def claim(self, body: bytes) -> _Negotiated | None:
+        with self._lock:
+            known = self._done.get(body)
+            if known is not None:
+                return known
+            event = self._pending.get(body)
+            if event is None:
+                self._pending[body] = threading.Event()
+                return None
+        event.wait(self.WAIT_SECONDS)
+        with self._lock:
+            return self._done.get(body)  # None: refused or failed there, negotiate here
+
+    def settle(self, body: bytes, answer: _Negotiated | None) -> None:
+        with self._lock:
+            if answer is not None:
+                if len(self._done) >= self.size:
+                    self._done.pop(next(iter(self._done)), None)  # the oldest
+                self._done[body] = answer
+            event = self._pending.pop(body, None)
+        if event is not None:
+            event.set()
 
 
 class Association:
@@ -100,15 +167,51 @@ class Association:
         pdu_type, body = self.pdu.read_pdu()
         if pdu_type != wire.A_ASSOCIATE_RQ:
             raise wire.ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type {pdu_type}")
+        body = bytes(body)
+        known = self.config.negotiations.claim(body)
+        answer: _Negotiated | None = None
+        try:
+            if known is None:
+                answer = self._negotiate(body, admitted)
+                return answer is not None
+            return self._reuse(known, admitted)
+        finally:
+            if known is None:
+                self.config.negotiations.settle(body, answer)
+
+    def _negotiate(self, body: bytes, admitted: bool) -> _Negotiated | None:
+        """Decode and answer the request; what to reuse for an identical one, or None if it
+        was refused."""
         rq = RqPdu()
-        rq.decode(bytes([pdu_type, 0]) + len(body).to_bytes(4, "big") + body)
+        rq.decode(bytes([wire.A_ASSOCIATE_RQ, 0]) + len(body).to_bytes(4, "big") + body)
         request = rq.to_primitive()
         self.calling_aet = str(request.calling_ae_title).strip()
         self.called_aet = str(request.called_ae_title).strip()
+        application_context = str(request.application_context_name)
+        if not self._admit(admitted, application_context):
+            return None
+        ac_pdu = self._accept(request)
+        self.pdu.send_raw(ac_pdu)
+        self.sock.settimeout(self.config.network_timeout)
+        return _Negotiated(self.calling_aet, self.called_aet, application_context, ac_pdu,
+                           dict(self.contexts), self.peer_max_pdu, dict(self.extended))
+
+    def _reuse(self, known: _Negotiated, admitted: bool) -> bool:
+        self.calling_aet, self.called_aet = known.calling_aet, known.called_aet
+        if not self._admit(admitted, known.application_context):
+            return False
+        self.contexts, self.peer_max_pdu = dict(known.contexts), known.peer_max_pdu
+        self.extended = dict(known.extended)
+        self.pdu.send_raw(known.ac_pdu)
+        self.sock.settimeout(self.config.network_timeout)
+        return True
+
+    def _admit(self, admitted: bool, application_context: str) -> bool:
+        """Admission from the AE table, checked for every association; refusals answered."""
         try:
             if not admitted:
                 raise Refused("association limit reached", REJECT_LOCAL_LIMIT)
-            if str(request.application_context_name) != APPLICATION_CONTEXT:
+            if application_context != APPLICATION_CONTEXT:
                 raise Refused("unsupported application context", REJECT_APPLICATION_CONTEXT)
             reason = self.config.admit(self.calling_aet, self.peer_host)
             if reason:
@@ -120,8 +223,6 @@ class Association:
             finally:
                 self.pdu.send_raw(wire.reject_pdu(*exc.rj))
             return False
-        self.pdu.send_raw(self._accept(request))
-        self.sock.settimeout(self.config.network_timeout)
         return True
 
     def _accept(self, request: A_ASSOCIATE) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 
 import pytest
 from pydicom import dcmread
@@ -110,3 +111,66 @@ def test_get_sends_fragments_within_the_peers_max_pdu(dimse_listener, known_aes)
     assert status.Status == 0x0000
     assert received[0].PixelData == original.PixelData
     assert max(sent_sizes) <= 4096 + 6 and len(sent_sizes) > 10
+
+
+def _store_contexts_ae(title: str) -> AE:
+    ae = AE(ae_title=title)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    return ae
+
+
+def test_identical_association_requests_reuse_the_negotiation(dimse_listener, known_aes):
+    """A second identical A-ASSOCIATE-RQ gets the same answer without renegotiating, and the
+    association works as the first did; a different request is negotiated afresh."""
+    kept = dimse_listener._server.config.negotiations
+    kept.clear()
+    accepted = []
+    for _ in range(2):
+        assoc = _store_contexts_ae("PYNETDICOM").associate(*dimse_listener.address,
+                                                           ae_title="PORTAL")
+        assert assoc.is_established
+        accepted.append(sorted((cx.context_id, cx.abstract_syntax, cx.transfer_syntax[0])
+                               for cx in assoc.accepted_contexts))
+        assert assoc.send_c_echo().Status == 0
+        assert assoc.send_c_store(dcmread(sample("CT_small.dcm"))).Status == 0
+        assoc.release()
+        assert len(kept) == 1
+    assert accepted[0] == accepted[1]
+    assert _echo_ok(dimse_listener)  # another request: negotiated, and kept too
+    assert len(kept) == 2
+
+
+def test_a_reused_negotiation_still_checks_the_ae_table(dimse_listener, known_aes):
+    kept = dimse_listener._server.config.negotiations
+    kept.clear()
+    ae = _store_contexts_ae("PYNETDICOM")
+    assoc = ae.associate(*dimse_listener.address, ae_title="PORTAL")
+    assert assoc.is_established
+    assoc.release()
+    assert len(kept) == 1
+    ApplicationEntity.objects.filter(ae_title="PYNETDICOM").delete()
+    dimse_listener.policy.invalidate()
+    assoc = ae.associate(*dimse_listener.address, ae_title="PORTAL")
+    assert assoc.is_rejected
+
+
+def test_identical_requests_arriving_together_are_negotiated_once(dimse_listener, known_aes):
+    kept = dimse_listener._server.config.negotiations
+    kept.clear()
+    results: list[bool] = []
+
+    def store_one() -> None:
+        assoc = _store_contexts_ae("PYNETDICOM").associate(*dimse_listener.address,
+                                                           ae_title="PORTAL")
+        ok = assoc.is_established and assoc.send_c_echo().Status == 0
+        assoc.release()
+        results.append(ok)
+
+    threads = [threading.Thread(target=store_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == [True] * 4
+    assert len(kept) == 1
