@@ -5,7 +5,8 @@ Orthanc if the `orthanc` Debian package is installed).
 
     .venv/bin/python bench/ingest.py --count 400 --repeat 3 --processes 2
 
-Reports instances/s (median, min, max over the repeats).
+Reports instances/s (median, min, max over the repeats) and, for our SCP, the CPU time its
+processes spent per instance (user + system, from /proc; median over the repeats).
 """
 
 from __future__ import annotations
@@ -129,6 +130,13 @@ def send(files: list[Path], port: int, associations: int, aec: str, tmp: Path) -
     return len(files) / (time.perf_counter() - started)
 
 
+def _ppid(proc_dir: Path) -> int:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
 def wait_port(port: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -174,6 +182,19 @@ class Portal(Receiver):
         wait_port(self.port)
         time.sleep(1.0 * self.processes)  # let every process bind before measuring
         return self.port
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far of the SCP process and the processes it spawned."""
+        pids = [self.proc.pid] + [int(p.name) for p in Path("/proc").iterdir()
+                                  if p.name.isdigit() and _ppid(p) == self.proc.pid]
+        total = 0
+        for pid in pids:
+            try:
+                fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        return total / os.sysconf("SC_CLK_TCK")
 
     def count(self) -> int:
         out = subprocess.run([sys.executable, str(ROOT / "manage.py"), "shell", "-c",
@@ -247,22 +268,26 @@ def main() -> None:
         servers = [s for s in servers if isinstance(s, kinds[args.only])]
         if args.only == "orthanc" and not servers:
             servers = [Orthanc()]
-    print(f"{'receiver':58} {'assoc':>5}  {'median':>8} {'min':>8} {'max':>8}  inst/s")
+    print(f"{'receiver':58} {'assoc':>5}  {'median':>8} {'min':>8} {'max':>8}  "
+          f"{'cpu ms':>8}  (inst/s; SCP CPU per instance, median)")
     for server in servers:
         for assocs in (1, 4):
-            rates = []
+            rates, cpu = [], []
             for _ in range(args.repeat):
                 with tempfile.TemporaryDirectory() as tmpdir:
                     tmp = Path(tmpdir)
                     port = server.start(tmp)
                     try:
+                        before = server.cpu_seconds() if isinstance(server, Portal) else 0
                         rates.append(send(files, port, assocs, "PORTAL", tmp))
                         if isinstance(server, Portal):
+                            cpu.append((server.cpu_seconds() - before) / len(files) * 1000)
                             assert server.count() == len(files), "not every instance indexed"
                     finally:
                         server.stop()
+            cpu_text = f"{statistics.median(cpu):8.1f}" if cpu else f"{'':>8}"
             print(f"{server.label:58} {assocs:>5}  {statistics.median(rates):8.0f} "
-                  f"{min(rates):8.0f} {max(rates):8.0f}", flush=True)
+                  f"{min(rates):8.0f} {max(rates):8.0f}  {cpu_text}", flush=True)
 
 
 if __name__ == "__main__":
