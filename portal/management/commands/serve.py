@@ -50,14 +50,14 @@ class Command(BaseCommand):
         if settings.WS_PORT >= 0:
             ws = WebSocketServer(settings.HTTP_HOST, settings.WS_PORT)
             ws_port = ws.start()
-        self._banner(web, port, hl7.address[1] if hl7 else None, login, ws_port)
-        settle_heap()
 
         def _stop(*_: object) -> None:
             raise SystemExit(0)
 
-        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGTERM, _stop)  # before the banner: whoever waits for it may stop us
         try:
+            self._banner(web, port, hl7.address[1] if hl7 else None, login, ws_port)
+            settle_heap()
             web.run()
         except (KeyboardInterrupt, SystemExit):
             pass
