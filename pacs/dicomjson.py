@@ -64,7 +64,7 @@ def _drop_empty_sequences(element: dict[str, Any]) -> None:
 
 # Character sets whose text decodes with one Python codec (no ISO 2022 code extensions).
 SIMPLE_CHARSETS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1",
-                    "ISO_IR 192": "utf_8"}
+                   "ISO_IR 192": "utf_8"}
 _TEXT_VRS = frozenset({"LO", "SH", "UC"})  # multi-valued text
 _SINGLE_TEXT_VRS = frozenset({"ST", "LT", "UT"})  # backslash is a character, not a delimiter
 

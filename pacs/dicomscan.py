@@ -79,9 +79,8 @@ def scan(data: bytes) -> Scan | None:
             implicit = False
         else:
             return None
-        if pos + 6 <= len(data) and (data[pos + 4:pos + 6].decode("latin-1") in _LONG_VRS
-                                     or data[pos + 4:pos + 6].decode("latin-1") in _SHORT_VRS
-                                     ) == implicit:
+        first_vr = data[pos + 4:pos + 6].decode("latin-1")
+        if pos + 6 <= len(data) and (first_vr in _LONG_VRS or first_vr in _SHORT_VRS) == implicit:
             return None  # encoded otherwise than the transfer syntax says: pydicom guesses
         reader = _Reader(data, implicit)
         metadata, end = reader.dataset(pos, len(data), top=True)
