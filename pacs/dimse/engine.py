@@ -86,7 +86,7 @@ class _Negotiated:
 
     A modality opens an association per study or series and proposes the same contexts each
     time; storescu proposes ~120. Decoding and negotiating them through pynetdicom takes
-    40-50 ms of CPU on the CI machine, more than storing a CT image, so an identical request
+    40-70 ms of CPU on the CI machine, more than storing a CT image, so an identical request
     (same bytes: same AE titles, contexts, roles and user items) reuses the answer. Admission
     (the AE table) is still checked every time; the answer depends only on the request and on
     this server's fixed configuration."""
