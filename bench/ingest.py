@@ -130,11 +130,12 @@ def send(files: list[Path], port: int, associations: int, aec: str, tmp: Path) -
     return len(files) / (time.perf_counter() - started)
 
 
-def _ppid(proc_dir: Path) -> int:
+def _proc_stat(pid: int | str) -> list[str]:
+    """/proc/PID/stat fields after the command name (state, ppid, ...); [] if gone."""
     try:
-        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return -1
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
 
 
 def wait_port(port: int, timeout: float = 60) -> None:
@@ -185,16 +186,11 @@ class Portal(Receiver):
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far of the SCP process and the processes it spawned."""
-        pids = [self.proc.pid] + [int(p.name) for p in Path("/proc").iterdir()
-                                  if p.name.isdigit() and _ppid(p) == self.proc.pid]
-        total = 0
-        for pid in pids:
-            try:
-                fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-        return total / os.sysconf("SC_CLK_TCK")
+        stats = [_proc_stat(self.proc.pid)] + [
+            fields for p in Path("/proc").iterdir()
+            if p.name.isdigit() and (fields := _proc_stat(p.name))[1:2] == [str(self.proc.pid)]]
+        ticks = sum(int(f[11]) + int(f[12]) for f in stats if f)  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def count(self) -> int:
         out = subprocess.run([sys.executable, str(ROOT / "manage.py"), "shell", "-c",

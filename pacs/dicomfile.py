@@ -18,13 +18,11 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pacs.dicomjson import PIXEL_DATA_REFERENCE, header_json
-from pacs.dicomscan import scan
+from pacs.dicomscan import ITEM, PIXEL_TAGS, SEQ_DELIM, scan
 from pacs.errors import InvalidDicom, MissingAttribute
 
 # PS3.5 9.1: UIDs are digits and dots, at most 64 characters.
 UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float
-ITEM, SEQ_DELIM = 0xFFFEE000, 0xFFFEE0DD
 
 
 class _StrictBytesIO(io.BytesIO):
@@ -78,11 +76,7 @@ class ParsedHeader:
         return "\\".join("" if v is None else str(v) for v in values)
 
     def integer(self, keyword: str) -> int | None:
-        try:
-            value = self.value(keyword)
-            return int(value) if value not in (None, "") else None
-        except (TypeError, ValueError):
-            return None
+        return _as_int(self.value(keyword))
 
     def require_uid(self, keyword: str) -> str:
         value = self.text(keyword).strip().rstrip("\x00")
@@ -255,8 +249,11 @@ def text(ds: Dataset, keyword: str, max_length: int) -> str:
 
 
 def integer(ds: Dataset, keyword: str) -> int | None:
+    return _as_int(ds.get(keyword))
+
+
+def _as_int(value: Any) -> int | None:
     try:
-        value = ds.get(keyword)
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None

@@ -167,7 +167,6 @@ class Association:
         pdu_type, body = self.pdu.read_pdu()
         if pdu_type != wire.A_ASSOCIATE_RQ:
             raise wire.ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type {pdu_type}")
-        body = bytes(body)
         known = self.config.negotiations.claim(body)
         answer: _Negotiated | None = None
         try:
