@@ -63,10 +63,13 @@ def test_unknown_command_field_gets_0211(dimse_listener, known_aes):
     ae.add_requested_context(Verification)
     assoc = ae.associate(*dimse_listener.address, ae_title="PORTAL")
     assert assoc.is_established
+    sock = assoc.dul.socket.socket
+    context_id = assoc.accepted_contexts[0].context_id
+    # Talk raw on the established association: pynetdicom's reader thread is stopped first,
+    # or it may take our reply off the socket (then this read saw the connection close).
+    assoc.dul.kill_dul()
+    assoc.dul.join(5)
     try:
-        sock = assoc.dul.socket.socket
-        context_id = assoc.accepted_contexts[0].context_id
-        assoc._is_paused = True  # talk raw on the established association
         command = wire.encode_command({
             wire.AFFECTED_SOP_CLASS_UID: Verification, wire.COMMAND_FIELD: 0x0ABC,
             wire.MESSAGE_ID: 3, wire.COMMAND_DATA_SET_TYPE: wire.NO_DATASET})
@@ -74,7 +77,8 @@ def test_unknown_command_field_gets_0211(dimse_listener, known_aes):
         sock.sendall(struct.pack(">BBI", wire.P_DATA_TF, 0, len(pdv)) + pdv)
         reply = wire.PduSocket(sock).read_message()
     finally:
-        assoc.abort()
+        sock.close()
+        assoc.kill()
     assert isinstance(reply, wire.Message)
     assert reply.command[wire.STATUS] == 0x0211
     assert reply.command[wire.COMMAND_FIELD] == 0x8ABC
