@@ -54,8 +54,11 @@ class LocalStorage:
         if self.fsync:
             flags |= os.O_DSYNC
         try:
-            incoming.mkdir(parents=True, exist_ok=True)
-            fd = os.open(temp, flags, 0o644)
+            try:
+                fd = os.open(temp, flags, 0o644)
+            except FileNotFoundError:  # the first write: make the folder
+                incoming.mkdir(parents=True, exist_ok=True)
+                fd = os.open(temp, flags, 0o644)
         except OSError as exc:
             failed: Future[PendingFile] = Future()
             failed.set_exception(StorageFull(f"cannot write file: {exc.strerror}"))
@@ -66,8 +69,11 @@ class LocalStorage:
 
     def commit(self, pending: PendingFile, key: str) -> None:
         final = self.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(pending.temp_path, final)
+        try:
+            os.replace(pending.temp_path, final)
+        except FileNotFoundError:  # the series' first file: make its folder
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(pending.temp_path, final)
 
     def uncommit(self, pending: PendingFile, key: str) -> None:
         """Undo commit() when the transaction that published the file did not commit."""
