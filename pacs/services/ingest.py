@@ -143,13 +143,12 @@ def _index(
 ) -> tuple[Outcome, str, str | None]:
     """Write the index rows; return the outcome, the file key to publish, the key to delete.
 
-    The per-instance statements are plain SQL: through the ORM each costs ~0.6 ms of Python
-    against ~0.06 ms for the same statement on a cursor (bench/ingest.py). Patients, studies
-    and series are created once per study/series through the ORM.
+    The per-instance statements are plain SQL on the driver's cursor (``lean.execute``):
+    through the ORM each costs ~0.6 ms of Python, through Django's cursor wrapper ~0.03 ms
+    more than on the driver's (bench/ingest.py). Patients, studies and series are created
+    once per study/series through the ORM.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(_SQL["existing"], [sop_uid])
-        existing = cursor.fetchone()
+    existing = lean.execute(_SQL["existing"], [sop_uid]).fetchone()
     if existing and settings.DUPLICATE_POLICY != "replace":
         return Outcome.DUPLICATE, existing[1], None
     series_id, study_id = _series_for(header, series_uid)
@@ -165,10 +164,9 @@ def _index(
     values = {**fields, "metadata": orjson.dumps(fields["metadata"]).decode(),
               "sop_instance_uid": sop_uid, "series_id": series_id, "file_key": key,
               "file_size": pending.size, "received_from": origin[:128], "received_at": now}
-    with connection.cursor() as cursor:
-        cursor.execute(_SQL["insert"], [values[name] for name in _INSERT_FIELDS])
-        cursor.execute(_SQL["count_series"], [series_id])
-        cursor.execute(_SQL["count_study"], [now, study_id])
+    lean.execute(_SQL["insert"], [values[name] for name in _INSERT_FIELDS])
+    lean.execute(_SQL["count_series"], [series_id])
+    lean.execute(_SQL["count_study"], [now, study_id])
     return Outcome.STORED, key, None
 
 
@@ -262,9 +260,7 @@ def _request_attributes(ds) -> dict[str, str]:
 
 def _series_for(header: ParsedHeader, series_uid: str) -> tuple[int, int]:
     """(series id, study id), creating patient/study/series on first sight."""
-    with connection.cursor() as cursor:
-        cursor.execute(_SQL["series"], [series_uid])
-        row = cursor.fetchone()
+    row = lean.execute(_SQL["series"], [series_uid]).fetchone()
     if row:
         return row[0], row[1]
     ds = header.dataset

@@ -6,6 +6,7 @@ import pytest
 
 from tests.unit.test_lean import (  # noqa: F401  (collected here too)
     test_errors_are_djangos_and_atomic_blocks_hold,
+    test_execute_takes_djangos_placeholders_and_raises_djangos_errors,
     test_insert_if_new_leaves_an_existing_row_alone,
     test_insert_reads_back_through_the_orm_equal,
     test_insert_row_fills_defaults_and_auto_now_like_the_orm,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from hl7gw.models import Message, Sender
 from pacs.models import Patient
@@ -72,6 +73,21 @@ def test_errors_are_djangos_and_atomic_blocks_hold():
             lean.insert(Patient(patient_id="P2"))
             raise RuntimeError("roll back")
     assert list(Patient.objects.values_list("patient_id", flat=True)) == ["P1"]
+
+
+def test_execute_takes_djangos_placeholders_and_raises_djangos_errors():
+    table = Patient._meta.db_table
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    lean.execute(f"INSERT INTO {table} (patient_id, issuer_of_patient_id, patient_name, "
+                 "patient_name_norm, patient_birth_date, patient_sex, created_at) "
+                 "VALUES (%s, %s, %s, %s, %s, %s, %s)", ["P1", "", "DOE^J", "DOE^J", "", "", now])
+    row = lean.execute(f"SELECT patient_name FROM {table} WHERE patient_id = %s",
+                       ["P1"]).fetchone()
+    assert row == ("DOE^J",) and Patient.objects.get().patient_name == "DOE^J"
+    with pytest.raises(IntegrityError):
+        with transaction.atomic():
+            lean.execute(f"UPDATE {table} SET patient_id = %s", [None])
+    assert Patient.objects.get().patient_id == "P1"
 
 
 def test_checkpointer_keeps_a_deferring_writers_wal_small(settings):
