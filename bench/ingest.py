@@ -266,21 +266,26 @@ def main() -> None:
             servers = [Orthanc()]
     print(f"{'receiver':58} {'assoc':>5}  {'median':>8} {'min':>8} {'max':>8}  "
           f"{'cpu ms':>8}  (inst/s; SCP CPU per instance, median)")
-    for server in servers:
-        for assocs in (1, 4):
+    # Every run's files stay until the end: deleting thousands of files slows the next run's
+    # file creation on ext4 without a journal, which skips inodes freed in the last 1-6
+    # minutes (recently_deleted(); 16 us against 120-160 us per create here), and that
+    # would bill each receiver for the cleanup of the one before it.
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as workdir:
+        for number, (server, assocs) in enumerate(
+                (server, assocs) for server in servers for assocs in (1, 4)):
             rates, cpu = [], []
-            for _ in range(args.repeat):
-                with tempfile.TemporaryDirectory() as tmpdir:
-                    tmp = Path(tmpdir)
-                    port = server.start(tmp)
-                    try:
-                        before = server.cpu_seconds() if isinstance(server, Portal) else 0
-                        rates.append(send(files, port, assocs, "PORTAL", tmp))
-                        if isinstance(server, Portal):
-                            cpu.append((server.cpu_seconds() - before) / len(files) * 1000)
-                            assert server.count() == len(files), "not every instance indexed"
-                    finally:
-                        server.stop()
+            for repeat in range(args.repeat):
+                tmp = Path(workdir) / f"run{number}.{repeat}"
+                tmp.mkdir()
+                port = server.start(tmp)
+                try:
+                    before = server.cpu_seconds() if isinstance(server, Portal) else 0
+                    rates.append(send(files, port, assocs, "PORTAL", tmp))
+                    if isinstance(server, Portal):
+                        cpu.append((server.cpu_seconds() - before) / len(files) * 1000)
+                        assert server.count() == len(files), "not every instance indexed"
+                finally:
+                    server.stop()
             cpu_text = f"{statistics.median(cpu):8.1f}" if cpu else f"{'':>8}"
             print(f"{server.label:58} {assocs:>5}  {statistics.median(rates):8.0f} "
                   f"{min(rates):8.0f} {max(rates):8.0f}  {cpu_text}", flush=True)
