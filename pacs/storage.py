@@ -8,6 +8,7 @@ no key, the ingest path starts writing before it has parsed the header (``write_
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -21,6 +22,8 @@ from django.conf import settings
 
 from pacs.errors import StorageFull
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class PendingFile:
@@ -28,6 +31,10 @@ class PendingFile:
 
     temp_path: Path
     size: int
+
+
+INCOMING = ".incoming"
+INCOMING_MAX_AGE = 3600.0  # seconds; see sweep_incoming
 
 
 class LocalStorage:
@@ -91,12 +98,33 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
 
+    def sweep_incoming(self, older_than: float = INCOMING_MAX_AGE) -> int:
+        """Delete temporary files last written more than ``older_than`` seconds ago: what a
+        crash or a kill left in ``.incoming/`` (a write in progress lasts milliseconds, and
+        no row ever points there). The number deleted."""
+        cutoff = time.time() - older_than
+        removed = 0
+        try:
+            entries = list(os.scandir(self.root / INCOMING))
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:  # another process swept it first
+                continue
+            except OSError as exc:
+                log.warning("cannot remove stale temporary file %s: %s", entry.path,
+                            exc.strerror)
+        return removed
+
     def iter_keys(self) -> Iterator[str]:
         for path in self.root.rglob("*.dcm"):
             yield str(path.relative_to(self.root))
 
 
-INCOMING = ".incoming"
 _writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="file-writer")
 
 

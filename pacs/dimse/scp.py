@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
@@ -23,6 +24,9 @@ from pacs.dimse import handlers, retrieve, wire
 from pacs.dimse.engine import DimseServer, ServerConfig
 from pacs.dimse.policy import AePolicy
 from pacs.dimse.registry import EXTENSIONS
+from pacs.storage import get_storage
+
+log = logging.getLogger(__name__)
 
 
 def supported_contexts() -> list[PresentationContext]:
@@ -94,6 +98,10 @@ class DimseListener:
         )
 
     def start(self) -> None:
+        swept = get_storage().sweep_incoming()
+        if swept:
+            log.info("removed %d temporary file(s) older than an hour from an earlier run",
+                     swept)
         self._server = DimseServer(self.host, self.port, self._config())
         self._server.start()
 

@@ -9,7 +9,7 @@ from pacs.dicomfile import to_part10
 from pacs.errors import InvalidDicom, MissingAttribute, SopClassMismatch, StorageFull
 from pacs.models import Instance, Patient, Series, Study
 from pacs.services.ingest import Outcome, store_instance
-from pacs.storage import INCOMING, _write_all
+from pacs.storage import INCOMING, _write_all, get_storage
 from tests.samples import COMPRESSED, UNCOMPRESSED, dataset_bytes, encoded, sample
 
 pytestmark = pytest.mark.django_db
@@ -161,6 +161,37 @@ def test_failed_write_raises_storage_full_and_removes_the_temporary_file(tmp_pat
     with pytest.raises(StorageFull, match="cannot write file"):
         _write_all(fd, temp, b"\x00" * 4096)
     assert not temp.exists()
+
+
+def test_stale_temporary_files_are_swept_and_fresh_ones_kept(storage_dir):
+    incoming = storage_dir / INCOMING
+    incoming.mkdir(parents=True)
+    stale, fresh = incoming / "a.tmp", incoming / "b.tmp"
+    stale.write_bytes(b"left by a crash")
+    fresh.write_bytes(b"being written")
+    two_hours_ago = stale.stat().st_mtime - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    assert get_storage().sweep_incoming() == 1
+    assert not stale.exists() and fresh.exists()
+    assert get_storage().sweep_incoming(older_than=0) == 1 and not fresh.exists()
+    assert get_storage().sweep_incoming() == 0  # empty, or missing altogether:
+    incoming.rmdir()
+    assert get_storage().sweep_incoming() == 0
+
+
+def test_dimse_listener_sweeps_stale_temporary_files_on_start(storage_dir, transactional_db):
+    from pacs.dimse.scp import DimseListener
+
+    stale = storage_dir / INCOMING / "c.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x")
+    os.utime(stale, (1, 1))
+    listener = DimseListener(host="127.0.0.1", port=0, ae_title="PORTAL")
+    listener.start()
+    try:
+        assert not stale.exists()
+    finally:
+        listener.stop()
 
 
 def test_second_series_updates_study_counters_and_modalities(storage_dir):
