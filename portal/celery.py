@@ -37,12 +37,14 @@ class ListenersStep(bootsteps.StartStopStep):
         self.running: list = []
 
     def start(self, parent) -> None:
-        from portal.listeners import build_listener
+        from portal.listeners import build_listener, settle_heap
 
         for name in self.names:
             listener = build_listener(name)
             listener.start()
             self.running.append(listener)
+        if self.running:
+            settle_heap()  # as serve and the listener commands do
 
     def stop(self, parent) -> None:
         while self.running:
