@@ -12,17 +12,18 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from django.conf import settings
 
 from pacs.errors import StorageFull
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -61,11 +62,7 @@ class LocalStorage:
         if self.fsync:
             flags |= os.O_DSYNC
         try:
-            try:
-                fd = os.open(temp, flags, 0o644)
-            except FileNotFoundError:  # the first write: make the folder
-                incoming.mkdir(parents=True, exist_ok=True)
-                fd = os.open(temp, flags, 0o644)
+            fd = _in_folder(incoming, lambda: os.open(temp, flags, 0o644))
         except OSError as exc:
             failed: Future[PendingFile] = Future()
             failed.set_exception(StorageFull(f"cannot write file: {exc.strerror}"))
@@ -76,11 +73,7 @@ class LocalStorage:
 
     def commit(self, pending: PendingFile, key: str) -> None:
         final = self.path(key)
-        try:
-            os.replace(pending.temp_path, final)
-        except FileNotFoundError:  # the series' first file: make its folder
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(pending.temp_path, final)
+        _in_folder(final.parent, lambda: os.replace(pending.temp_path, final))
 
     def uncommit(self, pending: PendingFile, key: str) -> None:
         """Undo commit() when the transaction that published the file did not commit."""
@@ -126,6 +119,16 @@ class LocalStorage:
 
 
 _writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="file-writer")
+
+
+def _in_folder(folder: Path, act: Callable[[], T]) -> T:
+    """``act()``, which makes or moves a file into ``folder``; the folder is made only when
+    ``act`` says it is missing (the first file of a series), not with a ``mkdir`` each time."""
+    try:
+        return act()
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+        return act()
 
 
 def _write_all(fd: int, temp: Path, data: bytes) -> PendingFile:
