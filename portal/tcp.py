@@ -1,26 +1,46 @@
 """One small threaded TCP server for the portal's listeners (DIMSE, MLLP): a listening socket
-that several processes may share (SO_REUSEPORT), an accept loop, one thread per connection
-with TCP_NODELAY."""
+that several processes may share, an accept loop, one thread per connection with TCP_NODELAY.
+
+Processes share a port in one of two ways. Independent ones (two `dimse_scp` commands, Celery
+workers) each bind it with SO_REUSEPORT, and the kernel picks a process for each connection by
+a hash of the addresses. Processes started by one parent (`--processes N`) accept on the
+parent's socket itself (`share()`), and a process that already serves connections waits a few
+milliseconds per connection before it accepts, so the least busy process takes the next one."""
 
 from __future__ import annotations
 
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
+
+# Wait per connection already served before accepting on a shared socket, and the most.
+BALANCE_DELAY = 0.005
+BALANCE_MAX = 0.05
 
 
 class TcpServer:
     def __init__(self, host: str, port: int,
                  handle: Callable[[socket.socket, tuple[str, int]], None],
-                 *, name: str, backlog: int = 128) -> None:
+                 *, name: str, backlog: int = 128, inherited_fd: int | None = None) -> None:
+        """`inherited_fd`: a listening socket shared by the parent process (see share())."""
         self.handle, self.name = handle, name
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self._sock.bind((host, port))
-        self._sock.listen(backlog)
+        if inherited_fd is None:
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "SO_REUSEPORT"):
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            self._sock.bind((host, port))
+            self._sock.listen(backlog)
+        else:
+            self._sock = socket.socket(fileno=inherited_fd)
+        # Non-blocking: when processes share the socket, another one may take the connection
+        # between select() and accept().
+        self._sock.setblocking(False)
+        self._shared = inherited_fd is not None
+        self._active = 0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -28,6 +48,18 @@ class TcpServer:
     def address(self) -> tuple[str, int]:
         host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
+
+    @property
+    def active(self) -> int:
+        """Connections being served now."""
+        return self._active
+
+    def share(self) -> int:
+        """The listening socket's descriptor, for child processes to accept on as well (pass
+        it as `inherited_fd`). From now on this process, too, leaves a new connection to a less
+        busy process."""
+        self._shared = True
+        return self._sock.fileno()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._accept_loop, name=f"{self.name}-accept",
@@ -44,10 +76,22 @@ class TcpServer:
         while not self._stop.is_set():
             if not select.select([self._sock], [], [], 0.2)[0]:
                 continue
+            if self._shared and self._active:
+                time.sleep(min(BALANCE_DELAY * self._active, BALANCE_MAX))
             try:
                 conn, address = self._sock.accept()
             except OSError:
                 continue  # another process took it (shared port) or the peer gave up
+            conn.setblocking(True)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self.handle, args=(conn, address[:2]), daemon=True,
+            with self._lock:
+                self._active += 1
+            threading.Thread(target=self._serve, args=(conn, address[:2]), daemon=True,
                              name=f"{self.name}-{address[0]}:{address[1]}").start()
+
+    def _serve(self, conn: socket.socket, address: tuple[str, int]) -> None:
+        try:
+            self.handle(conn, address)
+        finally:
+            with self._lock:
+                self._active -= 1

@@ -71,3 +71,27 @@ def start_portal(data_dir: Path, **extra_env: str) -> PortalProcess:
             raise RuntimeError(f"serve did not start:\n{portal.output()}")
         time.sleep(0.2)
     return portal
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its child processes (one level: the SCP processes `serve` starts)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [pid, *children]
+
+
+def connections_by_process(pids: list[int], port: int) -> dict[int, int]:
+    """How many established TCP connections to local `port` each process holds (/proc)."""
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                established.add(fields[9])  # the socket's inode
+    counts = {}
+    for pid in pids:
+        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        counts[pid] = sum(link[8:-1] in established for link in links
+                          if link.startswith("socket:["))
+    return counts

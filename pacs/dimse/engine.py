@@ -383,14 +383,19 @@ def _readable(sock: socket.socket) -> bool:
 class DimseServer:
     """The acceptor on a (shareable) port: portal.tcp.TcpServer with an association each."""
 
-    def __init__(self, host: str, port: int, config: ServerConfig) -> None:
+    def __init__(self, host: str, port: int, config: ServerConfig,
+                 listen_fd: int | None = None) -> None:
         self.config = config
         self._active = threading.BoundedSemaphore(config.max_associations)
-        self._tcp = TcpServer(host, port, self._run, name="dimse")
+        self._tcp = TcpServer(host, port, self._run, name="dimse", inherited_fd=listen_fd)
 
     @property
     def address(self) -> tuple[str, int]:
         return self._tcp.address
+
+    def share(self) -> int:
+        """The listening socket for SCP processes started by this one (TcpServer.share)."""
+        return self._tcp.share()
 
     def start(self) -> None:
         self._tcp.start()

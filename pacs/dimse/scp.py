@@ -67,10 +67,12 @@ class DimseListener:
     name = "dimse"
 
     def __init__(self, host: str | None = None, port: int | None = None,
-                 ae_title: str | None = None) -> None:
+                 ae_title: str | None = None, listen_fd: int | None = None) -> None:
+        """`listen_fd`: accept on the listening socket of the process that started this one."""
         self.host = settings.DIMSE_HOST if host is None else host
         self.port = settings.DIMSE_PORT if port is None else port
         self.ae_title = ae_title or settings.DIMSE_AET
+        self.listen_fd = listen_fd
         self.policy = AePolicy()
         self._server: DimseServer | None = None
 
@@ -102,13 +104,18 @@ class DimseListener:
         if swept:
             log.info("removed %d temporary file(s) older than an hour from an earlier run",
                      swept)
-        self._server = DimseServer(self.host, self.port, self._config())
+        self._server = DimseServer(self.host, self.port, self._config(), self.listen_fd)
         self._server.start()
 
     @property
     def address(self) -> tuple[str, int]:
         assert self._server is not None, "listener not started"
         return self._server.address
+
+    def share(self) -> int:
+        """The listening socket's descriptor for more SCP processes (pacs.dimse.workers)."""
+        assert self._server is not None, "listener not started"
+        return self._server.share()
 
     def stop(self) -> None:
         if self._server is not None:

@@ -78,3 +78,31 @@ def test_sigterm_stops_everything(tmp_path):
 
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", p.dimse_port)) != 0
+
+
+def test_the_least_busy_scp_process_takes_each_new_association(portal):
+    import socket
+
+    from tests.portal_process import connections_by_process, process_tree
+
+    pids = process_tree(portal.proc.pid)
+    assert len(pids) == 2  # serve and one more SCP process
+
+    def spread(total: int) -> list[int]:
+        deadline = time.monotonic() + 10
+        while sum((counts := connections_by_process(pids, portal.dimse_port)).values()) != total:
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.05)
+        return sorted(counts.values())
+
+    # Four modalities connect at once, as the ingest benchmark's storescu processes do.
+    clients = [socket.create_connection(("127.0.0.1", portal.dimse_port)) for _ in range(4)]
+    try:
+        assert spread(4) == [2, 2]
+        clients.pop(0).close()  # one process now serves one: it takes the next
+        assert spread(3) == [1, 2]
+        clients.append(socket.create_connection(("127.0.0.1", portal.dimse_port)))
+        assert spread(4) == [2, 2]
+    finally:
+        for client in clients:
+            client.close()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import signal
 import threading
 
@@ -7,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from pacs.dimse.scp import DimseListener
-from pacs.dimse.workers import spawn_scp_processes, stop_processes
+from pacs.dimse.workers import report_ready, spawn_scp_processes, stop_processes
 from portal.listeners import settle_heap
 
 
@@ -18,17 +19,20 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.DIMSE_PORT)
         parser.add_argument("--processes", type=int, default=settings.DIMSE_PROCESSES)
         parser.add_argument("--quiet", action="store_true")
+        # Set by the process that starts more SCP processes: accept on its socket.
+        parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+        parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
 
-    def handle(self, *args, port: int, processes: int, quiet: bool, **options) -> None:
-        if processes > 1 and port == 0:
-            raise SystemExit("--processes > 1 needs a fixed --port")
+    def handle(self, *args, port: int, processes: int, quiet: bool, listen_fd: int | None,
+               ready_fd: int | None, **options) -> None:
         done = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: done.set())
-        listener = DimseListener(port=port)
+        listener = DimseListener(port=port, listen_fd=listen_fd)
         listener.start()
         settle_heap()
-        children = spawn_scp_processes(processes - 1, port) if processes > 1 else []
+        report_ready(ready_fd)
+        children = spawn_scp_processes(processes - 1, listener.share()) if processes > 1 else []
         if not quiet:
             host, bound = listener.address
             self.stdout.write(

@@ -42,7 +42,7 @@ class Command(BaseCommand):
             dimse.start()
             port = dimse.address[1]
             extra = settings.DIMSE_PROCESSES - 1
-            children = spawn_scp_processes(extra, port) if extra > 0 else []
+            children = spawn_scp_processes(extra, dimse.share()) if extra > 0 else []
         hl7 = None if no_hl7 else build_listener("hl7")
         if hl7:
             hl7.start()
