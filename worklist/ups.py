@@ -178,6 +178,14 @@ def workitem_json(step: ScheduledProcedureStep) -> dict[str, Any]:
         "0040A370": {"vr": "SQ", "Value": [request]},  # Referenced Request Sequence
         "00400009": _v("SH", step.scheduled_procedure_step_id),
     }
+    data.update(progress_information(step))
+    if step.ups_performed:
+        data["00741216"] = {"vr": "SQ", "Value": [step.ups_performed]}
+    return dict(sorted(data.items()))
+
+
+def progress_information(step: ScheduledProcedureStep) -> dict[str, Any]:
+    """The Procedure Step Progress Information Sequence (0074,1002) as DICOM JSON, or {}."""
     progress = {}
     if step.progress_percent is not None:
         progress["00741004"] = _v("DS", step.progress_percent)
@@ -186,11 +194,9 @@ def workitem_json(step: ScheduledProcedureStep) -> dict[str, Any]:
     if step.cancel_requested_at:
         progress["00404052"] = _v("DT", f"{step.cancel_requested_at:%Y%m%d%H%M%S}")
         progress["00741238"] = _v("LT", step.cancel_reason)
-    if progress:
-        data["00741002"] = {"vr": "SQ", "Value": [dict(sorted(progress.items()))]}
-    if step.ups_performed:
-        data["00741216"] = {"vr": "SQ", "Value": [step.ups_performed]}
-    return dict(sorted(data.items()))
+    if not progress:
+        return {}
+    return {"00741002": {"vr": "SQ", "Value": [dict(sorted(progress.items()))]}}
 
 
 # --- update and cancellation request ---------------------------------------------------------
@@ -265,6 +271,10 @@ def update(uid: str, dataset: dict[str, Any], transaction_uid: str, *, actor: st
             services.record_event(step, source="ups", actor=actor,
                                   note="updated: " + ", ".join(
                                       UPDATABLE[t] for t in UPDATABLE if t in dataset))
+        if {"progress_percent", "progress_description"} & set(fields):
+            from worklist import ups_events  # it builds on this module
+
+            ups_events.progress_report(step)
     ignored = [t for t in dataset if t not in UPDATABLE and t != "00081195"]
     return Update(step, ignored)
 

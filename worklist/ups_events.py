@@ -180,6 +180,12 @@ def on_step_assigned(sender, step: ScheduledProcedureStep, **kwargs) -> None:
         for s in stations]}})
 
 
+def progress_report(step: ScheduledProcedureStep) -> None:
+    """The performer updated the progress: UPS Progress Report with the Procedure Step
+    Progress Information Sequence as it now is (PS3.4 CC.2.4, Event Type ID 3)."""
+    publish(step, UpsEvent.Type.PROGRESS_REPORT, ups.progress_information(step))
+
+
 def cancel_requested(step: ScheduledProcedureStep, reason: str) -> None:
     info = {"00741238": {"vr": "LT", "Value": [reason]}} if reason else {}
     publish(step, UpsEvent.Type.CANCEL_REQUESTED, info)

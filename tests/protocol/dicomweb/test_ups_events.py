@@ -1,5 +1,6 @@
 """UPS subscriptions and the WebSocket event channel, against the real `serve` process: a
-watcher receives state reports and cancel requests while another client changes workitems."""
+watcher receives state and progress reports and cancel requests while another client changes
+workitems."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def receive(ws, count: int) -> list[tuple[str, int, dict]]:
     return events
 
 
-def test_watcher_receives_state_reports_and_cancel_requests(portal, auth):
+def test_watcher_receives_state_progress_reports_and_cancel_requests(portal, auth):
     first = create(portal, auth, "EV1")
     assert subscribe(portal, auth, first, "WATCHER").status_code == 201
     channel = f"ws://127.0.0.1:{portal.ws_port}/dicomweb/subscribers/WATCHER"
@@ -87,6 +88,14 @@ def test_watcher_receives_state_reports_and_cancel_requests(portal, auth):
         assert put_state(portal, auth, first, "IN PROGRESS", mine) == 200
         ((uid, kind, event),) = receive(ws, 1)
         assert (uid, kind, event["00741000"]["Value"]) == (first, 1, ["IN PROGRESS"])
+        progress = {"00741002": {"vr": "SQ", "Value": [{
+            "00741004": {"vr": "DS", "Value": [30]},
+            "00741006": {"vr": "ST", "Value": ["registration"]}}]}}
+        update = requests.post(f"{portal.url}/dicomweb/workitems/{first}?{mine}", json=progress,
+                               headers={**auth, "Content-Type": JSON}, timeout=10)
+        assert update.status_code == 200, update.content
+        ((uid, kind, event),) = receive(ws, 1)
+        assert (uid, kind, event["00741002"]) == (first, 3, progress["00741002"])
         cancel = requests.post(f"{portal.url}/dicomweb/workitems/{first}/cancelrequest",
                                json={"00741238": {"vr": "LT", "Value": ["wrong patient"]}},
                                headers={**auth, "Content-Type": JSON}, timeout=10)

@@ -222,3 +222,39 @@ def test_watch_subscribe_and_n_event_reports_from_every_face(assoc, step, event_
     status, _ = assoc.send_n_action(change("IN PROGRESS", generate_uid()), 1, WATCH,
                                     step.ups_instance_uid)
     assert status.Status == 0x0123  # change state is not a Watch action
+
+
+def test_watcher_gets_a_progress_report_when_the_performer_updates_progress(
+        assoc, step, event_receiver):
+    import queue
+
+    subscribe = Dataset()
+    subscribe.DeletionLock = "FALSE"
+    status, _ = assoc.send_n_action(subscribe, 3, WATCH, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    assert event_receiver.get(timeout=15)[1] == 1  # the initial state report
+    mine = generate_uid()
+    status, _ = assoc.send_n_action(change("IN PROGRESS", mine), 1, PULL, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    _, kind, info = event_receiver.get(timeout=15)
+    assert (kind, info.ProcedureStepState) == (1, "IN PROGRESS")
+    update = Dataset()
+    update.TransactionUID = mine
+    item = Dataset()
+    item.ProcedureStepProgress = "40"
+    item.ProcedureStepProgressDescription = "segmenting"
+    update.ProcedureStepProgressInformationSequence = [item]
+    status, _ = assoc.send_n_set(update, PULL, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    uid, kind, info = event_receiver.get(timeout=15)
+    progress = info.ProcedureStepProgressInformationSequence[0]
+    assert (uid, kind, progress.ProcedureStepProgress, progress.ProcedureStepProgressDescription
+            ) == (step.ups_instance_uid, 3, 40, "segmenting")
+    # a label change is no progress: no event for it
+    label = Dataset()
+    label.TransactionUID = mine
+    label.ProcedureStepLabel = "Knee AI"
+    status, _ = assoc.send_n_set(label, PULL, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    with pytest.raises(queue.Empty):
+        event_receiver.get(timeout=2)
