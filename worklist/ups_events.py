@@ -14,7 +14,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 
 from pacs.errors import BadRequest
 from portal import lean
+from portal.retry import retry_delay
 from worklist import ups
 from worklist.models import ScheduledProcedureStep, UpsEvent, UpsSubscription
 
@@ -217,18 +218,53 @@ def _enqueue_dimse(ae_title: str) -> None:
         from worklist.tasks import send_ups_events_task
 
         send_ups_events_task.delay(ae_title)
-    else:
-        threading.Thread(target=send_dimse_events, args=(ae_title,), daemon=True,
-                         name=f"ups-events-{ae_title}").start()
+        return
+    with _senders_lock:
+        wake = _senders.get(ae_title)
+        if wake is not None:
+            wake.set()  # the AE's sender looks at the outbox again at once
+            return
+        wake = _senders[ae_title] = threading.Event()
+    threading.Thread(target=_deliver, args=(ae_title, wake), daemon=True,
+                     name=f"ups-events-{ae_title}").start()
+
+
+_senders: dict[str, threading.Event] = {}  # AE title -> wake-up of its running sender thread
+_senders_lock = threading.Lock()
+
+
+def _deliver(ae_title: str, wake: threading.Event) -> None:
+    """Embedded mode: one sender thread per subscriber AE while it has events to send. While
+    the AE cannot be reached it tries again with backoff (portal.retry); a new event for it
+    makes it try at once."""
+    try:
+        while True:
+            wake.clear()
+            delay = send_dimse_events(ae_title)
+            if delay is None:
+                with _senders_lock:
+                    if not wake.is_set():
+                        del _senders[ae_title]
+                        return
+                continue
+            wake.wait(delay)
+    except BaseException:
+        with _senders_lock:
+            _senders.pop(ae_title, None)
+        raise
+    finally:
+        connection.close()
 
 
 _sending = threading.Lock()  # one sender at a time per process keeps events in order
+BATCH = 500
 
 
-def send_dimse_events(ae_title: str) -> int:
+def send_dimse_events(ae_title: str) -> float | None:
     """Send the AE's pending events as N-EVENT-REPORTs (UPS Event SOP Class) to its address in
-    the AE table; what cannot be sent stays pending (tried again with the next event).
-    Returns how many were sent."""
+    the AE table; what cannot be sent stays pending. Returns the seconds to wait before trying
+    again (0: more to send), or None when nothing is left, or when the oldest event has been
+    tried portal.retry.MAX_ATTEMPTS times (then the AE's next event tries again)."""
     from pydicom.dataset import Dataset as PydicomDataset
     from pynetdicom import AE
 
@@ -238,22 +274,20 @@ def send_dimse_events(ae_title: str) -> int:
     close_old_connections()
     with _sending:
         events = list(UpsEvent.objects.filter(ae_title=ae_title, delivery="dimse",
-                                              delivered_at__isnull=True)[:500])
+                                              delivered_at__isnull=True)[:BATCH])
         if not events:
-            return 0
+            return None
         peer = ApplicationEntity.objects.filter(ae_title=ae_title).first()
         if peer is None:
-            _failed(events, f"{ae_title} is not in the AE table")
-            return 0
+            return _failed(events, f"{ae_title} is not in the AE table")
         ae = AE(ae_title=settings.DIMSE_AET)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 15
         ae.add_requested_context(UPS_EVENT)
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
         if not assoc.is_established:
-            _failed(events, f"no association with {peer.ae_title}@{peer.host}:{peer.port}")
-            return 0
+            return _failed(events,
+                           f"no association with {peer.ae_title}@{peer.host}:{peer.port}")
         set_nodelay(assoc)
-        sent = 0
         try:
             for event in events:
                 info = {k: v for k, v in event.payload.items() if not k.startswith("0000")}
@@ -262,20 +296,20 @@ def send_dimse_events(ae_title: str) -> int:
                     event.workitem_uid, meta_uid=UPS_EVENT)
                 if status is None or status.get("Status", 0xFFFF) != 0x0000:
                     code = status.Status if status is not None and "Status" in status else None
-                    _failed([event], f"answered 0x{code:04X}" if code is not None
-                            else "no response")
-                    break
+                    return _failed([event], f"answered 0x{code:04X}" if code is not None
+                                   else "no response")
                 mark_delivered([event])
-                sent += 1
         finally:
             assoc.release()
-        return sent
+        return 0 if len(events) == BATCH else None
 
 
-def _failed(events: list[UpsEvent], error: str) -> None:
+def _failed(events: list[UpsEvent], error: str) -> float | None:
+    """Count the attempt on ``events``; the delay before the next (see send_dimse_events)."""
     UpsEvent.objects.filter(pk__in=[e.pk for e in events]).update(
         attempts=F("attempts") + 1, last_error=error[:255])
     log.warning("UPS events for %s not delivered: %s", events[0].ae_title, error)
+    return retry_delay(events[0].attempts + 1)
 
 
 def pending(ae_title: str, limit: int = 100) -> list[UpsEvent]:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from hl7gw.er7 import Encoding, codec_for, escape
 from hl7gw.mllp import END, START
 from hl7gw.models import Outbound, Receiver
+from portal.retry import retry_delay
 from worklist.models import ScheduledProcedureStep
 
 log = logging.getLogger("hl7gw")
@@ -26,8 +27,6 @@ Status = ScheduledProcedureStep.Status
 # step status -> ORC-5 order status (HL7 table 0038)
 ORDER_STATUS = {Status.IN_PROGRESS: "IP", Status.COMPLETED: "CM",
                 Status.DISCONTINUED: "DC", Status.CANCELED: "CA"}
-RETRY_DELAYS = (1, 2, 5, 10, 30, 60, 120, 300)  # seconds; then every 300 s up to MAX_ATTEMPTS
-MAX_ATTEMPTS = 20
 _ids = itertools.count(1)
 
 
@@ -127,12 +126,11 @@ def send(outbound_id: int) -> float | None:
                        outbound.text.encode(codec_for(receiver.charset), "replace"))
     except OSError as exc:
         outbound.last_error = f"attempt {outbound.attempts}: {exc.strerror or exc}"
-        if outbound.attempts >= MAX_ATTEMPTS:
+        delay = retry_delay(outbound.attempts)
+        if delay is None:
             outbound.status = Outbound.Status.FAILED
         outbound.save(update_fields=["last_error", "status"])
-        if outbound.status == Outbound.Status.FAILED:
-            return None
-        return RETRY_DELAYS[min(outbound.attempts - 1, len(RETRY_DELAYS) - 1)]
+        return delay
     outbound.ack = ack
     code = _msa_code(ack)
     if code in ("AA", "CA"):

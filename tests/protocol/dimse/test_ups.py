@@ -160,15 +160,12 @@ def test_changing_needs_the_permission(assoc, step, ups_ae, dimse_listener):
     assert status.Status == 0x0000 and attrs.ProcedureStepState == "SCHEDULED"
 
 
-@pytest.fixture
-def event_receiver(ups_ae):
-    """A pynetdicom UPS Event SCP at the address the AE table gives for AINODE."""
+def start_event_scp(port: int):
+    """A pynetdicom UPS Event SCP on ``port``; returns it and the queue of what it received."""
     import queue
 
     from pynetdicom import evt
     from pynetdicom.sop_class import UnifiedProcedureStepEvent as EVENT
-
-    from tests.samples import free_port
 
     received: queue.Queue = queue.Queue()
 
@@ -179,10 +176,18 @@ def event_receiver(ups_ae):
 
     ae = AE(ae_title="AINODE")
     ae.add_supported_context(EVENT)
-    port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False,
                              evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event)])
-    ups_ae.port = port
+    return server, received
+
+
+@pytest.fixture
+def event_receiver(ups_ae):
+    """A UPS Event SCP at the address the AE table gives for AINODE."""
+    from tests.samples import free_port
+
+    server, received = start_event_scp(free_port())
+    ups_ae.port = server.server_address[1]
     ups_ae.save()
     yield received
     server.shutdown()
@@ -258,3 +263,35 @@ def test_watcher_gets_a_progress_report_when_the_performer_updates_progress(
     assert status.Status == 0x0000
     with pytest.raises(queue.Empty):
         event_receiver.get(timeout=2)
+
+
+def test_events_for_a_subscriber_that_is_down_are_sent_once_it_is_up(assoc, step, ups_ae,
+                                                                     monkeypatch):
+    import time
+
+    from portal import retry
+    from tests.samples import free_port
+    from worklist.models import UpsEvent
+
+    monkeypatch.setattr(retry, "RETRY_DELAYS", (0.3,))
+    ups_ae.port = free_port()  # nothing listens there yet
+    ups_ae.save()
+    subscribe = Dataset()
+    subscribe.DeletionLock = "FALSE"
+    status, _ = assoc.send_n_action(subscribe, 3, WATCH, step.ups_instance_uid)
+    assert status.Status == 0x0000
+    deadline = time.monotonic() + 15
+    while (event := UpsEvent.objects.get()).attempts < 2:  # tried again without a new event
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert event.delivered_at is None and "no association" in event.last_error
+    server, received = start_event_scp(ups_ae.port)
+    try:
+        uid, kind, info = received.get(timeout=15)
+        assert (uid, kind, info.ProcedureStepState) == (step.ups_instance_uid, 1, "SCHEDULED")
+    finally:
+        server.shutdown()
+    deadline = time.monotonic() + 5
+    while UpsEvent.objects.get().delivered_at is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

@@ -17,8 +17,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
 
 from hl7gw.models import Outbound, Receiver
-from hl7gw.outbound import service
 from pacs.models import ApplicationEntity
+from portal import retry
 from tests.samples import free_port
 from worklist import services
 from worklist.models import ScheduledProcedureStep
@@ -134,7 +134,7 @@ def test_mpps_progress_reaches_the_ris_as_orm_sc(dimse_listener, step):
 
 
 def test_a_down_receiver_loses_nothing(dimse_listener, step, monkeypatch):
-    monkeypatch.setattr(service, "RETRY_DELAYS", (0.3,))
+    monkeypatch.setattr(retry, "RETRY_DELAYS", (0.3,))
     port = free_port()
     Receiver.objects.create(name="RIS", host="127.0.0.1", port=port, on_started=True)
     services.set_step_status(step, "IN PROGRESS", source="portal", actor="test")
