@@ -231,3 +231,45 @@ def test_dicomweb_on_postgresql(web, dicomweb, settings):
                                                ct.SOPInstanceUID)
     assert meta["7FE00010"]["BulkDataURI"].startswith(f"{web}/dicomweb/studies/")
     assert dicomweb.retrieve_bulkdata(meta["7FE00010"]["BulkDataURI"]) == [ct.PixelData]
+
+
+def test_ups_events_reach_a_dimse_subscriber_that_comes_up_later(worker):
+    """The worker's task retries an N-EVENT-REPORT with backoff until the subscriber answers."""
+    import datetime as dt
+
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import UnifiedProcedureStepWatch as WATCH
+
+    from tests.samples import start_event_scp
+    from worklist import services
+    from worklist.models import UpsEvent
+
+    port = free_port()  # nothing listens there yet
+    ApplicationEntity.objects.create(ae_title="AINODE", host="127.0.0.1", port=port,
+                                     may_query_worklist=True)
+    order = services.create_order(
+        patient=services.PatientData("PG2", "EVENT^TEST"), procedure=None,
+        step=services.StepData(modality="MR", start=dt.datetime(2026, 12, 1, 9)), actor="scale")
+    uid = order.procedures.get().steps.get().ups_instance_uid
+    time.sleep(2.5)  # the SCP re-reads the AE table within 2 s
+    ae = AE(ae_title="AINODE")
+    ae.add_requested_context(WATCH)
+    assoc = ae.associate("127.0.0.1", worker, ae_title="PORTAL")
+    assert assoc.is_established
+    subscribe = Dataset()
+    subscribe.DeletionLock = "FALSE"
+    try:
+        assert assoc.send_n_action(subscribe, 3, WATCH, uid)[0].Status == 0x0000
+    finally:
+        assoc.release()
+    deadline = time.monotonic() + 30
+    while not UpsEvent.objects.filter(attempts__gte=1).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    server, received = start_event_scp(port)
+    try:
+        event_uid, kind, info = received.get(timeout=30)
+        assert (event_uid, kind, info.ProcedureStepState) == (uid, 1, "SCHEDULED")
+    finally:
+        server.shutdown()

@@ -160,31 +160,10 @@ def test_changing_needs_the_permission(assoc, step, ups_ae, dimse_listener):
     assert status.Status == 0x0000 and attrs.ProcedureStepState == "SCHEDULED"
 
 
-def start_event_scp(port: int):
-    """A pynetdicom UPS Event SCP on ``port``; returns it and the queue of what it received."""
-    import queue
-
-    from pynetdicom import evt
-    from pynetdicom.sop_class import UnifiedProcedureStepEvent as EVENT
-
-    received: queue.Queue = queue.Queue()
-
-    def on_event(event):
-        received.put((event.request.AffectedSOPInstanceUID, event.request.EventTypeID,
-                      event.event_information))
-        return 0x0000, None
-
-    ae = AE(ae_title="AINODE")
-    ae.add_supported_context(EVENT)
-    server = ae.start_server(("127.0.0.1", port), block=False,
-                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event)])
-    return server, received
-
-
 @pytest.fixture
 def event_receiver(ups_ae):
     """A UPS Event SCP at the address the AE table gives for AINODE."""
-    from tests.samples import free_port
+    from tests.samples import free_port, start_event_scp
 
     server, received = start_event_scp(free_port())
     ups_ae.port = server.server_address[1]
@@ -270,7 +249,7 @@ def test_events_for_a_subscriber_that_is_down_are_sent_once_it_is_up(assoc, step
     import time
 
     from portal import retry
-    from tests.samples import free_port
+    from tests.samples import free_port, start_event_scp
     from worklist.models import UpsEvent
 
     monkeypatch.setattr(retry, "RETRY_DELAYS", (0.3,))
