@@ -6,7 +6,9 @@ Order of work (see ARCHITECTURE.md, "the hot path"):
 3. index in one short transaction and make the file visible by rename inside it;
    a failure at any step removes the temporary file, so nothing is half-indexed.
 A re-sent SOP Instance UID follows settings.DUPLICATE_POLICY: "keep" (default, like Orthanc
-and dcm4chee) leaves the stored instance untouched; "replace" swaps in the new file.
+and dcm4chee) leaves the stored instance untouched; "replace" swaps in the new file. Either way
+a re-sent instance whose stored file is missing (lost with a power failure before its rename
+reached the disk, or deleted by hand) takes its place.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def _index_and_publish(
     pending: PendingFile, key: str, origin: str, published: list[str],
 ) -> Outcome:
     outcome, final_key, old_key = _index(header, sop_uid, series_uid, fields, pending, key,
-                                         origin)
+                                         origin, storage)
     if outcome is not Outcome.DUPLICATE:
         # The file becomes visible as the last step before COMMIT: a crash in between
         # leaves an orphan file (harmless), never a row without a file.
@@ -139,7 +141,7 @@ def _index_and_publish(
 
 def _index(
     header: ParsedHeader, sop_uid: str, series_uid: str, fields: dict, pending: PendingFile,
-    key: str, origin: str,
+    key: str, origin: str, storage: LocalStorage,
 ) -> tuple[Outcome, str, str | None]:
     """Write the index rows; return the outcome, the file key to publish, the key to delete.
 
@@ -149,7 +151,10 @@ def _index(
     once per study/series through the ORM.
     """
     existing = lean.execute(_SQL["existing"], [sop_uid]).fetchone()
-    if existing and settings.DUPLICATE_POLICY != "replace":
+    missing = bool(existing) and not storage.exists(existing[1])
+    if missing:
+        log.warning("the stored file of an instance was missing: the re-sent copy replaces it")
+    elif existing and settings.DUPLICATE_POLICY != "replace":
         return Outcome.DUPLICATE, existing[1], None
     series_id, study_id = _series_for(header, series_uid)
     if existing:
@@ -159,7 +164,7 @@ def _index(
             series_id=series_id, file_key=new_key, file_size=pending.size,
             received_from=origin[:128], **fields,
         )
-        return Outcome.REPLACED, new_key, existing[1]
+        return Outcome.REPLACED, new_key, None if missing else existing[1]
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     values = {**fields, "metadata": orjson.dumps(fields["metadata"]).decode(),
               "sop_instance_uid": sop_uid, "series_id": series_id, "file_key": key,

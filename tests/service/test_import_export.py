@@ -73,3 +73,28 @@ def test_export_patient_and_nothing_matching(storage_dir, tmp_path):
     assert len(list((tmp_path / "p" / "1CT1").rglob("*.dcm"))) == 1
     with pytest.raises(CommandError, match="nothing to export"):
         call_command("export", str(tmp_path / "x"), "--series", "9.9.9", "--no-progress")
+
+
+def test_importing_the_storage_folder_rebuilds_a_lost_index(storage_dir, capsys):
+    """Recovery after a power failure lost the embedded index's last commits: the files are on
+    disk, and `import` of the storage folder indexes them in place again."""
+    from pacs.models import Patient, Series
+    from pacs.services.ingest import store_instance
+
+    names = ("CT_small.dcm", "MR_small.dcm")
+    for name in names:
+        store_instance(data=sample(name).read_bytes(), received_from="modality")
+    files = sorted(p for p in storage_dir.rglob("*.dcm"))
+    for model in (Instance, Series, Study, Patient):  # the rows are gone, the files are not
+        model.objects.all().delete()
+    assert Instance.objects.count() == 0
+    call_command("import", str(storage_dir), "--no-progress")
+    assert "2 stored" in capsys.readouterr().out
+    assert sorted(Instance.objects.values_list("file_key", flat=True)) == [
+        str(p.relative_to(storage_dir)) for p in files]
+    assert sorted(p for p in storage_dir.rglob("*.dcm")) == files
+    for name in names:
+        uid = dcmread(sample(name)).SOPInstanceUID
+        (path,) = [p for p in files if p.name == f"{uid}.dcm"]
+        assert path.read_bytes() == sample(name).read_bytes()
+    assert Study.objects.get(patient__patient_id="1CT1").number_of_instances == 1

@@ -56,6 +56,21 @@ def test_duplicate_keeps_first_and_creates_no_row(storage_dir, settings):
     assert len(_files(storage_dir)) == 1  # no temporary file left behind
 
 
+def test_a_resent_instance_restores_its_missing_file(storage_dir, settings):
+    settings.DUPLICATE_POLICY = "keep"
+    data = sample("CT_small.dcm").read_bytes()
+    store_instance(data=data, received_from="first")
+    (storage_dir / Instance.objects.get().file_key).unlink()  # e.g. a rename lost to a crash
+    again = store_instance(data=data, received_from="second")
+    assert again.outcome is Outcome.REPLACED
+    inst = Instance.objects.get()
+    assert inst.received_from == "second"
+    assert _files(storage_dir) == [storage_dir / inst.file_key]
+    assert (storage_dir / inst.file_key).read_bytes() == data
+    assert Study.objects.get().number_of_instances == 1
+    assert store_instance(data=data, received_from="third").outcome is Outcome.DUPLICATE
+
+
 def test_replace_policy_swaps_file(storage_dir, settings, django_capture_on_commit_callbacks):
     settings.DUPLICATE_POLICY = "replace"
     data = sample("CT_small.dcm").read_bytes()
