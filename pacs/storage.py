@@ -39,9 +39,12 @@ INCOMING_MAX_AGE = 3600.0  # seconds; see sweep_incoming
 
 
 class LocalStorage:
-    def __init__(self, root: Path, fsync: bool = True) -> None:
+    def __init__(self, root: Path, fsync: bool = True, sync_folders: bool = False) -> None:
+        """``fsync``: a written file's bytes are on disk when write_soon's future is done.
+        ``sync_folders``: also its name in its folder once commit() returns."""
         self.root = Path(root)
         self.fsync = fsync
+        self.sync_folders = sync_folders
 
     def path(self, key: str) -> Path:
         return self.root / key
@@ -62,7 +65,7 @@ class LocalStorage:
         if self.fsync:
             flags |= os.O_DSYNC
         try:
-            fd = _in_folder(incoming, lambda: os.open(temp, flags, 0o644))
+            fd, _ = _in_folder(incoming, lambda: os.open(temp, flags, 0o644))
         except OSError as exc:
             failed: Future[PendingFile] = Future()
             failed.set_exception(StorageFull(f"cannot write file: {exc.strerror}"))
@@ -73,7 +76,14 @@ class LocalStorage:
 
     def commit(self, pending: PendingFile, key: str) -> None:
         final = self.path(key)
-        _in_folder(final.parent, lambda: os.replace(pending.temp_path, final))
+        _, made = _in_folder(final.parent, lambda: os.replace(pending.temp_path, final))
+        if self.sync_folders:
+            _sync_folder(final.parent)
+            if made:  # and the new folders' own names, up to the storage root
+                for folder in final.parent.parents:
+                    _sync_folder(folder)
+                    if folder == self.root:
+                        break
 
     def uncommit(self, pending: PendingFile, key: str) -> None:
         """Undo commit() when the transaction that published the file did not commit."""
@@ -121,14 +131,23 @@ class LocalStorage:
 _writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="file-writer")
 
 
-def _in_folder(folder: Path, act: Callable[[], T]) -> T:
-    """``act()``, which makes or moves a file into ``folder``; the folder is made only when
-    ``act`` says it is missing (the first file of a series), not with a ``mkdir`` each time."""
+def _in_folder(folder: Path, act: Callable[[], T]) -> tuple[T, bool]:
+    """``act()``, which makes or moves a file into ``folder``, and whether the folder had to be
+    made: only when ``act`` says it is missing (the first file of a series), not with a
+    ``mkdir`` each time."""
     try:
-        return act()
+        return act(), False
     except FileNotFoundError:
         folder.mkdir(parents=True, exist_ok=True)
-        return act()
+        return act(), True
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, temp: Path, data: bytes) -> PendingFile:
@@ -144,4 +163,5 @@ def _write_all(fd: int, temp: Path, data: bytes) -> PendingFile:
 
 
 def get_storage() -> LocalStorage:
-    return LocalStorage(settings.STORAGE_DIR, fsync=settings.STORAGE_FSYNC)
+    return LocalStorage(settings.STORAGE_DIR, fsync=settings.STORAGE_FSYNC,
+                        sync_folders=settings.STORAGE_FSYNC_FULL)

@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -105,11 +106,22 @@ TEMPLATES = [
     },
 ]
 
+# PORTAL_STORAGE_FSYNC: "on" (default): a received file's bytes are on disk before the store
+# is answered; "full": also its name in the series folder and, on SQLite, each commit
+# (synchronous=FULL), so that a power failure loses no answered store; "off": no syncs.
+_sync = os.environ.get("PORTAL_STORAGE_FSYNC", "").strip().lower() or "on"
+STORAGE_SYNC = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off",
+                "no": "off"}.get(_sync, _sync)
+if STORAGE_SYNC not in {"on", "off", "full"}:
+    raise ImproperlyConfigured("PORTAL_STORAGE_FSYNC must be on, off or full")
+
 # --- Database -------------------------------------------------------------------------------
 _SQLITE_OPTIONS = {
     # WAL lets readers (web pages) run while a DIMSE process writes; IMMEDIATE takes the write
     # lock at BEGIN so concurrent writers queue on the busy timeout instead of deadlocking.
-    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    # synchronous=NORMAL: a commit survives a crash of the process, not always a power failure.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous="
+                    + ("FULL;" if STORAGE_SYNC == "full" else "NORMAL;"),
     "transaction_mode": "IMMEDIATE",
     "timeout": 30,
 }
@@ -190,8 +202,9 @@ HL7_HOST = os.environ.get("PORTAL_HL7_HOST", "0.0.0.0")
 # What a re-sent SOP Instance UID does: "keep" the stored one, or "replace" it.
 DUPLICATE_POLICY = os.environ.get("PORTAL_DUPLICATE_POLICY", "keep")
 STORAGE_DIR = Path(os.environ.get("PORTAL_STORAGE_DIR", DATA_DIR / "dicom")).resolve()
-# fsync each received file before the C-STORE response: durable, a little slower.
-STORAGE_FSYNC = env_bool("PORTAL_STORAGE_FSYNC", True)
+# What is on disk before a store is answered (see STORAGE_SYNC above).
+STORAGE_FSYNC = STORAGE_SYNC != "off"
+STORAGE_FSYNC_FULL = STORAGE_SYNC == "full"
 
 LOGGING = {
     "version": 1,
