@@ -67,6 +67,18 @@ def workitem() -> Dataset:
     return ds
 
 
+def progress_update(transaction: str, percent: str, description: str = "") -> Dataset:
+    """An N-SET of the performer's progress."""
+    ds = Dataset()
+    ds.TransactionUID = transaction
+    item = Dataset()
+    item.ProcedureStepProgress = percent
+    if description:
+        item.ProcedureStepProgressDescription = description
+    ds.ProcedureStepProgressInformationSequence = [item]
+    return ds
+
+
 def change(state: str, transaction: str) -> Dataset:
     ds = Dataset()
     ds.ProcedureStepState = state
@@ -109,11 +121,7 @@ def test_pull_finds_claims_updates_and_completes(assoc, step):
     status, _ = assoc.send_n_action(change("IN PROGRESS", generate_uid()), 1, PULL,
                                     step.ups_instance_uid)
     assert status.Status == 0xC302
-    progress = Dataset()
-    progress.TransactionUID = mine
-    item = Dataset()
-    item.ProcedureStepProgress = "75"
-    progress.ProcedureStepProgressInformationSequence = [item]
+    progress = progress_update(mine, "75")
     performed = Dataset()
     performed.PerformedProcedureStepStartDateTime = "20261123140500"
     performed.PerformedProcedureStepEndDateTime = "20261123142000"
@@ -222,13 +230,8 @@ def test_watcher_gets_a_progress_report_when_the_performer_updates_progress(
     assert status.Status == 0x0000
     _, kind, info = event_receiver.get(timeout=15)
     assert (kind, info.ProcedureStepState) == (1, "IN PROGRESS")
-    update = Dataset()
-    update.TransactionUID = mine
-    item = Dataset()
-    item.ProcedureStepProgress = "40"
-    item.ProcedureStepProgressDescription = "segmenting"
-    update.ProcedureStepProgressInformationSequence = [item]
-    status, _ = assoc.send_n_set(update, PULL, step.ups_instance_uid)
+    status, _ = assoc.send_n_set(progress_update(mine, "40", "segmenting"), PULL,
+                                 step.ups_instance_uid)
     assert status.Status == 0x0000
     uid, kind, info = event_receiver.get(timeout=15)
     progress = info.ProcedureStepProgressInformationSequence[0]
