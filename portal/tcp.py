@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 
 # Wait per connection already served before accepting on a shared socket, and the most.
-BALANCE_DELAY = 0.005
-BALANCE_MAX = 0.05
+BALANCE_DELAY = 0.01
+BALANCE_MAX = 0.1
 
 
 class TcpServer:
