@@ -86,9 +86,11 @@ def shared_testdata(name: str) -> Path:
     pytest.skip(f"oracle data {name!r} not found (set PORTAL_TESTDATA)")
 
 
-def start_event_scp(port: int):
-    """A pynetdicom UPS Event SCP on ``port``; returns it and the queue of what it received."""
+def start_event_scp(port: int, delay: float = 0.0):
+    """A pynetdicom UPS Event SCP on ``port`` (taking ``delay`` seconds to answer each event);
+    returns it and the queue of what it received."""
     import queue
+    import time
 
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import UnifiedProcedureStepEvent as EVENT
@@ -98,6 +100,7 @@ def start_event_scp(port: int):
     def on_event(event):
         received.put((event.request.AffectedSOPInstanceUID, event.request.EventTypeID,
                       event.event_information))
+        time.sleep(delay)
         return 0x0000, None
 
     ae = AE(ae_title="AINODE")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -258,13 +260,39 @@ def _deliver(ae_title: str, wake: threading.Event) -> None:
 
 _sending = threading.Lock()  # one sender at a time per process keeps events in order
 BATCH = 500
+SENDER_LOCK_SECONDS = 900  # longer than a batch can take (15 s timeouts); freed if one dies
+
+
+@contextmanager
+def _only_sender(ae_title: str) -> Iterator[bool]:
+    """Whether this process may send the AE's events now. In scale mode several worker
+    processes run the AE's tasks, and a Redis lock lets one of them at a time; in one process
+    ``_sending`` is enough."""
+    if not settings.SCALE_MODE:
+        yield True
+        return
+    import redis
+
+    lock = redis.Redis.from_url(settings.REDIS_URL).lock(
+        f"portal:ups-events:{ae_title}", timeout=SENDER_LOCK_SECONDS)
+    if not lock.acquire(blocking=False):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("the UPS event lock of %s expired while sending", ae_title)
 
 
 def send_dimse_events(ae_title: str) -> float | None:
     """Send the AE's pending events as N-EVENT-REPORTs (UPS Event SOP Class) to its address in
     the AE table; what cannot be sent stays pending. Returns the seconds to wait before trying
     again (0: more to send), or None when nothing is left, or when the oldest event has been
-    tried portal.retry.MAX_ATTEMPTS times (then the AE's next event tries again)."""
+    tried portal.retry.MAX_ATTEMPTS times (then the AE's next event tries again). One process
+    at a time sends a given AE's events, so they go out once each and in order."""
     from pydicom.dataset import Dataset as PydicomDataset
     from pynetdicom import AE
 
@@ -272,7 +300,9 @@ def send_dimse_events(ae_title: str) -> float | None:
     from pacs.models import ApplicationEntity
 
     close_old_connections()
-    with _sending:
+    with _sending, _only_sender(ae_title) as mine:
+        if not mine:
+            return 1.0  # another process sends them: look again once it may be done
         events = list(UpsEvent.objects.filter(ae_title=ae_title, delivery="dimse",
                                               delivered_at__isnull=True)[:BATCH])
         if not events:

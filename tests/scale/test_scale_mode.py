@@ -273,3 +273,61 @@ def test_ups_events_reach_a_dimse_subscriber_that_comes_up_later(worker):
         assert (event_uid, kind, info.ProcedureStepState) == (uid, 1, "SCHEDULED")
     finally:
         server.shutdown()
+
+
+def test_ups_events_go_out_once_each_and_in_order_from_two_worker_processes(worker):
+    """Each change enqueues a task; the worker's two processes must not both send the same
+    pending events."""
+    import datetime as dt
+
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+    from pynetdicom import AE
+    from pynetdicom.sop_class import UnifiedProcedureStepPull as PULL
+    from pynetdicom.sop_class import UnifiedProcedureStepWatch as WATCH
+
+    from tests.samples import start_event_scp
+    from worklist import services
+
+    server, received = start_event_scp(free_port(), delay=0.1)  # a slow subscriber
+    ApplicationEntity.objects.create(ae_title="AINODE", host="127.0.0.1",
+                                     port=server.server_address[1], may_query_worklist=True,
+                                     may_send_mpps=True)
+    order = services.create_order(
+        patient=services.PatientData("PG3", "ORDER^TEST"), procedure=None,
+        step=services.StepData(modality="MR", start=dt.datetime(2026, 12, 1, 10)), actor="scale")
+    uid = order.procedures.get().steps.get().ups_instance_uid
+    time.sleep(2.5)  # the SCP re-reads the AE table within 2 s
+    ae = AE(ae_title="AINODE")
+    ae.add_requested_context(WATCH)
+    ae.add_requested_context(PULL)
+    assoc = ae.associate("127.0.0.1", worker, ae_title="PORTAL")
+    assert assoc.is_established
+    try:
+        subscribe = Dataset()
+        subscribe.DeletionLock = "FALSE"
+        assert assoc.send_n_action(subscribe, 3, WATCH, uid)[0].Status == 0x0000
+        claim = Dataset()
+        claim.ProcedureStepState = "IN PROGRESS"
+        claim.TransactionUID = mine = generate_uid()
+        assert assoc.send_n_action(claim, 1, PULL, uid)[0].Status == 0x0000
+        for percent in range(10, 100, 10):
+            update = Dataset()
+            update.TransactionUID = mine
+            item = Dataset()
+            item.ProcedureStepProgress = str(percent)
+            update.ProcedureStepProgressInformationSequence = [item]
+            assert assoc.send_n_set(update, PULL, uid)[0].Status == 0x0000
+    finally:
+        assoc.release()
+    try:
+        events = [received.get(timeout=30) for _ in range(11)]
+        time.sleep(2)  # anything sent twice would arrive by now
+        assert received.empty()
+    finally:
+        server.shutdown()
+    kinds = [kind for _, kind, _ in events]
+    assert kinds == [1, 1] + [3] * 9
+    progress = [int(info.ProcedureStepProgressInformationSequence[0].ProcedureStepProgress)
+                for _, kind, info in events if kind == 3]
+    assert progress == list(range(10, 100, 10))
