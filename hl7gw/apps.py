@@ -12,3 +12,8 @@ class Hl7GwConfig(AppConfig):
         from worklist.signals import step_status_changed
 
         step_status_changed.connect(on_step_status_changed, dispatch_uid="hl7gw-outbound")
+
+        from hl7gw.outbound.service import resume_pending
+        from portal.signals import embedded_started
+
+        embedded_started.connect(resume_pending, dispatch_uid="hl7gw-resume")

@@ -84,27 +84,3 @@ def shared_testdata(name: str) -> Path:
         if base and (Path(base) / name).exists():
             return Path(base) / name
     pytest.skip(f"oracle data {name!r} not found (set PORTAL_TESTDATA)")
-
-
-def start_event_scp(port: int, delay: float = 0.0):
-    """A pynetdicom UPS Event SCP on ``port`` (taking ``delay`` seconds to answer each event);
-    returns it and the queue of what it received."""
-    import queue
-    import time
-
-    from pynetdicom import AE, evt
-    from pynetdicom.sop_class import UnifiedProcedureStepEvent as EVENT
-
-    received: queue.Queue = queue.Queue()
-
-    def on_event(event):
-        received.put((event.request.AffectedSOPInstanceUID, event.request.EventTypeID,
-                      event.event_information))
-        time.sleep(delay)
-        return 0x0000, None
-
-    ae = AE(ae_title="AINODE")
-    ae.add_supported_context(EVENT)
-    server = ae.start_server(("127.0.0.1", port), block=False,
-                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event)])
-    return server, received

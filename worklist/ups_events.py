@@ -231,6 +231,16 @@ def _enqueue_dimse(ae_title: str) -> None:
                      name=f"ups-events-{ae_title}").start()
 
 
+def resume_pending(**kwargs) -> list[str]:
+    """Signal receiver (portal.signals.embedded_started): start sending to the DIMSE
+    subscribers whose events were still pending when the portal stopped. Returns them."""
+    names = sorted(set(UpsEvent.objects.filter(delivery="dimse", delivered_at__isnull=True)
+                       .values_list("ae_title", flat=True)))
+    for name in names:
+        _enqueue_dimse(name)
+    return names
+
+
 _senders: dict[str, threading.Event] = {}  # AE title -> wake-up of its running sender thread
 _senders_lock = threading.Lock()
 

@@ -163,6 +163,16 @@ def _msa_code(ack: str) -> str:
     return ""
 
 
+def resume_pending(**kwargs) -> int:
+    """Signal receiver (portal.signals.embedded_started): send again the messages that were
+    still pending when the portal stopped. Returns how many."""
+    ids = list(Outbound.objects.filter(status=Outbound.Status.PENDING)
+               .values_list("pk", flat=True))
+    for outbound_id in ids:
+        enqueue(outbound_id)
+    return len(ids)
+
+
 def retry(outbound: Outbound) -> None:
     Outbound.objects.filter(pk=outbound.pk).exclude(status=Outbound.Status.SENT).update(
         status=Outbound.Status.PENDING, attempts=0)

@@ -106,3 +106,48 @@ def test_the_least_busy_scp_process_takes_each_new_association(portal):
     finally:
         for client in clients:
             client.close()
+
+
+def test_deliveries_pending_at_the_last_stop_go_out_when_serve_starts(tmp_path):
+    """An HL7 status message and a UPS event report that were still pending when the portal
+    stopped (their receivers were down) are sent once `serve` runs again."""
+    import os
+
+    from tests.peers import Hl7Server, start_event_scp
+    from tests.samples import free_port
+
+    data_dir = tmp_path / "var3"
+    hl7_port, ups_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PORTAL_", "DATABASE_URL", "REDIS_URL"))}
+    env["PORTAL_DATA_DIR"] = str(data_dir)
+    run = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*run, "migrate", "-v", "0"], env=env, check=True, cwd=ROOT)
+    subprocess.run([*run, "shell", "-c", f"""
+from hl7gw.models import Outbound, Receiver
+from pacs.models import ApplicationEntity
+from worklist.models import UpsEvent
+receiver = Receiver.objects.create(name="RIS", host="127.0.0.1", port={hl7_port})
+Outbound.objects.create(receiver=receiver, step_id=1, order_status="IP", control_id="LEFT1",
+    attempts=3, last_error="refused",
+    text="MSH|^~\\\\&|PORTAL|PORTAL|RIS|H|20261123||ORM^O01|LEFT1|P|2.5\\rORC|SC|X1||||IP\\r")
+ApplicationEntity.objects.create(ae_title="AINODE", host="127.0.0.1", port={ups_port})
+UpsEvent.objects.create(ae_title="AINODE", delivery="dimse", workitem_uid="1.2.3.4",
+    event_type=1, attempts=2, payload={{"00741000": {{"vr": "CS", "Value": ["SCHEDULED"]}},
+                                       "00404041": {{"vr": "CS", "Value": ["READY"]}}}})
+"""], env=env, check=True, cwd=ROOT, capture_output=True)
+    hl7_server = Hl7Server(hl7_port).start()
+    event_scp, events = start_event_scp(ups_port)
+    portal = start_portal(data_dir)
+    try:
+        uid, kind, info = events.get(timeout=30)
+        assert (uid, kind, info.ProcedureStepState) == ("1.2.3.4", 1, "SCHEDULED")
+        deadline = time.monotonic() + 30
+        while not hl7_server.received:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert str(hl7_server.received[0].segment("MSH")[10]) == "LEFT1"
+    finally:
+        portal.stop()
+        event_scp.shutdown()
+        hl7_server.stop()

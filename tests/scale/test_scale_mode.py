@@ -241,7 +241,7 @@ def test_ups_events_reach_a_dimse_subscriber_that_comes_up_later(worker):
     from pynetdicom import AE
     from pynetdicom.sop_class import UnifiedProcedureStepWatch as WATCH
 
-    from tests.samples import start_event_scp
+    from tests.peers import start_event_scp
     from worklist import services
     from worklist.models import UpsEvent
 
@@ -286,7 +286,7 @@ def test_ups_events_go_out_once_each_and_in_order_from_two_worker_processes(work
     from pynetdicom.sop_class import UnifiedProcedureStepPull as PULL
     from pynetdicom.sop_class import UnifiedProcedureStepWatch as WATCH
 
-    from tests.samples import start_event_scp
+    from tests.peers import start_event_scp
     from worklist import services
 
     server, received = start_event_scp(free_port(), delay=0.1)  # a slow subscriber

@@ -13,6 +13,7 @@ from waitress import create_server
 from pacs.dimse.workers import spawn_scp_processes, stop_processes
 from portal.bootstrap import ensure_admin
 from portal.listeners import build_listener, settle_heap
+from portal.signals import embedded_started
 from portal.websocket import WebSocketServer
 from portal.wsgi import application
 
@@ -46,6 +47,8 @@ class Command(BaseCommand):
         hl7 = None if no_hl7 else build_listener("hl7")
         if hl7:
             hl7.start()
+        if not settings.SCALE_MODE:
+            embedded_started.send(sender=self.__class__)
         ws, ws_port = None, None
         if settings.WS_PORT >= 0:
             ws = WebSocketServer(settings.HTTP_HOST, settings.WS_PORT)

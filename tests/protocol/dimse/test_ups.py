@@ -171,7 +171,8 @@ def test_changing_needs_the_permission(assoc, step, ups_ae, dimse_listener):
 @pytest.fixture
 def event_receiver(ups_ae):
     """A UPS Event SCP at the address the AE table gives for AINODE."""
-    from tests.samples import free_port, start_event_scp
+    from tests.peers import start_event_scp
+    from tests.samples import free_port
 
     server, received = start_event_scp(free_port())
     ups_ae.port = server.server_address[1]
@@ -252,7 +253,8 @@ def test_events_for_a_subscriber_that_is_down_are_sent_once_it_is_up(assoc, step
     import time
 
     from portal import retry
-    from tests.samples import free_port, start_event_scp
+    from tests.peers import start_event_scp
+    from tests.samples import free_port
     from worklist.models import UpsEvent
 
     monkeypatch.setattr(retry, "RETRY_DELAYS", (0.3,))

@@ -3,14 +3,11 @@ MPPS from a modality; a receiver that is down gets the message once it is back."
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import threading
 import time
 
 import hl7
 import pytest
-from hl7.mllp import start_hl7_server
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
@@ -19,58 +16,12 @@ from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
 from hl7gw.models import Outbound, Receiver
 from pacs.models import ApplicationEntity
 from portal import retry
+from tests.peers import Hl7Server
 from tests.samples import free_port
 from worklist import services
 from worklist.models import ScheduledProcedureStep
 
 pytestmark = pytest.mark.interop
-
-
-class Hl7Server:
-    """python-hl7's MLLP server in a thread; answers AA and keeps what it got."""
-
-    def __init__(self, port: int) -> None:
-        self.port, self.received = port, []
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    async def _client(self, reader, writer) -> None:
-        try:
-            while not writer.is_closing():
-                message = await reader.readmessage()
-                self.received.append(message)
-                writer.writemessage(message.create_ack())
-                await writer.drain()
-        except asyncio.IncompleteReadError:
-            pass
-        finally:
-            writer.close()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-
-        async def main():
-            self.server = await start_hl7_server(self._client, host="127.0.0.1", port=self.port,
-                                                 encoding="utf-8")
-            self.ready.set()
-            await self.server.serve_forever()
-
-        try:
-            self.loop.run_until_complete(main())
-        except asyncio.CancelledError:
-            pass
-
-    def start(self) -> Hl7Server:
-        self.thread.start()
-        assert self.ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        for task in asyncio.all_tasks(self.loop):
-            self.loop.call_soon_threadsafe(task.cancel)
-        self.thread.join(timeout=10)
 
 
 def _wait(predicate, timeout: float = 20) -> None:

@@ -1,0 +1,80 @@
+"""Peers the portal talks to, run in the test process: an HL7 receiver (python-hl7's MLLP
+server) and a UPS event receiver (pynetdicom)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from hl7.mllp import start_hl7_server
+
+
+class Hl7Server:
+    """python-hl7's MLLP server in a thread; answers AA and keeps what it got."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.received = port, []
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _client(self, reader, writer) -> None:
+        try:
+            while not writer.is_closing():
+                message = await reader.readmessage()
+                self.received.append(message)
+                writer.writemessage(message.create_ack())
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def main():
+            self.server = await start_hl7_server(self._client, host="127.0.0.1", port=self.port,
+                                                 encoding="utf-8")
+            self.ready.set()
+            await self.server.serve_forever()
+
+        try:
+            self.loop.run_until_complete(main())
+        except asyncio.CancelledError:
+            pass
+
+    def start(self) -> Hl7Server:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        for task in asyncio.all_tasks(self.loop):
+            self.loop.call_soon_threadsafe(task.cancel)
+        self.thread.join(timeout=10)
+
+
+def start_event_scp(port: int, delay: float = 0.0):
+    """A pynetdicom UPS Event SCP on ``port`` (taking ``delay`` seconds to answer each event);
+    returns it and the queue of what it received."""
+    import queue
+    import time
+
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import UnifiedProcedureStepEvent as EVENT
+
+    received: queue.Queue = queue.Queue()
+
+    def on_event(event):
+        received.put((event.request.AffectedSOPInstanceUID, event.request.EventTypeID,
+                      event.event_information))
+        time.sleep(delay)
+        return 0x0000, None
+
+    ae = AE(ae_title="AINODE")
+    ae.add_supported_context(EVENT)
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event)])
+    return server, received
