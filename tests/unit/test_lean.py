@@ -122,7 +122,10 @@ def test_checkpointer_keeps_a_deferring_writers_wal_small(settings):
         assert largest < bound / 2, largest  # the background thread did the work
         for _ in range(4000):  # continuous: ~60 MB of WAL frames without any checkpoint
             lean.insert_row(AuditEvent, category="test", action="row", detail="x" * 500)
-        assert os.path.getsize(wal) < bound * 1.5
+        # Without the writer's threshold this reaches ~60 MB. With it, the checkpointer's own
+        # pass can still hold the WAL when the writer would restart it (1.51 x the threshold
+        # once, on a loaded machine).
+        assert os.path.getsize(wal) < bound * 2
         assert AuditEvent.objects.filter(category="test").count() == 5500
     finally:
         checkpoints._deferring.on = False
