@@ -233,36 +233,48 @@ def test_dicomweb_on_postgresql(web, dicomweb, settings):
     assert dicomweb.retrieve_bulkdata(meta["7FE00010"]["BulkDataURI"]) == [ct.PixelData]
 
 
-def test_ups_events_reach_a_dimse_subscriber_that_comes_up_later(worker):
-    """The worker's task retries an N-EVENT-REPORT with backoff until the subscriber answers."""
+def _subscriber_and_workitem(port: int, patient_id: str) -> str:
+    """AINODE (a UPS subscriber that may claim) at ``port``, and a new workitem's UID."""
     import datetime as dt
 
+    from worklist import services
+
+    ApplicationEntity.objects.create(ae_title="AINODE", host="127.0.0.1", port=port,
+                                     may_query_worklist=True, may_send_mpps=True)
+    order = services.create_order(
+        patient=services.PatientData(patient_id, "EVENT^TEST"), procedure=None,
+        step=services.StepData(modality="MR", start=dt.datetime(2026, 12, 1, 9)), actor="scale")
+    time.sleep(2.5)  # the SCP re-reads the AE table within 2 s
+    return order.procedures.get().steps.get().ups_instance_uid
+
+
+def _subscribed(port: int, uid: str):
+    """An association of AINODE with the worker's SCP, subscribed to the workitem ``uid``."""
     from pydicom.dataset import Dataset
     from pynetdicom import AE
+    from pynetdicom.sop_class import UnifiedProcedureStepPull as PULL
     from pynetdicom.sop_class import UnifiedProcedureStepWatch as WATCH
 
-    from tests.peers import start_event_scp
-    from worklist import services
-    from worklist.models import UpsEvent
-
-    port = free_port()  # nothing listens there yet
-    ApplicationEntity.objects.create(ae_title="AINODE", host="127.0.0.1", port=port,
-                                     may_query_worklist=True)
-    order = services.create_order(
-        patient=services.PatientData("PG2", "EVENT^TEST"), procedure=None,
-        step=services.StepData(modality="MR", start=dt.datetime(2026, 12, 1, 9)), actor="scale")
-    uid = order.procedures.get().steps.get().ups_instance_uid
-    time.sleep(2.5)  # the SCP re-reads the AE table within 2 s
     ae = AE(ae_title="AINODE")
     ae.add_requested_context(WATCH)
-    assoc = ae.associate("127.0.0.1", worker, ae_title="PORTAL")
+    ae.add_requested_context(PULL)
+    assoc = ae.associate("127.0.0.1", port, ae_title="PORTAL")
     assert assoc.is_established
     subscribe = Dataset()
     subscribe.DeletionLock = "FALSE"
-    try:
-        assert assoc.send_n_action(subscribe, 3, WATCH, uid)[0].Status == 0x0000
-    finally:
-        assoc.release()
+    assert assoc.send_n_action(subscribe, 3, WATCH, uid)[0].Status == 0x0000
+    return assoc
+
+
+def test_ups_events_reach_a_dimse_subscriber_that_comes_up_later(worker):
+    """The worker's task retries an N-EVENT-REPORT with backoff until the subscriber answers."""
+    from tests.peers import start_event_scp
+    from worklist.models import UpsEvent
+
+    port = free_port()  # nothing listens there yet
+    uid = _subscriber_and_workitem(port, "PG2")
+    assoc = _subscribed(worker, uid)
+    assoc.release()
     deadline = time.monotonic() + 30
     while not UpsEvent.objects.filter(attempts__gte=1).exists():
         assert time.monotonic() < deadline
@@ -278,35 +290,16 @@ def test_ups_events_reach_a_dimse_subscriber_that_comes_up_later(worker):
 def test_ups_events_go_out_once_each_and_in_order_from_two_worker_processes(worker):
     """Each change enqueues a task; the worker's two processes must not both send the same
     pending events."""
-    import datetime as dt
-
     from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
-    from pynetdicom import AE
     from pynetdicom.sop_class import UnifiedProcedureStepPull as PULL
-    from pynetdicom.sop_class import UnifiedProcedureStepWatch as WATCH
 
     from tests.peers import start_event_scp
-    from worklist import services
 
     server, received = start_event_scp(free_port(), delay=0.1)  # a slow subscriber
-    ApplicationEntity.objects.create(ae_title="AINODE", host="127.0.0.1",
-                                     port=server.server_address[1], may_query_worklist=True,
-                                     may_send_mpps=True)
-    order = services.create_order(
-        patient=services.PatientData("PG3", "ORDER^TEST"), procedure=None,
-        step=services.StepData(modality="MR", start=dt.datetime(2026, 12, 1, 10)), actor="scale")
-    uid = order.procedures.get().steps.get().ups_instance_uid
-    time.sleep(2.5)  # the SCP re-reads the AE table within 2 s
-    ae = AE(ae_title="AINODE")
-    ae.add_requested_context(WATCH)
-    ae.add_requested_context(PULL)
-    assoc = ae.associate("127.0.0.1", worker, ae_title="PORTAL")
-    assert assoc.is_established
+    uid = _subscriber_and_workitem(server.server_address[1], "PG3")
+    assoc = _subscribed(worker, uid)
     try:
-        subscribe = Dataset()
-        subscribe.DeletionLock = "FALSE"
-        assert assoc.send_n_action(subscribe, 3, WATCH, uid)[0].Status == 0x0000
         claim = Dataset()
         claim.ProcedureStepState = "IN PROGRESS"
         claim.TransactionUID = mine = generate_uid()
