@@ -49,11 +49,6 @@ class TcpServer:
         host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
 
-    @property
-    def active(self) -> int:
-        """Connections being served now."""
-        return self._active
-
     def share(self) -> int:
         """The listening socket's descriptor, for child processes to accept on as well (pass
         it as `inherited_fd`). From now on this process, too, leaves a new connection to a less

@@ -8,6 +8,7 @@ also looks at its outbox twice a second, so nothing depends on the wake-up arriv
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterator
@@ -273,6 +274,14 @@ BATCH = 500
 SENDER_LOCK_SECONDS = 900  # longer than a batch can take (15 s timeouts); freed if one dies
 
 
+@functools.cache
+def _redis():
+    """One client (and connection pool) per process, not one per send."""
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
 @contextmanager
 def _only_sender(ae_title: str) -> Iterator[bool]:
     """Whether this process may send the AE's events now. In scale mode several worker
@@ -283,8 +292,7 @@ def _only_sender(ae_title: str) -> Iterator[bool]:
         return
     import redis
 
-    lock = redis.Redis.from_url(settings.REDIS_URL).lock(
-        f"portal:ups-events:{ae_title}", timeout=SENDER_LOCK_SECONDS)
+    lock = _redis().lock(f"portal:ups-events:{ae_title}", timeout=SENDER_LOCK_SECONDS)
     if not lock.acquire(blocking=False):
         yield False
         return
