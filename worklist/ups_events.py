@@ -8,16 +8,12 @@ also looks at its outbox twice a second, so nothing depends on the wake-up arriv
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import transaction
 from django.db.models import F
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
@@ -25,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from pacs.errors import BadRequest
 from portal import lean
+from portal.delivery import Courier
 from portal.retry import retry_delay
 from worklist import ups
 from worklist.models import ScheduledProcedureStep, UpsEvent, UpsSubscription
@@ -200,7 +197,7 @@ def _wake(names: dict[str, str]) -> None:
     mode); WebSocket channels are told to look at their outbox (best effort: they poll)."""
     for name, delivery in names.items():
         if delivery == "dimse":
-            _enqueue_dimse(name)
+            courier.wake(name)
     websocket = [name for name, delivery in names.items() if delivery != "dimse"]
     if not websocket:
         return
@@ -216,140 +213,63 @@ def _wake(names: dict[str, str]) -> None:
         log.debug("UPS wake-up not sent: %r", exc)
 
 
-def _enqueue_dimse(ae_title: str) -> None:
-    if settings.SCALE_MODE:
-        from worklist.tasks import send_ups_events_task
-
-        send_ups_events_task.delay(ae_title)
-        return
-    with _senders_lock:
-        wake = _senders.get(ae_title)
-        if wake is not None:
-            wake.set()  # the AE's sender looks at the outbox again at once
-            return
-        wake = _senders[ae_title] = threading.Event()
-    threading.Thread(target=_deliver, args=(ae_title, wake), daemon=True,
-                     name=f"ups-events-{ae_title}").start()
-
-
 def resume_pending(**kwargs) -> list[str]:
     """Signal receiver (portal.signals.embedded_started): start sending to the DIMSE
     subscribers whose events were still pending when the portal stopped. Returns them."""
     names = sorted(set(UpsEvent.objects.filter(delivery="dimse", delivered_at__isnull=True)
                        .values_list("ae_title", flat=True)))
     for name in names:
-        _enqueue_dimse(name)
+        courier.wake(name)
     return names
 
 
-_senders: dict[str, threading.Event] = {}  # AE title -> wake-up of its running sender thread
-_senders_lock = threading.Lock()
-
-
-def _deliver(ae_title: str, wake: threading.Event) -> None:
-    """Embedded mode: one sender thread per subscriber AE while it has events to send. While
-    the AE cannot be reached it tries again with backoff (portal.retry); a new event for it
-    makes it try at once."""
-    try:
-        while True:
-            wake.clear()
-            delay = send_dimse_events(ae_title)
-            if delay is None:
-                with _senders_lock:
-                    if not wake.is_set():
-                        del _senders[ae_title]
-                        return
-                continue
-            wake.wait(delay)
-    except BaseException:
-        with _senders_lock:
-            _senders.pop(ae_title, None)
-        raise
-    finally:
-        connection.close()
-
-
-_sending = threading.Lock()  # one sender at a time per process keeps events in order
 BATCH = 500
-SENDER_LOCK_SECONDS = 900  # longer than a batch can take (15 s timeouts); freed if one dies
-
-
-@functools.cache
-def _redis():
-    """One client (and connection pool) per process, not one per send."""
-    import redis
-
-    return redis.Redis.from_url(settings.REDIS_URL)
-
-
-@contextmanager
-def _only_sender(ae_title: str) -> Iterator[bool]:
-    """Whether this process may send the AE's events now. In scale mode several worker
-    processes run the AE's tasks, and a Redis lock lets one of them at a time; in one process
-    ``_sending`` is enough."""
-    if not settings.SCALE_MODE:
-        yield True
-        return
-    import redis
-
-    lock = _redis().lock(f"portal:ups-events:{ae_title}", timeout=SENDER_LOCK_SECONDS)
-    if not lock.acquire(blocking=False):
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockError:
-            log.warning("the UPS event lock of %s expired while sending", ae_title)
 
 
 def send_dimse_events(ae_title: str) -> float | None:
     """Send the AE's pending events as N-EVENT-REPORTs (UPS Event SOP Class) to its address in
     the AE table; what cannot be sent stays pending. Returns the seconds to wait before trying
     again (0: more to send), or None when nothing is left, or when the oldest event has been
-    tried portal.retry.MAX_ATTEMPTS times (then the AE's next event tries again). One process
-    at a time sends a given AE's events, so they go out once each and in order."""
+    tried portal.retry.MAX_ATTEMPTS times (then the AE's next event tries again). Run through
+    ``courier`` (portal.delivery): one sender at a time per AE, so that the events go out once
+    each and in order."""
     from pydicom.dataset import Dataset as PydicomDataset
     from pynetdicom import AE
 
     from pacs.dimse.scu import set_nodelay
     from pacs.models import ApplicationEntity
 
-    close_old_connections()
-    with _sending, _only_sender(ae_title) as mine:
-        if not mine:
-            return 1.0  # another process sends them: look again once it may be done
-        events = list(UpsEvent.objects.filter(ae_title=ae_title, delivery="dimse",
-                                              delivered_at__isnull=True)[:BATCH])
-        if not events:
-            return None
-        peer = ApplicationEntity.objects.filter(ae_title=ae_title).first()
-        if peer is None:
-            return _failed(events, f"{ae_title} is not in the AE table")
-        ae = AE(ae_title=settings.DIMSE_AET)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 15
-        ae.add_requested_context(UPS_EVENT)
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
-        if not assoc.is_established:
-            return _failed(events,
-                           f"no association with {peer.ae_title}@{peer.host}:{peer.port}")
-        set_nodelay(assoc)
-        try:
-            for event in events:
-                info = {k: v for k, v in event.payload.items() if not k.startswith("0000")}
-                status, _ = assoc.send_n_event_report(
-                    PydicomDataset.from_json(info), event.event_type, ups.UPS_PUSH,
-                    event.workitem_uid, meta_uid=UPS_EVENT)
-                if status is None or status.get("Status", 0xFFFF) != 0x0000:
-                    code = status.Status if status is not None and "Status" in status else None
-                    return _failed([event], f"answered 0x{code:04X}" if code is not None
-                                   else "no response")
-                mark_delivered([event])
-        finally:
-            assoc.release()
-        return 0 if len(events) == BATCH else None
+    events = list(UpsEvent.objects.filter(ae_title=ae_title, delivery="dimse",
+                                          delivered_at__isnull=True)[:BATCH])
+    if not events:
+        return None
+    peer = ApplicationEntity.objects.filter(ae_title=ae_title).first()
+    if peer is None:
+        return _failed(events, f"{ae_title} is not in the AE table")
+    ae = AE(ae_title=settings.DIMSE_AET)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 15
+    ae.add_requested_context(UPS_EVENT)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if not assoc.is_established:
+        return _failed(events, f"no association with {peer.ae_title}@{peer.host}:{peer.port}")
+    set_nodelay(assoc)
+    try:
+        for event in events:
+            info = {k: v for k, v in event.payload.items() if not k.startswith("0000")}
+            status, _ = assoc.send_n_event_report(
+                PydicomDataset.from_json(info), event.event_type, ups.UPS_PUSH,
+                event.workitem_uid, meta_uid=UPS_EVENT)
+            if status is None or status.get("Status", 0xFFFF) != 0x0000:
+                code = status.Status if status is not None and "Status" in status else None
+                return _failed([event], f"answered 0x{code:04X}" if code is not None
+                               else "no response")
+            mark_delivered([event])
+    finally:
+        assoc.release()
+    return 0 if len(events) == BATCH else None
+
+
+courier = Courier("ups-events", send_dimse_events, task="worklist.tasks.send_ups_events_task")
 
 
 def _failed(events: list[UpsEvent], error: str) -> float | None:

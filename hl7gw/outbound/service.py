@@ -1,23 +1,24 @@
 """Outbound status messages: when a scheduled step starts, completes or is discontinued (by
 MPPS, the portal, UPS or HL7 itself), each configured receiver gets an ORM^O01 (or OMI^O23)
-with ORC-1 SC over MLLP. The message is a queue row first; sending is retried with backoff,
-so a receiver that is down loses nothing."""
+with ORC-1 SC over MLLP. The message is a queue row first; each receiver's queue is sent in
+order, and retried with backoff (portal.delivery), so a receiver that is down loses nothing
+and gets its messages in the order they were made."""
 
 from __future__ import annotations
 
 import itertools
 import logging
 import socket
-import threading
 import time
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from hl7gw.er7 import Encoding, codec_for, escape
 from hl7gw.mllp import END, START
 from hl7gw.models import Outbound, Receiver
+from portal.delivery import Courier
 from portal.retry import retry_delay
 from worklist.models import ScheduledProcedureStep
 
@@ -48,7 +49,7 @@ def queue_status_message(receiver: Receiver, step: ScheduledProcedureStep,
     outbound = Outbound.objects.create(
         receiver=receiver, step_id=step.pk, order_status=order_status, control_id=control_id,
         text=build_status_message(receiver, step, order_status, control_id))
-    transaction.on_commit(lambda: enqueue(outbound.pk))
+    transaction.on_commit(lambda: enqueue(receiver.pk))
     return outbound
 
 
@@ -89,37 +90,33 @@ def build_status_message(receiver: Receiver, step: ScheduledProcedureStep, order
     return "\r".join(segments) + "\r"
 
 
-def enqueue(outbound_id: int) -> None:
-    if settings.SCALE_MODE:
-        from hl7gw.tasks import send_outbound_task
-
-        send_outbound_task.delay(outbound_id)
-    else:
-        threading.Thread(target=_send_with_retries, args=(outbound_id,),
-                         name=f"hl7-out-{outbound_id}", daemon=True).start()
+def enqueue(receiver_id: int) -> None:
+    """Send the receiver's queue (call once the new message is committed)."""
+    courier.wake(str(receiver_id))
 
 
-def _send_with_retries(outbound_id: int) -> None:
-    try:
-        while True:
-            delay = send(outbound_id)
-            if delay is None:
-                return
-            time.sleep(delay)
-    finally:
-        connection.close()
-
-
-def send(outbound_id: int) -> float | None:
-    """One attempt. Returns the delay before the next attempt, or None when done (sent,
-    refused by the receiver, or out of attempts: then it waits for a manual retry)."""
-    with transaction.atomic():
-        outbound = (Outbound.objects.select_for_update().select_related("receiver")
-                    .filter(pk=outbound_id, status=Outbound.Status.PENDING).first())
+def send_queue(receiver_key: str) -> float | None:
+    """One pass over a receiver's queue: its pending messages oldest first, each until it is
+    sent or failed for good. Returns the delay before trying again while the oldest cannot be
+    delivered (the ones after it wait: a RIS must not see CM before IP), or None when nothing
+    is pending. Run through ``courier``: one sender at a time per receiver."""
+    while True:
+        outbound = (Outbound.objects.select_related("receiver")
+                    .filter(receiver_id=int(receiver_key), status=Outbound.Status.PENDING)
+                    .order_by("pk").first())
         if outbound is None:
             return None
-        outbound.attempts += 1
-        outbound.save(update_fields=["attempts"])
+        delay = send(outbound)
+        if delay is not None:
+            return delay
+
+
+def send(outbound: Outbound) -> float | None:
+    """One attempt. Returns the delay before the next attempt, or None when done with this
+    message (sent, refused by the receiver, or out of attempts: then it waits for a manual
+    retry, and the messages after it go)."""
+    outbound.attempts += 1
+    outbound.save(update_fields=["attempts"])
     receiver = outbound.receiver
     try:
         ack = exchange(receiver.host, receiver.port,
@@ -140,6 +137,9 @@ def send(outbound_id: int) -> float | None:
         outbound.last_error = f"receiver answered {code or 'without MSA'}"
     outbound.save()
     return None
+
+
+courier = Courier("hl7-out", send_queue, task="hl7gw.tasks.send_receiver_queue_task")
 
 
 def exchange(host: str, port: int, payload: bytes, timeout: float = 10) -> str:
@@ -166,14 +166,13 @@ def _msa_code(ack: str) -> str:
 def resume_pending(**kwargs) -> int:
     """Signal receiver (portal.signals.embedded_started): send again the messages that were
     still pending when the portal stopped. Returns how many."""
-    ids = list(Outbound.objects.filter(status=Outbound.Status.PENDING)
-               .values_list("pk", flat=True))
-    for outbound_id in ids:
-        enqueue(outbound_id)
-    return len(ids)
+    pending = Outbound.objects.filter(status=Outbound.Status.PENDING)
+    for receiver_id in sorted(set(pending.values_list("receiver_id", flat=True))):
+        enqueue(receiver_id)
+    return pending.count()
 
 
 def retry(outbound: Outbound) -> None:
     Outbound.objects.filter(pk=outbound.pk).exclude(status=Outbound.Status.SENT).update(
         status=Outbound.Status.PENDING, attempts=0)
-    transaction.on_commit(lambda: enqueue(outbound.pk))
+    transaction.on_commit(lambda: enqueue(outbound.receiver_id))

@@ -324,3 +324,91 @@ def test_ups_events_go_out_once_each_and_in_order_from_two_worker_processes(work
     progress = [int(info.ProcedureStepProgressInformationSequence[0].ProcedureStepProgress)
                 for _, kind, info in events if kind == 3]
     assert progress == list(range(10, 100, 10))
+
+
+def test_ups_events_for_a_subscriber_that_is_down_are_tried_on_one_schedule(worker):
+    """Every change wakes the subscriber's delivery, but one task retries it: the oldest
+    event's attempts follow the backoff (1, 2, 5 s) instead of growing with each change. Once
+    the subscriber is up, the events arrive once each and in order."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+    from pynetdicom.sop_class import UnifiedProcedureStepPull as PULL
+
+    from tests.peers import start_event_scp
+    from worklist.models import UpsEvent
+
+    port = free_port()  # nothing listens there yet
+    uid = _subscriber_and_workitem(port, "PG4")
+    assoc = _subscribed(worker, uid)
+    started = time.monotonic()
+    try:
+        claim = Dataset()
+        claim.ProcedureStepState = "IN PROGRESS"
+        claim.TransactionUID = mine = generate_uid()
+        assert assoc.send_n_action(claim, 1, PULL, uid)[0].Status == 0x0000
+        for percent in (20, 40, 60, 80, 90):
+            update = Dataset()
+            update.TransactionUID = mine
+            item = Dataset()
+            item.ProcedureStepProgress = str(percent)
+            update.ProcedureStepProgressInformationSequence = [item]
+            assert assoc.send_n_set(update, PULL, uid)[0].Status == 0x0000
+    finally:
+        assoc.release()
+    time.sleep(max(0.0, started + 4.5 - time.monotonic()))  # attempts at ~0, 1 and 3 s
+    oldest = UpsEvent.objects.filter(ae_title="AINODE").order_by("pk").first()
+    assert UpsEvent.objects.filter(ae_title="AINODE").count() == 7
+    assert 2 <= oldest.attempts <= 3, oldest.attempts
+    server, received = start_event_scp(port)
+    try:
+        events = [received.get(timeout=30) for _ in range(7)]
+        time.sleep(2)  # anything sent twice would arrive by now
+        assert received.empty()
+    finally:
+        server.shutdown()
+    assert [kind for _, kind, _ in events] == [1, 1, 3, 3, 3, 3, 3]
+    assert [info.ProcedureStepState for _, kind, info in events if kind == 1] == [
+        "SCHEDULED", "IN PROGRESS"]
+
+
+def test_hl7_status_messages_reach_a_receiver_that_was_down_in_order_once_each(worker):
+    """Two steps start while the RIS is down; they complete once the IP messages are deep in
+    their backoff, and the RIS comes up. It gets IP, IP, CM, CM as they were made, once each,
+    not the CM messages first on schedules of their own."""
+    import datetime as dt
+
+    from hl7gw.models import Outbound, Receiver
+    from tests.peers import Hl7Server
+    from worklist import services
+    from worklist.models import ScheduledProcedureStep
+
+    port = free_port()
+    Receiver.objects.create(name="RIS", host="127.0.0.1", port=port)
+    for n in (1, 2):
+        services.create_order(
+            patient=services.PatientData(f"PG-HL7-{n}", "STATUS^TEST"), procedure=None,
+            step=services.StepData(modality="CT", start=dt.datetime(2026, 12, 1, 9 + n)),
+            actor="scale")
+    steps = list(ScheduledProcedureStep.objects.order_by("pk"))
+    for step in steps:
+        services.set_step_status(step, "IN PROGRESS", source="portal", actor="scale")
+    deadline = time.monotonic() + 30
+    while not Outbound.objects.filter(attempts__gte=2).exists():  # the next try in 2 s
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    for step in steps:
+        services.set_step_status(step, "COMPLETED", source="portal", actor="scale")
+    server = Hl7Server(port).start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(server.received) < 4:
+            assert time.monotonic() < deadline, len(server.received)
+            time.sleep(0.1)
+        time.sleep(2)  # anything sent twice would arrive by now
+        received = [(str(m.segment("MSH")[10]), str(m.segment("ORC")[5]))
+                    for m in server.received]
+    finally:
+        server.stop()
+    made = list(Outbound.objects.order_by("pk").values_list("control_id", "order_status"))
+    assert [status for _, status in made] == ["IP", "IP", "CM", "CM"]
+    assert received == made

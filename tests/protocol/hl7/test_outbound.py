@@ -75,7 +75,7 @@ def test_mpps_progress_reaches_the_ris_as_orm_sc(dimse_listener, step):
     finally:
         server.stop()
     statuses = [str(m.segment("ORC")[5]) for m in server.received]
-    assert sorted(statuses) == ["CM", "IP"]
+    assert statuses == ["IP", "CM"]
     first = server.received[0]
     assert str(first.segment("MSH")[9]) == "ORM^O01"
     assert str(first.segment("ORC")[1]) == "SC" and str(first.segment("ORC")[2]) == "PL-1"
@@ -100,3 +100,24 @@ def test_a_down_receiver_loses_nothing(dimse_listener, step, monkeypatch):
         server.stop()
     assert "MSA|AA" in Outbound.objects.get().ack
     assert isinstance(server.received[0], hl7.Message)
+
+
+def test_a_receiver_that_was_down_gets_its_messages_in_order(dimse_listener, step,
+                                                              monkeypatch):
+    """The IP message is deep in its backoff when CM is queued: CM must wait for it, not go
+    first on a schedule of its own."""
+    monkeypatch.setattr(retry, "RETRY_DELAYS", (0.3, 0.3, 2.0))
+    port = free_port()
+    Receiver.objects.create(name="RIS", host="127.0.0.1", port=port)
+    services.set_step_status(step, "IN PROGRESS", source="portal", actor="test")
+    _wait(lambda: Outbound.objects.get().attempts >= 3)  # now waiting 2 s
+    services.set_step_status(step, "COMPLETED", source="portal", actor="test")
+    server = Hl7Server(port).start()
+    try:
+        _wait(lambda: len(server.received) == 2)
+        time.sleep(0.5)  # a message sent twice would arrive by now
+        assert [str(m.segment("ORC")[5]) for m in server.received] == ["IP", "CM"]
+    finally:
+        server.stop()
+    assert list(Outbound.objects.order_by("pk").values_list("order_status", "status")) == [
+        ("IP", "sent"), ("CM", "sent")]

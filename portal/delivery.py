@@ -1,0 +1,149 @@
+"""Ordered delivery to peers that may be down: the HL7 status messages of each receiver and
+the UPS event reports of each DIMSE subscriber.
+
+Each peer's queue is rows in the database, sent oldest first by one sender at a time, so that
+messages go out once each and in order (a RIS must not see "completed" before "in progress").
+While the peer cannot be reached the sender tries again with backoff (``portal.retry``), and
+what comes after the oldest message waits for it.
+
+- Embedded mode: one thread per peer while its queue has something to send; a new message
+  wakes it, so it tries at once.
+- Scale mode: a Celery task per peer that retries itself with a countdown. A Redis flag keeps
+  it to one scheduled task per peer (otherwise every new message would add a task, and each
+  would count its own attempts on the same oldest message), and a Redis lock makes sure two
+  worker processes never send the same queue at once, should a task be delivered twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+log = logging.getLogger(__name__)
+
+LOCK_SECONDS = 900  # longer than one pass over a queue can take; freed if its holder dies
+FLAG_SECONDS = 900  # longer than the longest retry countdown (portal.retry: 300 s)
+BUSY_DELAY = 1.0  # another process sends this queue now: look again after this long
+
+
+@functools.cache
+def _redis():
+    """One client (and connection pool) per process."""
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+class Courier:
+    """The delivery of one kind of queue, keyed by peer.
+
+    ``send(key)`` makes one pass over the peer's queue and returns the seconds to wait before
+    the next pass (0: more to send now), or None when nothing is left to try (until something
+    new is queued). ``task`` is the dotted path of the Celery task that calls
+    ``run_task(key)`` in scale mode."""
+
+    def __init__(self, name: str, send: Callable[[str], float | None], task: str) -> None:
+        self.name, self.send, self.task = name, send, task
+        self._threads: dict[str, threading.Event] = {}  # key -> wake-up of its sender thread
+        self._threads_lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def wake(self, key: str) -> None:
+        """Something was queued for ``key`` (call it once committed): send it."""
+        if settings.SCALE_MODE:
+            _redis().incr(self._counter(key))
+            if _redis().set(self._flag(key), "1", nx=True, ex=FLAG_SECONDS):
+                self._task().delay(key)
+            return  # else the scheduled task sends it on its next pass
+        with self._threads_lock:
+            wake = self._threads.get(key)
+            if wake is not None:
+                wake.set()  # the running sender looks at the queue again at once
+                return
+            wake = self._threads[key] = threading.Event()
+        threading.Thread(target=self._deliver, args=(key, wake), daemon=True,
+                         name=f"{self.name}-{key}").start()
+
+    def run(self, key: str) -> float | None:
+        """One pass over ``key``'s queue, if no other sender has it now (else BUSY_DELAY)."""
+        close_old_connections()
+        with self._only_sender(key) as mine:
+            return self.send(key) if mine else BUSY_DELAY
+
+    def run_task(self, key: str) -> float | None:
+        """The scheduled task's body: the countdown for its retry, or None when done (then
+        the next message queued schedules a new task)."""
+        r = _redis()
+        while True:
+            wakes = r.get(self._counter(key))
+            delay = self.run(key)
+            if delay is not None:
+                r.expire(self._flag(key), FLAG_SECONDS)  # still scheduled: this task
+                return delay
+            r.delete(self._flag(key))
+            # A message queued after this pass looked, but before the flag was gone, found
+            # the flag and scheduled nothing: then look once more, as the scheduled task.
+            if r.get(self._counter(key)) == wakes or not r.set(self._flag(key), "1", nx=True,
+                                                               ex=FLAG_SECONDS):
+                return None
+
+    def _deliver(self, key: str, wake: threading.Event) -> None:
+        """Embedded mode: the sender thread of one peer, while its queue has messages."""
+        try:
+            while True:
+                wake.clear()
+                delay = self.run(key)
+                if delay is None:
+                    with self._threads_lock:
+                        if not wake.is_set():
+                            del self._threads[key]
+                            return
+                    continue
+                wake.wait(delay)
+        except BaseException:
+            log.exception("%s: the sender of %s stopped; its queue waits for the next message",
+                          self.name, key)
+            with self._threads_lock:
+                self._threads.pop(key, None)
+        finally:
+            connection.close()
+
+    @contextmanager
+    def _only_sender(self, key: str) -> Iterator[bool]:
+        with self._locks_lock:
+            local = self._locks.setdefault(key, threading.Lock())
+        with local:
+            if not settings.SCALE_MODE:
+                yield True
+                return
+            import redis
+
+            lock = _redis().lock(f"portal:{self.name}:lock:{key}", timeout=LOCK_SECONDS)
+            if not lock.acquire(blocking=False):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                try:
+                    lock.release()
+                except redis.exceptions.LockError:
+                    log.warning("%s: the lock of %s expired while sending", self.name, key)
+
+    def _flag(self, key: str) -> str:
+        return f"portal:{self.name}:scheduled:{key}"
+
+    def _counter(self, key: str) -> str:
+        return f"portal:{self.name}:wakes:{key}"
+
+    def _task(self):
+        module, name = self.task.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
