@@ -4,6 +4,7 @@ MPPS from a modality; a receiver that is down gets the message once it is back."
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 
 import hl7
@@ -108,10 +109,12 @@ def test_a_receiver_that_was_down_gets_its_messages_in_order(dimse_listener, ste
     first on a schedule of its own."""
     monkeypatch.setattr(retry, "RETRY_DELAYS", (0.3, 0.3, 2.0))
     port = free_port()
-    Receiver.objects.create(name="RIS", host="127.0.0.1", port=port)
+    receiver = Receiver.objects.create(name="RIS", host="127.0.0.1", port=port)
     services.set_step_status(step, "IN PROGRESS", source="portal", actor="test")
     _wait(lambda: Outbound.objects.get().attempts >= 3)  # now waiting 2 s
     services.set_step_status(step, "COMPLETED", source="portal", actor="test")
+    senders = [t.name for t in threading.enumerate() if t.name.startswith("hl7-out-")]
+    assert senders == [f"hl7-out-{receiver.pk}"]  # one per receiver, not one per message
     server = Hl7Server(port).start()
     try:
         _wait(lambda: len(server.received) == 2)
