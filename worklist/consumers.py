@@ -1,10 +1,15 @@
 """The UPS event channel (PS3.18 11.11): a WebSocket per subscriber AE title at
-``/dicomweb/subscribers/{aetitle}``; each message is one event as DICOM JSON."""
+``/dicomweb/subscribers/{aetitle}``; each message is one event as DICOM JSON.
+
+A subscriber may hold two channels at once (say, it reconnected before the old connection
+was closed). They take turns at its outbox, so each event goes out once, on one of them."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -13,6 +18,9 @@ from django.conf import settings
 from worklist import ups_events
 
 POLL_SECONDS = 0.5
+TURN_SECONDS = 60  # a scale-mode turn is freed after this long if its process died
+
+_turns: dict[str, asyncio.Lock] = {}  # AE title -> its channels' turn in this process
 
 
 class UpsEventConsumer(AsyncWebsocketConsumer):
@@ -24,6 +32,11 @@ class UpsEventConsumer(AsyncWebsocketConsumer):
         self.ae_title = self.scope["url_route"]["kwargs"]["aetitle"]
         self.group = ups_events.group_name(self.ae_title)
         self.woken = asyncio.Event()
+        self.redis = None
+        if settings.SCALE_MODE:  # channels of one AE may be in several web processes
+            import redis.asyncio
+
+            self.redis = redis.asyncio.Redis.from_url(settings.REDIS_URL)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         self.pump = asyncio.create_task(self._pump())
@@ -32,6 +45,8 @@ class UpsEventConsumer(AsyncWebsocketConsumer):
         if hasattr(self, "pump"):
             self.pump.cancel()
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            if self.redis is not None:
+                await self.redis.aclose()
 
     async def ups_wake(self, message: dict) -> None:
         self.woken.set()
@@ -40,14 +55,43 @@ class UpsEventConsumer(AsyncWebsocketConsumer):
         """Send the subscriber's undelivered events in order, then wait to be woken (or for
         the next look at the outbox)."""
         while True:
-            events = await database_sync_to_async(ups_events.pending)(self.ae_title)
-            for event in events:
-                await self.send(text_data=json.dumps(event.payload))
-            if events:
-                await database_sync_to_async(ups_events.mark_delivered)(events)
+            if await self._send_pending():
                 continue
             self.woken.clear()
             try:
                 await asyncio.wait_for(self.woken.wait(), POLL_SECONDS)
             except TimeoutError:
                 pass
+
+    async def _send_pending(self) -> bool:
+        """One batch of undelivered events, oldest first, if no other channel of this AE is
+        sending now. Whether there were any."""
+        async with _turns.setdefault(self.ae_title, asyncio.Lock()), self._turn() as mine:
+            if not mine:
+                return False  # another process's channel has the turn: look again later
+            events = await database_sync_to_async(ups_events.pending)(self.ae_title)
+            for event in events:
+                await self.send(text_data=json.dumps(event.payload))
+            if events:
+                await database_sync_to_async(ups_events.mark_delivered)(events)
+            return bool(events)
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[bool]:
+        """Across processes (scale mode): a Redis lock per AE title."""
+        if self.redis is None:
+            yield True
+            return
+        from redis.exceptions import LockError
+
+        lock = self.redis.lock(f"portal:ups-websocket:{self.ae_title}", timeout=TURN_SECONDS)
+        if not await lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            try:
+                await lock.release()
+            except LockError:
+                pass  # expired: another channel may have sent meanwhile

@@ -412,3 +412,72 @@ def test_hl7_status_messages_reach_a_receiver_that_was_down_in_order_once_each(w
     made = list(Outbound.objects.order_by("pk").values_list("control_id", "order_status"))
     assert [status for _, status in made] == ["IP", "IP", "CM", "CM"]
     assert received == made
+
+
+def test_two_web_processes_send_each_ups_event_once_to_a_subscribers_two_channels(tmp_path):
+    """Scale mode runs several ASGI processes; a subscriber's two channels, one on each, take
+    turns at its outbox through a Redis lock: each event once, in order."""
+    import contextlib
+    import datetime as dt
+    import json
+
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+    from websockets.sync.client import connect
+
+    from worklist import services, ups_events
+    from worklist.models import ScheduledProcedureStep
+
+    key = Token.objects.create(user=User.objects.create_user("ws", password="x")).key
+    db = connection.settings_dict
+    env = {**os.environ, "PORTAL_DATA_DIR": str(tmp_path / "var"),
+           "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:"
+                           f"{db['PORT']}/{db['NAME']}"}
+    ports = [free_port(), free_port()]
+    procs = [subprocess.Popen([sys.executable, "-m", "uvicorn", "portal.asgi:application",
+                               "--host", "127.0.0.1", "--port", str(port), "--log-level",
+                               "warning"], cwd=ROOT, env=env) for port in ports]
+    try:
+        ups_events.subscribe(ups_events.GLOBAL, "TWIN2")
+        with contextlib.ExitStack() as stack:
+            channels = []
+            for port in ports:
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        channels.append(stack.enter_context(connect(
+                            f"ws://127.0.0.1:{port}/dicomweb/subscribers/TWIN2",
+                            additional_headers={"Authorization": f"Token {key}"})))
+                        break
+                    except OSError:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.2)
+            for n in range(5):
+                services.create_order(
+                    patient=services.PatientData(f"PG-WS-{n}", "CHANNEL^TEST"), procedure=None,
+                    step=services.StepData(modality="CT", start=dt.datetime(2026, 12, 1, 9, n)),
+                    actor="scale")
+            for step in ScheduledProcedureStep.objects.order_by("pk"):
+                services.set_step_status(step, "IN PROGRESS", source="portal", actor="scale")
+            got: list[list[tuple[str, str]]] = [[], []]
+            deadline, quiet_until = time.monotonic() + 30, time.monotonic() + 3
+            while time.monotonic() < quiet_until:  # until nothing more came for 3 s
+                assert time.monotonic() < deadline
+                for n, ws in enumerate(channels):
+                    try:
+                        event = json.loads(ws.recv(timeout=0.05))
+                    except TimeoutError:
+                        continue
+                    got[n].append((event["00001000"]["Value"][0],
+                                   event["00741000"]["Value"][0]))
+                    quiet_until = time.monotonic() + 3
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=20)
+    uids = list(ScheduledProcedureStep.objects.order_by("pk")
+                .values_list("ups_instance_uid", flat=True))
+    expected = ([(uid, "SCHEDULED") for uid in uids] + [(uid, "IN PROGRESS") for uid in uids])
+    assert sorted(got[0] + got[1], key=expected.index) == expected  # once each
+    for events in got:
+        assert events == sorted(events, key=expected.index)  # in order on each channel

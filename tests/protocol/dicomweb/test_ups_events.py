@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import requests
@@ -138,3 +139,40 @@ def test_event_channel_needs_a_user_and_bad_subscriptions_are_refused(portal, au
     assert subscribe(portal, auth, GLOBAL, "WATCHER", "?filter=Nonsense=1").status_code == 400
     assert requests.post(f"{portal.url}/dicomweb/workitems/{GLOBAL}/subscribers/NONE/suspend",
                          headers=auth, timeout=10).status_code == 404
+
+
+def test_two_channels_of_one_subscriber_get_each_event_once(portal, auth):
+    """A subscriber that reconnected before its old connection closed holds two channels:
+    each event goes out on one of them, once, and in order."""
+    uid = create(portal, auth, "EV4")
+    assert subscribe(portal, auth, uid, "TWIN").status_code == 201
+    channel = f"ws://127.0.0.1:{portal.ws_port}/dicomweb/subscribers/TWIN"
+    with connect(channel, additional_headers=auth) as one, \
+            connect(channel, additional_headers=auth) as two:
+        mine = generate_uid()
+        assert put_state(portal, auth, uid, "IN PROGRESS", mine) == 200
+        for percent in range(10, 100, 10):
+            progress = {"00741002": {"vr": "SQ", "Value": [{
+                "00741004": {"vr": "DS", "Value": [percent]}}]}}
+            update = requests.post(f"{portal.url}/dicomweb/workitems/{uid}?{mine}",
+                                   json=progress, headers={**auth, "Content-Type": JSON},
+                                   timeout=10)
+            assert update.status_code == 200, update.content
+        got: dict[str, list[tuple[int, object]]] = {"one": [], "two": []}
+        deadline, quiet_until = time.monotonic() + 30, time.monotonic() + 2
+        while time.monotonic() < quiet_until:  # until nothing more came for 2 s
+            assert time.monotonic() < deadline
+            for name, ws in (("one", one), ("two", two)):
+                try:
+                    event = json.loads(ws.recv(timeout=0.05))
+                except TimeoutError:
+                    continue
+                kind = event["00001002"]["Value"][0]
+                value = (event["00741000"]["Value"][0] if kind == 1 else
+                         event["00741002"]["Value"][0]["00741004"]["Value"][0])
+                got[name].append((kind, value))
+                quiet_until = time.monotonic() + 2
+    expected = [(1, "SCHEDULED"), (1, "IN PROGRESS")] + [(3, p) for p in range(10, 100, 10)]
+    assert sorted(got["one"] + got["two"], key=expected.index) == expected  # once each
+    for events in got.values():
+        assert events == sorted(events, key=expected.index)  # in order on each channel
