@@ -66,3 +66,9 @@ class BadRequest(PacsError):
     """A request that cannot be understood (bad parameter, malformed body)."""
 
     http_status = 400
+
+
+class PayloadTooLarge(PacsError):
+    """The request body is larger than the configured limit."""
+
+    http_status = 413

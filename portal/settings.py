@@ -246,8 +246,10 @@ DICOMWEB_ANONYMOUS_READ = env_bool("PORTAL_DICOMWEB_ANONYMOUS_READ", False)
 DICOMWEB_BASE_URL = os.environ.get("PORTAL_DICOMWEB_BASE_URL", "")
 # At most this many QIDO-RS results per request (more are paged with limit/offset).
 QIDO_MAX_RESULTS = env_int("PORTAL_QIDO_MAX_RESULTS", 10000)
-# STOW-RS bodies are read whole: the largest accepted body, in bytes (default 2 GiB).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("PORTAL_UPLOAD_MAX_BYTES", 2 << 30)
+# The largest STOW-RS body accepted, in bytes (default 2 GiB). Part 10 parts are read and
+# stored one at a time; metadata + bulk data requests are read whole.
+UPLOAD_MAX_BYTES = env_int("PORTAL_UPLOAD_MAX_BYTES", 2 << 30)
+DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES  # Django's own check, where a body is read whole
 # Viewers served from another origin (e.g. OHIF on its own host): their origins, comma-separated.
 CORS_ALLOWED_ORIGINS = env_list("PORTAL_CORS_ORIGINS")
 CORS_URLS_REGEX = r"^/(dicomweb|wado)(/.*)?$"

@@ -1,4 +1,5 @@
-"""multipart/related bodies (RFC 2387, PS3.18 8.6.1.2): streamed out, parsed in.
+"""multipart/related bodies (RFC 2387, PS3.18 8.6.1.2): streamed out, and parsed in as they
+are read.
 
 Python's email package would parse these, but it decodes every part into a Message object and
 copies the payload twice; a DICOMweb body is a few large binary parts, so a boundary scan over
@@ -12,7 +13,7 @@ import io
 import itertools
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,30 +80,57 @@ def boundary_of(content_type_header: str) -> str:
 def parse(body: bytes, boundary: str) -> list[Part]:
     """The parts of a multipart body. Preamble and epilogue are ignored; a body without its
     closing delimiter is refused (it was cut off)."""
+    return list(iter_parts(io.BytesIO(body).read, boundary))
+
+
+READ_SIZE = 1 << 20
+
+
+def iter_parts(read: Callable[[int], bytes], boundary: str) -> Iterator[Part]:
+    """The parts of a multipart body read from a stream with ``read(n)``, each as soon as it
+    is complete: a large body is never in memory whole, only the part at hand. Raises
+    BadRequest (after the parts before it) if the body ends without its closing delimiter."""
     delimiter = b"--" + boundary.encode("latin-1")
-    start = body.find(delimiter)
-    if start < 0:
-        raise BadRequest("the body has no part with the boundary of its Content-Type")
-    parts: list[Part] = []
-    pos = start + len(delimiter)
+    marker = CRLF + delimiter
+    buf = bytearray()
+
+    def more() -> bool:
+        data = read(READ_SIZE)
+        buf.extend(data)
+        return bool(data)
+
+    while (start := buf.find(delimiter)) < 0:  # the preamble
+        del buf[:max(0, len(buf) - len(delimiter))]
+        if not more():
+            raise BadRequest("the body has no part with the boundary of its Content-Type")
+    del buf[:start + len(delimiter)]
     while True:
-        if body.startswith(b"--", pos):
-            return parts  # the closing delimiter
-        line_end = body.find(CRLF, pos)
-        if line_end < 0:
-            break
-        pos = line_end + 2  # after the delimiter line (transport padding ignored)
-        header_end = body.find(CRLF + CRLF, pos - 2)
-        if header_end < 0:
-            break
-        headers = _headers(body[pos:header_end]) if header_end > pos else {}
-        content_start = header_end + 4
-        next_delim = body.find(CRLF + delimiter, content_start - 2)
-        if next_delim < 0:
-            break
-        parts.append(Part(headers, body[content_start:max(next_delim, content_start)]))
-        pos = next_delim + 2 + len(delimiter)
-    raise BadRequest("the multipart body is incomplete (no closing boundary)")
+        while len(buf) < 2 and more():
+            pass
+        if buf.startswith(b"--"):
+            return  # the closing delimiter
+        while (line_end := buf.find(CRLF)) < 0:  # the rest of the delimiter line
+            if not more():
+                raise _cut()
+        # (transport padding after the delimiter is ignored; a part may have no headers)
+        while (header_end := buf.find(CRLF + CRLF, line_end)) < 0:
+            if not more():
+                raise _cut()
+        headers = _headers(bytes(buf[line_end + 2:header_end])) if header_end > line_end else {}
+        del buf[:header_end + 2]  # keep the CRLF: an empty body's delimiter follows it
+        scanned = 0
+        while (end := buf.find(marker, max(0, scanned - len(marker)))) < 0:
+            scanned = len(buf)
+            if not more():
+                raise _cut()
+        with memoryview(buf) as view:  # one copy of the body, not two
+            body = bytes(view[2:max(end, 2)])
+        del buf[:end + len(marker)]
+        yield Part(headers, body)
+
+
+def _cut() -> BadRequest:
+    return BadRequest("the multipart body is incomplete (no closing boundary)")
 
 
 def _headers(block: bytes) -> dict[str, str]:

@@ -20,7 +20,13 @@ from pacs.dicomweb import multipart, qido
 from pacs.dicomweb.auth import ApiTokenAuthentication, DicomWebAccess
 from pacs.dicomweb.negotiation import MediaType, accept_of, choose, parse_media_type
 from pacs.dicomweb.xml import dataset_xml
-from pacs.errors import BadRequest, NotAcceptable, PacsError, UnsupportedMediaType
+from pacs.errors import (
+    BadRequest,
+    NotAcceptable,
+    PacsError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from pacs.rendering import NotRenderable, Window
 from pacs.services import stow, wado
 
@@ -156,9 +162,12 @@ def _store(view: DicomWebView, request, study: str | None) -> HttpResponse:
     part_type = body_type.param("type", DICOM)
     if part_type not in (DICOM, DICOM_JSON):
         raise UnsupportedMediaType(f"multipart/related of type {part_type!r} is not supported")
-    parts = multipart.parse(request.body, multipart.boundary_of(content_type))
-    if not parts:
-        raise BadRequest("the request has no parts")
+    boundary = multipart.boundary_of(content_type)
+    if int(request.META.get("CONTENT_LENGTH") or 0) > settings.UPLOAD_MAX_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {settings.UPLOAD_MAX_BYTES} bytes "
+                              "(PORTAL_UPLOAD_MAX_BYTES)")
+    # read part by part: each instance is stored before the next is read
+    parts = multipart.iter_parts(request.read, boundary)
     result = stow.store_parts(parts, study_uid=study, origin=f"stow:{request.user}")
     answer = result.response(view.base_url(), study)
     status = 200 if not result.failed else 409

@@ -9,6 +9,8 @@ the part's Content-Location.
 from __future__ import annotations
 
 import io
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from pacs.dicomweb.multipart import Part
 from pacs.dicomweb.negotiation import parse_media_type
-from pacs.errors import InvalidDicom, PacsError
+from pacs.errors import BadRequest, InvalidDicom, PacsError
 from pacs.services.ingest import Outcome, store_instance
 from pacs.services.wado import FRAME_MEDIA_TYPES
 
@@ -90,21 +92,35 @@ def _refs(o: InstanceOutcome) -> dict[str, Any]:
     }
 
 
-def store_parts(parts: list[Part], *, study_uid: str | None, origin: str) -> StowResult:
-    """Store each instance of a STOW-RS request body."""
+def store_parts(parts: Iterable[Part], *, study_uid: str | None, origin: str) -> StowResult:
+    """Store each instance of a STOW-RS request body. ``parts`` may be read as they come
+    (multipart.iter_parts): Part 10 parts are stored one by one, so the request is never in
+    memory whole. If the body turns out to be cut off, the instances before the cut stay
+    stored and the cut is one failure of the response; with none before it, BadRequest."""
     result = StowResult()
-    first = parse_media_type(parts[0].content_type).type if parts else ""
-    if first == "application/dicom+json":
-        instances = _from_json(parts)
-    else:
-        instances = [(p.body, None) if parse_media_type(p.content_type).type
-                     in ("application/dicom", "") else
-                     (b"", InstanceOutcome("", "", failure=UNSUPPORTED_PART,
-                                           comment=f"a part of type {p.content_type!r}"))
-                     for p in parts]
-    for data, error in instances:
-        result.outcomes.append(_store_one(data, error, study_uid, origin))
+    parts = iter(parts)
+    first = next(parts, None)
+    if first is None:
+        raise BadRequest("the request has no parts")
+    if parse_media_type(first.content_type).type == "application/dicom+json":
+        # the metadata refer to bulk data parts that come after them: all are needed
+        for data, error in _from_json([first, *parts]):
+            result.outcomes.append(_store_one(data, error, study_uid, origin))
+        return result
+    try:
+        for part in itertools.chain([first], parts):
+            result.outcomes.append(_store_one(*_instance_of(part), study_uid, origin))
+    except BadRequest as exc:
+        result.outcomes.append(InstanceOutcome("", "", failure=UNSUPPORTED_PART,
+                                               comment=f"{exc}: the rest is lost"))
     return result
+
+
+def _instance_of(part: Part) -> tuple[bytes, InstanceOutcome | None]:
+    if parse_media_type(part.content_type).type in ("application/dicom", ""):
+        return part.body, None
+    return b"", InstanceOutcome("", "", failure=UNSUPPORTED_PART,
+                                comment=f"a part of type {part.content_type!r}")
 
 
 def _store_one(data: bytes, error: InstanceOutcome | None, study_uid: str | None,

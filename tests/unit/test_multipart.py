@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from pacs.dicomweb import multipart
@@ -25,6 +27,33 @@ def test_parse_refuses_a_cut_body_and_a_missing_boundary():
         multipart.parse(b"--b\r\nContent-Type: x\r\n\r\npartial", "b")
     with pytest.raises(BadRequest, match="boundary"):
         multipart.parse(b"no parts here", "b")
+
+
+def test_parts_are_read_as_they_come_in_any_read_size(monkeypatch):
+    boundary = "b0und"
+    body = b"".join(multipart.stream(boundary, [
+        (multipart.part_header(boundary, "application/dicom"), [b"x" * 50]),
+        (b"--b0und\r\n\r\n", [b"no headers"]),  # a part without headers
+        (multipart.part_header(boundary, "application/dicom"), [b""]),  # an empty one
+        (multipart.part_header(boundary, "application/dicom"), [b"--b0un", b"\r\n--b0u"]),
+    ]))
+    whole = [(p.headers, p.body) for p in multipart.parse(b"pre" * 9 + body, boundary)]
+    assert [b for _, b in whole] == [b"x" * 50, b"no headers", b"", b"--b0un\r\n--b0u"]
+    for size in (1, 2, 3, 7, 64):
+        monkeypatch.setattr(multipart, "READ_SIZE", size)
+        stream = io.BytesIO(b"pre" * 9 + body)
+        parts = multipart.iter_parts(stream.read, boundary)
+        first = next(parts)
+        assert stream.tell() < len(body)  # the first part came before the body was all read
+        assert [(first.headers, first.body)] + [(p.headers, p.body) for p in parts] == whole
+
+
+def test_a_cut_body_gives_its_complete_parts_then_refuses():
+    body = b"--b\r\n\r\none\r\n--b\r\nContent-Type: x\r\n\r\npartial"
+    parts = multipart.iter_parts(io.BytesIO(body).read, "b")
+    assert next(parts).body == b"one"
+    with pytest.raises(BadRequest, match="incomplete"):
+        next(parts)
 
 
 def test_joined_file_reads_and_seeks_across_segments(tmp_path):

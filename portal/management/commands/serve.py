@@ -35,7 +35,8 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
         login = ensure_admin()
         web = create_server(
-            application, host=settings.HTTP_HOST, port=settings.HTTP_PORT, threads=threads
+            application, host=settings.HTTP_HOST, port=settings.HTTP_PORT, threads=threads,
+            max_request_body_size=settings.UPLOAD_MAX_BYTES,  # waitress's own default is 1 GiB
         )
         dimse, port, children = None, None, []
         if not no_dimse:

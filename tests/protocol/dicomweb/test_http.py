@@ -18,6 +18,7 @@ from pacs.storage import get_storage
 from tests.samples import sample
 
 NS = {"d": "http://dicom.nema.org/PS3.19/models/NativeDICOM"}
+DICOM_TYPE = "application/dicom"
 
 
 @pytest.fixture
@@ -282,3 +283,64 @@ def test_openapi_schema_lists_the_dicomweb_paths(web, client_session):
     schema = client_session.get(f"{web}/api/schema/?format=json", timeout=10).json()
     assert "/dicomweb/studies" in schema["paths"]
     assert "post" in schema["paths"]["/dicomweb/studies"]
+
+
+def _ct_copies(count: int, size: int) -> list[bytes]:
+    """``count`` CT instances of about ``size`` bytes each, with new UIDs."""
+    from pydicom.uid import generate_uid
+
+    ds = dcmread(sample("CT_small.dcm"))
+    ds.PixelData = bytes(size)
+    ds.Rows, ds.Columns = 1000, size // 2000  # 16-bit pixels
+    out = []
+    for _ in range(count):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        buffer = io.BytesIO()
+        ds.save_as(buffer)
+        out.append(buffer.getvalue())
+    return out
+
+
+def test_stow_stores_a_large_body_part_by_part(web, auth):
+    """40 MB of instances: the server holds about one part at a time, not the body."""
+    import tracemalloc
+
+    datasets = _ct_copies(21, 2_000_000)
+    assert stow(web, auth, [("application/dicom", datasets.pop())]).status_code == 200  # warm
+    boundary = multipart.new_boundary()
+    body = b"".join(multipart.stream(boundary, (
+        (multipart.part_header(boundary, "application/dicom"), [data]) for data in datasets)))
+    tracemalloc.start()
+    try:
+        response = requests.post(
+            f"{web}/dicomweb/studies", data=body, timeout=60,
+            headers={**auth, "Content-Type": multipart.content_type(boundary, DICOM_TYPE),
+                     "Accept": "application/dicom+json"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 200, response.content
+    assert len(response.json()["00081199"]["Value"]) == 20
+    assert Instance.objects.count() == 21
+    assert peak < 16_000_000, peak  # a few parts' worth; reading the body whole took > 80 MB
+
+
+def test_stow_limits_the_body_and_keeps_what_came_before_a_cut(web, auth, settings):
+    first, second = _ct_copies(2, 20_000)
+    settings.UPLOAD_MAX_BYTES = 30_000
+    large = stow(web, auth, [("application/dicom", first), ("application/dicom", second)])
+    assert large.status_code == 413 and "PORTAL_UPLOAD_MAX_BYTES" in large.json()["error"]
+    assert Instance.objects.count() == 0
+    settings.UPLOAD_MAX_BYTES = 1 << 30
+    boundary = "cut"
+    body = b"".join(multipart.stream(boundary, [
+        (multipart.part_header(boundary, "application/dicom"), [first])]))
+    body = body[:-len(multipart.closing(boundary))] + b"--cut\r\n\r\n" + second[:5000]
+    cut = requests.post(f"{web}/dicomweb/studies", data=body, timeout=10, headers={
+        **auth, "Content-Type": multipart.content_type(boundary, DICOM_TYPE)})
+    assert cut.status_code == 409
+    assert len(cut.json()["00081199"]["Value"]) == 1  # the complete part is stored
+    (failed,) = cut.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [0xC000]
+    assert "incomplete" in cut.headers["Warning"]
+    assert Instance.objects.count() == 1
