@@ -162,7 +162,7 @@ def _new_order(msg: Parsed, orc: Segment, sender: Sender | None, actor: str) -> 
         else None
     if ipc is not None and ipc.get(6):  # protocol code
         code = services.Code(ipc.get(6, 1), ipc.get(6, 3) or "L", ipc.get(6, 2))
-    procedure = lean.first(Procedure, code_value=code.value) if code else None
+    procedure = _catalog_entry(code) if code else None
     try:
         return services.create_order(
             patient=patient_data(pid), procedure=procedure,
@@ -182,6 +182,19 @@ def _new_order(msg: Parsed, orc: Segment, sender: Sender | None, actor: str) -> 
             code=code)
     except services.WorklistError as exc:
         raise errors.Hl7Error(errors.DUPLICATE_KEY, str(exc), location="OBR-18") from exc
+
+
+def _catalog_entry(code: services.Code) -> Procedure | None:
+    """The procedure catalog's entry for an ordered code: the one with its code value and
+    coding scheme; else the only one with its code value (HL7 senders often name no scheme or
+    another spelling of it, such as L for LOCAL). Two entries of that value in other schemes:
+    none, rather than a guess."""
+    entries = lean.select(Procedure, code_value=code.value)
+    schemes = {code.scheme, "LOCAL"} if code.scheme == "L" else {code.scheme}
+    same_scheme = [p for p in entries if p.coding_scheme_designator in schemes]
+    if same_scheme:
+        return same_scheme[0]
+    return entries[0] if len(entries) == 1 else None
 
 
 def _default_station(sender: Sender | None, modality: str) -> Station | None:

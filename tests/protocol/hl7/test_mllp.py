@@ -285,3 +285,23 @@ def test_a_message_that_cannot_be_stored_gets_ar_and_the_listener_lives(hl7, sam
     assert msa(second)[1] == "AA"
     assert Message.objects.get().status == Message.Status.PROCESSED
     assert Order.objects.count() == 1
+
+
+def test_the_catalog_entry_is_the_one_of_the_ordered_code_and_scheme(hl7, samples):
+    """OBR-4 is P1^Procedure 1^ERL_MESA; the catalog has P1 in two schemes."""
+    from worklist.models import Procedure
+
+    Procedure.objects.create(code_value="P1", coding_scheme_designator="AAA_OTHER",
+                             code_meaning="A other P1", modality="MR")
+    mesa = Procedure.objects.create(code_value="P1", coding_scheme_designator="ERL_MESA",
+                                    code_meaning="Z MESA P1", modality="MR")
+    payload = load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7")
+    assert msa(send(hl7, payload)[0])[1] == "AA"
+    assert ScheduledProcedureStep.objects.get().requested_procedure.procedure == mesa
+    mesa.coding_scheme_designator = "99MESA"  # now neither is the ordered scheme: no guess
+    mesa.save()
+    ScheduledProcedureStep.objects.get().requested_procedure.order.delete()
+    assert msa(send(hl7, payload)[0])[1] == "AA"
+    rp = ScheduledProcedureStep.objects.get().requested_procedure
+    assert rp.procedure is None
+    assert (rp.code_value, rp.coding_scheme_designator) == ("P1", "ERL_MESA")  # as ordered
