@@ -266,6 +266,40 @@ def _subscribed(port: int, uid: str):
     return assoc
 
 
+def _claim_and_report_progress(assoc, uid: str, percents) -> None:
+    """Over ``assoc``: claim the workitem (IN PROGRESS), report each progress; release."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+    from pynetdicom.sop_class import UnifiedProcedureStepPull as PULL
+
+    try:
+        claim = Dataset()
+        claim.ProcedureStepState = "IN PROGRESS"
+        claim.TransactionUID = mine = generate_uid()
+        assert assoc.send_n_action(claim, 1, PULL, uid)[0].Status == 0x0000
+        for percent in percents:
+            update = Dataset()
+            update.TransactionUID = mine
+            item = Dataset()
+            item.ProcedureStepProgress = str(percent)
+            update.ProcedureStepProgressInformationSequence = [item]
+            assert assoc.send_n_set(update, PULL, uid)[0].Status == 0x0000
+    finally:
+        assoc.release()
+
+
+def _all_received_once(server, received, count: int) -> list:
+    """The ``count`` events the event SCP receives, and nothing more within 2 s; then it
+    stops."""
+    try:
+        events = [received.get(timeout=30) for _ in range(count)]
+        time.sleep(2)  # anything sent twice would arrive by now
+        assert received.empty()
+    finally:
+        server.shutdown()
+    return events
+
+
 def test_ups_events_reach_a_dimse_subscriber_that_comes_up_later(worker):
     """The worker's task retries an N-EVENT-REPORT with backoff until the subscriber answers."""
     from tests.peers import start_event_scp
@@ -290,35 +324,13 @@ def test_ups_events_reach_a_dimse_subscriber_that_comes_up_later(worker):
 def test_ups_events_go_out_once_each_and_in_order_from_two_worker_processes(worker):
     """Each change enqueues a task; the worker's two processes must not both send the same
     pending events."""
-    from pydicom.dataset import Dataset
-    from pydicom.uid import generate_uid
-    from pynetdicom.sop_class import UnifiedProcedureStepPull as PULL
 
     from tests.peers import start_event_scp
 
     server, received = start_event_scp(free_port(), delay=0.1)  # a slow subscriber
     uid = _subscriber_and_workitem(server.server_address[1], "PG3")
-    assoc = _subscribed(worker, uid)
-    try:
-        claim = Dataset()
-        claim.ProcedureStepState = "IN PROGRESS"
-        claim.TransactionUID = mine = generate_uid()
-        assert assoc.send_n_action(claim, 1, PULL, uid)[0].Status == 0x0000
-        for percent in range(10, 100, 10):
-            update = Dataset()
-            update.TransactionUID = mine
-            item = Dataset()
-            item.ProcedureStepProgress = str(percent)
-            update.ProcedureStepProgressInformationSequence = [item]
-            assert assoc.send_n_set(update, PULL, uid)[0].Status == 0x0000
-    finally:
-        assoc.release()
-    try:
-        events = [received.get(timeout=30) for _ in range(11)]
-        time.sleep(2)  # anything sent twice would arrive by now
-        assert received.empty()
-    finally:
-        server.shutdown()
+    _claim_and_report_progress(_subscribed(worker, uid), uid, range(10, 100, 10))
+    events = _all_received_once(server, received, 11)
     kinds = [kind for _, kind, _ in events]
     assert kinds == [1, 1] + [3] * 9
     progress = [int(info.ProcedureStepProgressInformationSequence[0].ProcedureStepProgress)
@@ -330,9 +342,6 @@ def test_ups_events_for_a_subscriber_that_is_down_are_tried_on_one_schedule(work
     """Every change wakes the subscriber's delivery, but one task retries it: the oldest
     event's attempts follow the backoff (1, 2, 5 s) instead of growing with each change. Once
     the subscriber is up, the events arrive once each and in order."""
-    from pydicom.dataset import Dataset
-    from pydicom.uid import generate_uid
-    from pynetdicom.sop_class import UnifiedProcedureStepPull as PULL
 
     from tests.peers import start_event_scp
     from worklist.models import UpsEvent
@@ -341,31 +350,12 @@ def test_ups_events_for_a_subscriber_that_is_down_are_tried_on_one_schedule(work
     uid = _subscriber_and_workitem(port, "PG4")
     assoc = _subscribed(worker, uid)
     started = time.monotonic()
-    try:
-        claim = Dataset()
-        claim.ProcedureStepState = "IN PROGRESS"
-        claim.TransactionUID = mine = generate_uid()
-        assert assoc.send_n_action(claim, 1, PULL, uid)[0].Status == 0x0000
-        for percent in (20, 40, 60, 80, 90):
-            update = Dataset()
-            update.TransactionUID = mine
-            item = Dataset()
-            item.ProcedureStepProgress = str(percent)
-            update.ProcedureStepProgressInformationSequence = [item]
-            assert assoc.send_n_set(update, PULL, uid)[0].Status == 0x0000
-    finally:
-        assoc.release()
+    _claim_and_report_progress(assoc, uid, (20, 40, 60, 80, 90))
     time.sleep(max(0.0, started + 4.5 - time.monotonic()))  # attempts at ~0, 1 and 3 s
     oldest = UpsEvent.objects.filter(ae_title="AINODE").order_by("pk").first()
     assert UpsEvent.objects.filter(ae_title="AINODE").count() == 7
     assert 2 <= oldest.attempts <= 3, oldest.attempts
-    server, received = start_event_scp(port)
-    try:
-        events = [received.get(timeout=30) for _ in range(7)]
-        time.sleep(2)  # anything sent twice would arrive by now
-        assert received.empty()
-    finally:
-        server.shutdown()
+    events = _all_received_once(*start_event_scp(port), 7)
     assert [kind for _, kind, _ in events] == [1, 1, 3, 3, 3, 3, 3]
     assert [info.ProcedureStepState for _, kind, info in events if kind == 1] == [
         "SCHEDULED", "IN PROGRESS"]
