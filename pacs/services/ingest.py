@@ -187,7 +187,11 @@ def _build_sql() -> dict[str, str]:
     qn = connection.ops.quote_name
     columns = ", ".join(qn(inst.get_field(name).column) for name in _INSERT_FIELDS)
     return {
-        "existing": f"SELECT id, file_key FROM {qn(inst.db_table)} WHERE sop_instance_uid = %s",
+        # FOR UPDATE: a concurrent store of the same instance (PostgreSQL; SQLite has one
+        # writer) waits until this one commits, then decides on what it did, so two re-sends
+        # never both replace the file and leave one of their files without a row.
+        "existing": f"SELECT id, file_key FROM {qn(inst.db_table)} WHERE sop_instance_uid = %s"
+                    + (" FOR UPDATE" if connection.features.has_select_for_update else ""),
         "insert": f"INSERT INTO {qn(inst.db_table)} ({columns}) "
                   f"VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))})",
         "series": f"SELECT id, study_id FROM {qn(series.db_table)} "
