@@ -99,13 +99,30 @@ class DimseListener:
             max_pdu=settings.DIMSE_MAX_PDU,
         )
 
+    SWEEP_SECONDS = 900.0  # how often a running listener sweeps the incoming folder
+
     def start(self) -> None:
-        swept = get_storage().sweep_incoming()
-        if swept:
-            log.info("removed %d temporary file(s) older than an hour from an earlier run",
-                     swept)
+        self._sweep()
         self._server = DimseServer(self.host, self.port, self._config(), self.listen_fd)
         self._server.start()
+        self._stopping = threading.Event()
+        threading.Thread(target=self._sweep_now_and_then, args=(self._stopping,), daemon=True,
+                         name="incoming-sweeper").start()
+
+    def _sweep(self) -> None:
+        """Temporary files older than an hour: what a crash or a kill left, here or in a web
+        process that stores STOW-RS uploads into the same storage."""
+        try:
+            swept = get_storage().sweep_incoming()
+        except OSError as exc:
+            log.warning("cannot sweep the incoming folder: %s", exc)
+            return
+        if swept:
+            log.info("removed %d temporary file(s) older than an hour", swept)
+
+    def _sweep_now_and_then(self, stopping: threading.Event) -> None:
+        while not stopping.wait(self.SWEEP_SECONDS):
+            self._sweep()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -119,6 +136,7 @@ class DimseListener:
 
     def stop(self) -> None:
         if self._server is not None:
+            self._stopping.set()
             self._server.stop()
             self._server = None
 

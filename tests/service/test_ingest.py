@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from pydicom import dcmread
@@ -194,7 +195,8 @@ def test_stale_temporary_files_are_swept_and_fresh_ones_kept(storage_dir):
     assert get_storage().sweep_incoming() == 0
 
 
-def test_dimse_listener_sweeps_stale_temporary_files_on_start(storage_dir, transactional_db):
+def test_dimse_listener_sweeps_stale_temporary_files_on_start_and_while_running(
+        storage_dir, transactional_db):
     from pacs.dimse.scp import DimseListener
 
     stale = storage_dir / INCOMING / "c.tmp"
@@ -202,9 +204,17 @@ def test_dimse_listener_sweeps_stale_temporary_files_on_start(storage_dir, trans
     stale.write_bytes(b"x")
     os.utime(stale, (1, 1))
     listener = DimseListener(host="127.0.0.1", port=0, ae_title="PORTAL")
+    listener.SWEEP_SECONDS = 0.2
     listener.start()
     try:
         assert not stale.exists()
+        later = storage_dir / INCOMING / "d.tmp"  # left by a web process, say, while it runs
+        later.write_bytes(b"x")
+        os.utime(later, (1, 1))
+        deadline = time.monotonic() + 10
+        while later.exists():
+            assert time.monotonic() < deadline, "not swept while running"
+            time.sleep(0.05)
     finally:
         listener.stop()
 
