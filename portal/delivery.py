@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,7 +48,7 @@ class Courier:
     ``send(key)`` makes one pass over the peer's queue and returns the seconds to wait before
     the next pass (0: more to send now), or None when nothing is left to try (until something
     new is queued). ``task`` is the dotted path of the Celery task that calls
-    ``run_task(key)`` in scale mode."""
+    ``run_task(key, token)`` in scale mode."""
 
     def __init__(self, name: str, send: Callable[[str], float | None], task: str) -> None:
         self.name, self.send, self.task = name, send, task
@@ -56,12 +57,16 @@ class Courier:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
-    def wake(self, key: str) -> None:
-        """Something was queued for ``key`` (call it once committed): send it."""
+    def wake(self, key: str, *, now: bool = False) -> None:
+        """Something was queued for ``key`` (call it once committed): send it. ``now``: an
+        admin asked to try again at once; in scale mode the scheduled task, which may be
+        waiting out a long backoff, is replaced by one that runs now."""
         if settings.SCALE_MODE:
-            _redis().incr(self._counter(key))
-            if _redis().set(self._flag(key), "1", nx=True, ex=FLAG_SECONDS):
-                self._task().delay(key)
+            r = _redis()
+            r.incr(self._counter(key))
+            token = secrets.token_hex(8)  # names the scheduled task (see run_task)
+            if r.set(self._flag(key), token, nx=not now, ex=FLAG_SECONDS):
+                self._task().delay(key, token)
             return  # else the scheduled task sends it on its next pass
         with self._threads_lock:
             wake = self._threads.get(key)
@@ -78,20 +83,29 @@ class Courier:
         with self._only_sender(key) as mine:
             return self.send(key) if mine else BUSY_DELAY
 
-    def run_task(self, key: str) -> float | None:
+    def run_task(self, key: str, token: str = "") -> float | None:
         """The scheduled task's body: the countdown for its retry, or None when done (then
-        the next message queued schedules a new task)."""
+        the next message queued schedules a new task). A task that is no longer the
+        scheduled one (another was scheduled to run now) ends without sending."""
         r = _redis()
+        flag = self._flag(key)
+        token = token or secrets.token_hex(8)
         while True:
+            scheduled = r.get(flag)
+            if scheduled is None:  # none is (the flag expired, or a pass just ended): be it
+                if not r.set(flag, token, nx=True, ex=FLAG_SECONDS):
+                    return None
+            elif scheduled.decode() != token:
+                return None  # replaced by a newer task
             wakes = r.get(self._counter(key))
             delay = self.run(key)
             if delay is not None:
-                r.expire(self._flag(key), FLAG_SECONDS)  # still scheduled: this task
+                r.expire(flag, FLAG_SECONDS)  # still scheduled: this task
                 return delay
-            r.delete(self._flag(key))
+            r.delete(flag)
             # A message queued after this pass looked, but before the flag was gone, found
             # the flag and scheduled nothing: then look once more, as the scheduled task.
-            if r.get(self._counter(key)) == wakes or not r.set(self._flag(key), "1", nx=True,
+            if r.get(self._counter(key)) == wakes or not r.set(flag, token, nx=True,
                                                                ex=FLAG_SECONDS):
                 return None
 

@@ -90,9 +90,10 @@ def build_status_message(receiver: Receiver, step: ScheduledProcedureStep, order
     return "\r".join(segments) + "\r"
 
 
-def enqueue(receiver_id: int) -> None:
-    """Send the receiver's queue (call once the new message is committed)."""
-    courier.wake(str(receiver_id))
+def enqueue(receiver_id: int, *, now: bool = False) -> None:
+    """Send the receiver's queue (call once the new message is committed); ``now``: try at
+    once, even while waiting out a backoff (Retry now)."""
+    courier.wake(str(receiver_id), now=now)
 
 
 def send_queue(receiver_key: str) -> float | None:
@@ -175,4 +176,4 @@ def resume_pending(**kwargs) -> int:
 def retry(outbound: Outbound) -> None:
     Outbound.objects.filter(pk=outbound.pk).exclude(status=Outbound.Status.SENT).update(
         status=Outbound.Status.PENDING, attempts=0)
-    transaction.on_commit(lambda: enqueue(outbound.receiver_id))
+    transaction.on_commit(lambda: enqueue(outbound.receiver_id, now=True))

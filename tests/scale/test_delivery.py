@@ -12,15 +12,15 @@ from portal.delivery import Courier, _redis
 
 pytestmark = [pytest.mark.scale]
 
-scheduled: list[str] = []
+scheduled: list[tuple[str, str]] = []  # (key, token) of each task scheduled
 
 
 class _Task:
     """Stands in for the Celery task: records what would be scheduled."""
 
     @staticmethod
-    def delay(key: str) -> None:
-        scheduled.append(key)
+    def delay(key: str, token: str) -> None:
+        scheduled.append((key, token))
 
 
 task = _Task()
@@ -41,20 +41,33 @@ def test_many_wakes_schedule_one_task_until_it_is_done(key):
     courier = _courier(lambda k: passes.append(k))  # one pass; nothing left (None)
     for _ in range(5):
         courier.wake(key)
-    assert scheduled == [key]
-    assert courier.run_task(key) is None
+    ((_, token),) = scheduled
+    assert courier.run_task(key, token) is None
     assert passes == [key]
     courier.wake(key)  # the task ended: the next message schedules a new one
-    assert scheduled == [key, key]
+    assert [k for k, _ in scheduled] == [key, key]
 
 
 def test_a_task_that_must_wait_stays_the_scheduled_one(key):
     courier = _courier(lambda k: 5.0)  # the peer is down: try again in 5 s
     courier.wake(key)
-    assert courier.run_task(key) == 5.0
+    ((_, token),) = scheduled
+    assert courier.run_task(key, token) == 5.0
     courier.wake(key)
-    assert scheduled == [key]
+    assert len(scheduled) == 1
     assert _redis().ttl(courier._flag(key)) > 300  # outlives the retry countdown
+
+
+def test_retry_now_replaces_the_scheduled_task(key):
+    passes = []
+    courier = _courier(lambda k: passes.append(k) or 300.0)  # down: next try in 5 minutes
+    courier.wake(key)
+    assert courier.run_task(key, scheduled[0][1]) == 300.0
+    courier.wake(key, now=True)  # an admin's Retry now: a task that runs at once
+    (_, waiting), (_, fresh) = scheduled
+    assert courier.run_task(key, fresh) == 300.0
+    assert courier.run_task(key, waiting) is None  # its countdown ended: replaced, no pass
+    assert passes == [key, key]
 
 
 def test_a_message_queued_during_the_last_pass_is_sent_by_the_same_task(key):
@@ -68,8 +81,9 @@ def test_a_message_queued_during_the_last_pass_is_sent_by_the_same_task(key):
 
     courier = _courier(send)
     courier.wake(key)
-    assert courier.run_task(key) is None
-    assert scheduled == [key] and passes == [key, key]
+    ((_, token),) = scheduled
+    assert courier.run_task(key, token) is None
+    assert len(scheduled) == 1 and passes == [key, key]
     assert not _redis().exists(courier._flag(key))
 
 
@@ -79,6 +93,6 @@ def test_a_queue_another_process_is_sending_is_looked_at_again_later(key):
     assert lock.acquire(blocking=False)
     try:
         courier.wake(key)
-        assert courier.run_task(key) == 1.0
+        assert courier.run_task(key, scheduled[0][1]) == 1.0
     finally:
         lock.release()

@@ -471,3 +471,39 @@ def test_two_web_processes_send_each_ups_event_once_to_a_subscribers_two_channel
     assert sorted(got[0] + got[1], key=expected.index) == expected  # once each
     for events in got:
         assert events == sorted(events, key=expected.index)  # in order on each channel
+
+
+def test_retry_now_sends_at_once_while_the_task_waits_out_its_backoff(worker):
+    """The scheduled task waits 5 s after the third failed attempt; Retry now (the outbound
+    page's button) must not wait for it."""
+    import datetime as dt
+
+    from hl7gw.models import Outbound, Receiver
+    from hl7gw.outbound import service as outbound_service
+    from tests.peers import Hl7Server
+    from worklist import services
+    from worklist.models import ScheduledProcedureStep
+
+    port = free_port()
+    Receiver.objects.create(name="RIS", host="127.0.0.1", port=port)
+    services.create_order(
+        patient=services.PatientData("PG-RETRY", "RETRY^NOW"), procedure=None,
+        step=services.StepData(modality="CT", start=dt.datetime(2026, 12, 1, 9)), actor="scale")
+    step = ScheduledProcedureStep.objects.get()
+    services.set_step_status(step, "IN PROGRESS", source="portal", actor="scale")
+    deadline = time.monotonic() + 30
+    while Outbound.objects.get().attempts < 3:  # attempts at ~0, 1 and 3 s; the next at ~8 s
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    server = Hl7Server(port).start()
+    try:
+        asked = time.monotonic()
+        outbound_service.retry(Outbound.objects.get())
+        while not server.received:
+            assert time.monotonic() < asked + 2.5, "waited for the scheduled retry"
+            time.sleep(0.05)
+        while Outbound.objects.get().status != "sent":  # saved once the ACK is read
+            assert time.monotonic() < asked + 10
+            time.sleep(0.05)
+    finally:
+        server.stop()
