@@ -176,7 +176,7 @@ def test_hl7_receivers_and_outbound_queue_pages(admin_client, catalog, monkeypat
     from hl7gw.models import Outbound, Receiver
     from hl7gw.outbound import service as outbound_service
 
-    monkeypatch.setattr(outbound_service, "enqueue", lambda pk: None)  # no sending here
+    monkeypatch.setattr(outbound_service, "enqueue", lambda *a, **k: None)  # no sending here
 
     response = admin_client.post(reverse("hl7-receivers"), {
         "name": "RIS", "host": "127.0.0.1", "port": 1, "kind": "ORM", "version": "2.5.1",
