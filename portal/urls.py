@@ -49,6 +49,8 @@ urlpatterns = [
     path("worklist/workitems/", worklist_views.workitem_list, name="workitem-list"),
     path("worklist/workitems/<str:uid>/", worklist_views.workitem_detail, name="workitem-detail"),
     path("worklist/subscriptions/", worklist_views.subscriptions, name="ups-subscriptions"),
+    path("worklist/subscriptions/<path:ae_title>/retry/", worklist_views.subscriber_retry,
+         name="ups-subscriber-retry"),
     path("worklist/stations/", worklist_views.stations, name="stations"),
     path("worklist/stations/<int:pk>/", worklist_views.stations, name="stations-edit"),
     path("worklist/catalog/", worklist_views.catalog, name="catalog"),

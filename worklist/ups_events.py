@@ -223,6 +223,17 @@ def resume_pending(**kwargs) -> list[str]:
     return names
 
 
+def retry_now(ae_title: str) -> int:
+    """An admin's Retry now for a DIMSE subscriber: its undelivered events start a fresh
+    backoff and are tried at once. Returns how many are waiting."""
+    waiting = UpsEvent.objects.filter(ae_title=ae_title, delivery="dimse",
+                                      delivered_at__isnull=True)
+    count = waiting.update(attempts=0)
+    if count:
+        transaction.on_commit(lambda: courier.wake(ae_title, now=True))
+    return count
+
+
 BATCH = 500
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Count, Max
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -14,7 +15,7 @@ from django.views.decorators.http import require_POST
 from pacs.errors import PacsError
 from portal.crud import list_and_edit
 from portal.roles import admin_required, scheduler_required
-from worklist import selectors, services, ups
+from worklist import selectors, services, ups, ups_events
 from worklist.forms import (
     BoardForm,
     OrderEditForm,
@@ -178,9 +179,20 @@ def workitem_detail(request, uid: str):
 @admin_required
 def subscriptions(request):
     """Who follows which workitems, and the events on their way (admins)."""
+    undelivered = UpsEvent.objects.filter(delivered_at__isnull=True)
     return render(request, "worklist/subscriptions.html", {
         "subscriptions": UpsSubscription.objects.select_related("step").order_by(
             "ae_title", "id"),
         "events": UpsEvent.objects.order_by("-id")[:100],
-        "pending": UpsEvent.objects.filter(delivered_at__isnull=True).count(),
+        "pending": undelivered.count(),
+        "waiting": undelivered.filter(delivery="dimse").values("ae_title").annotate(
+            count=Count("id"), attempts=Max("attempts")).order_by("ae_title"),
     })
+
+
+@admin_required
+@require_POST
+def subscriber_retry(request, ae_title: str):
+    count = ups_events.retry_now(ae_title)
+    messages.info(request, f"{count} event(s) for {ae_title} are being sent again.")
+    return redirect("ups-subscriptions")

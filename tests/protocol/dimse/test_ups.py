@@ -279,3 +279,42 @@ def test_events_for_a_subscriber_that_is_down_are_sent_once_it_is_up(assoc, step
     while UpsEvent.objects.get().delivered_at is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_retry_now_on_the_subscriptions_page_sends_what_was_given_up(assoc, step, ups_ae,
+                                                                      monkeypatch, admin_client):
+    """After its last attempt an event waits for the subscriber's next one; an admin's Retry
+    now sends it at once."""
+    import threading
+    import time
+
+    from django.urls import reverse
+
+    from portal import retry
+    from tests.peers import start_event_scp
+    from tests.samples import free_port
+    from worklist.models import UpsEvent
+
+    monkeypatch.setattr(retry, "RETRY_DELAYS", (0.1,))
+    monkeypatch.setattr(retry, "MAX_ATTEMPTS", 2)
+    ups_ae.port = free_port()  # nothing listens there yet
+    ups_ae.save()
+    subscribe = Dataset()
+    subscribe.DeletionLock = "FALSE"
+    assert assoc.send_n_action(subscribe, 3, WATCH, step.ups_instance_uid)[0].Status == 0x0000
+    deadline = time.monotonic() + 15
+    while UpsEvent.objects.get().attempts < 2 or any(
+            t.name == "ups-events-AINODE" for t in threading.enumerate()):  # given up
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    page = admin_client.get(reverse("ups-subscriptions")).content.decode()
+    waiting = page[page.index('id="ups-waiting"'):]
+    assert "<td>AINODE</td><td>1</td><td>2</td>" in waiting and "Retry now" in waiting
+    server, received = start_event_scp(ups_ae.port)
+    try:
+        response = admin_client.post(reverse("ups-subscriber-retry", args=["AINODE"]))
+        assert response.status_code == 302
+        uid, kind, info = received.get(timeout=10)
+        assert (uid, kind, info.ProcedureStepState) == (step.ups_instance_uid, 1, "SCHEDULED")
+    finally:
+        server.shutdown()
