@@ -226,6 +226,8 @@ class RetrieveView(DicomWebView):
             return FileResponse(multipart.JoinedFile(segments), content_type=content_type)
         parts = ((header, wado.part10(item, ts))
                  for header, item, ts in zip(headers, items, targets, strict=True))
+        if len(items) == 1:  # converted before the answer starts: an error is still a 406
+            parts = iter([(headers[0], [b"".join(wado.part10(items[0], targets[0]))])])
         return StreamingHttpResponse(multipart.stream(boundary, parts), content_type=content_type)
 
 

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable
 
 from django.db import close_old_connections
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from pacs.dicomfile import dataset_offset
@@ -34,6 +33,7 @@ from pacs.dimse.scu import UNCOMPRESSED, Peer, PeerUnavailable, Progress, StoreS
 from pacs.errors import PacsError
 from pacs.models import ApplicationEntity
 from pacs.selectors import RetrievalItem, retrieval_items
+from pacs.transcode import CannotConvert, can_decompress, decompressed
 
 log = logging.getLogger("pacs.dimse")
 
@@ -165,7 +165,12 @@ def _store_on_association(assoc: Association, message: wire.Message,
     if context is None:
         return STATUS_SUB_OPERATIONS_FAILED  # the requestor offered no context for it
     if convert:
-        body = encode_in(context, dcmread(item.path))
+        try:
+            body = encode_in(context, decompressed(item.path))
+        except CannotConvert as exc:
+            log.warning("cannot send %s to %s uncompressed: %s", item.sop_instance_uid,
+                        assoc.calling_aet, exc)
+            return STATUS_SUB_OPERATIONS_FAILED
     else:
         data = item.path.read_bytes()
         body = data[dataset_offset(data):]
@@ -184,7 +189,7 @@ def _context_for(assoc: Association, item: RetrievalItem) -> tuple[Context | Non
     for cx in candidates:
         if cx.transfer_syntax == item.transfer_syntax_uid:
             return cx, False
-    if item.transfer_syntax_uid in UNCOMPRESSED:
+    if can_decompress(item.transfer_syntax_uid):  # as native pixel data (pacs.transcode)
         for cx in candidates:
             if cx.transfer_syntax in UNCOMPRESSED:
                 return cx, True

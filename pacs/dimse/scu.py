@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import connection
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, _config, evt
@@ -22,6 +21,7 @@ from pynetdicom.sop_class import Verification
 
 from pacs.dicomfile import is_multi_value
 from pacs.errors import PacsError
+from pacs.transcode import CannotConvert, decompressed
 
 log = logging.getLogger("pacs.dimse")
 
@@ -125,9 +125,14 @@ class StoreSession:
                      "originator_id": self.move_originator[1]}
         if (sop_class, transfer_syntax) in accepted:
             dataset: Path | Dataset = path  # sent as stored, without decoding
-        elif transfer_syntax in UNCOMPRESSED and any(
-                (sop_class, ts) in accepted for ts in UNCOMPRESSED):
-            dataset = dcmread(path)  # pynetdicom re-encodes it for the accepted context
+        elif any((sop_class, ts) in accepted for ts in UNCOMPRESSED):
+            # pynetdicom encodes it for the accepted uncompressed context
+            try:
+                dataset = decompressed(path)
+            except CannotConvert as exc:
+                log.warning("cannot send %s to %s uncompressed: %s", path.name,
+                            self.peer.ae_title, exc)
+                return STATUS_NO_CONTEXT
         else:
             return STATUS_NO_CONTEXT
         try:

@@ -2,7 +2,7 @@
 transfer syntax, their metadata from the index, frames, bulk data and rendered images.
 
 Files are sent as received whenever the client accepts that; anything else is converted here
-with pydicom (decompression through pylibjpeg).
+by pacs.transcode.
 """
 
 from __future__ import annotations
@@ -19,17 +19,16 @@ from django.db.models.functions import Cast
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.pixels import get_decoder, pixel_array
+from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from pacs import transcode
 from pacs.errors import BadRequest, NotAcceptable, NotFound
 from pacs.models import Instance
 from pacs.rendering import Window, render
 from pacs.storage import get_storage
 
 CHUNK = 1 << 22
-UNCOMPRESSED = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
-DEFLATED = "1.2.840.10008.1.2.1.99"
 
 # Media types of a frame in each stored transfer syntax (PS3.18 Table 8.7.3-2 and -5).
 FRAME_MEDIA_TYPES = {
@@ -132,18 +131,13 @@ def metadata_json(study_uid: str, series_uid: str | None, sop_uid: str | None,
 
 def can_convert(item: StoredInstance, target: str) -> bool:
     """Can the stored object be sent in ``target``? As stored always; to Explicit VR Little
-    Endian when it is uncompressed, has no pixel data, or pylibjpeg can decode it."""
+    Endian when its pixel data, if any, can be decoded here (pacs.transcode)."""
     stored = item.transfer_syntax_uid
     if target in ("*", stored):
         return True
     if target != ExplicitVRLittleEndian:
         return False
-    if stored in UNCOMPRESSED or stored == DEFLATED or not item.has_pixel_data:
-        return True
-    try:
-        return get_decoder(UID(stored)).is_available
-    except (NotImplementedError, ValueError):
-        return False
+    return not item.has_pixel_data or transcode.can_decompress(stored)
 
 
 def choose_syntax(item: StoredInstance, acceptable: list[str]) -> str:
@@ -169,9 +163,8 @@ def part10(item: StoredInstance, target: str) -> Iterator[bytes]:
 
 
 def converted(item: StoredInstance, target: str) -> bytes:
-    ds = dcmread(item.path)
-    if item.has_pixel_data and ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.decompress()  # to Explicit VR Little Endian, pixel data decoded
+    """A Part 10 copy in ``target`` (an uncompressed syntax), the SOP Instance UID kept."""
+    ds = transcode.decompressed(item.path)
     ds.file_meta.TransferSyntaxUID = UID(target)
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
@@ -183,7 +176,7 @@ def converted(item: StoredInstance, target: str) -> bytes:
 def frame_media_type(item: StoredInstance) -> str:
     """The media type of the stored frames (octet-stream when uncompressed)."""
     stored = item.transfer_syntax_uid
-    if stored in UNCOMPRESSED or stored == DEFLATED:
+    if stored in transcode.NATIVE:
         return OCTET
     return FRAME_MEDIA_TYPES.get(stored, OCTET)
 

@@ -106,10 +106,26 @@ def test_retrieve_as_stored_or_explicit_little_endian(dicomweb, archive):
     (default,) = dicomweb.retrieve_series(rle.StudyInstanceUID, rle.SeriesInstanceUID)
     assert default.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian  # decompressed
     assert np.array_equal(default.pixel_array, rle.pixel_array)
+    assert default.SOPInstanceUID == rle.SOPInstanceUID  # the same instance (a new UID before)
+    assert default.file_meta.MediaStorageSOPInstanceUID == rle.SOPInstanceUID
     sr = archive["reportsi.dcm"]
     inst = dicomweb.retrieve_instance(sr.StudyInstanceUID, sr.SeriesInstanceUID,
                                     sr.SOPInstanceUID)
     assert inst.ContentSequence == sr.ContentSequence
+
+
+def test_retrieve_big_endian_as_explicit_little_endian(dicomweb, web, settings):
+    """Explicit VR Big Endian (retired) comes out little endian, its words swapped (before,
+    pydicom refused to write it and the request failed)."""
+    settings.DICOMWEB_BASE_URL = f"{web}/dicomweb"
+    be = dcmread(sample("MR_small_bigendian.dcm"))
+    dicomweb.store_instances([be])
+    assert Instance.objects.get(sop_instance_uid=be.SOPInstanceUID).transfer_syntax_uid == \
+        "1.2.840.10008.1.2.2"
+    (got,) = dicomweb.retrieve_study(be.StudyInstanceUID)
+    assert got.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert got.SOPInstanceUID == be.SOPInstanceUID
+    assert np.array_equal(got.pixel_array, be.pixel_array)
 
 
 def test_metadata_at_each_level_and_bulk_data(dicomweb, archive):

@@ -10,12 +10,13 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 from pydicom import dcmread
+from pydicom.encaps import encapsulate
 
 from pacs.dicomweb import multipart
 from pacs.models import Instance
 from pacs.services.ingest import store_instance
 from pacs.storage import get_storage
-from tests.samples import sample
+from tests.samples import encoded, sample
 
 NS = {"d": "http://dicom.nema.org/PS3.19/models/NativeDICOM"}
 DICOM_TYPE = "application/dicom"
@@ -103,6 +104,22 @@ def test_not_acceptable_answers_406(web, auth, ct):
     assert get(web, frames, auth, Accept='multipart/related; type="image/jpeg"'
                ).status_code == 406
     assert get(web, f"{study}/metadata", auth, Accept="application/dicom").status_code == 406
+
+
+def test_pixel_data_that_cannot_be_decoded_is_406_unless_taken_as_stored(web, auth):
+    ds = dcmread(sample("SC_rgb_jpeg_dcmtk.dcm"))
+    ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG stream \xff\xd9"])
+    store_instance(data=encoded(ds), received_from="test")
+    path = (f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}")
+    refused = get(web, path, auth, Accept=DICOM_TYPE)  # Explicit VR Little Endian
+    assert refused.status_code == 406
+    assert "cannot decode" in refused.json()["error"]
+    in_multipart = get(web, path, auth, Accept=f'multipart/related; type="{DICOM_TYPE}"')
+    assert in_multipart.status_code == 406
+    as_stored = get(web, path, auth, Accept=f"{DICOM_TYPE}; transfer-syntax=*")
+    assert as_stored.status_code == 200
+    assert dcmread(io.BytesIO(as_stored.content)).PixelData == ds.PixelData
 
 
 def test_accept_query_parameter_overrides_the_header(web, auth, ct):

@@ -7,15 +7,18 @@ import socket
 import subprocess
 import time
 
+import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_role
 from pynetdicom.sop_class import (
     CTImageStorage,
     MRImageStorage,
+    SecondaryCaptureImageStorage,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
@@ -137,17 +140,73 @@ def test_move_without_retrieve_permission_is_0124(archive, storescp):
     assert status.Status == 0x0124
 
 
-def test_move_partial_failure_lists_failed_instances(archive, storescp):
-    """storescp accepts uncompressed only: the JPEG 2000 instance fails, the CT goes."""
+def _compressed_into(study: str) -> dict[str, object]:
+    """A JPEG 2000 lossless MR and a JPEG baseline colour image stored into ``study``: what a
+    destination that takes uncompressed data only gets decoded. By SOP Instance UID."""
+    originals = {}
+    for name in ("MR2_J2KR.dcm", "SC_rgb_jpeg_dcmtk.dcm"):
+        ds = dcmread(sample(name))
+        ds.StudyInstanceUID = study
+        store_instance(data=encoded(ds), received_from="test")
+        originals[ds.SOPInstanceUID] = ds
+    return originals
+
+
+def _damaged_jpeg_into(study: str) -> str:
+    """A JPEG baseline instance whose pixel data no decoder can read."""
+    ds = dcmread(sample("SC_rgb_jpeg_dcmtk.dcm"))
+    ds.StudyInstanceUID, ds.SOPInstanceUID = study, ds.SOPInstanceUID + ".9"
+    ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG stream \xff\xd9"])
+    store_instance(data=encoded(ds), received_from="test")
+    return ds.SOPInstanceUID
+
+
+def _same_images(received: list, originals: dict) -> None:
+    """Each received object is its original (SOP Instance UID kept), with native pixel data
+    equal to the original's decoded pixels."""
+    for got in received:
+        original = originals[got.SOPInstanceUID]
+        assert not got.file_meta.TransferSyntaxUID.is_compressed
+        assert np.array_equal(got.pixel_array, original.pixel_array)
+
+
+def test_move_decompresses_for_a_destination_that_takes_uncompressed_only(archive, storescp):
+    """DCMTK storescp accepts uncompressed syntaxes only: the compressed instances arrive
+    decoded, as Orthanc and dcm4chee send them (before, they failed)."""
     study, _ = _ct_series(1)
-    jpeg = dcmread(sample("MR2_J2KR.dcm"))
-    jpeg.StudyInstanceUID = study
-    store_instance(data=encoded(jpeg), received_from="test")
+    originals = _compressed_into(study)
+    status, _ = _move(archive, _study_identifier(study), "DEST")[-1]
+    assert status.Status == 0x0000 and status.NumberOfCompletedSuboperations == 3
+    received = [dcmread(p) for p in storescp.iterdir()]
+    assert len(received) == 3
+    _same_images([d for d in received if d.SOPInstanceUID in originals], originals)
+    (jpeg,) = [d for d in received if d.SOPInstanceUID in originals
+               and originals[d.SOPInstanceUID].file_meta.TransferSyntaxUID == JPEGBaseline8Bit]
+    assert jpeg.LossyImageCompression == "01" and jpeg.PhotometricInterpretation == "RGB"
+
+
+def test_move_partial_failure_lists_failed_instances(archive, storescp):
+    """An instance whose pixel data cannot be decoded fails; the CT goes."""
+    study, _ = _ct_series(1)
+    damaged = _damaged_jpeg_into(study)
     status, identifier = _move(archive, _study_identifier(study), "DEST")[-1]
     assert status.Status == 0xB000
     assert status.NumberOfCompletedSuboperations == 1
     assert status.NumberOfFailedSuboperations == 1
-    assert identifier.FailedSOPInstanceUIDList == jpeg.SOPInstanceUID
+    assert identifier.FailedSOPInstanceUIDList == damaged
+
+
+def test_getscu_gets_compressed_instances_decoded(archive, tmp_path):
+    """getscu proposes uncompressed syntaxes only by default."""
+    study, series = _ct_series(1)
+    originals = _compressed_into(study)
+    out = tmp_path / "got"
+    out.mkdir()
+    _dcmtk("getscu", archive, "-aet", "GETSCU", "-od", str(out),
+           "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}")
+    got = [dcmread(p) for p in out.iterdir()]
+    assert len(got) == 3
+    _same_images([d for d in got if d.SOPInstanceUID in originals], originals)
 
 
 def test_move_identifier_without_level_key_is_a900(archive, storescp):
@@ -159,11 +218,11 @@ def test_move_identifier_without_level_key_is_a900(archive, storescp):
 
 
 def _get_association(listener, syntaxes=(ExplicitVRLittleEndian, ImplicitVRLittleEndian),
-                     received: list | None = None):
+                     received: list | None = None, classes=(CTImageStorage, MRImageStorage)):
     ae = AE(ae_title="GETSCU")
     ae.add_requested_context(GET)
     roles = []
-    for storage in (CTImageStorage, MRImageStorage):
+    for storage in classes:
         ae.add_requested_context(storage, list(syntaxes))
         roles.append(build_role(storage, scp_role=True))
 
@@ -179,21 +238,23 @@ def _get_association(listener, syntaxes=(ExplicitVRLittleEndian, ImplicitVRLittl
     return assoc
 
 
-def test_get_converts_uncompressed_and_fails_what_has_no_context(archive):
+def test_get_converts_to_the_offered_syntax_and_fails_what_cannot_be_decoded(archive):
     study, _ = _ct_series(2)
-    jpeg = dcmread(sample("MR2_J2KR.dcm"))
-    jpeg.StudyInstanceUID = study
-    store_instance(data=encoded(jpeg), received_from="test")
+    originals = _compressed_into(study)
+    damaged = _damaged_jpeg_into(study)
     received: list[str] = []
-    assoc = _get_association(archive, syntaxes=(ImplicitVRLittleEndian,), received=received)
+    assoc = _get_association(archive, syntaxes=(ImplicitVRLittleEndian,), received=received,
+                             classes=(CTImageStorage, MRImageStorage,
+                                      SecondaryCaptureImageStorage))
     try:
         responses = list(assoc.send_c_get(_study_identifier(study), GET))
     finally:
         assoc.release()
     status, identifier = responses[-1]
-    assert len(received) == 2  # both CTs, re-encoded to Implicit VR LE
+    assert len(received) == 4  # two CTs re-encoded, the MR and the colour image decoded
+    assert set(originals) <= set(received)
     assert status.Status == 0xB000 and status.NumberOfFailedSuboperations == 1
-    assert identifier.FailedSOPInstanceUIDList == jpeg.SOPInstanceUID
+    assert identifier.FailedSOPInstanceUIDList == damaged
 
 
 def test_get_cancel_stops_the_sub_operations(archive):
