@@ -233,12 +233,13 @@ def _time_range_q(field: str, value: str) -> Q:
 DATETIME_PAIRS = (("StudyDate", "StudyTime"), ("SeriesDate", "SeriesTime"))
 
 
-def search(level_name: str, identifier: Dataset, *, combine_datetime: bool = False
-           ) -> tuple[Level, QuerySet]:
+def search(level_name: str, identifier: Dataset, *, combine_datetime: bool = False,
+           fuzzy: bool = False) -> tuple[Level, QuerySet]:
     level = LEVELS.get(level_name)
     if level is None:
         raise InvalidQuery(f"unsupported QueryRetrieveLevel {level_name!r}")
-    return level, search_level(level, identifier, combine_datetime=combine_datetime)
+    return level, search_level(level, identifier, combine_datetime=combine_datetime,
+                               fuzzy=fuzzy)
 
 
 def search_level(level: Level, identifier: Dataset, *, combine_datetime: bool = False,

@@ -54,8 +54,9 @@ GET_MODELS = {"1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3"}
 
 # C-FIND extended negotiation (PS3.4 C.5.1.1.1): byte 0 relational queries, 1 combined
 # date-time matching, 2 fuzzy semantic matching of person names, 3 timezone adjustment.
-FIND_EXTENDED_SUPPORT = bytes([0, 1, 0, 0])
+FIND_EXTENDED_SUPPORT = bytes([0, 1, 1, 0])
 COMBINED_DATETIME_BYTE = 1
+FUZZY_NAMES_BYTE = 2
 
 
 def _authorize(policy: AePolicy, calling: str, permission: str, action: str) -> None:
@@ -179,8 +180,9 @@ def make_find_service(policy: AePolicy, *, models: set[str] = FIND_MODELS,
 def _qr_search(assoc: Association, message: wire.Message, identifier: Dataset,
                permissions: Permissions) -> tuple[query.Level, QuerySet, str]:
     level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-    combined = assoc.extended_flag(message, COMBINED_DATETIME_BYTE)
-    level, qs = query.search(level_name, identifier, combine_datetime=combined)
+    level, qs = query.search(level_name, identifier,
+                             combine_datetime=assoc.extended_flag(message, COMBINED_DATETIME_BYTE),
+                             fuzzy=assoc.extended_flag(message, FUZZY_NAMES_BYTE))
     return level, qs, query.answer_charset(charset_of(identifier))
 
 

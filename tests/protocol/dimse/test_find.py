@@ -167,16 +167,21 @@ def _store_study(suffix: str, date: str, time: str, **attrs) -> None:
     store_instance(data=encoded(ds), received_from="test")
 
 
-def _find_with_extended(listener, identifier: Dataset, combined: bool) -> list[Dataset]:
+def _find_with_extended(listener, identifier: Dataset, combined: bool = False,
+                        fuzzy: bool = False) -> list[Dataset]:
     from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 
     ae = AE(ae_title="FINDSCU")
     ae.add_requested_context(StudyFind)
     item = SOPClassExtendedNegotiation()
     item.sop_class_uid = StudyFind
-    item.service_class_application_information = bytes([0, 1 if combined else 0])
+    item.service_class_application_information = bytes([0, int(combined), int(fuzzy)])
     assoc = ae.associate(*listener.address, ae_title="PORTAL", ext_neg=[item])
     assert assoc.is_established
+    (reply,) = [i for i in assoc.acceptor.user_information
+                if isinstance(i, SOPClassExtendedNegotiation)]
+    accepted = reply.service_class_application_information
+    assert (accepted[1], accepted[2]) == (int(combined), int(fuzzy))  # what we asked is taken
     try:
         return [answer for status, answer in assoc.send_c_find(identifier, StudyFind)
                 if status and status.Status == 0xFF00]
@@ -196,6 +201,18 @@ def test_combined_date_time_matching_only_when_negotiated(archive):
     combined = _find_with_extended(archive, ds, combined=True)
     assert sorted(d.PatientID for d in separate) == ["DT2"]
     assert sorted(d.PatientID for d in combined) == ["DT2", "DT4"]
+
+
+def test_fuzzy_person_name_matching_only_when_negotiated(archive):
+    """PS3.4 C.2.2.2.1.3: each word starts a name component, any order, any case."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.PatientID = ""
+    ds.PatientName = "ct1 compressed"
+    assert _find_with_extended(archive, ds) == []
+    assert [d.PatientID for d in _find_with_extended(archive, ds, fuzzy=True)] == ["1CT1"]
+    ds.PatientName = "jürg"
+    assert [d.PatientID for d in _find_with_extended(archive, ds, fuzzy=True)] == ["LAT1"]
 
 
 def test_sequence_matching_on_request_attributes(archive, tmp_path):
