@@ -14,6 +14,6 @@ class Hl7GwConfig(AppConfig):
         step_status_changed.connect(on_step_status_changed, dispatch_uid="hl7gw-outbound")
 
         from hl7gw.outbound.service import resume_pending
-        from portal.signals import embedded_started
+        from portal.signals import deliveries_due
 
-        embedded_started.connect(resume_pending, dispatch_uid="hl7gw-resume")
+        deliveries_due.connect(resume_pending, dispatch_uid="hl7gw-resume")

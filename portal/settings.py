@@ -182,6 +182,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# How often each worker looks for deliveries that have no scheduled task (portal.signals)
+DELIVERY_SWEEP_SECONDS = env_int("PORTAL_DELIVERY_SWEEP_SECONDS", 300)
 
 # --- Portal: listeners and storage -----------------------------------------------------------
 HTTP_HOST = os.environ.get("PORTAL_HTTP_HOST", "127.0.0.1")

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-# Sent by `manage.py serve` in embedded mode once its listeners run: deliveries that were
-# still pending when the portal last stopped (HL7 status messages, UPS event reports) are sent
-# again. In scale mode Celery keeps its own retries across restarts.
-embedded_started = Signal()
+# Deliveries (HL7 status messages, UPS event reports) may be pending with no sender on them:
+# those of before a restart, and in scale mode those whose Celery task was lost with the
+# broker. The receivers start a sender for each such peer (portal.delivery: one per peer, so
+# a peer that has one is left alone). Sent by `manage.py serve` in embedded mode once its
+# listeners run, and in scale mode by every Celery worker when it starts and then every
+# PORTAL_DELIVERY_SWEEP_SECONDS (portal.celery.DeliverySweepStep).
+deliveries_due = Signal()

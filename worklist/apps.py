@@ -31,6 +31,6 @@ class WorklistConfig(AppConfig):
         step_status_changed.connect(ups_events.on_step_status_changed, dispatch_uid="ups-events")
         step_created.connect(ups_events.on_step_created, dispatch_uid="ups-events-created")
         step_assigned.connect(ups_events.on_step_assigned, dispatch_uid="ups-events-assigned")
-        from portal.signals import embedded_started
+        from portal.signals import deliveries_due
 
-        embedded_started.connect(ups_events.resume_pending, dispatch_uid="ups-events-resume")
+        deliveries_due.connect(ups_events.resume_pending, dispatch_uid="ups-events-resume")

@@ -214,8 +214,9 @@ def _wake(names: dict[str, str]) -> None:
 
 
 def resume_pending(**kwargs) -> list[str]:
-    """Signal receiver (portal.signals.embedded_started): start sending to the DIMSE
-    subscribers whose events were still pending when the portal stopped. Returns them."""
+    """Signal receiver (portal.signals.deliveries_due): send to the DIMSE subscribers whose
+    events are still pending, if no sender has them (those of before a restart, or whose task
+    was lost). Returns them."""
     names = sorted(set(UpsEvent.objects.filter(delivery="dimse", delivered_at__isnull=True)
                        .values_list("ae_title", flat=True)))
     for name in names:

@@ -165,8 +165,8 @@ def _msa_code(ack: str) -> str:
 
 
 def resume_pending(**kwargs) -> int:
-    """Signal receiver (portal.signals.embedded_started): send again the messages that were
-    still pending when the portal stopped. Returns how many."""
+    """Signal receiver (portal.signals.deliveries_due): send the messages still pending, if
+    no sender has them (those of before a restart, or whose task was lost). Returns how many."""
     pending = Outbound.objects.filter(status=Outbound.Status.PENDING)
     for receiver_id in sorted(set(pending.values_list("receiver_id", flat=True))):
         enqueue(receiver_id)

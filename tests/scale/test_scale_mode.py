@@ -21,7 +21,13 @@ pytestmark = [pytest.mark.scale, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def worker(tmp_path, settings):
+def worker_env() -> dict[str, str]:
+    """More environment for the worker (a test parametrizes it)."""
+    return {}
+
+
+@pytest.fixture
+def worker(tmp_path, settings, worker_env):
     """A real Celery worker on the test database, with the DIMSE listener inside it."""
     port, hl7_port = free_port(), free_port()
     db = connection.settings_dict
@@ -29,7 +35,7 @@ def worker(tmp_path, settings):
     env = {**os.environ, "DATABASE_URL": url, "PORTAL_DIMSE_PORT": str(port),
            "PORTAL_DIMSE_HOST": "127.0.0.1", "PORTAL_STORAGE_DIR": str(tmp_path / "dicom"),
            "PORTAL_HL7_PORT": str(hl7_port), "PORTAL_HL7_HOST": "127.0.0.1",
-           "PORTAL_DATA_DIR": str(tmp_path / "var"), "PORTAL_STORAGE_FSYNC": "0"}
+           "PORTAL_DATA_DIR": str(tmp_path / "var"), "PORTAL_STORAGE_FSYNC": "0", **worker_env}
     settings.STORAGE_DIR = tmp_path / "dicom"
     log = open(tmp_path / "worker.log", "w")
     proc = subprocess.Popen(
@@ -402,6 +408,44 @@ def test_hl7_status_messages_reach_a_receiver_that_was_down_in_order_once_each(w
     made = list(Outbound.objects.order_by("pk").values_list("control_id", "order_status"))
     assert [status for _, status in made] == ["IP", "IP", "CM", "CM"]
     assert received == made
+
+
+@pytest.mark.parametrize("worker_env", [{"PORTAL_DELIVERY_SWEEP_SECONDS": "1"}])
+def test_a_status_message_whose_task_was_lost_is_still_sent(worker, monkeypatch):
+    """The message is queued but its task never reaches the broker (as when Redis loses it):
+    the worker's delivery sweep finds the pending message with no task and sends it. Before,
+    it waited for the receiver's next message, however long that took."""
+    import datetime as dt
+
+    from hl7gw.models import Outbound, Receiver
+    from hl7gw.outbound import service as outbound
+    from tests.peers import Hl7Server
+    from worklist import services
+    from worklist.models import ScheduledProcedureStep
+
+    port = free_port()
+    server = Hl7Server(port).start()
+    try:
+        Receiver.objects.create(name="RIS", host="127.0.0.1", port=port)
+        monkeypatch.setattr(outbound.courier, "wake", lambda *a, **k: None)  # the lost task
+        services.create_order(
+            patient=services.PatientData("PG-LOST-1", "LOST^TASK"), procedure=None,
+            step=services.StepData(modality="CT", start=dt.datetime(2026, 12, 1, 9)),
+            actor="scale")
+        step = ScheduledProcedureStep.objects.get()
+        services.set_step_status(step, "IN PROGRESS", source="portal", actor="scale")
+        (pending,) = Outbound.objects.all()
+        assert pending.status == Outbound.Status.PENDING and pending.attempts == 0
+        deadline = time.monotonic() + 20
+        while not server.received:
+            assert time.monotonic() < deadline, "the pending message was never sent"
+            time.sleep(0.1)
+        time.sleep(2.5)  # two more sweeps: nothing is sent twice
+        assert [str(m.segment("MSH")[10]) for m in server.received] == [pending.control_id]
+    finally:
+        server.stop()
+    pending.refresh_from_db()
+    assert pending.status == Outbound.Status.SENT
 
 
 def test_two_web_processes_send_each_ups_event_once_to_a_subscribers_two_channels(tmp_path):

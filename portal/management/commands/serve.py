@@ -13,7 +13,7 @@ from waitress import create_server
 from pacs.dimse.workers import spawn_scp_processes, stop_processes
 from portal.bootstrap import ensure_admin
 from portal.listeners import build_listener, settle_heap
-from portal.signals import embedded_started
+from portal.signals import deliveries_due
 from portal.websocket import WebSocketServer
 from portal.wsgi import application
 
@@ -49,7 +49,7 @@ class Command(BaseCommand):
         if hl7:
             hl7.start()
         if not settings.SCALE_MODE:
-            embedded_started.send(sender=self.__class__)
+            deliveries_due.send(sender=self.__class__)  # scale mode: the workers do
         ws, ws_port = None, None
         if settings.WS_PORT >= 0:
             ws = WebSocketServer(settings.HTTP_HOST, settings.WS_PORT)
