@@ -9,9 +9,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from pacs import selectors
+from pacs.errors import NotFound
 from pacs.forms import ApplicationEntityForm, SendForm, StudySearchForm
 from pacs.models import ApplicationEntity, Instance, Series, Study
 from pacs.rendering import NotRenderable, render_png
+from pacs.services import deletion
 from pacs.storage import get_storage
 from pacs.tasks import echo_ae
 from portal import audit
@@ -48,6 +50,37 @@ def study_detail(request, study_uid: str):
     return render(request, "pacs/study_detail.html",
                   {"study": study, "series_list": selectors.series_of_study(study),
                    "send_form": SendForm()})
+
+
+@admin_required
+@require_POST
+def study_delete(request, study_uid: str):
+    try:
+        done = deletion.delete("study", study_uid, actor=request.user.username)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+    messages.success(request, f"Deleted the study: {done.series} series, "
+                              f"{_instances(done.instances)}.")
+    return redirect("study-list")
+
+
+@admin_required
+@require_POST
+def series_delete(request, series_uid: str):
+    try:
+        done = deletion.delete("series", series_uid, actor=request.user.username)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+    messages.success(request, f"Deleted the series: {_instances(done.instances)}"
+                              + (" (the study's last series: the study is gone too)."
+                                 if done.studies else "."))
+    if done.studies:
+        return redirect("study-list")
+    return redirect("study-detail", done.study_uid)
+
+
+def _instances(n: int) -> str:
+    return f"{n} instance" + ("" if n == 1 else "s")
 
 
 @login_required

@@ -106,6 +106,19 @@ def test_admin_adds_aes_echoes_and_modality_stores(page, portal, tmp_path):
     # Dashboard shows the totals.
     page.click("header >> text=Dashboard")
     assert page.inner_text("#count-studies") == "2"
+    # Delete the CT study: the browser asks first; dismissed, nothing happens.
+    page.click("header >> text=Studies")
+    page.locator("table.studies tbody tr:has-text('CT1') a").first.click()
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("#delete-study button")
+    assert page.locator("#series-table").is_visible()
+    messages = []
+    page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.accept()))
+    page.click("#delete-study button")
+    assert "1 series and 1 instance," in messages[0]
+    assert "Deleted the study: 1 series, 1 instance." in page.inner_text(".messages")
+    page.click("header >> text=Dashboard")
+    assert page.inner_text("#count-studies") == "1"
 
 
 def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):

@@ -1,0 +1,87 @@
+"""Deleting a study, a series or an instance from the archive (an admin's action).
+
+One transaction removes the rows and keeps the parents' computed keys true (numbers of series
+and instances, Modalities in Study); a series or study left empty goes too, as in Orthanc.
+The files are deleted once that transaction has committed, so a failure deletes nothing. The
+patient stays: the patient registry also serves the worklist's orders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Count
+
+from pacs.errors import NotFound
+from pacs.models import Instance, Series, Study
+from pacs.storage import get_storage
+from portal import audit
+
+LEVELS = ("study", "series", "instance")
+
+
+@dataclass(frozen=True)
+class Deleted:
+    studies: int
+    series: int
+    instances: int
+    study_uid: str  # the study it was in (gone too when ``studies``)
+
+
+def delete(level: str, uid: str, *, actor: str) -> Deleted:
+    """Delete the study, series or instance ``uid``; NotFound when it is not in the archive."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}")
+    storage = get_storage()
+    with transaction.atomic():
+        study = _locked_study(level, uid)
+        instances = Instance.objects.filter(series__study=study)
+        if level == "series":
+            instances = instances.filter(series__series_instance_uid=uid)
+        elif level == "instance":
+            instances = instances.filter(sop_instance_uid=uid)
+        keys = list(instances.values_list("file_key", flat=True))
+        instances.delete()
+        # the series deleted, or the one whose last instance was: none is left empty
+        emptied = Series.objects.filter(study=study, instances__isnull=True)
+        n_series = emptied.count()
+        emptied.delete()
+        study_gone = not _recount(study)
+        if study_gone:
+            study.delete()
+        transaction.on_commit(lambda: [storage.delete(key) for key in keys])
+        deleted = Deleted(int(study_gone), n_series, len(keys), study.study_instance_uid)
+        audit.record(category="admin", action=f"{level} deleted", actor=actor,
+                     detail=f"{level} {uid}: {deleted.studies} study, {deleted.series} series, "
+                            f"{deleted.instances} instances")
+    return deleted
+
+
+def _locked_study(level: str, uid: str) -> Study:
+    """The study holding ``uid``, with its series rows and then its own row locked
+    (PostgreSQL; SQLite has one writer). A store into it waits, and then retries on the rows
+    left (pacs.services.ingest). Series first, as a store takes them: no deadlock."""
+    lookup = {"study": "study_instance_uid", "series": "series__series_instance_uid",
+              "instance": "series__instances__sop_instance_uid"}[level]
+    found = Study.objects.filter(**{lookup: uid}).values_list("pk", flat=True).first()
+    if found is None:
+        raise NotFound(f"{level} {uid} is not in the archive")
+    list(Series.objects.select_for_update().filter(study_id=found).values_list("pk"))
+    study = Study.objects.select_for_update().filter(pk=found).first()
+    if study is None:  # deleted meanwhile
+        raise NotFound(f"{level} {uid} is not in the archive")
+    return study
+
+
+def _recount(study: Study) -> int:
+    """Set the study's and its series' computed keys from what is left; the series left."""
+    left = list(Series.objects.filter(study=study).annotate(n=Count("instances"))
+                .values_list("pk", "modality", "n"))
+    for pk, _modality, n in left:
+        Series.objects.filter(pk=pk).update(number_of_instances=n)
+    if left:
+        Study.objects.filter(pk=study.pk).update(
+            number_of_series=len(left), number_of_instances=sum(n for *_, n in left),
+            modalities_in_study="\\".join(sorted({m for _, m, _n in left if m})))
+    return len(left)
