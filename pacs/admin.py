@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from pacs.models import ApplicationEntity, Patient, Study
+from pacs.models import ApplicationEntity, CommitmentRequest, Patient, Study
 
 
 @admin.register(ApplicationEntity)
@@ -18,3 +18,10 @@ class PatientAdmin(admin.ModelAdmin):
 class StudyAdmin(admin.ModelAdmin):
     list_display = ("study_instance_uid", "patient", "study_date", "modalities_in_study")
     raw_id_fields = ("patient",)
+
+
+@admin.register(CommitmentRequest)
+class CommitmentRequestAdmin(admin.ModelAdmin):
+    list_display = ("ae_title", "transaction_uid", "created_at", "delivered_at", "committed",
+                    "failed", "attempts", "last_error")
+    list_filter = ("ae_title",)

@@ -204,3 +204,26 @@ class Job(models.Model):
         if not self.total:
             return 100 if self.is_final else None
         return min(100, round(100 * self.done_count / self.total))
+
+
+class CommitmentRequest(models.Model):
+    """A Storage Commitment request (PS3.4 J, N-ACTION) and the delivery of its result (an
+    N-EVENT-REPORT on an association we open to the requesting AE)."""
+
+    ae_title = models.CharField(max_length=16, db_index=True)
+    transaction_uid = models.CharField(max_length=64)
+    # [[SOP Class UID, SOP Instance UID], ...] as requested
+    references = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    # filled once the report is delivered: how many were committed and how many failed
+    delivered_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    committed = models.PositiveIntegerField(null=True, blank=True)
+    failed = models.PositiveIntegerField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.ae_title} {self.transaction_uid}"

@@ -6,6 +6,7 @@ from celery import shared_task
 
 from pacs.models import ApplicationEntity
 from pacs.services.aes import echo_application_entity
+from pacs.services.commitment import courier as commitment_courier
 from pacs.services.jobs import run_job
 
 
@@ -20,3 +21,12 @@ def echo_ae(ae_id: int, actor: str = "") -> dict:
 def run_job_task(job_id: int) -> str | None:
     job = run_job(job_id)
     return job.state if job else None
+
+
+@shared_task(name="pacs.send_commitment_reports", bind=True, max_retries=None, acks_late=True)
+def send_commitment_reports_task(self, ae_title: str, token: str = "") -> None:
+    """Scale mode: Storage Commitment reports to an AE, from a worker; while the AE cannot be
+    reached, the task runs again with backoff (portal.retry, portal.delivery)."""
+    delay = commitment_courier.run_task(ae_title, token)
+    if delay is not None:
+        raise self.retry(countdown=delay)

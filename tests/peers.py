@@ -78,3 +78,26 @@ def start_event_scp(port: int, delay: float = 0.0):
     server = ae.start_server(("127.0.0.1", port), block=False,
                              evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event)])
     return server, received
+
+
+def start_commitment_listener(port: int, ae_title: str = "MODALITY"):
+    """A modality's pynetdicom listener for Storage Commitment reports (it accepts our SCP
+    role on the association we open); returns it and the queue of (calling AE title, Event
+    Type ID, Event Information) it received."""
+    import queue
+
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import StorageCommitmentPushModel
+
+    received: queue.Queue = queue.Queue()
+
+    def on_report(event):
+        received.put((event.assoc.requestor.ae_title, event.request.EventTypeID,
+                      event.event_information))
+        return 0x0000, None
+
+    ae = AE(ae_title=ae_title)
+    ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    return server, received

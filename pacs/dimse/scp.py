@@ -21,9 +21,11 @@ from pynetdicom.sop_class import (
 )
 
 from pacs.dimse import handlers, retrieve, wire
+from pacs.dimse.commitment import make_commitment_service
 from pacs.dimse.engine import DimseServer, ServerConfig
 from pacs.dimse.policy import AePolicy
 from pacs.dimse.registry import EXTENSIONS
+from pacs.services.commitment import STORAGE_COMMITMENT
 from pacs.storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 
 def supported_contexts() -> list[PresentationContext]:
     """What we accept. Storage contexts allow both roles: SCP for C-STORE, SCU for C-GET."""
-    contexts = [build_context(Verification, ALL_TRANSFER_SYNTAXES)]
+    contexts = [build_context(Verification, ALL_TRANSFER_SYNTAXES),
+                build_context(STORAGE_COMMITMENT, ALL_TRANSFER_SYNTAXES)]
     for model in (PatientRootQueryRetrieveInformationModelFind,
                   StudyRootQueryRetrieveInformationModelFind,
                   PatientRootQueryRetrieveInformationModelMove,
@@ -49,11 +52,13 @@ def supported_contexts() -> list[PresentationContext]:
     return contexts
 
 
-def _by_sop_class(services: dict[str, handlers.Service]) -> handlers.Service:
-    """One command field, several SOP classes (C-FIND: Query/Retrieve and worklist)."""
+def _by_sop_class(services: dict[str, handlers.Service],
+                  others: handlers.Service | None = None) -> handlers.Service:
+    """One command field, several SOP classes (C-FIND: Query/Retrieve and worklist; N-ACTION:
+    storage commitment here, UPS in the worklist's extension: ``others``)."""
 
     def dispatch(assoc, message) -> None:
-        service = services.get(assoc.context(message).abstract_syntax)
+        service = services.get(assoc.context(message).abstract_syntax, others)
         if service is None:
             assoc.respond(message, handlers.STATUS_SOP_CLASS_NOT_SUPPORTED,
                           comment="not supported on this SOP class")
@@ -77,6 +82,8 @@ class DimseListener:
         self._server: DimseServer | None = None
 
     def _config(self) -> ServerConfig:
+        extended = {field: make(self.policy) for extension in EXTENSIONS
+                    for field, make in extension.services.items()}
         return ServerConfig(
             ae_title=self.ae_title,
             supported=supported_contexts(),
@@ -90,8 +97,10 @@ class DimseListener:
                 }),
                 wire.C_MOVE_RQ: retrieve.make_move_service(self.policy, self.ae_title),
                 wire.C_GET_RQ: retrieve.make_get_service(self.policy),
-                **{field: make(self.policy) for extension in EXTENSIONS
-                   for field, make in extension.services.items()},
+                **extended,
+                wire.N_ACTION_RQ: _by_sop_class(
+                    {STORAGE_COMMITMENT: make_commitment_service(self.policy)},
+                    others=extended.get(wire.N_ACTION_RQ)),
             },
             extended={model: handlers.FIND_EXTENDED_SUPPORT for model in handlers.FIND_MODELS},
             admit=handlers.make_admission(self.policy),

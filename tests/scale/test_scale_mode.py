@@ -81,6 +81,45 @@ def test_worker_bootstep_receives_images_into_postgresql(worker):
     assert "Association Rejected" in refused.stderr
 
 
+def test_storage_commitment_report_comes_from_the_worker(worker):
+    """A modality stores into the worker's SCP, asks it for commitment, and gets the report
+    from a Celery task (pacs.send_commitment_reports) on an association the worker opens."""
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StorageCommitmentPushModel
+
+    from tests.peers import start_commitment_listener
+
+    port = free_port()
+    ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port=port)
+    time.sleep(2.5)  # the SCP re-reads the AE table within 2 s
+    stored = subprocess.run(["/usr/bin/storescu", "-aet", "MODALITY", "-aec", "PORTAL",
+                             "127.0.0.1", str(worker), str(sample("CT_small.dcm"))],
+                            capture_output=True, text=True, timeout=60)
+    assert stored.returncode == 0, stored.stderr
+    ct = dcmread(sample("CT_small.dcm"))
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ct.SOPClassUID, ct.SOPInstanceUID
+    info = Dataset()
+    info.TransactionUID, info.ReferencedSOPSequence = "1.2.3.4.200", [item]
+    server, received = start_commitment_listener(port)
+    try:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(StorageCommitmentPushModel)
+        assoc = ae.associate("127.0.0.1", worker, ae_title="PORTAL")
+        assert assoc.is_established
+        status, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel,
+                                        "1.2.840.10008.1.20.1.1")
+        assoc.release()
+        assert status.Status == 0x0000
+        calling, event_type, report = received.get(timeout=30)
+    finally:
+        server.shutdown()
+    assert (calling, event_type, report.TransactionUID) == ("PORTAL", 1, "1.2.3.4.200")
+    assert report.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ct.SOPInstanceUID
+
+
 def test_echo_runs_as_a_celery_task_on_the_worker(worker):
     ApplicationEntity.objects.create(ae_title="PORTAL", host="127.0.0.1", port=worker)
     target = ApplicationEntity.objects.get(ae_title="PORTAL")
