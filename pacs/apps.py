@@ -6,8 +6,10 @@ class PacsConfig(AppConfig):
     verbose_name = "Archive"
 
     def ready(self) -> None:
-        # Storage Commitment reports still pending (restart, lost task) are sent again
-        from pacs.services.commitment import resume_pending
+        # Storage Commitment reports and forwarded instances still pending (restart, lost task)
+        # are sent again
+        from pacs.services import commitment, forwarding
         from portal.signals import deliveries_due
 
-        deliveries_due.connect(resume_pending, dispatch_uid="stgcmt-resume")
+        deliveries_due.connect(commitment.resume_pending, dispatch_uid="stgcmt-resume")
+        deliveries_due.connect(forwarding.resume_pending, dispatch_uid="forward-resume")

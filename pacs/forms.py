@@ -4,7 +4,7 @@ import re
 
 from django import forms
 
-from pacs.models import ApplicationEntity
+from pacs.models import ApplicationEntity, ForwardingRule
 
 # PS3.5 6.2 AE: up to 16 characters of the default repertoire, no backslash or control codes.
 AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
@@ -92,3 +92,23 @@ class RemoteQueryForm(DateRangeForm):
             raise forms.ValidationError("Give at least one search field: a remote archive "
                                         "may hold millions of studies.")
         return data
+
+
+class ForwardingRuleForm(forms.ModelForm):
+    class Meta:
+        model = ForwardingRule
+        fields = ["name", "destination", "source_ae_titles", "modalities", "enabled"]
+
+    def clean_source_ae_titles(self) -> str:
+        from pacs.services.forwarding import words
+
+        titles = words(self.cleaned_data["source_ae_titles"])
+        bad = sorted(t for t in titles if not AET_RE.match(t))
+        if bad:
+            raise forms.ValidationError(f"Not an AE title: {', '.join(bad)}")
+        return " ".join(sorted(titles))
+
+    def clean_modalities(self) -> str:
+        from pacs.services.forwarding import words
+
+        return " ".join(sorted(words(self.cleaned_data["modalities"])))

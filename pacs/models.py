@@ -227,3 +227,51 @@ class CommitmentRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ae_title} {self.transaction_uid}"
+
+
+class ForwardingRule(models.Model):
+    """Auto-routing: instances received that match the rule are sent on to ``destination``
+    (C-STORE), queued in the same transaction that indexes them."""
+
+    name = models.CharField(max_length=64)
+    destination = models.ForeignKey(ApplicationEntity, on_delete=models.CASCADE,
+                                    related_name="forwarding_rules")
+    source_ae_titles = models.CharField(
+        "from AE titles", max_length=255, blank=True,
+        help_text="calling AE titles, separated by spaces or commas; empty: from anywhere "
+                  "(DICOM, STOW-RS, import)")
+    modalities = models.CharField(
+        max_length=128, blank=True,
+        help_text="modalities (e.g. CT MR), separated by spaces or commas; empty: all")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.destination.ae_title}"
+
+
+class ForwardItem(models.Model):
+    """One instance to send to one destination (the queue of a forwarding rule)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    destination = models.ForeignKey(ApplicationEntity, on_delete=models.CASCADE,
+                                    related_name="forward_items")
+    rule = models.ForeignKey(ForwardingRule, on_delete=models.SET_NULL, null=True, blank=True)
+    sop_instance_uid = models.CharField(max_length=64)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["destination", "status"], name="forward_queue")]

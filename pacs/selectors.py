@@ -99,3 +99,25 @@ def retrieval_items(level_name: str, identifier: Dataset) -> list[RetrievalItem]
         "sop_instance_uid", "sop_class_uid", "transfer_syntax_uid", "file_key")
     storage = get_storage()
     return [RetrievalItem(uid, cls, ts, storage.path(key)) for uid, cls, ts, key in rows]
+
+
+def forwarding_queues() -> list[dict]:
+    """Per destination with forwarded items: pending, sent and failed counts, last error."""
+    from django.db.models import Count, Q
+
+    from pacs.models import ForwardItem
+
+    rows = (ForwardItem.objects.values("destination_id", "destination__ae_title")
+            .annotate(pending=Count("pk", filter=Q(status=ForwardItem.Status.PENDING)),
+                      sent=Count("pk", filter=Q(status=ForwardItem.Status.SENT)),
+                      failed=Count("pk", filter=Q(status=ForwardItem.Status.FAILED)))
+            .order_by("destination__ae_title"))
+    queues = []
+    for row in rows:
+        error = (ForwardItem.objects.filter(destination_id=row["destination_id"])
+                 .exclude(last_error="").order_by("-pk").values_list("last_error", flat=True)
+                 .first())
+        queues.append({"pk": row["destination_id"], "ae_title": row["destination__ae_title"],
+                       "pending": row["pending"], "sent": row["sent"],
+                       "failed": row["failed"], "last_error": error or ""})
+    return queues

@@ -10,10 +10,10 @@ from django.views.decorators.http import require_POST
 
 from pacs import selectors
 from pacs.errors import NotFound
-from pacs.forms import ApplicationEntityForm, SendForm, StudySearchForm
-from pacs.models import ApplicationEntity, Instance, Series, Study
+from pacs.forms import ApplicationEntityForm, ForwardingRuleForm, SendForm, StudySearchForm
+from pacs.models import ApplicationEntity, ForwardingRule, Instance, Series, Study
 from pacs.rendering import NotRenderable, render_png
-from pacs.services import deletion
+from pacs.services import deletion, forwarding
 from pacs.storage import get_storage
 from pacs.tasks import echo_ae
 from portal import audit
@@ -161,3 +161,42 @@ def ae_echo(request, pk: int):
         request, level, f"C-ECHO {ae.ae_title}: {result['detail']} ({result['elapsed_ms']} ms)"
     )
     return redirect("ae-list")
+
+
+@admin_required
+def forwarding_rules(request, pk: int | None = None):
+    rule = get_object_or_404(ForwardingRule, pk=pk) if pk else None
+    form = ForwardingRuleForm(request.POST or None, instance=rule)
+    if request.method == "POST" and form.is_valid():
+        saved = form.save()
+        forwarding.rules.forget()  # this process applies it at once
+        audit.record(category="admin", action="forwarding rule saved",
+                     actor=request.user.username, detail=str(saved))
+        messages.success(request, f"Saved {saved.name}.")
+        return redirect("forwarding")
+    return render(request, "pacs/forwarding.html", {
+        "form": form, "rule": rule,
+        "rules": ForwardingRule.objects.select_related("destination"),
+        "queues": selectors.forwarding_queues()})
+
+
+@admin_required
+@require_POST
+def forwarding_delete(request, pk: int):
+    rule = get_object_or_404(ForwardingRule, pk=pk)
+    rule.delete()
+    forwarding.rules.forget()
+    audit.record(category="admin", action="forwarding rule deleted",
+                 actor=request.user.username, detail=str(rule.name))
+    messages.success(request, f"Deleted {rule.name}.")
+    return redirect("forwarding")
+
+
+@admin_required
+@require_POST
+def forwarding_retry(request, ae_pk: int):
+    destination = get_object_or_404(ApplicationEntity, pk=ae_pk)
+    count = forwarding.retry_failed(destination)
+    messages.success(request, f"Sending {count} failed instance(s) to "
+                              f"{destination.ae_title} again.")
+    return redirect("forwarding")

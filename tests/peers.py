@@ -1,10 +1,12 @@
-"""Peers the portal talks to, run in the test process: an HL7 receiver (python-hl7's MLLP
-server) and a UPS event receiver (pynetdicom)."""
+"""Peers the portal talks to, run by the tests: an HL7 receiver (python-hl7's MLLP server),
+a UPS event receiver and a modality's Storage Commitment listener (pynetdicom), and DCMTK
+storescp as a C-STORE destination."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 from hl7.mllp import start_hl7_server
 
@@ -101,3 +103,37 @@ def start_commitment_listener(port: int, ae_title: str = "MODALITY"):
     server = ae.start_server(("127.0.0.1", port), block=False,
                              evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
     return server, received
+
+
+class Storescp:
+    """DCMTK storescp as a destination (it accepts uncompressed syntaxes only), writing into
+    ``out``."""
+
+    def __init__(self, port: int, out: Path) -> None:
+        import socket
+        import subprocess
+        import time
+
+        self.port, self.out = port, out
+        out.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "DEST", "-od", str(out),
+                                      str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert time.monotonic() < deadline, "storescp did not start"
+            time.sleep(0.05)
+
+    def received(self, count: int, timeout: float = 15) -> list:
+        import time
+
+        from pydicom import dcmread
+        deadline = time.monotonic() + timeout
+        while len(list(self.out.iterdir())) < count:
+            assert time.monotonic() < deadline, f"{len(list(self.out.iterdir()))} of {count}"
+            time.sleep(0.1)
+        time.sleep(0.5)  # anything sent twice would be here by now
+        return [dcmread(p) for p in sorted(self.out.iterdir())]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

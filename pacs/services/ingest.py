@@ -29,6 +29,7 @@ from django.utils import timezone
 from pacs.dicomfile import ParsedHeader, integer, read_header, text
 from pacs.errors import SopClassMismatch
 from pacs.models import Instance, Patient, Series, Study
+from pacs.services import forwarding
 from pacs.storage import LocalStorage, PendingFile, get_storage
 from portal import lean
 
@@ -164,6 +165,7 @@ def _index(
             series_id=series_id, file_key=new_key, file_size=pending.size,
             received_from=origin[:128], **fields,
         )
+        forwarding.queue(origin, header, sop_uid)
         return Outcome.REPLACED, new_key, None if missing else existing[1]
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     values = {**fields, "metadata": orjson.dumps(fields["metadata"]).decode(),
@@ -172,6 +174,7 @@ def _index(
     lean.execute(_SQL["insert"], [values[name] for name in _INSERT_FIELDS])
     lean.execute(_SQL["count_series"], [series_id])
     lean.execute(_SQL["count_study"], [now, study_id])
+    forwarding.queue(origin, header, sop_uid)
     return Outcome.STORED, key, None
 
 

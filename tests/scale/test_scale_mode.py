@@ -120,6 +120,30 @@ def test_storage_commitment_report_comes_from_the_worker(worker):
     assert report.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ct.SOPInstanceUID
 
 
+def test_forwarding_rule_sends_from_a_worker_task(worker, tmp_path):
+    """Instances stored into the worker's SCP that match a rule reach the destination through
+    a Celery task (pacs.send_forward_queue)."""
+    from pacs.models import ForwardingRule, ForwardItem
+    from tests.peers import Storescp
+
+    ApplicationEntity.objects.create(ae_title="STORESCU", host="127.0.0.1", port=104)
+    dest = ApplicationEntity.objects.create(ae_title="DEST", host="127.0.0.1", port=free_port())
+    ForwardingRule.objects.create(name="CT", destination=dest, modalities="CT")
+    time.sleep(2.5)  # the SCP re-reads the AE table and the rules within 2 s
+    scp = Storescp(dest.port, tmp_path / "dest")
+    try:
+        stored = subprocess.run(["/usr/bin/storescu", "-aet", "STORESCU", "-aec", "PORTAL",
+                                 "127.0.0.1", str(worker), str(sample("CT_small.dcm")),
+                                 str(sample("MR_small.dcm"))],
+                                capture_output=True, text=True, timeout=60)
+        assert stored.returncode == 0, stored.stderr
+        received = scp.received(1, timeout=30)
+    finally:
+        scp.stop()
+    assert [d.Modality for d in received] == ["CT"]
+    assert list(ForwardItem.objects.values_list("status", flat=True)) == ["sent"]
+
+
 def test_echo_runs_as_a_celery_task_on_the_worker(worker):
     ApplicationEntity.objects.create(ae_title="PORTAL", host="127.0.0.1", port=worker)
     target = ApplicationEntity.objects.get(ae_title="PORTAL")

@@ -1,0 +1,184 @@
+"""Auto-routing: instances received that match a forwarding rule (from these AE titles, of these
+modalities) are sent on to the rule's destination with C-STORE.
+
+An instance is queued (a ForwardItem row) in the same transaction that indexes it, so nothing
+received is forgotten by a crash. Each destination's queue is sent oldest first, in batches on
+one association, by ``courier`` (portal.delivery: one sender per destination, a thread in
+embedded mode, a Celery task in scale mode). While the destination cannot be reached the batch
+is tried again with backoff (portal.retry); after the last attempt it is marked failed, and an
+admin can send the failed items again. An instance the destination answers with a failure
+status is marked failed with that status; objects it cannot take in their stored syntax are
+sent decoded (pacs.transcode), as C-MOVE does.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from pacs.dicomfile import ParsedHeader
+from pacs.dimse.scu import STATUS_NO_CONTEXT, Peer, PeerUnavailable, StoreSession
+from pacs.errors import PacsError
+from pacs.models import ApplicationEntity, ForwardingRule, ForwardItem, Instance
+from pacs.storage import get_storage
+from portal import lean
+from portal.delivery import Courier
+from portal.retry import retry_delay
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+RULES_SECONDS = 2.0  # a changed rule applies within this long (as the AE table does)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    pk: int
+    destination_id: int
+    sources: frozenset[str]
+    modalities: frozenset[str]
+
+    def matches(self, source: str, modality: str) -> bool:
+        return ((not self.sources or source in self.sources)
+                and (not self.modalities or modality in self.modalities))
+
+
+def words(text: str) -> frozenset[str]:
+    """The AE titles or modalities of a rule's field (spaces, commas or backslashes)."""
+    return frozenset(w for w in re.split(r"[\s,\\]+", text.upper()) if w)
+
+
+class _Rules:
+    """The enabled rules, read again at most every RULES_SECONDS: a store with no rules to
+    apply costs a clock reading, not a query."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded_at = -RULES_SECONDS
+        self._rules: list[_Rule] = []
+
+    def get(self) -> list[_Rule]:
+        now = time.monotonic()
+        if now - self._loaded_at >= RULES_SECONDS:
+            with self._lock:
+                if now - self._loaded_at >= RULES_SECONDS:
+                    self._rules = [
+                        _Rule(pk, destination, words(sources), words(modalities))
+                        for pk, destination, sources, modalities in ForwardingRule.objects
+                        .filter(enabled=True)
+                        .values_list("pk", "destination_id", "source_ae_titles", "modalities")]
+                    self._loaded_at = now
+        return self._rules
+
+    def forget(self) -> None:
+        self._loaded_at = -RULES_SECONDS
+
+
+rules = _Rules()
+
+
+def queue(origin: str, header: ParsedHeader, sop_instance_uid: str) -> None:
+    """Part of the indexing transaction of a stored instance: queue it for each destination
+    whose rule matches. ``origin`` is the instance's received_from ("dimse:AET@host", ...)."""
+    active = rules.get()
+    if not active:
+        return
+    source = origin[6:].rpartition("@")[0].upper() if origin.startswith("dimse:") else ""
+    modality = header.text("Modality").strip().upper()
+    destinations: dict[int, int] = {}
+    for rule in active:
+        if rule.matches(source, modality):
+            destinations.setdefault(rule.destination_id, rule.pk)
+    for destination_id, rule_id in destinations.items():
+        lean.insert_row(ForwardItem, destination_id=destination_id, rule_id=rule_id,
+                        sop_instance_uid=sop_instance_uid)
+        transaction.on_commit(lambda key=str(destination_id): courier.wake(key))
+
+
+def send_queue(key: str) -> float | None:
+    """One batch of destination ``key``'s queue on one association (the courier's ``send``):
+    the seconds before the next pass (0: more now), or None when nothing is left to try."""
+    items = list(ForwardItem.objects.filter(destination_id=int(key),
+                                            status=ForwardItem.Status.PENDING)[:BATCH])
+    if not items:
+        return None
+    destination = ApplicationEntity.objects.get(pk=int(key))
+    stored = {uid: (sop_class, syntax, file_key) for uid, sop_class, syntax, file_key in
+              Instance.objects.filter(sop_instance_uid__in=[i.sop_instance_uid for i in items])
+              .values_list("sop_instance_uid", "sop_class_uid", "transfer_syntax_uid",
+                           "file_key")}
+    gone = [i for i in items if i.sop_instance_uid not in stored]
+    _finish(gone, ForwardItem.Status.FAILED, "no longer in the archive")
+    items = [i for i in items if i.sop_instance_uid in stored]
+    if not items:
+        return 0
+    storage = get_storage()
+    peer = Peer(destination.ae_title, destination.host, destination.port)
+    pairs = {stored[i.sop_instance_uid][:2] for i in items}
+    sent = 0
+    try:
+        with StoreSession(peer, calling_aet=settings.DIMSE_AET, pairs=pairs) as session:
+            for item in items:
+                sop_class, syntax, file_key = stored[item.sop_instance_uid]
+                status = session.send(storage.path(file_key), sop_class, syntax)
+                if status == 0x0000 or status & 0xF000 == 0xB000:  # success or warning
+                    _finish([item], ForwardItem.Status.SENT)
+                elif status == STATUS_NO_CONTEXT:
+                    _finish([item], ForwardItem.Status.FAILED,
+                            "not sent: the destination took neither its transfer syntax nor "
+                            "an uncompressed one, or it cannot be decoded")
+                else:
+                    _finish([item], ForwardItem.Status.FAILED, f"answered 0x{status:04X}")
+                sent += 1
+    except PeerUnavailable as exc:
+        return _unreachable(items[sent:], str(exc))
+    except PacsError as exc:  # e.g. more SOP class/syntax pairs than one association holds
+        _finish(items[sent:], ForwardItem.Status.FAILED, str(exc))
+    return 0
+
+
+courier = Courier("forward", send_queue, task="pacs.tasks.send_forward_queue_task")
+
+
+def _finish(items: list[ForwardItem], status: str, error: str = "") -> None:
+    if items:
+        ForwardItem.objects.filter(pk__in=[i.pk for i in items]).update(
+            status=status, done_at=timezone.now(), last_error=error[:255])
+
+
+def _unreachable(items: list[ForwardItem], error: str) -> float | None:
+    """Count an attempt on the batch; after the last one the batch is failed."""
+    ForwardItem.objects.filter(pk__in=[i.pk for i in items]).update(
+        attempts=F("attempts") + 1, last_error=error[:255])
+    log.warning("forwarding to AE %s: %s", items[0].destination_id, error)
+    delay = retry_delay(items[0].attempts + 1)
+    if delay is None:
+        _finish(items, ForwardItem.Status.FAILED, f"out of attempts: {error}")
+        return 0  # the next batch, if any, starts its own attempts
+    return delay
+
+
+def retry_failed(destination: ApplicationEntity) -> int:
+    """Send the destination's failed items again, at once. How many."""
+    count = ForwardItem.objects.filter(destination=destination,
+                                       status=ForwardItem.Status.FAILED).update(
+        status=ForwardItem.Status.PENDING, attempts=0, done_at=None)
+    transaction.on_commit(lambda: courier.wake(str(destination.pk), now=True))
+    return count
+
+
+def resume_pending(**kwargs) -> list[int]:
+    """Signal receiver (portal.signals.deliveries_due): send the queues still pending."""
+    keys = sorted(set(ForwardItem.objects.filter(status=ForwardItem.Status.PENDING)
+                      .values_list("destination_id", flat=True)))
+    for key in keys:
+        courier.wake(str(key))
+    return keys

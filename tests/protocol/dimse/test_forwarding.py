@@ -1,0 +1,134 @@
+"""Forwarding rules (auto-routing) against DCMTK: a modality stores with storescu, the portal
+forwards what matches a rule to a DCMTK storescp destination."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+from pydicom import dcmread
+
+from pacs.models import ApplicationEntity, ForwardingRule, ForwardItem
+from pacs.services import forwarding
+from pacs.services.ingest import store_instance
+from tests.peers import Storescp
+from tests.samples import encoded, free_port, sample
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture
+def dest(dimse_listener, known_aes):
+    port = free_port()
+    ae = ApplicationEntity.objects.create(ae_title="DEST", host="127.0.0.1", port=port)
+    forwarding.rules.forget()
+    yield ae
+    forwarding.rules.forget()
+
+
+def _storescu(listener, *names: str, tool: str = "storescu") -> None:
+    """DCMTK storescu (uncompressed files), or dcmsend (it proposes compressed syntaxes)."""
+    host, port = listener.address
+    proc = subprocess.run([f"/usr/bin/{tool}", "-aet", "STORESCU", "-aec", "PORTAL", host,
+                           str(port), *[str(sample(n)) for n in names]],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "E:" not in proc.stderr, proc.stderr
+
+
+def _statuses() -> list[str]:
+    return list(ForwardItem.objects.order_by("pk").values_list("status", flat=True))
+
+
+def test_what_matches_a_rule_is_forwarded(dimse_listener, dest, tmp_path):
+    ForwardingRule.objects.create(name="CT to reading", destination=dest,
+                                  source_ae_titles="STORESCU", modalities="CT")
+    scp = Storescp(dest.port, tmp_path / "dest")
+    try:
+        _storescu(dimse_listener, "CT_small.dcm", "MR_small.dcm")
+        ct = dcmread(sample("CT_small.dcm"))
+        ct.SOPInstanceUID += ".2"
+        store_instance(data=encoded(ct), received_from="import:boss")  # not from STORESCU
+        received = scp.received(1)
+    finally:
+        scp.stop()
+    assert [d.SOPInstanceUID for d in received] == [dcmread(sample("CT_small.dcm")).SOPInstanceUID]
+    assert _statuses() == ["sent"]
+    assert np.array_equal(received[0].pixel_array, ct.pixel_array)
+
+
+def test_compressed_images_go_decoded_to_a_destination_that_wants_them_so(dimse_listener, dest,
+                                                                          tmp_path):
+    ForwardingRule.objects.create(name="all", destination=dest)
+    scp = Storescp(dest.port, tmp_path / "dest")
+    try:
+        _storescu(dimse_listener, "MR2_J2KR.dcm", "CT_small.dcm", tool="dcmsend")
+        received = scp.received(2)
+    finally:
+        scp.stop()
+    mr = next(d for d in received if d.Modality == "MR")
+    assert not mr.file_meta.TransferSyntaxUID.is_compressed
+    assert np.array_equal(mr.pixel_array, dcmread(sample("MR2_J2KR.dcm")).pixel_array)
+    assert _statuses() == ["sent", "sent"]
+
+
+def test_a_destination_that_is_down_gets_the_queue_when_it_comes_up(dimse_listener, dest,
+                                                                    tmp_path):
+    ForwardingRule.objects.create(name="all", destination=dest)
+    _storescu(dimse_listener, "CT_small.dcm", "MR_small.dcm")
+    deadline = time.monotonic() + 10
+    while not ForwardItem.objects.filter(attempts__gte=1).exists():  # the next try in 2 s
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert _statuses() == ["pending", "pending"]
+    scp = Storescp(dest.port, tmp_path / "dest")
+    try:
+        received = scp.received(2)
+    finally:
+        scp.stop()
+    assert len(received) == 2 and _statuses() == ["sent", "sent"]
+
+
+def test_failed_items_are_shown_and_sent_again_on_retry(dimse_listener, dest, tmp_path,
+                                                        client, monkeypatch):
+    monkeypatch.setattr(forwarding, "retry_delay", lambda attempts: None)  # one attempt only
+    ForwardingRule.objects.create(name="all", destination=dest)
+    _storescu(dimse_listener, "CT_small.dcm")
+    deadline = time.monotonic() + 10
+    while _statuses() != ["failed"]:
+        assert time.monotonic() < deadline, _statuses()
+        time.sleep(0.05)
+    client.force_login(get_user_model().objects.create_superuser("boss", password="pw-123456"))
+    page = client.get(reverse("forwarding")).content.decode()
+    assert "out of attempts: no association with DEST" in page
+    assert '<td class="failed">1</td>' in page
+    scp = Storescp(dest.port, tmp_path / "dest")
+    try:
+        response = client.post(reverse("forwarding-retry", args=[dest.pk]), follow=True)
+        assert "Sending 1 failed instance(s) to DEST again." in response.content.decode()
+        assert len(scp.received(1)) == 1
+    finally:
+        scp.stop()
+    assert _statuses() == ["sent"]
+
+
+def test_rules_page_adds_validates_and_deletes(dest, client):
+    client.force_login(get_user_model().objects.create_superuser("boss", password="pw-123456"))
+    bad = client.post(reverse("forwarding"), {"name": "x", "destination": dest.pk,
+                                              "source_ae_titles": "OK, MUCH_TOO_LONG_FOR_AN_AET",
+                                              "enabled": "on"})
+    assert "Not an AE title" in bad.content.decode() and not ForwardingRule.objects.exists()
+    response = client.post(reverse("forwarding"), {
+        "name": "CT to reading", "destination": dest.pk, "source_ae_titles": "ct1, ct2",
+        "modalities": "ct", "enabled": "on"}, follow=True)
+    assert "Saved CT to reading." in response.content.decode()
+    rule = ForwardingRule.objects.get()
+    assert (rule.source_ae_titles, rule.modalities) == ("CT1 CT2", "CT")
+    assert client.post(reverse("forwarding-delete", args=[rule.pk])).status_code == 302
+    assert not ForwardingRule.objects.exists()
+    viewer = get_user_model().objects.create_user("viewer", password="pw-123456")
+    client.force_login(viewer)
+    assert client.get(reverse("forwarding")).status_code == 302
