@@ -246,9 +246,9 @@ def send_dimse_events(ae_title: str) -> float | None:
     ``courier`` (portal.delivery): one sender at a time per AE, so that the events go out once
     each and in order."""
     from pydicom.dataset import Dataset as PydicomDataset
-    from pynetdicom import AE
+    from pynetdicom.presentation import build_context
 
-    from pacs.dimse.scu import set_nodelay
+    from pacs.dimse.scu import Peer, PeerUnavailable, associate
     from pacs.models import ApplicationEntity
 
     events = list(UpsEvent.objects.filter(ae_title=ae_title, delivery="dimse",
@@ -258,13 +258,11 @@ def send_dimse_events(ae_title: str) -> float | None:
     peer = ApplicationEntity.objects.filter(ae_title=ae_title).first()
     if peer is None:
         return _failed(events, f"{ae_title} is not in the AE table")
-    ae = AE(ae_title=settings.DIMSE_AET)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 15
-    ae.add_requested_context(UPS_EVENT)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
-    if not assoc.is_established:
-        return _failed(events, f"no association with {peer.ae_title}@{peer.host}:{peer.port}")
-    set_nodelay(assoc)
+    try:
+        assoc = associate(Peer(peer.ae_title, peer.host, peer.port), settings.DIMSE_AET,
+                          [build_context(UPS_EVENT)], 15)
+    except PeerUnavailable as exc:
+        return _failed(events, str(exc))
     try:
         for event in events:
             info = {k: v for k, v in event.payload.items() if not k.startswith("0000")}

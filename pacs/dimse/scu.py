@@ -107,7 +107,7 @@ class StoreSession:
         self.assoc: Association | None = None
 
     def __enter__(self) -> StoreSession:
-        self.assoc = _associate(self.peer, self.calling_aet, storage_contexts(self.pairs),
+        self.assoc = associate(self.peer, self.calling_aet, storage_contexts(self.pairs),
                                 self.timeout)
         return self
 
@@ -154,7 +154,7 @@ class PeerUnavailable(PacsError):
     dimse_status = 0xA702
 
 
-def _associate(peer: Peer, calling_aet: str, contexts: list[PresentationContext],
+def associate(peer: Peer, calling_aet: str, contexts: list[PresentationContext],
                timeout: float, **kwargs) -> Association:
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
@@ -182,7 +182,7 @@ class RemoteFailure(PacsError):
 def find(peer: Peer, identifier: Dataset, *, calling_aet: str, timeout: float = 30,
          limit: int = 1000) -> list[Dataset]:
     """C-FIND SCU (Study Root): the matches, at most ``limit`` (then C-CANCEL)."""
-    assoc = _associate(peer, calling_aet, [build_context(StudyRootFind)], timeout)
+    assoc = associate(peer, calling_aet, [build_context(StudyRootFind)], timeout)
     results: list[Dataset] = []
     try:
         for status, answer in assoc.send_c_find(identifier, StudyRootFind, msg_id=1):
@@ -272,7 +272,7 @@ def _drive(assoc: Association, responses, model: str, what: str, peer: Peer,
 def move(peer: Peer, identifier: Dataset, *, calling_aet: str, destination: str,
          on_progress: ProgressCallback, timeout: float = 60) -> Progress:
     """C-MOVE SCU: ask ``peer`` to send to ``destination`` (usually our own AE title)."""
-    assoc = _associate(peer, calling_aet, [build_context(StudyRootMove)], timeout)
+    assoc = associate(peer, calling_aet, [build_context(StudyRootMove)], timeout)
     try:
         responses = assoc.send_c_move(identifier, destination, StudyRootMove, msg_id=1)
         return _drive(assoc, responses, StudyRootMove, "C-MOVE", peer, on_progress)
@@ -304,7 +304,7 @@ def get(peer: Peer, identifier: Dataset, *, calling_aet: str,
         return store(event.encoded_dataset(include_meta=True))
 
     # The stores run in pynetdicom's association thread: give its DB connection back at the end.
-    assoc = _associate(peer, calling_aet, contexts, timeout, ext_neg=roles,
+    assoc = associate(peer, calling_aet, contexts, timeout, ext_neg=roles,
                        evt_handlers=[(evt.EVT_C_STORE, on_store),
                                      (evt.EVT_CONN_CLOSE, lambda _event: connection.close())])
     try:

@@ -106,10 +106,9 @@ def send_reports(ae_title: str) -> float | None:
     """Send the AE's pending reports (oldest first) as N-EVENT-REPORTs on one association.
     The seconds before trying again, or None when nothing is left to try (the courier's
     ``send``, see portal.delivery)."""
-    from pynetdicom import AE
-    from pynetdicom.presentation import build_role
+    from pynetdicom.presentation import build_context, build_role
 
-    from pacs.dimse.scu import set_nodelay
+    from pacs.dimse.scu import Peer, PeerUnavailable, associate
     from pacs.models import ApplicationEntity
 
     rows = list(CommitmentRequest.objects.filter(ae_title=ae_title, delivered_at__isnull=True)
@@ -119,16 +118,12 @@ def send_reports(ae_title: str) -> float | None:
     peer = ApplicationEntity.objects.filter(ae_title=ae_title).first()
     if peer is None:
         return _failed(rows, f"{ae_title} is not in the AE table")
-    ae = AE(ae_title=settings.DIMSE_AET)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 15
-    ae.add_requested_context(STORAGE_COMMITMENT)
-    # we are the SCP of the SOP class on an association we request (PS3.4 J.3.3)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
-                         ext_neg=[build_role(STORAGE_COMMITMENT, scp_role=True)])
-    if not assoc.is_established:
-        return _failed(rows, f"no association with {peer.ae_title}@{peer.host}:{peer.port}"
-                       + (" (rejected)" if assoc.is_rejected else ""))
-    set_nodelay(assoc)
+    try:  # we are the SCP of the SOP class on an association we request (PS3.4 J.3.3)
+        assoc = associate(Peer(peer.ae_title, peer.host, peer.port), settings.DIMSE_AET,
+                          [build_context(STORAGE_COMMITMENT)], 15,
+                          ext_neg=[build_role(STORAGE_COMMITMENT, scp_role=True)])
+    except PeerUnavailable as exc:
+        return _failed(rows, str(exc))
     try:
         for row in rows:
             event_type, info = report(row)
