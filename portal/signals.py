@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-# Deliveries (HL7 status messages, UPS event reports) may be pending with no sender on them:
+# Deliveries (HL7 status messages, UPS event reports, forwarded instances, Storage Commitment
+# reports) may be pending with no sender on them:
 # those of before a restart, and in scale mode those whose Celery task was lost with the
 # broker. The receivers start a sender for each such peer (portal.delivery: one per peer, so
 # a peer that has one is left alone). Sent by `manage.py serve` in embedded mode once its
