@@ -109,20 +109,26 @@ def test_the_least_busy_scp_process_takes_each_new_association(portal):
 
 
 def test_deliveries_pending_at_the_last_stop_go_out_when_serve_starts(tmp_path):
-    """An HL7 status message and a UPS event report that were still pending when the portal
-    stopped (their receivers were down) are sent once `serve` runs again."""
+    """An HL7 status message, a UPS event report, a forwarded instance and a Storage
+    Commitment report that were still pending when the portal stopped (their receivers were
+    down) are sent once `serve` runs again."""
     import os
 
-    from tests.peers import Hl7Server, start_event_scp
-    from tests.samples import free_port
+    from pydicom import dcmread
+
+    from tests.peers import Hl7Server, Storescp, start_commitment_listener, start_event_scp
+    from tests.samples import free_port, sample
 
     data_dir = tmp_path / "var3"
-    hl7_port, ups_port = free_port(), free_port()
+    hl7_port, ups_port, dest_port, modality_port = (free_port() for _ in range(4))
+    ct = dcmread(sample("CT_small.dcm"))
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PORTAL_", "DATABASE_URL", "REDIS_URL"))}
     env["PORTAL_DATA_DIR"] = str(data_dir)
     run = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*run, "migrate", "-v", "0"], env=env, check=True, cwd=ROOT)
+    subprocess.run([*run, "import", str(sample("CT_small.dcm"))], env=env, check=True, cwd=ROOT,
+                   capture_output=True)
     subprocess.run([*run, "shell", "-c", f"""
 from hl7gw.models import Outbound, Receiver
 from pacs.models import ApplicationEntity
@@ -135,11 +141,23 @@ ApplicationEntity.objects.create(ae_title="AINODE", host="127.0.0.1", port={ups_
 UpsEvent.objects.create(ae_title="AINODE", delivery="dimse", workitem_uid="1.2.3.4",
     event_type=1, attempts=2, payload={{"00741000": {{"vr": "CS", "Value": ["SCHEDULED"]}},
                                        "00404041": {{"vr": "CS", "Value": ["READY"]}}}})
+from pacs.models import CommitmentRequest, ForwardItem
+dest = ApplicationEntity.objects.create(ae_title="DEST", host="127.0.0.1", port={dest_port})
+ForwardItem.objects.create(destination=dest, sop_instance_uid="{ct.SOPInstanceUID}", attempts=4)
+ApplicationEntity.objects.create(ae_title="MODALITY", host="127.0.0.1", port={modality_port})
+CommitmentRequest.objects.create(ae_title="MODALITY", transaction_uid="1.2.3.9", attempts=1,
+    references=[["{ct.SOPClassUID}", "{ct.SOPInstanceUID}"]])
 """], env=env, check=True, cwd=ROOT, capture_output=True)
     hl7_server = Hl7Server(hl7_port).start()
     event_scp, events = start_event_scp(ups_port)
+    storescp = Storescp(dest_port, tmp_path / "dest")
+    modality, reports = start_commitment_listener(modality_port)
     portal = start_portal(data_dir)
     try:
+        assert [d.SOPInstanceUID for d in storescp.received(1, timeout=30)] == [
+            ct.SOPInstanceUID]
+        _calling, event_type, report = reports.get(timeout=30)
+        assert (event_type, report.TransactionUID) == (1, "1.2.3.9")
         uid, kind, info = events.get(timeout=30)
         assert (uid, kind, info.ProcedureStepState) == ("1.2.3.4", 1, "SCHEDULED")
         deadline = time.monotonic() + 30
@@ -151,3 +169,5 @@ UpsEvent.objects.create(ae_title="AINODE", delivery="dimse", workitem_uid="1.2.3
         portal.stop()
         event_scp.shutdown()
         hl7_server.stop()
+        storescp.stop()
+        modality.shutdown()
