@@ -110,7 +110,9 @@ def send_queue(key: str) -> float | None:
                                             status=ForwardItem.Status.PENDING)[:BATCH])
     if not items:
         return None
-    destination = ApplicationEntity.objects.get(pk=int(key))
+    destination = ApplicationEntity.objects.filter(pk=int(key)).first()
+    if destination is None:  # deleted meanwhile, and its queue with it
+        return None
     stored = {uid: (sop_class, syntax, file_key) for uid, sop_class, syntax, file_key in
               Instance.objects.filter(sop_instance_uid__in=[i.sop_instance_uid for i in items])
               .values_list("sop_instance_uid", "sop_class_uid", "transfer_syntax_uid",
@@ -128,7 +130,17 @@ def send_queue(key: str) -> float | None:
         with StoreSession(peer, calling_aet=settings.DIMSE_AET, pairs=pairs) as session:
             for item in items:
                 sop_class, syntax, file_key = stored[item.sop_instance_uid]
-                status = session.send(storage.path(file_key), sop_class, syntax)
+                try:
+                    status = session.send(storage.path(file_key), sop_class, syntax)
+                except PeerUnavailable:
+                    raise
+                except Exception as exc:  # this instance only (its file unreadable, ...)
+                    log.warning("forwarding %s to %s failed: %r", item.sop_instance_uid,
+                                destination.ae_title, exc)
+                    _finish([item], ForwardItem.Status.FAILED,
+                            f"not sent: {type(exc).__name__}: {exc}")
+                    sent += 1
+                    continue
                 if status == 0x0000 or status & 0xF000 == 0xB000:  # success or warning
                     _finish([item], ForwardItem.Status.SENT)
                 elif status == STATUS_NO_CONTEXT:

@@ -132,3 +132,28 @@ def test_rules_page_adds_validates_and_deletes(dest, client):
     viewer = get_user_model().objects.create_user("viewer", password="pw-123456")
     client.force_login(viewer)
     assert client.get(reverse("forwarding")).status_code == 302
+
+
+def test_an_unreadable_file_fails_its_item_and_the_queue_goes_on(dest, tmp_path):
+    from pacs.models import Instance
+    from pacs.storage import get_storage
+
+    uids = []
+    for n in (1, 2):
+        ds = dcmread(sample("CT_small.dcm"))
+        ds.SOPInstanceUID += f".{n}"
+        store_instance(data=encoded(ds), received_from="test")
+        uids.append(ds.SOPInstanceUID)
+        ForwardItem.objects.create(destination=dest, sop_instance_uid=ds.SOPInstanceUID)
+    first = Instance.objects.get(sop_instance_uid=uids[0])
+    get_storage().path(first.file_key).unlink()  # lost from the disk
+    scp = Storescp(dest.port, tmp_path / "dest")
+    try:
+        forwarding.courier.wake(str(dest.pk))
+        received = scp.received(1)
+    finally:
+        scp.stop()
+    assert [d.SOPInstanceUID for d in received] == [uids[1]]
+    failed, sent = ForwardItem.objects.order_by("pk")
+    assert (failed.status, sent.status) == ("failed", "sent")
+    assert failed.last_error.startswith("not sent: FileNotFoundError")
