@@ -74,6 +74,12 @@ def _run(assoc: Association, message: wire.Message, items: list[RetrievalItem],
             for rest in items[index:]:
                 counts.record(rest.sop_instance_uid, STATUS_UNABLE_TO_PROCESS)
             break
+        except (wire.ProtocolError, wire.PeerClosed, ConnectionError, TimeoutError):
+            raise  # the requestor's association itself failed
+        except Exception as exc:  # this instance only: its file unreadable, say
+            log.warning("retrieve for %s: %s not sent: %r", assoc.calling_aet,
+                        item.sop_instance_uid, exc)
+            status = STATUS_UNABLE_TO_PROCESS
         counts.record(item.sop_instance_uid, status)
         if counts.remaining:
             assoc.respond(message, STATUS_PENDING, extra=_counts(counts, final=False))

@@ -209,6 +209,22 @@ def test_getscu_gets_compressed_instances_decoded(archive, tmp_path):
     _same_images([d for d in got if d.SOPInstanceUID in originals], originals)
 
 
+def test_move_goes_on_past_an_instance_whose_file_is_gone(archive, storescp):
+    """The file of one instance was lost from the disk: that sub-operation fails and is listed;
+    the others go, and the requestor gets its final response (before: A-ABORT)."""
+    from pacs.models import Instance
+    from pacs.storage import get_storage
+
+    study, _ = _ct_series(3)
+    lost = Instance.objects.get(sop_instance_uid__endswith=".5.2")
+    get_storage().path(lost.file_key).unlink()
+    status, identifier = _move(archive, _study_identifier(study), "DEST")[-1]
+    assert status.Status == 0xB000
+    assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == (2, 1)
+    assert identifier.FailedSOPInstanceUIDList == lost.sop_instance_uid
+    assert len(list(storescp.iterdir())) == 2
+
+
 def test_move_identifier_without_level_key_is_a900(archive, storescp):
     ds = Dataset()
     ds.QueryRetrieveLevel = "SERIES"
