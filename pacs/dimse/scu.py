@@ -105,6 +105,7 @@ class StoreSession:
         self.peer, self.calling_aet, self.pairs = peer, calling_aet, pairs
         self.timeout, self.move_originator = timeout, move_originator
         self.assoc: Association | None = None
+        self.last_error = ""
 
     def __enter__(self) -> StoreSession:
         self.assoc = associate(self.peer, self.calling_aet, storage_contexts(self.pairs),
@@ -116,6 +117,23 @@ class StoreSession:
             self.assoc.release()
 
     def send(self, path: Path, sop_class: str, transfer_syntax: str) -> int:
+        """The peer's status, or STATUS_NO_CONTEXT when the object could not be sent at all
+        (``last_error`` says why): no accepted context for it, it cannot be decoded, or its
+        file cannot be read. Raises PeerUnavailable when the association fails."""
+        self.last_error = ""
+        try:
+            return self._send(path, sop_class, transfer_syntax)
+        except PeerUnavailable:
+            raise
+        except Exception as exc:  # this object only: its file unreadable, say
+            return self._not_sent(path, f"{type(exc).__name__}: {exc}")
+
+    def _not_sent(self, path: Path, error: str) -> int:
+        self.last_error = error
+        log.warning("C-STORE of %s to %s: not sent: %s", path.name, self.peer.ae_title, error)
+        return STATUS_NO_CONTEXT
+
+    def _send(self, path: Path, sop_class: str, transfer_syntax: str) -> int:
         assert self.assoc is not None
         accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
                     for cx in self.assoc.accepted_contexts}
@@ -130,16 +148,11 @@ class StoreSession:
             try:
                 dataset = decompressed(path)
             except CannotConvert as exc:
-                log.warning("cannot send %s to %s uncompressed: %s", path.name,
-                            self.peer.ae_title, exc)
-                return STATUS_NO_CONTEXT
+                return self._not_sent(path, str(exc))
         else:
-            return STATUS_NO_CONTEXT
-        try:
-            status = self.assoc.send_c_store(dataset, **extra)
-        except (ValueError, RuntimeError) as exc:
-            log.warning("C-STORE to %s failed: %s", self.peer.ae_title, exc)
-            return STATUS_NO_CONTEXT
+            return self._not_sent(path, "the destination took neither its transfer syntax "
+                                        "nor an uncompressed one")
+        status = self.assoc.send_c_store(dataset, **extra)
         if not status or "Status" not in status:
             raise PeerUnavailable(f"no C-STORE response from {self.peer.ae_title}")
         return int(status.Status)

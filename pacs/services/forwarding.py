@@ -25,7 +25,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from pacs.dicomfile import ParsedHeader
-from pacs.dimse.scu import STATUS_NO_CONTEXT, Peer, PeerUnavailable, StoreSession
+from pacs.dimse.scu import Peer, PeerUnavailable, StoreSession
 from pacs.errors import PacsError
 from pacs.models import ApplicationEntity, ForwardingRule, ForwardItem, Instance
 from pacs.storage import get_storage
@@ -130,23 +130,11 @@ def send_queue(key: str) -> float | None:
         with StoreSession(peer, calling_aet=settings.DIMSE_AET, pairs=pairs) as session:
             for item in items:
                 sop_class, syntax, file_key = stored[item.sop_instance_uid]
-                try:
-                    status = session.send(storage.path(file_key), sop_class, syntax)
-                except PeerUnavailable:
-                    raise
-                except Exception as exc:  # this instance only (its file unreadable, ...)
-                    log.warning("forwarding %s to %s failed: %r", item.sop_instance_uid,
-                                destination.ae_title, exc)
-                    _finish([item], ForwardItem.Status.FAILED,
-                            f"not sent: {type(exc).__name__}: {exc}")
-                    sent += 1
-                    continue
+                status = session.send(storage.path(file_key), sop_class, syntax)
                 if status == 0x0000 or status & 0xF000 == 0xB000:  # success or warning
                     _finish([item], ForwardItem.Status.SENT)
-                elif status == STATUS_NO_CONTEXT:
-                    _finish([item], ForwardItem.Status.FAILED,
-                            "not sent: the destination took neither its transfer syntax nor "
-                            "an uncompressed one, or it cannot be decoded")
+                elif session.last_error:  # we could not send it at all
+                    _finish([item], ForwardItem.Status.FAILED, f"not sent: {session.last_error}")
                 else:
                     _finish([item], ForwardItem.Status.FAILED, f"answered 0x{status:04X}")
                 sent += 1

@@ -106,6 +106,27 @@ def test_send_study_to_a_second_portal_then_find_it_there(dimse_listener, peer_p
     assert remote.find_series(peer, study)[0]["Modality"] == "CT"
 
 
+def test_send_job_goes_on_past_an_instance_whose_file_is_gone(dimse_listener, peer_portal,
+                                                              tmp_path):
+    """The file of one instance was lost from the disk: the job sends the others and lists
+    it as failed (before, the job failed at that instance and sent nothing more)."""
+    from pacs.storage import get_storage
+
+    study, paths = _write_series(tmp_path / "src", 3, "73")
+    for path in paths:
+        store_instance(data=path.read_bytes(), received_from="test")
+    lost = Instance.objects.get(sop_instance_uid__endswith=".73.1")
+    get_storage().path(lost.file_key).unlink()
+    peer = ApplicationEntity.objects.create(ae_title="PEER", host="127.0.0.1",
+                                            port=peer_portal.dimse_port, kind="pacs")
+    job = _wait(jobs.create_job(kind=Job.Kind.SEND, remote=peer, level="STUDY",
+                                keys={"StudyInstanceUID": study}, actor="test"))
+    assert (job.state, job.total, job.completed, job.failed) == ("partial", 3, 2, 1)
+    assert lost.sop_instance_uid in json.dumps(job.failed_instances)
+    found = remote.find_studies(peer, patient_id="P73")
+    assert [r["NumberOfStudyRelatedInstances"] for r in found] == ["2"]
+
+
 def test_get_from_a_second_portal(dimse_listener, peer_portal, tmp_path):
     study, paths = _write_series(tmp_path / "src", 4, "72")
     _storescu(peer_portal.dimse_port, "PEER", paths)
