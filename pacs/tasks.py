@@ -9,6 +9,7 @@ from pacs.services.aes import echo_application_entity
 from pacs.services.commitment import courier as commitment_courier
 from pacs.services.forwarding import courier as forward_courier
 from pacs.services.jobs import run_job
+from portal.delivery import celery_task
 
 
 @shared_task(name="pacs.echo_ae")
@@ -24,19 +25,9 @@ def run_job_task(job_id: int) -> str | None:
     return job.state if job else None
 
 
-@shared_task(name="pacs.send_commitment_reports", bind=True, max_retries=None, acks_late=True)
-def send_commitment_reports_task(self, ae_title: str, token: str = "") -> None:
-    """Scale mode: Storage Commitment reports to an AE, from a worker; while the AE cannot be
-    reached, the task runs again with backoff (portal.retry, portal.delivery)."""
-    delay = commitment_courier.run_task(ae_title, token)
-    if delay is not None:
-        raise self.retry(countdown=delay)
-
-
-@shared_task(name="pacs.send_forward_queue", bind=True, max_retries=None, acks_late=True)
-def send_forward_queue_task(self, destination: str, token: str = "") -> None:
-    """Scale mode: forwarded instances to a destination AE (its pk), from a worker; while it
-    cannot be reached, the task runs again with backoff (portal.retry, portal.delivery)."""
-    delay = forward_courier.run_task(destination, token)
-    if delay is not None:
-        raise self.retry(countdown=delay)
+send_commitment_reports_task = celery_task(
+    commitment_courier, "pacs.send_commitment_reports",
+    "Scale mode: Storage Commitment reports to an AE, oldest first, from a worker.")
+send_forward_queue_task = celery_task(
+    forward_courier, "pacs.send_forward_queue",
+    "Scale mode: forwarded instances to a destination AE (its pk), from a worker.")

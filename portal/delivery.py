@@ -161,3 +161,18 @@ class Courier:
     def _task(self):
         module, name = self.task.rsplit(".", 1)
         return getattr(importlib.import_module(module), name)
+
+
+def celery_task(courier: Courier, name: str, doc: str):
+    """The Celery task (registered as ``name``) that runs ``courier`` for one peer in scale
+    mode: a pass over its queue and, while the peer cannot be reached, the same task again
+    after the backoff (portal.retry). Nothing is lost meanwhile: the queue is rows."""
+    from celery import shared_task
+
+    def send(self, key: str, token: str = "") -> None:
+        delay = courier.run_task(key, token)
+        if delay is not None:
+            raise self.retry(countdown=delay)
+
+    send.__doc__ = doc
+    return shared_task(name=name, bind=True, max_retries=None, acks_late=True)(send)
