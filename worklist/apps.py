@@ -23,6 +23,7 @@ class WorklistConfig(AppConfig):
                       wire.N_SET_RQ: dimse.make_nset_service,
                       wire.N_GET_RQ: dimse.make_nget_service,
                       wire.N_ACTION_RQ: dimse.make_naction_service},
+            extended={dimse.MWL_FIND: dimse.MWL_EXTENDED_SUPPORT},
         ))
         # every change of a step, from any face, is a UPS event for its subscribers
         from worklist import ups_events

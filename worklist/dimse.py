@@ -54,11 +54,18 @@ _ACTIONS = {CHANGE_STATE: {UPS_PULL, UPS_PUSH}, REQUEST_CANCEL: {UPS_PUSH, UPS_W
 STATUS_NO_SUCH_ACTION = 0x0123
 
 
+# Modality Worklist extended negotiation (PS3.4 K.5.1): bytes 1-2 reserved (1), byte 3 fuzzy
+# semantic matching of person names, byte 4 timezone adjustment (declined).
+MWL_EXTENDED_SUPPORT = bytes([1, 1, 1, 0])
+FUZZY_NAMES_BYTE = 2
+
+
 def _mwl_search(assoc: Association, message: wire.Message, identifier: Dataset,
                 permissions: Permissions) -> tuple[query.Level, QuerySet, str]:
     own = assoc.calling_aet if permissions.worklist_own_station_only else None
     charset = permissions.worklist_charset or query.answer_charset(charset_of(identifier))
-    return WORKLIST, worklist_search(identifier, station_ae_title=own), charset
+    fuzzy = assoc.extended_flag(message, FUZZY_NAMES_BYTE)
+    return WORKLIST, worklist_search(identifier, station_ae_title=own, fuzzy=fuzzy), charset
 
 
 def make_mwl_service(policy: AePolicy) -> Service:

@@ -72,10 +72,11 @@ WORKLIST = Level("WORKLIST", ScheduledProcedureStep, {a.keyword: a for a in (
 OPEN_STATUSES = (ScheduledProcedureStep.Status.SCHEDULED, ScheduledProcedureStep.Status.ARRIVED)
 
 
-def worklist_search(identifier: Dataset, *, station_ae_title: str | None = None) -> QuerySet:
+def worklist_search(identifier: Dataset, *, station_ae_title: str | None = None,
+                    fuzzy: bool = False) -> QuerySet:
     """Steps matching a Modality Worklist identifier; ``station_ae_title`` restricts an AE to
     its own station's items (per-AE option in the AE table)."""
-    qs = search_level(WORKLIST, identifier)
+    qs = search_level(WORKLIST, identifier, fuzzy=fuzzy)
     if not _asks_status(identifier):
         qs = qs.filter(status__in=OPEN_STATUSES)
     if station_ae_title:

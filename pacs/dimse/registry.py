@@ -5,7 +5,7 @@ AppConfig.ready()."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pacs.dimse.engine import Association
 from pacs.dimse.policy import AePolicy
@@ -22,6 +22,8 @@ class Extension:
     find: dict[str, ServiceFactory]
     # per command field for the others (N-CREATE, N-SET, ...)
     services: dict[int, ServiceFactory]
+    # SOP Class Extended Negotiation we accept, per SOP class (the options we support)
+    extended: dict[str, bytes] = field(default_factory=dict)
 
 
 EXTENSIONS: list[Extension] = []

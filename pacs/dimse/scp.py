@@ -102,7 +102,9 @@ class DimseListener:
                     {STORAGE_COMMITMENT: make_commitment_service(self.policy)},
                     others=extended.get(wire.N_ACTION_RQ)),
             },
-            extended={model: handlers.FIND_EXTENDED_SUPPORT for model in handlers.FIND_MODELS},
+            extended={**{model: handlers.FIND_EXTENDED_SUPPORT for model in handlers.FIND_MODELS},
+                      **{uid: options for extension in EXTENSIONS
+                         for uid, options in extension.extended.items()}},
             admit=handlers.make_admission(self.policy),
             on_refused=handlers.record_refusal,
             max_pdu=settings.DIMSE_MAX_PDU,

@@ -116,13 +116,20 @@ def _query(station: str = "", date: str = "", charset: str | None = None) -> Dat
     return ds
 
 
-def _mwl(listener, ds: Dataset, calling: str = "CT1") -> list[Dataset]:
+def _mwl(listener, ds: Dataset, calling: str = "CT1", fuzzy: bool = False) -> list[Dataset]:
+    from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
     from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
 
     ae = AE(ae_title=calling)
     ae.add_requested_context(MWL)
-    assoc = ae.associate(*listener.address, ae_title="PORTAL")
+    item = SOPClassExtendedNegotiation()
+    item.sop_class_uid = MWL
+    item.service_class_application_information = bytes([1, 1, int(fuzzy), 0])
+    assoc = ae.associate(*listener.address, ae_title="PORTAL", ext_neg=[item])
     assert assoc.is_established
+    (reply,) = [i for i in assoc.acceptor.user_information
+                if isinstance(i, SOPClassExtendedNegotiation)]
+    assert reply.service_class_application_information[2] == int(fuzzy)
     try:
         responses = list(assoc.send_c_find(ds, MWL))
     finally:
@@ -146,6 +153,18 @@ def test_station_and_date_and_own_station_option(dimse_listener):
     ae.save()
     dimse_listener.policy.invalidate()
     assert sorted(d.PatientID for d in _mwl(dimse_listener, _query())) == ["P1", "P3"]
+
+
+def test_fuzzy_person_name_matching_only_when_negotiated(dimse_listener):
+    """PS3.4 K.5.1: each word starts a name component, any order, any case."""
+    ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    _order("CT1", dt.datetime(2026, 11, 23, 9, 0), name="DOE^JOHN", patient_id="P7")
+    _order("CT1", dt.datetime(2026, 11, 23, 10, 0), name="ROE^JANE", patient_id="P8")
+    ds = _query("CT1")
+    ds.PatientName = "jo doe"
+    assert _mwl(dimse_listener, ds) == []
+    assert [d.PatientID for d in _mwl(dimse_listener, ds, fuzzy=True)] == ["P7"]
 
 
 def test_cancelled_steps_leave_the_worklist(dimse_listener):
