@@ -205,3 +205,23 @@ def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):
     page.reload()
     row = page.locator("section[data-station=CTROOM1] tr", has_text="BROWN^ANN")
     assert "in progress" in row.inner_text()
+
+
+def test_admin_adds_a_forwarding_rule(page, portal, tmp_path):
+    page.click("text=AE titles")
+    page.click("text=Add an AE title")
+    page.fill("input[name=ae_title]", "READING1")
+    page.fill("input[name=host]", "127.0.0.1")
+    page.fill("input[name=port]", "11113")
+    page.click("button:has-text('Save')")
+    page.click("header >> text=Forwarding")
+    assert "No rules yet." in page.inner_text("#rules-table")
+    page.fill("input[name=name]", "CT to reading")
+    page.select_option("select[name=destination]", label="READING1@127.0.0.1:11113")
+    page.fill("input[name=source_ae_titles]", "ct1, ct2")
+    page.fill("input[name=modalities]", "ct")
+    page.click("form.form button:has-text('Save')")
+    assert "Saved CT to reading." in page.inner_text(".messages")
+    row = page.locator("#rules-table tbody tr").first
+    assert row.inner_text().split("\t")[:4] == ["CT to reading", "READING1", "CT1 CT2", "CT"]
+    page.screenshot(path=str(tmp_path / "forwarding.png"), full_page=True)
