@@ -39,8 +39,8 @@ CLASS_INSTANCE_CONFLICT = 0x0119
 
 
 class InvalidRequest(PacsError):
-    """The N-ACTION's information is missing something (0x0120 missing attribute, 0x0121
-    missing attribute value)."""
+    """The N-ACTION's information is missing something or wrong (0x0120 missing attribute,
+    0x0121 missing attribute value, 0x0106 invalid attribute value)."""
 
     def __init__(self, message: str, status: int = 0x0120) -> None:
         super().__init__(message)
