@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import close_old_connections
 
 from pacs.models import ApplicationEntity
+from portal.reloaded import Reloaded
 
 CACHE_SECONDS = 2.0
 
@@ -26,34 +25,29 @@ class Permissions:
     worklist_charset: str = ""
 
 
+def _load_table() -> dict[str, Permissions]:
+    close_old_connections()
+    return {
+        ae.ae_title.strip(): Permissions(
+            True, ae.may_store, ae.may_query, ae.may_retrieve,
+            ae.may_query_worklist, ae.may_send_mpps, ae.worklist_own_station_only,
+            ae.worklist_charset,
+        )
+        for ae in ApplicationEntity.objects.all()
+    }
+
+
 class AePolicy:
     """Answers 'may this calling AE title do X?' without a query per request."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loaded_at = 0.0
-        self._table: dict[str, Permissions] = {}
-
-    def _refresh(self) -> dict[str, Permissions]:
-        with self._lock:
-            if time.monotonic() - self._loaded_at > CACHE_SECONDS:
-                close_old_connections()
-                self._table = {
-                    ae.ae_title.strip(): Permissions(
-                        True, ae.may_store, ae.may_query, ae.may_retrieve,
-                        ae.may_query_worklist, ae.may_send_mpps, ae.worklist_own_station_only,
-                        ae.worklist_charset,
-                    )
-                    for ae in ApplicationEntity.objects.all()
-                }
-                self._loaded_at = time.monotonic()
-            return self._table
+        self._table = Reloaded(_load_table, CACHE_SECONDS)
 
     def invalidate(self) -> None:
-        self._loaded_at = 0.0
+        self._table.forget()
 
     def permissions(self, calling_aet: str) -> Permissions:
-        perms = self._refresh().get(calling_aet.strip())
+        perms = self._table.get().get(calling_aet.strip())
         if perms:
             return perms
         open_ = settings.DIMSE_ALLOW_UNKNOWN_AE

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -31,6 +29,7 @@ from pacs.models import ApplicationEntity, ForwardingRule, ForwardItem, Instance
 from pacs.storage import get_storage
 from portal import lean
 from portal.delivery import Courier
+from portal.reloaded import Reloaded
 from portal.retry import retry_delay
 
 log = logging.getLogger(__name__)
@@ -56,33 +55,15 @@ def words(text: str) -> frozenset[str]:
     return frozenset(w for w in re.split(r"[\s,\\]+", text.upper()) if w)
 
 
-class _Rules:
-    """The enabled rules, read again at most every RULES_SECONDS: a store with no rules to
-    apply costs a clock reading, not a query."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loaded_at = -RULES_SECONDS
-        self._rules: list[_Rule] = []
-
-    def get(self) -> list[_Rule]:
-        now = time.monotonic()
-        if now - self._loaded_at >= RULES_SECONDS:
-            with self._lock:
-                if now - self._loaded_at >= RULES_SECONDS:
-                    self._rules = [
-                        _Rule(pk, destination, words(sources), words(modalities))
-                        for pk, destination, sources, modalities in ForwardingRule.objects
-                        .filter(enabled=True)
-                        .values_list("pk", "destination_id", "source_ae_titles", "modalities")]
-                    self._loaded_at = now
-        return self._rules
-
-    def forget(self) -> None:
-        self._loaded_at = -RULES_SECONDS
+def _load_rules() -> list[_Rule]:
+    return [_Rule(pk, destination, words(sources), words(modalities))
+            for pk, destination, sources, modalities in ForwardingRule.objects
+            .filter(enabled=True)
+            .values_list("pk", "destination_id", "source_ae_titles", "modalities")]
 
 
-rules = _Rules()
+# the enabled rules: a store with no rules to apply costs a clock reading, not a query
+rules = Reloaded(_load_rules, RULES_SECONDS)
 
 
 def queue(origin: str, header: ParsedHeader, sop_instance_uid: str) -> None:
