@@ -103,21 +103,15 @@ def retrieval_items(level_name: str, identifier: Dataset) -> list[RetrievalItem]
 
 def forwarding_queues() -> list[dict]:
     """Per destination with forwarded items: pending, sent and failed counts, last error."""
-    from django.db.models import Count, Q
+    from django.db.models import Count, OuterRef, Q, Subquery
 
-    from pacs.models import ForwardItem
+    from pacs.models import ApplicationEntity, ForwardItem
 
-    rows = (ForwardItem.objects.values("destination_id", "destination__ae_title")
-            .annotate(pending=Count("pk", filter=Q(status=ForwardItem.Status.PENDING)),
-                      sent=Count("pk", filter=Q(status=ForwardItem.Status.SENT)),
-                      failed=Count("pk", filter=Q(status=ForwardItem.Status.FAILED)))
-            .order_by("destination__ae_title"))
-    queues = []
-    for row in rows:
-        error = (ForwardItem.objects.filter(destination_id=row["destination_id"])
-                 .exclude(last_error="").order_by("-pk").values_list("last_error", flat=True)
-                 .first())
-        queues.append({"pk": row["destination_id"], "ae_title": row["destination__ae_title"],
-                       "pending": row["pending"], "sent": row["sent"],
-                       "failed": row["failed"], "last_error": error or ""})
-    return queues
+    items = ForwardItem.objects.filter(destination=OuterRef("pk"))
+    last_error = items.exclude(last_error="").order_by("-pk").values("last_error")[:1]
+    return list(ApplicationEntity.objects.filter(forward_items__isnull=False).annotate(
+        pending=Count("forward_items", filter=Q(forward_items__status=ForwardItem.Status.PENDING)),
+        sent=Count("forward_items", filter=Q(forward_items__status=ForwardItem.Status.SENT)),
+        failed=Count("forward_items", filter=Q(forward_items__status=ForwardItem.Status.FAILED)),
+        last_error=Subquery(last_error),
+    ).order_by("ae_title").values("pk", "ae_title", "pending", "sent", "failed", "last_error"))

@@ -55,10 +55,7 @@ def study_detail(request, study_uid: str):
 @admin_required
 @require_POST
 def study_delete(request, study_uid: str):
-    try:
-        done = deletion.delete("study", study_uid, actor=request.user.username)
-    except NotFound as exc:
-        raise Http404(str(exc)) from exc
+    done = _delete(request, "study", study_uid)
     messages.success(request, f"Deleted the study: {done.series} series, "
                               f"{_instances(done.instances)}.")
     return redirect("study-list")
@@ -67,16 +64,20 @@ def study_delete(request, study_uid: str):
 @admin_required
 @require_POST
 def series_delete(request, series_uid: str):
-    try:
-        done = deletion.delete("series", series_uid, actor=request.user.username)
-    except NotFound as exc:
-        raise Http404(str(exc)) from exc
+    done = _delete(request, "series", series_uid)
     messages.success(request, f"Deleted the series: {_instances(done.instances)}"
                               + (" (the study's last series: the study is gone too)."
                                  if done.studies else "."))
     if done.studies:
         return redirect("study-list")
     return redirect("study-detail", done.study_uid)
+
+
+def _delete(request, level: str, uid: str) -> deletion.Deleted:
+    try:
+        return deletion.delete(level, uid, actor=request.user.username)
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
 
 
 def _instances(n: int) -> str:

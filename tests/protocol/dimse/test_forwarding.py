@@ -157,3 +157,19 @@ def test_an_unreadable_file_fails_its_item_and_the_queue_goes_on(dest, tmp_path)
     failed, sent = ForwardItem.objects.order_by("pk")
     assert (failed.status, sent.status) == ("failed", "sent")
     assert failed.last_error.startswith("not sent: FileNotFoundError")
+
+
+def test_queue_summary_counts_each_destination(dest):
+    from pacs.selectors import forwarding_queues
+
+    other = ApplicationEntity.objects.create(ae_title="OTHER", host="127.0.0.1", port=1)
+    for status, error in (("sent", ""), ("sent", ""), ("failed", "answered 0xA700"),
+                          ("pending", "no association with DEST")):
+        ForwardItem.objects.create(destination=dest, sop_instance_uid="1.2", status=status,
+                                   last_error=error)
+    ForwardItem.objects.create(destination=other, sop_instance_uid="1.3", status="sent")
+    assert forwarding_queues() == [
+        {"pk": dest.pk, "ae_title": "DEST", "pending": 1, "sent": 2, "failed": 1,
+         "last_error": "no association with DEST"},
+        {"pk": other.pk, "ae_title": "OTHER", "pending": 0, "sent": 1, "failed": 0,
+         "last_error": None}]
