@@ -58,17 +58,23 @@ def test_wrong_password_is_told(browser, portal):
     pg.close()
 
 
+def _add_ae(page, aet: str, port: int, *permissions: str) -> None:
+    """Fill in AE titles → Add an AE title; ``permissions``: checkbox names to tick."""
+    page.click("nav >> text=AE titles")
+    page.click("text=Add an AE title")
+    page.fill("input[name=ae_title]", aet)
+    page.fill("input[name=host]", "127.0.0.1")
+    page.fill("input[name=port]", str(port))
+    for name in permissions:
+        page.check(f"input[name={name}]")
+    page.click("button:has-text('Save')")
+    assert f"Saved {aet}." in page.inner_text(".messages")
+
+
 def test_admin_adds_aes_echoes_and_modality_stores(page, portal, tmp_path):
     # Add the portal itself (to echo it) and a modality.
     for aet, port in (("PORTAL", portal.dimse_port), ("STORESCU", 104)):
-        page.click("text=AE titles")
-        page.click("text=Add an AE title")
-        page.fill("input[name=ae_title]", aet)
-        page.fill("input[name=host]", "127.0.0.1")
-        page.fill("input[name=port]", str(port))
-        page.check("input[name=may_store]")
-        page.click("button:has-text('Save')")
-        assert f"Saved {aet}." in page.inner_text(".messages")
+        _add_ae(page, aet, port, "may_store")
     # A form error is shown on the form.
     page.click("text=Add an AE title")
     page.fill("input[name=ae_title]", "STORESCU")
@@ -142,14 +148,7 @@ def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):
     page.fill("input[name=code_meaning]", "CT head")
     page.fill("input[name=modality]", "CT")
     page.click("button:has-text('Save')")
-    page.click("nav >> text=AE titles")
-    page.click("text=Add an AE title")
-    page.fill("input[name=ae_title]", "CTROOM1")
-    page.fill("input[name=host]", "127.0.0.1")
-    page.fill("input[name=port]", "104")
-    page.check("input[name=may_query_worklist]")
-    page.check("input[name=may_send_mpps]")
-    page.click("button:has-text('Save')")
+    _add_ae(page, "CTROOM1", 104, "may_query_worklist", "may_send_mpps")
 
     today = dt.date.today()
     page.click("nav >> text=Worklist")
@@ -208,12 +207,7 @@ def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):
 
 
 def test_admin_adds_a_forwarding_rule(page, portal, tmp_path):
-    page.click("text=AE titles")
-    page.click("text=Add an AE title")
-    page.fill("input[name=ae_title]", "READING1")
-    page.fill("input[name=host]", "127.0.0.1")
-    page.fill("input[name=port]", "11113")
-    page.click("button:has-text('Save')")
+    _add_ae(page, "READING1", 11113)
     page.click("header >> text=Forwarding")
     assert "No rules yet." in page.inner_text("#rules-table")
     page.fill("input[name=name]", "CT to reading")
