@@ -207,6 +207,8 @@ STORAGE_DIR = Path(os.environ.get("PORTAL_STORAGE_DIR", DATA_DIR / "dicom")).res
 # What is on disk before a store is answered (see STORAGE_SYNC above).
 STORAGE_FSYNC = STORAGE_SYNC != "off"
 STORAGE_FSYNC_FULL = STORAGE_SYNC == "full"
+# A synced received file leaves the page cache once written (pacs.storage.LocalStorage).
+STORAGE_DROP_CACHE = env_bool("PORTAL_STORAGE_DROP_CACHE", True)
 
 LOGGING = {
     "version": 1,

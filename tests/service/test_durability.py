@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -63,3 +64,46 @@ def test_full_also_syncs_the_folders_that_name_the_file(storage_dir, monkeypatch
     ds.SOPInstanceUID = ds.SOPInstanceUID + "3"  # "on", the default: no folder syncs
     store_instance(data=encoded(ds), received_from="t", storage=LocalStorage(storage_dir))
     assert synced == []
+
+
+def _resident_pages(path) -> int:
+    """Pages of ``path`` in the page cache (util-linux ``fincore``)."""
+    out = subprocess.run(["fincore", "--noheadings", "--raw", "--output", "PAGES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip())
+
+
+@pytest.mark.skipif(not shutil.which("fincore"), reason="util-linux fincore not installed")
+def test_a_synced_file_leaves_the_page_cache_unless_told_to_keep_it(storage_dir):
+    if subprocess.run(["stat", "-f", "-c", "%T", str(storage_dir)], capture_output=True,
+                      text=True).stdout.strip() == "tmpfs":
+        pytest.skip("tmpfs keeps every file in memory")
+    ds = dcmread(sample("CT_small.dcm"))
+
+    def stored(storage: LocalStorage, n: int):
+        ds.SOPInstanceUID = f"{ds.SOPInstanceUID.rsplit('.', 1)[0]}.{n}"
+        result = store_instance(data=encoded(ds), received_from="t", storage=storage)
+        return storage_dir / Instance.objects.get(sop_instance_uid=result.sop_instance_uid
+                                                  ).file_key
+
+    assert _resident_pages(stored(LocalStorage(storage_dir), 1)) == 0  # the default drops it
+    kept = stored(LocalStorage(storage_dir, drop_cache=False), 2)
+    assert _resident_pages(kept) == -(-kept.stat().st_size // 4096)
+    unsynced = stored(LocalStorage(storage_dir, fsync=False), 3)  # dirty pages stay
+    assert _resident_pages(unsynced) > 0
+
+
+def test_drop_cache_setting(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    code = "from django.conf import settings; print(settings.STORAGE_DROP_CACHE)"
+
+    def answer(value: str | None) -> str:
+        run_env = {**env, "PORTAL_DATA_DIR": str(tmp_path)}
+        if value is not None:
+            run_env["PORTAL_STORAGE_DROP_CACHE"] = value
+        return subprocess.run([sys.executable, str(ROOT / "manage.py"), "shell", "-v", "0",
+                               "-c", code], env=run_env, capture_output=True, text=True,
+                              cwd=ROOT).stdout.strip()
+
+    assert answer(None) == answer("on") == "True"
+    assert answer("off") == answer("0") == "False"
