@@ -3,9 +3,8 @@
 Why not pynetdicom's DUL: its reactors poll with 1 ms sleeps and push every PDU through an
 event queue and a state machine, which caps one association at ~150 C-STOREs/s on the CI
 machine before any work is done (docs/benchmarks.md). Our acceptor reads PDUs with blocking
-socket calls in one thread per association. pynetdicom still decodes and encodes the
-A-ASSOCIATE PDUs (their item zoo is where a library pays) and does the presentation context
-negotiation; this module only frames PDUs and encodes the small group-0000 command sets.
+socket calls in one thread per association. This module frames PDUs and encodes the small
+group-0000 command sets; pacs.dimse.acse reads and answers the A-ASSOCIATE-RQ.
 """
 
 from __future__ import annotations
