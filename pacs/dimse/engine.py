@@ -67,6 +67,7 @@ class ServerConfig:
     acse_timeout: float = 30
     network_timeout: float = 60
     negotiations: NegotiationCache = field(default_factory=lambda: NegotiationCache())
+    support: dict[str, acse.Support] = field(init=False)  # ``supported`` by abstract syntax
 
     def __post_init__(self) -> None:
         self.support = {
@@ -83,9 +84,8 @@ class _Negotiated:
     A modality opens an association per study or series and proposes the same contexts each
     time; storescu proposes 128. Decoding and negotiating them (pacs.dimse.acse) takes ~2 ms
     of CPU on the CI machine, so an identical request (same bytes: same AE titles, contexts,
-    roles and user items) reuses the answer. Admission
-    (the AE table) is still checked every time; the answer depends only on the request and on
-    this server's fixed configuration."""
+    roles and user items) reuses the answer. Admission (the AE table) is still checked every
+    time; the answer depends only on the request and on this server's fixed configuration."""
 
     calling_aet: str
     called_aet: str
