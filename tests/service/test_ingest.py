@@ -175,7 +175,7 @@ def test_failed_write_raises_storage_full_and_removes_the_temporary_file(tmp_pat
     temp.write_bytes(b"")
     fd = os.open("/dev/full", os.O_WRONLY)
     with pytest.raises(StorageFull, match="cannot write file"):
-        _write_all(fd, temp, b"\x00" * 4096)
+        _write_all(fd, temp, b"\x00" * 4096, True)
     assert not temp.exists()
 
 
