@@ -88,7 +88,7 @@ def test_a_synced_file_leaves_the_page_cache_unless_told_to_keep_it(storage_dir)
 
     assert _resident_pages(stored(LocalStorage(storage_dir), 1)) == 0  # the default drops it
     kept = stored(LocalStorage(storage_dir, drop_cache=False), 2)
-    assert _resident_pages(kept) == -(-kept.stat().st_size // 4096)
+    assert _resident_pages(kept) > 0
     unsynced = stored(LocalStorage(storage_dir, fsync=False), 3)  # dirty pages stay
     assert _resident_pages(unsynced) > 0
 
