@@ -73,6 +73,24 @@ def series_delete(request, series_uid: str):
     return redirect("study-detail", done.study_uid)
 
 
+@admin_required
+@require_POST
+def instance_delete(request, sop_uid: str):
+    series_uid = Instance.objects.filter(sop_instance_uid=sop_uid).values_list(
+        "series__series_instance_uid", flat=True).first()
+    done = _delete(request, "instance", sop_uid)
+    if done.studies:
+        messages.success(request, "Deleted the instance (the study's last: the study is gone "
+                                  "too).")
+        return redirect("study-list")
+    if done.series:
+        messages.success(request, "Deleted the instance (the series' last: the series is gone "
+                                  "too).")
+        return redirect("study-detail", done.study_uid)
+    messages.success(request, "Deleted the instance.")
+    return redirect("series-detail", series_uid)
+
+
 def _delete(request, level: str, uid: str) -> deletion.Deleted:
     try:
         return deletion.delete(level, uid, actor=request.user.username)

@@ -24,6 +24,7 @@ urlpatterns = [
     path("instances/<str:sop_uid>/preview.png", pacs_views.instance_preview,
          name="instance-preview"),
     path("instances/<str:sop_uid>/file", pacs_views.instance_file, name="instance-file"),
+    path("instances/<str:sop_uid>/delete/", pacs_views.instance_delete, name="instance-delete"),
     path("aes/", pacs_views.ae_list, name="ae-list"),
     path("aes/new/", pacs_views.ae_edit, name="ae-new"),
     path("aes/<int:pk>/edit/", pacs_views.ae_edit, name="ae-edit"),

@@ -125,6 +125,17 @@ def test_admin_adds_aes_echoes_and_modality_stores(page, portal, tmp_path):
     assert "Deleted the study: 1 series, 1 instance." in page.inner_text(".messages")
     page.click("header >> text=Dashboard")
     assert page.inner_text("#count-studies") == "1"
+    # Delete the MR study's one instance from its series page: the study goes with it.
+    page.click("header >> text=Studies")
+    page.locator("table.studies tbody tr a").first.click()
+    page.locator("#series-table a").first.click()
+    messages.clear()
+    page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.accept()))
+    page.click(".delete-instance button")
+    assert "Delete instance #" in messages[0]
+    assert "the study is gone too" in page.inner_text(".messages")
+    page.click("header >> text=Dashboard")
+    assert page.inner_text("#count-studies") == "0"
 
 
 def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):

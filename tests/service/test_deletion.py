@@ -134,3 +134,34 @@ def test_pages_delete_for_admins_only(client, study):
     assert response.redirect_chain[-1][0] == reverse("study-list")
     assert "Deleted the study: 1 series, 3 instances." in response.content.decode()
     assert client.post(reverse("study-delete", args=[STUDY])).status_code == 404
+
+
+def test_instance_delete_page_goes_back_to_what_is_left(client, study):
+    viewer = get_user_model().objects.create_user("viewer", password="pw-123456")
+    client.force_login(viewer)
+    ct_series = reverse("series-detail", args=[f"{STUDY}.1"])
+    assert 'class="delete-instance"' not in client.get(ct_series).content.decode()
+    assert client.post(reverse("instance-delete", args=[study["ct"][0]])).status_code == 302
+    assert Instance.objects.count() == 5  # a viewer is sent to log in; nothing deleted
+    client.force_login(get_user_model().objects.create_superuser("boss", password="pw-123456"))
+    page = client.get(ct_series).content.decode()
+    assert page.count('class="delete-instance"') == 3
+    assert reverse("instance-delete", args=[study["ct"][1]]) in page
+    assert client.get(reverse("instance-delete", args=[study["ct"][0]])).status_code == 405
+
+    response = client.post(reverse("instance-delete", args=[study["ct"][0]]), follow=True)
+    assert response.redirect_chain[-1][0] == ct_series
+    assert "Deleted the instance." in response.content.decode()
+    assert _study_answer()["number_of_instances"] == 4 and len(_files()) == 4
+    for uid in study["mr"]:  # the MR series' last instance takes its series along
+        response = client.post(reverse("instance-delete", args=[uid]), follow=True)
+    assert response.redirect_chain[-1][0] == reverse("study-detail", args=[STUDY])
+    assert "the series is gone too" in response.content.decode()
+    assert _study_answer() == {"number_of_series": 1, "number_of_instances": 2,
+                               "modalities_in_study": "CT"}
+    client.post(reverse("instance-delete", args=[study["ct"][1]]))
+    response = client.post(reverse("instance-delete", args=[study["ct"][2]]), follow=True)
+    assert response.redirect_chain[-1][0] == reverse("study-list")
+    assert "the study is gone too" in response.content.decode()
+    assert not Study.objects.exists() and _files() == set()
+    assert client.post(reverse("instance-delete", args=[study["ct"][2]])).status_code == 404
