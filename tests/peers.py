@@ -10,6 +10,8 @@ from pathlib import Path
 
 from hl7.mllp import start_hl7_server
 
+from tests.waiting import wait_until
+
 
 class Hl7Server:
     """python-hl7's MLLP server in a thread; answers AA and keeps what it got."""
@@ -112,25 +114,20 @@ class Storescp:
     def __init__(self, port: int, out: Path) -> None:
         import socket
         import subprocess
-        import time
 
         self.port, self.out = port, out
         out.mkdir(exist_ok=True)
         self.proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "DEST", "-od", str(out),
                                       str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert time.monotonic() < deadline, "storescp did not start"
-            time.sleep(0.05)
+        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout=10,
+                   interval=0.05, what="storescp to start")
 
     def received(self, count: int, timeout: float = 15) -> list:
         import time
 
         from pydicom import dcmread
-        deadline = time.monotonic() + timeout
-        while len(list(self.out.iterdir())) < count:
-            assert time.monotonic() < deadline, f"{len(list(self.out.iterdir()))} of {count}"
-            time.sleep(0.1)
+        wait_until(lambda: len(list(self.out.iterdir())) >= count, timeout=timeout,
+                   what=lambda: f"{count} files ({len(list(self.out.iterdir()))} so far)")
         time.sleep(0.5)  # anything sent twice would be here by now
         return [dcmread(p) for p in sorted(self.out.iterdir())]
 

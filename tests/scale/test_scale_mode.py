@@ -16,6 +16,7 @@ from pacs.models import ApplicationEntity, Instance, Study
 from pacs.tasks import echo_ae
 from tests.portal_process import ROOT
 from tests.samples import free_port, sample
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.scale, pytest.mark.django_db(transaction=True)]
 
@@ -499,10 +500,7 @@ def test_a_status_message_whose_task_was_lost_is_still_sent(worker, monkeypatch)
         services.set_step_status(step, "IN PROGRESS", source="portal", actor="scale")
         (pending,) = Outbound.objects.all()
         assert pending.status == Outbound.Status.PENDING and pending.attempts == 0
-        deadline = time.monotonic() + 20
-        while not server.received:
-            assert time.monotonic() < deadline, "the pending message was never sent"
-            time.sleep(0.1)
+        wait_until(lambda: server.received, timeout=20, what="the pending message")
         time.sleep(2.5)  # two more sweeps: nothing is sent twice
         assert [str(m.segment("MSH")[10]) for m in server.received] == [pending.control_id]
     finally:

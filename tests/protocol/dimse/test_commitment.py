@@ -18,6 +18,7 @@ from pacs.models import ApplicationEntity, CommitmentRequest
 from portal.models import AuditEvent
 from tests.peers import start_commitment_listener
 from tests.samples import free_port, sample
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -114,10 +115,8 @@ def test_the_report_waits_for_a_modality_that_is_down(modality):
     listener, port = modality
     info = _info("1.2.3.4.102", _ref(CT.SOPClassUID, CT.SOPInstanceUID))
     assert _request(listener, info) == 0x0000
-    deadline = time.monotonic() + 10
-    while not CommitmentRequest.objects.filter(attempts__gte=1).exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(CommitmentRequest.objects.filter(attempts__gte=1).exists, timeout=10,
+               interval=0.05, what="a first failed attempt")
     server, received = start_commitment_listener(port)
     try:
         _calling, event_type, report = _report(received, timeout=15)

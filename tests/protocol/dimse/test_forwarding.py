@@ -4,7 +4,6 @@ forwards what matches a rule to a DCMTK storescp destination."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from pacs.services import forwarding
 from pacs.services.ingest import store_instance
 from tests.peers import Storescp
 from tests.samples import encoded, free_port, sample
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -79,10 +79,8 @@ def test_a_destination_that_is_down_gets_the_queue_when_it_comes_up(dimse_listen
                                                                     tmp_path):
     ForwardingRule.objects.create(name="all", destination=dest)
     _storescu(dimse_listener, "CT_small.dcm", "MR_small.dcm")
-    deadline = time.monotonic() + 10
-    while not ForwardItem.objects.filter(attempts__gte=1).exists():  # the next try in 2 s
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(ForwardItem.objects.filter(attempts__gte=1).exists,  # the next try in 2 s
+               timeout=10, interval=0.05, what="a first failed attempt")
     assert _statuses() == ["pending", "pending"]
     scp = Storescp(dest.port, tmp_path / "dest")
     try:
@@ -97,10 +95,8 @@ def test_failed_items_are_shown_and_sent_again_on_retry(dimse_listener, dest, tm
     monkeypatch.setattr(forwarding, "retry_delay", lambda attempts: None)  # one attempt only
     ForwardingRule.objects.create(name="all", destination=dest)
     _storescu(dimse_listener, "CT_small.dcm")
-    deadline = time.monotonic() + 10
-    while _statuses() != ["failed"]:
-        assert time.monotonic() < deadline, _statuses()
-        time.sleep(0.05)
+    wait_until(lambda: _statuses() == ["failed"], timeout=10, interval=0.05,
+               what=lambda: f"a failed item (statuses: {_statuses()})")
     client.force_login(get_user_model().objects.create_superuser("boss", password="pw-123456"))
     page = client.get(reverse("forwarding")).content.decode()
     assert "out of attempts: no association with DEST" in page

@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (
 )
 
 from pacs.models import ApplicationEntity
+from tests.waiting import wait_until
 from worklist import services
 from worklist.models import ScheduledProcedureStep, Station
 
@@ -286,7 +287,6 @@ def test_retry_now_on_the_subscriptions_page_sends_what_was_given_up(assoc, step
     """After its last attempt an event waits for the subscriber's next one; an admin's Retry
     now sends it at once."""
     import threading
-    import time
 
     from django.urls import reverse
 
@@ -302,11 +302,9 @@ def test_retry_now_on_the_subscriptions_page_sends_what_was_given_up(assoc, step
     subscribe = Dataset()
     subscribe.DeletionLock = "FALSE"
     assert assoc.send_n_action(subscribe, 3, WATCH, step.ups_instance_uid)[0].Status == 0x0000
-    deadline = time.monotonic() + 15
-    while UpsEvent.objects.get().attempts < 2 or any(
-            t.name == "ups-events-AINODE" for t in threading.enumerate()):  # given up
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: UpsEvent.objects.get().attempts >= 2 and not any(
+        t.name == "ups-events-AINODE" for t in threading.enumerate()),  # given up
+        timeout=15, interval=0.05, what="the sender to give up")
     page = admin_client.get(reverse("ups-subscriptions")).content.decode()
     waiting = page[page.index('id="ups-waiting"'):]
     assert "<td>AINODE</td><td>1</td><td>2</td>" in waiting and "Retry now" in waiting

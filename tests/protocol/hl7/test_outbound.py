@@ -19,17 +19,11 @@ from pacs.models import ApplicationEntity
 from portal import retry
 from tests.peers import Hl7Server
 from tests.samples import free_port
+from tests.waiting import wait_until
 from worklist import services
 from worklist.models import ScheduledProcedureStep
 
 pytestmark = pytest.mark.interop
-
-
-def _wait(predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -72,7 +66,7 @@ def test_mpps_progress_reaches_the_ris_as_orm_sc(dimse_listener, step):
         uid = generate_uid()
         _mpps(dimse_listener, step, "IN PROGRESS", uid)
         _mpps(dimse_listener, step, "COMPLETED", uid)
-        _wait(lambda: len(server.received) == 2)
+        wait_until(lambda: len(server.received) == 2)
     finally:
         server.stop()
     statuses = [str(m.segment("ORC")[5]) for m in server.received]
@@ -82,7 +76,7 @@ def test_mpps_progress_reaches_the_ris_as_orm_sc(dimse_listener, step):
     assert str(first.segment("ORC")[1]) == "SC" and str(first.segment("ORC")[2]) == "PL-1"
     assert str(first.segment("OBR")[18]) == "ACC-OUT-1"
     assert str(first.segment("PID")[5]) == "MÜLLER^JÖRG"
-    _wait(lambda: Outbound.objects.filter(status="sent").count() == 2)
+    wait_until(lambda: Outbound.objects.filter(status="sent").count() == 2)
 
 
 def test_a_down_receiver_loses_nothing(dimse_listener, step, monkeypatch):
@@ -90,12 +84,12 @@ def test_a_down_receiver_loses_nothing(dimse_listener, step, monkeypatch):
     port = free_port()
     Receiver.objects.create(name="RIS", host="127.0.0.1", port=port, on_started=True)
     services.set_step_status(step, "IN PROGRESS", source="portal", actor="test")
-    _wait(lambda: Outbound.objects.get().attempts >= 2)
+    wait_until(lambda: Outbound.objects.get().attempts >= 2)
     outbound = Outbound.objects.get()
     assert outbound.status == "pending" and "refused" in outbound.last_error.lower()
     server = Hl7Server(port).start()
     try:
-        _wait(lambda: Outbound.objects.get().status == "sent")
+        wait_until(lambda: Outbound.objects.get().status == "sent")
         assert len(server.received) == 1
     finally:
         server.stop()
@@ -111,13 +105,13 @@ def test_a_receiver_that_was_down_gets_its_messages_in_order(dimse_listener, ste
     port = free_port()
     receiver = Receiver.objects.create(name="RIS", host="127.0.0.1", port=port)
     services.set_step_status(step, "IN PROGRESS", source="portal", actor="test")
-    _wait(lambda: Outbound.objects.get().attempts >= 3)  # now waiting 2 s
+    wait_until(lambda: Outbound.objects.get().attempts >= 3)  # now waiting 2 s
     services.set_step_status(step, "COMPLETED", source="portal", actor="test")
     senders = [t.name for t in threading.enumerate() if t.name.startswith("hl7-out-")]
     assert senders == [f"hl7-out-{receiver.pk}"]  # one per receiver, not one per message
     server = Hl7Server(port).start()
     try:
-        _wait(lambda: len(server.received) == 2)
+        wait_until(lambda: len(server.received) == 2)
         time.sleep(0.5)  # a message sent twice would arrive by now
         assert [str(m.segment("ORC")[5]) for m in server.received] == ["IP", "CM"]
     finally:
