@@ -44,10 +44,23 @@ def encoded(ds) -> bytes:
     return buf.getvalue()
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, and never the same one twice in this test process.
+
+    The kernel may give the port it just gave back again: two calls in a row (a worker's
+    DIMSE and HL7 ports) then named one port, and since our listeners bind with SO_REUSEPORT
+    both bound it and the kernel split the connections between them (a storescu answered by
+    the HL7 listener in CI)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 # Transfer syntaxes stored "as received" (file name -> transfer syntax UID).
