@@ -258,4 +258,16 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES  # Django's own check, where a bo
 CORS_ALLOWED_ORIGINS = env_list("PORTAL_CORS_ORIGINS")
 CORS_URLS_REGEX = r"^/(dicomweb|wado)(/.*)?$"
 CORS_ALLOW_CREDENTIALS = env_bool("PORTAL_CORS_CREDENTIALS", False)
+
+# --- Listener ports --------------------------------------------------------------------------
+# Each listener needs a port of its own. The DIMSE and HL7 listeners bind with SO_REUSEPORT
+# (several processes share one port), so two of them on one port would both bind it and the
+# kernel would split the connections between them: refused here instead. 0 = any free port.
+_PORTS = {"PORTAL_HTTP_PORT": HTTP_PORT, "PORTAL_WS_PORT": WS_PORT,
+          "PORTAL_DIMSE_PORT": DIMSE_PORT, "PORTAL_HL7_PORT": HL7_PORT}
+for _port in {port for port in _PORTS.values() if port > 0}:
+    _same = [name for name, port in _PORTS.items() if port == _port]
+    if len(_same) > 1:
+        raise ImproperlyConfigured(f"{' and '.join(_same)} are both {_port}: "
+                                   "each listener needs a port of its own")
 CORS_EXPOSE_HEADERS = ["Warning", "Content-Location", "Content-Type"]
