@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from pacs.services import storage_check
+
+SHOWN = 10
+
+
+class Command(BaseCommand):
+    help = ("Check the stored files against the index: files no instance points at (orphans, "
+            "left by a crash), instances whose file is missing, files of the wrong size. "
+            "Exits with status 1 while any of them remain.")
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--reindex-orphans", action="store_true",
+                            help="index orphan files through the ingest path (as import)")
+        parser.add_argument("--delete-orphans", action="store_true",
+                            help="delete the orphan files (after --reindex-orphans if given)")
+        parser.add_argument("--forget-missing", action="store_true",
+                            help="delete the instances whose file is missing")
+        parser.add_argument("--min-age", type=float, default=storage_check.MIN_AGE,
+                            help="seconds; younger files are not judged (default %(default)s)")
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *args, reindex_orphans: bool, delete_orphans: bool, forget_missing: bool,
+               min_age: float, no_progress: bool, **options) -> None:
+        if min_age < 0:
+            raise CommandError("--min-age must be 0 or more")
+        actor = "check_storage"
+        with tqdm(unit="file", desc="checking", disable=no_progress or None) as bar:
+            report = storage_check.check(min_age=min_age, progress=lambda: bar.update(1))
+        self._report(report)
+        if report.orphans and reindex_orphans:
+            with tqdm(total=len(report.orphans), unit="file", desc="reindexing",
+                      disable=no_progress or None) as bar:
+                summary = storage_check.reindex_orphans(report.orphans, actor=actor,
+                                                        progress=lambda: bar.update(1))
+            counts = summary.counts
+            self.stdout.write(
+                f"reindexed orphans: {counts['stored']} stored, {counts['duplicate']} "
+                f"duplicate, {counts['replaced']} replaced, {counts['rejected']} rejected")
+            for reason, where in sorted(summary.reasons.items()):
+                self.stdout.write(f"  {reason}: {_shown(where)}")
+        if report.orphans and delete_orphans:
+            gone = storage_check.delete_orphans(report.orphans, actor=actor)
+            self.stdout.write(f"deleted {gone} orphan file(s)")
+        if report.missing and forget_missing:
+            forgotten = storage_check.forget_missing(report.missing, actor=actor)
+            self.stdout.write(f"deleted {forgotten} instance(s) whose file was missing")
+        if reindex_orphans or delete_orphans or forget_missing:
+            report = storage_check.check(min_age=min_age)
+            self.stdout.write("after repair:")
+            self._report(report)
+        if not report.clean:
+            raise CommandError(
+                f"storage has problems: {len(report.orphans)} orphan file(s), "
+                f"{len(report.missing)} missing file(s), {len(report.wrong_size)} of the "
+                "wrong size")
+
+    def _report(self, report: storage_check.StorageReport) -> None:
+        self.stdout.write(
+            f"{report.files} file(s), {report.instances} instance(s); "
+            f"{len(report.orphans)} orphan file(s), {len(report.missing)} missing, "
+            f"{len(report.wrong_size)} of the wrong size"
+            + (f"; {report.too_new} too new to judge" if report.too_new else ""))
+        if report.orphans:
+            self.stdout.write(f"  orphan files: {_shown(report.orphans)}")
+        if report.missing:
+            self.stdout.write("  missing files: " + _shown(
+                [f"{m.file_key} (instance {m.sop_instance_uid})" for m in report.missing]))
+        if report.wrong_size:
+            self.stdout.write("  wrong size: " + _shown(
+                [f"{w.file_key} ({w.on_disk} bytes, indexed {w.indexed})"
+                 for w in report.wrong_size]))
+
+
+def _shown(items: list[str]) -> str:
+    return ", ".join(items[:SHOWN]) + (f" (+{len(items) - SHOWN} more)"
+                                       if len(items) > SHOWN else "")

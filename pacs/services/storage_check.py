@@ -1,0 +1,186 @@
+"""Checking the stored files against the index, and repairing what a crash left.
+
+The ingest path publishes a file (an atomic rename) as the last step before its transaction
+commits, and a deletion removes files once its transaction has committed: so a process killed
+at the wrong moment can leave a file no instance points at (an *orphan*), never an instance
+whose file was not written. A file can still go missing or change size outside the portal (a
+disk restored from backup, someone's ``rm``). ``check()`` finds all three; the repairs are
+separate, explicit calls (``manage.py check_storage`` offers them as options).
+
+The check runs beside a live SCP: files younger than ``min_age`` seconds are not judged (their
+rows may be about to commit), and every finding is checked again against the database and the
+file system before it is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pacs.errors import NotFound
+from pacs.models import Instance
+from pacs.services import deletion
+from pacs.services.importer import ImportSummary, import_files
+from pacs.storage import INCOMING, get_storage
+from portal import audit
+
+MIN_AGE = 60.0  # seconds; a store or a deletion in progress takes milliseconds
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Missing:
+    sop_instance_uid: str
+    file_key: str
+
+
+@dataclass(frozen=True)
+class WrongSize:
+    sop_instance_uid: str
+    file_key: str
+    indexed: int
+    on_disk: int
+
+
+@dataclass
+class StorageReport:
+    files: int = 0  # stored files looked at (``*.dcm`` under the storage root)
+    instances: int = 0  # instance rows looked at
+    too_new: int = 0  # files younger than min_age, not judged
+    orphans: list[str] = field(default_factory=list)  # keys of files no instance points at
+    missing: list[Missing] = field(default_factory=list)
+    wrong_size: list[WrongSize] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.orphans or self.missing or self.wrong_size)
+
+
+def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = None
+          ) -> StorageReport:
+    """Compare every stored file with the instance rows; ``progress()`` once per file."""
+    storage = get_storage()
+    report = StorageReport()
+    cutoff = time.time() - min_age
+    sizes: dict[str, int] = {}
+    young: set[str] = set()
+    # The files first, then the rows: a file published after the walk is not seen, and one
+    # published before it has its row committed by the time the rows are read, or is young.
+    for key, size, mtime in _walk(storage.root):
+        report.files += 1
+        if mtime > cutoff:
+            young.add(key)
+        else:
+            sizes[key] = size
+        if progress:
+            progress()
+    report.too_new = len(young)
+    referenced: set[str] = set()
+    rows = Instance.objects.order_by().values_list("sop_instance_uid", "file_key", "file_size")
+    for sop_uid, key, size in rows.iterator(chunk_size=2000):
+        report.instances += 1
+        referenced.add(key)
+        if key in sizes:
+            if sizes[key] != size:
+                report.wrong_size.append(WrongSize(sop_uid, key, size, sizes[key]))
+        elif key not in young:
+            report.missing.append(Missing(sop_uid, key))
+    report.orphans = sorted(key for key in sizes if key not in referenced)
+    # Again, for what changed while we read: rows committed, replaced or deleted since.
+    report.orphans = _still_orphans(report.orphans)
+    report.missing = [m for m in report.missing if _still_missing(m)]
+    report.wrong_size = [w for w in report.wrong_size if _still_wrong_size(w)]
+    return report
+
+
+def reindex_orphans(keys: Iterable[str], *, actor: str,
+                    progress: Callable[[], None] | None = None) -> ImportSummary:
+    """Index orphan files through the one ingest path, as ``manage.py import`` would: an
+    orphan holds an image whose store was never answered, or whose deletion did not finish.
+    The file stays where it is when its key is the one ingest gives it; otherwise (an older
+    version of a replaced instance, say) the import copies it, and the orphan remains for
+    ``delete_orphans``."""
+    storage = get_storage()
+    return import_files([storage.path(key) for key in keys], actor=actor, progress=progress)
+
+
+def delete_orphans(keys: Iterable[str], *, actor: str) -> int:
+    """Delete the files among ``keys`` that are still orphans; the number deleted."""
+    storage = get_storage()
+    gone = 0
+    for key in _still_orphans(list(keys)):
+        storage.delete(key)
+        gone += 1
+    if gone:
+        audit.record(category="admin", action="orphan files deleted", actor=actor,
+                     detail=f"{gone} stored file(s) no instance pointed at")
+    return gone
+
+
+def forget_missing(missing: Iterable[Missing], *, actor: str) -> int:
+    """Delete the instances whose file is still missing (through ``deletion.delete``, so the
+    series and study counts stay true and an emptied study goes); the number deleted."""
+    forgotten = 0
+    for item in missing:
+        if not _still_missing(item):
+            continue
+        try:
+            forgotten += deletion.delete("instance", item.sop_instance_uid, actor=actor).instances
+        except NotFound:
+            continue
+    return forgotten
+
+
+def _walk(root: Path):
+    """(key, size, mtime) of each ``*.dcm`` file under ``root``, not in ``.incoming/``."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if not (folder == root and entry.name == INCOMING):
+                        stack.append(Path(entry.path))
+                elif entry.name.endswith(".dcm") and entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    yield (os.path.relpath(entry.path, root), st.st_size, st.st_mtime)
+            except FileNotFoundError:  # deleted while we walked
+                continue
+
+
+def _still_orphans(keys: list[str]) -> list[str]:
+    storage = get_storage()
+    left = []
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start:start + _CHUNK]
+        used = set(Instance.objects.filter(file_key__in=chunk)
+                   .values_list("file_key", flat=True))
+        left.extend(key for key in chunk if key not in used and storage.exists(key))
+    return left
+
+
+def _current_key(sop_uid: str) -> tuple[str, int] | None:
+    return (Instance.objects.filter(sop_instance_uid=sop_uid)
+            .values_list("file_key", "file_size").first())
+
+
+def _still_missing(item: Missing) -> bool:
+    current = _current_key(item.sop_instance_uid)
+    return current is not None and not get_storage().exists(current[0])
+
+
+def _still_wrong_size(item: WrongSize) -> bool:
+    current = _current_key(item.sop_instance_uid)
+    if current is None:
+        return False
+    try:
+        return os.stat(get_storage().path(current[0])).st_size != current[1]
+    except FileNotFoundError:
+        return False
