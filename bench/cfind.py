@@ -106,8 +106,9 @@ def findscu(port: int, keys: list[str], extract_to: Path | None = None,
     return elapsed
 
 
-def load(port: int, folder: Path) -> None:
-    files = sorted(folder.glob("*.dcm"))
+def load(port: int, what: Path | list[Path]) -> None:
+    """Send a folder's ``*.dcm`` files, or the files listed, over four associations."""
+    files = sorted(what.glob("*.dcm")) if isinstance(what, Path) else list(what)
     groups = [files[i::4] for i in range(4)]
     procs = [subprocess.Popen(["/usr/bin/storescu", "-aet", "BENCH", "-aec", "PORTAL",
                                "127.0.0.1", str(port), *map(str, group)],

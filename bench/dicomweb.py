@@ -123,7 +123,7 @@ def measure(server, studies: Path, big: list[Path], repeat: int) -> None:
         dimse, base, headers = server.start(Path(tmpdir))
         try:
             load(dimse, studies)
-            load(dimse, big[0].parent)
+            load(dimse, big)  # not the whole folder: bench/ingest.py may have made more
             study_uid = _study_uid(big[0])
             qido = f"{base}/studies?PatientName=A*&limit=100000"
             matches = count_matches(qido, headers)
@@ -134,8 +134,8 @@ def measure(server, studies: Path, big: list[Path], repeat: int) -> None:
             meta = f"{base}/studies/{study_uid}/metadata"
             curl(meta, headers, json_type)
             results = [curl(meta, headers, json_type) for _ in range(repeat)]
-            row(server.label, "WADO-RS study /metadata (300 inst.)", [r[0] for r in results],
-                f"{results[0][1] / 1e6:.1f} MB JSON")
+            row(server.label, f"WADO-RS study /metadata ({len(big)} inst.)",
+                [r[0] for r in results], f"{results[0][1] / 1e6:.1f} MB JSON")
             whole = f"{base}/studies/{study_uid}"
             accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
             curl(whole, headers, accept)

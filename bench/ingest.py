@@ -36,10 +36,20 @@ STORESCU = "/usr/bin/storescu"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, never the same one twice in this process: the kernel
+    may give back the port it just gave, and the portal refuses to start with two listeners
+    on one port (bench/dicomweb.py takes three in a row)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def make_ct_series(out: Path, count: int) -> list[Path]:
