@@ -91,8 +91,14 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
     report.orphans = sorted(key for key in sizes if key not in referenced)
     # Again, for what changed while we read: rows committed, replaced or deleted since.
     report.orphans = _still_orphans(report.orphans)
-    report.missing = [m for m in report.missing if _still_missing(m)]
-    report.wrong_size = [w for w in report.wrong_size if _still_wrong_size(w)]
+    current = _current_files([m.sop_instance_uid for m in report.missing]
+                             + [w.sop_instance_uid for w in report.wrong_size])
+    storage = get_storage()
+    report.missing = [m for m in report.missing if m.sop_instance_uid in current
+                      and not storage.exists(current[m.sop_instance_uid][0])]
+    report.wrong_size = [w for w in report.wrong_size if w.sop_instance_uid in current
+                         and _size(current[w.sop_instance_uid][0])
+                         not in (None, current[w.sop_instance_uid][1])]
     return report
 
 
@@ -166,21 +172,23 @@ def _still_orphans(keys: list[str]) -> list[str]:
     return left
 
 
-def _current_key(sop_uid: str) -> tuple[str, int] | None:
-    return (Instance.objects.filter(sop_instance_uid=sop_uid)
-            .values_list("file_key", "file_size").first())
+def _current_files(sop_uids: list[str]) -> dict[str, tuple[str, int]]:
+    """Each instance's file key and indexed size as the database has them now."""
+    current: dict[str, tuple[str, int]] = {}
+    for start in range(0, len(sop_uids), _CHUNK):
+        rows = Instance.objects.filter(sop_instance_uid__in=sop_uids[start:start + _CHUNK])
+        for sop_uid, key, size in rows.values_list("sop_instance_uid", "file_key", "file_size"):
+            current[sop_uid] = (key, size)
+    return current
 
 
 def _still_missing(item: Missing) -> bool:
-    current = _current_key(item.sop_instance_uid)
+    current = _current_files([item.sop_instance_uid]).get(item.sop_instance_uid)
     return current is not None and not get_storage().exists(current[0])
 
 
-def _still_wrong_size(item: WrongSize) -> bool:
-    current = _current_key(item.sop_instance_uid)
-    if current is None:
-        return False
+def _size(key: str) -> int | None:
     try:
-        return os.stat(get_storage().path(current[0])).st_size != current[1]
+        return os.stat(get_storage().path(key)).st_size
     except FileNotFoundError:
-        return False
+        return None

@@ -130,6 +130,22 @@ def test_a_file_of_the_wrong_size_is_reported_and_left_alone(storage_dir, capsys
     assert Instance.objects.count() == 1
 
 
+def test_a_file_mended_while_checking_is_not_reported(storage_dir, monkeypatch):
+    inst = _store("CT_small.dcm")
+    path = storage_dir / inst.file_key
+    data = path.read_bytes()
+    path.write_bytes(data[:-1000])
+    _age(path)
+    recheck = storage_check._current_files
+
+    def mended_then_recheck(sop_uids: list[str]) -> dict:
+        path.write_bytes(data)  # the modality's copy restored meanwhile
+        return recheck(sop_uids)
+
+    monkeypatch.setattr(storage_check, "_current_files", mended_then_recheck)
+    assert storage_check.check().clean
+
+
 def test_young_files_and_temporary_files_are_not_judged(storage_dir, capsys):
     inst = _store("CT_small.dcm")
     young_orphan = storage_dir / inst.file_key
@@ -178,13 +194,14 @@ def test_a_store_committing_while_checking_leaves_no_false_orphan(storage_dir, m
 def test_a_deletion_finishing_while_checking_leaves_no_false_missing(storage_dir, monkeypatch):
     inst = _store("CT_small.dcm")
     (storage_dir / inst.file_key).unlink()  # the file went first: rows are still being read
-    recheck = storage_check._still_missing
+    recheck = storage_check._current_files
 
-    def rows_go_then_recheck(item: storage_check.Missing) -> bool:
+    def rows_go_then_recheck(sop_uids: list[str]) -> dict:
+        assert sop_uids == [inst.sop_instance_uid]  # missing when the rows were read
         Instance.objects.filter(pk=inst.pk).delete()
-        return recheck(item)
+        return recheck(sop_uids)
 
-    monkeypatch.setattr(storage_check, "_still_missing", rows_go_then_recheck)
+    monkeypatch.setattr(storage_check, "_current_files", rows_go_then_recheck)
     assert storage_check.check().clean
 
 
