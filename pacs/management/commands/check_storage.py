@@ -65,15 +65,16 @@ class Command(BaseCommand):
             f"{len(report.orphans)} orphan file(s), {len(report.missing)} missing, "
             f"{len(report.wrong_size)} of the wrong size"
             + (f"; {report.too_new} too new to judge" if report.too_new else ""))
-        if report.orphans:
-            self.stdout.write(f"  orphan files: {_shown(report.orphans)}")
-        if report.missing:
-            self.stdout.write("  missing files: " + _shown(
-                [f"{m.file_key} (instance {m.sop_instance_uid})" for m in report.missing]))
-        if report.wrong_size:
-            self.stdout.write("  wrong size: " + _shown(
-                [f"{w.file_key} ({w.on_disk} bytes, indexed {w.indexed})"
-                 for w in report.wrong_size]))
+        self._list("orphan file", report.orphans)
+        self._list("missing file", [m.file_key for m in report.missing])
+        self._list("wrong size", [f"{w.file_key} ({w.on_disk} bytes, indexed {w.indexed})"
+                                  for w in report.wrong_size])
+
+    def _list(self, what: str, items: list[str]) -> None:
+        for item in items[:SHOWN]:
+            self.stdout.write(f"  {what}: {item}")
+        if len(items) > SHOWN:
+            self.stdout.write(f"  ... and {len(items) - SHOWN} more")
 
 
 def _shown(items: list[str]) -> str:
