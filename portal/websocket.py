@@ -14,7 +14,7 @@ class WebSocketServer:
         from portal.asgi import application
 
         config = uvicorn.Config(application, host=host, port=port, log_level="warning",
-                                lifespan="off", ws="websockets")
+                                lifespan="off", ws="websockets-sansio")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="websocket", daemon=True)
 
