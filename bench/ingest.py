@@ -30,26 +30,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# A free loopback port, never the same one twice in a process: the portal refuses two
+# listeners on one port, and bench/dicomweb.py takes three in a row.
+from tests.samples import free_port  # noqa: E402
+
 STORESCU = "/usr/bin/storescu"
 # DCMTK leaves Nagle's algorithm on unless TCP_NODELAY is set in its environment; without it
 # every receiver is held to ~20 inst/s by 40 ms delayed-ACK stalls, so set it for all peers.
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A port nothing listens on now, never the same one twice in this process: the kernel
-    may give back the port it just gave, and the portal refuses to start with two listeners
-    on one port (bench/dicomweb.py takes three in a row)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
 
 
 def make_ct_series(out: Path, count: int) -> list[Path]:
