@@ -93,8 +93,8 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
     report.orphans = _still_orphans(report.orphans)
     current = _current_files([m.sop_instance_uid for m in report.missing]
                              + [w.sop_instance_uid for w in report.wrong_size])
-    storage = get_storage()
-    report.missing = [m for m in report.missing if m.sop_instance_uid in current
+    report.missing = [Missing(m.sop_instance_uid, current[m.sop_instance_uid][0])
+                      for m in report.missing if m.sop_instance_uid in current
                       and not storage.exists(current[m.sop_instance_uid][0])]
     report.wrong_size = [w for w in report.wrong_size if w.sop_instance_uid in current
                          and _size(current[w.sop_instance_uid][0])
@@ -105,7 +105,8 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
 def reindex_orphans(keys: Iterable[str], *, actor: str,
                     progress: Callable[[], None] | None = None) -> ImportSummary:
     """Index orphan files through the one ingest path, as ``manage.py import`` would: an
-    orphan holds an image whose store was never answered, or whose deletion did not finish.
+    orphan holds an image whose store was never answered (or whose rows a power failure
+    lost), or one whose deletion did not finish, which this brings back.
     The file stays where it is when its key is the one ingest gives it; otherwise (an older
     version of a replaced instance, say) the import copies it, and the orphan remains for
     ``delete_orphans``."""
