@@ -8,7 +8,9 @@ patient stays: the patient registry also serves the worklist's orders.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
 from django.db.models import Count
@@ -17,6 +19,7 @@ from pacs.errors import NotFound
 from pacs.models import Instance, Series, Study
 from pacs.storage import get_storage
 from portal import audit
+from portal.models import AuditEvent
 
 LEVELS = ("study", "series", "instance")
 
@@ -56,6 +59,24 @@ def delete(level: str, uid: str, *, actor: str) -> Deleted:
                      detail=f"{level} {uid}: {deleted.studies} study, {deleted.series} series, "
                             f"{deleted.instances} instances")
     return deleted
+
+
+def deleted_at(uids: Iterable[str]) -> dict[str, datetime]:
+    """When each of ``uids`` (study, series or SOP instance UIDs) was last deleted, from the
+    audit trail; those never deleted are left out."""
+    wanted = set(uids)
+    found: dict[str, datetime] = {}
+    if not wanted:
+        return found
+    events = AuditEvent.objects.filter(
+        category="admin", action__in=[f"{level} deleted" for level in LEVELS]
+    ).order_by("created_at").values_list("detail", "created_at")
+    for detail, when in events.iterator(chunk_size=2000):
+        _level, _, rest = detail.partition(" ")
+        uid = rest.partition(":")[0]
+        if uid in wanted:
+            found[uid] = when
+    return found
 
 
 def _locked_study(level: str, uid: str) -> Study:

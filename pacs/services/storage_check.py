@@ -3,8 +3,10 @@
 The ingest path publishes a file (an atomic rename) as the last step before its transaction
 commits, and a deletion removes files once its transaction has committed: so a process killed
 at the wrong moment can leave a file no instance points at (an *orphan*), never an instance
-whose file was not written. A file can still go missing or change size outside the portal (a
-disk restored from backup, someone's ``rm``). ``check()`` finds all three; the repairs are
+whose file was not written. An orphan written before its study, series or instance was deleted
+(the audit trail says when) is a *leftover* of that deletion: only ever deleted, never
+reindexed. A file can still go missing or change size outside the portal (a
+disk restored from backup, someone's ``rm``). ``check()`` finds them all; the repairs are
 separate, explicit calls (``manage.py check_storage`` offers them as options).
 
 The check runs beside a live SCP: files younger than ``min_age`` seconds are not judged (their
@@ -51,12 +53,14 @@ class StorageReport:
     instances: int = 0  # instance rows looked at
     too_new: int = 0  # files younger than min_age, not judged
     orphans: list[str] = field(default_factory=list)  # keys of files no instance points at
+    # orphans written before a deletion of their study, series or instance (audit trail)
+    leftovers: list[str] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
     wrong_size: list[WrongSize] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.orphans or self.missing or self.wrong_size)
+        return not (self.orphans or self.leftovers or self.missing or self.wrong_size)
 
 
 def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = None
@@ -66,6 +70,7 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
     report = StorageReport()
     cutoff = time.time() - min_age
     sizes: dict[str, int] = {}
+    mtimes: dict[str, float] = {}
     young: set[str] = set()
     # The files first, then the rows: a file published after the walk is not seen, and one
     # published before it has its row committed by the time the rows are read, or is young.
@@ -74,7 +79,7 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
         if mtime > cutoff:
             young.add(key)
         else:
-            sizes[key] = size
+            sizes[key], mtimes[key] = size, mtime
         if progress:
             progress()
     report.too_new = len(young)
@@ -91,6 +96,9 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
     report.orphans = sorted(key for key in sizes if key not in referenced)
     # Again, for what changed while we read: rows committed, replaced or deleted since.
     report.orphans = _still_orphans(report.orphans)
+    report.leftovers = _left_by_deletions(report.orphans, mtimes)
+    leftovers = set(report.leftovers)
+    report.orphans = [key for key in report.orphans if key not in leftovers]
     current = _current_files([m.sop_instance_uid for m in report.missing]
                              + [w.sop_instance_uid for w in report.wrong_size])
     report.missing = [Missing(m.sop_instance_uid, current[m.sop_instance_uid][0])
@@ -115,7 +123,8 @@ def reindex_orphans(keys: Iterable[str], *, actor: str,
 
 
 def delete_orphans(keys: Iterable[str], *, actor: str) -> int:
-    """Delete the files among ``keys`` that are still orphans; the number deleted."""
+    """Delete the files among ``keys`` that are still orphans (leftovers of a deletion
+    included); the number deleted."""
     storage = get_storage()
     gone = 0
     for key in _still_orphans(list(keys)):
@@ -160,6 +169,26 @@ def _walk(root: Path):
                     yield (os.path.relpath(entry.path, root), st.st_size, st.st_mtime)
             except FileNotFoundError:  # deleted while we walked
                 continue
+
+
+def _left_by_deletions(keys: list[str], mtimes: dict[str, float]) -> list[str]:
+    """The files among ``keys`` whose study, series or instance was deleted after they were
+    written: what a deletion cut short left. (A file written after the deletion, the same
+    instance sent again, is not one of them.)"""
+    uids = {key: _uids_of(key) for key in keys}
+    deleted = deletion.deleted_at(uid for found in uids.values() for uid in found)
+    return [key for key in keys
+            if any(uid in deleted and mtimes[key] <= deleted[uid].timestamp()
+                   for uid in uids[key])]
+
+
+def _uids_of(key: str) -> list[str]:
+    """The UIDs a stored file's key names: ``<study>/<series>/<sop>[.<version>].dcm``."""
+    parts = key.removesuffix(".dcm").split("/")
+    if len(parts) != 3:
+        return []
+    study, series, sop = parts
+    return [study, series, sop, sop.rpartition(".")[0]]  # the last: without a version
 
 
 def _still_orphans(keys: list[str]) -> list[str]:

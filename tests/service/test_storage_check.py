@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.utils import timezone
 
 from pacs.models import Instance, Series, Study
-from pacs.services import storage_check
+from pacs.services import deletion, storage_check
 from pacs.services.ingest import store_instance
 from portal.models import AuditEvent
 from tests.samples import sample
@@ -51,7 +53,8 @@ def test_a_consistent_archive_is_clean(storage_dir, capsys):
     report = storage_check.check()
     assert (report.files, report.instances, report.clean) == (2, 2, True)
     out, ok = _run(capsys=capsys)
-    assert ok and "2 file(s), 2 instance(s); 0 orphan file(s), 0 missing" in out
+    assert ok and ("2 file(s), 2 instance(s); 0 orphan file(s), 0 left by a deletion, "
+                   "0 missing, 0 of the wrong size") in out
 
 
 def test_an_orphan_is_found_and_reindexed_where_it_lies(storage_dir, capsys):
@@ -95,6 +98,51 @@ def test_orphans_that_cannot_be_reindexed_are_deleted_on_request(storage_dir, ca
     assert not older.exists() and not junk.exists() and kept.exists()
     assert Instance.objects.get().file_key == inst.file_key
     assert AuditEvent.objects.filter(action="orphan files deleted").exists()
+
+
+def test_the_files_of_a_deletion_cut_short_are_deleted_never_reindexed(storage_dir, capsys):
+    ct, mr = _store("CT_small.dcm"), _store("MR_small.dcm")
+    ct_path, mr_path = storage_dir / ct.file_key, storage_dir / mr.file_key
+    # Deleted, and the process gone before its files were (the test's transaction never
+    # commits, so the on-commit file deletion never runs: the state a kill leaves).
+    deletion.delete("study", ct.series.study.study_instance_uid, actor="admin")
+    deletion.delete("instance", mr.sop_instance_uid, actor="admin")
+    for path in (ct_path, mr_path):
+        assert path.exists()
+        _age(path)
+    report = storage_check.check()
+    assert report.leftovers == sorted([ct.file_key, mr.file_key]) and report.orphans == []
+    out, ok = _run("--reindex-orphans", capsys=capsys)
+    assert not ok and "2 left by a deletion" in out and "reindexed" not in out
+    assert not Instance.objects.exists()  # nothing came back
+    out, ok = _run("--delete-orphans", capsys=capsys)
+    assert ok and "deleted 2 orphan file(s)" in out
+    assert not ct_path.exists() and not mr_path.exists()
+
+
+def test_an_instance_sent_again_after_its_deletion_is_an_orphan_to_reindex(storage_dir):
+    inst = _store("CT_small.dcm")
+    path = storage_dir / inst.file_key
+    deletion.delete("series", inst.series.series_instance_uid, actor="admin")
+    two_hours_ago = timezone.now() - timedelta(hours=2)
+    AuditEvent.objects.filter(action="series deleted").update(created_at=two_hours_ago)
+    _age(path)  # written an hour ago: after the deletion, a store cut short
+    assert storage_check.check().orphans == [inst.file_key]
+    storage_check.reindex_orphans([inst.file_key], actor="test")
+    assert Instance.objects.get().sop_instance_uid == inst.sop_instance_uid
+
+
+def test_an_older_version_of_a_deleted_instance_is_a_leftover(storage_dir):
+    inst = _store("CT_small.dcm")
+    version = (storage_dir / inst.file_key).with_name(
+        f"{inst.sop_instance_uid}.1700000000000000000.dcm")
+    version.write_bytes(b"an older version")
+    _age(version)
+    deletion.delete("instance", inst.sop_instance_uid, actor="admin")
+    _age(storage_dir / inst.file_key)
+    report = storage_check.check()
+    assert sorted(report.leftovers) == sorted([inst.file_key, str(version.relative_to(
+        storage_dir))])
 
 
 def test_a_missing_file_is_reported_and_its_instance_forgotten_on_request(storage_dir, capsys):

@@ -10,14 +10,16 @@ SHOWN = 10
 
 class Command(BaseCommand):
     help = ("Check the stored files against the index: files no instance points at (orphans, "
-            "left by a crash), instances whose file is missing, files of the wrong size. "
-            "Exits with status 1 while any of them remain.")
+            "left by a crash; leftovers of a deletion cut short among them), instances whose "
+            "file is missing, files of the wrong size. Exits with status 1 while any of them "
+            "remain.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--reindex-orphans", action="store_true",
                             help="index orphan files through the ingest path (as import)")
         parser.add_argument("--delete-orphans", action="store_true",
-                            help="delete the orphan files (after --reindex-orphans if given)")
+                            help="delete the orphan files and the leftovers of deletions "
+                                 "(after --reindex-orphans if given)")
         parser.add_argument("--forget-missing", action="store_true",
                             help="delete the instances whose file is missing")
         parser.add_argument("--min-age", type=float, default=storage_check.MIN_AGE,
@@ -43,8 +45,8 @@ class Command(BaseCommand):
                 f"duplicate, {counts['replaced']} replaced, {counts['rejected']} rejected")
             for reason, where in sorted(summary.reasons.items()):
                 self.stdout.write(f"  {reason}: {_shown(where)}")
-        if report.orphans and delete_orphans:
-            gone = storage_check.delete_orphans(report.orphans, actor=actor)
+        if (report.orphans or report.leftovers) and delete_orphans:
+            gone = storage_check.delete_orphans(report.orphans + report.leftovers, actor=actor)
             self.stdout.write(f"deleted {gone} orphan file(s)")
         if report.missing and forget_missing:
             forgotten = storage_check.forget_missing(report.missing, actor=actor)
@@ -56,16 +58,19 @@ class Command(BaseCommand):
         if not report.clean:
             raise CommandError(
                 f"storage has problems: {len(report.orphans)} orphan file(s), "
+                f"{len(report.leftovers)} left by a deletion, "
                 f"{len(report.missing)} missing file(s), {len(report.wrong_size)} of the "
                 "wrong size")
 
     def _report(self, report: storage_check.StorageReport) -> None:
         self.stdout.write(
             f"{report.files} file(s), {report.instances} instance(s); "
-            f"{len(report.orphans)} orphan file(s), {len(report.missing)} missing, "
+            f"{len(report.orphans)} orphan file(s), {len(report.leftovers)} left by a "
+            f"deletion, {len(report.missing)} missing, "
             f"{len(report.wrong_size)} of the wrong size"
             + (f"; {report.too_new} too new to judge" if report.too_new else ""))
         self._list("orphan file", report.orphans)
+        self._list("left by a deletion", report.leftovers)
         self._list("missing file", [m.file_key for m in report.missing])
         self._list("wrong size", [f"{w.file_key} ({w.on_disk} bytes, indexed {w.indexed})"
                                   for w in report.wrong_size])
