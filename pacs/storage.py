@@ -135,9 +135,26 @@ class LocalStorage:
                             exc.strerror)
         return removed
 
-    def iter_keys(self) -> Iterator[str]:
-        for path in self.root.rglob("*.dcm"):
-            yield str(path.relative_to(self.root))
+    def iter_files(self) -> Iterator[tuple[str, int, float]]:
+        """(key, size, mtime) of each stored file: ``*.dcm`` under the root, not the
+        temporary files of ``.incoming/``. A file deleted meanwhile is left out."""
+        stack = [self.root]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if not (folder == self.root and entry.name == INCOMING):
+                            stack.append(Path(entry.path))
+                    elif entry.name.endswith(".dcm") and entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        yield os.path.relpath(entry.path, self.root), st.st_size, st.st_mtime
+                except FileNotFoundError:
+                    continue
 
 
 _writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="file-writer")

@@ -20,13 +20,12 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pacs.errors import NotFound
 from pacs.models import Instance
 from pacs.services import deletion
 from pacs.services.importer import ImportSummary, import_files
-from pacs.storage import INCOMING, get_storage
+from pacs.storage import get_storage
 from portal import audit
 
 MIN_AGE = 60.0  # seconds; a store or a deletion in progress takes milliseconds
@@ -74,7 +73,7 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
     young: set[str] = set()
     # The files first, then the rows: a file published after the walk is not seen, and one
     # published before it has its row committed by the time the rows are read, or is young.
-    for key, size, mtime in _walk(storage.root):
+    for key, size, mtime in storage.iter_files():
         report.files += 1
         if mtime > cutoff:
             young.add(key)
@@ -99,14 +98,8 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
     report.leftovers = _left_by_deletions(report.orphans, mtimes)
     leftovers = set(report.leftovers)
     report.orphans = [key for key in report.orphans if key not in leftovers]
-    current = _current_files([m.sop_instance_uid for m in report.missing]
-                             + [w.sop_instance_uid for w in report.wrong_size])
-    report.missing = [Missing(m.sop_instance_uid, current[m.sop_instance_uid][0])
-                      for m in report.missing if m.sop_instance_uid in current
-                      and not storage.exists(current[m.sop_instance_uid][0])]
-    report.wrong_size = [w for w in report.wrong_size if w.sop_instance_uid in current
-                         and _size(current[w.sop_instance_uid][0])
-                         not in (None, current[w.sop_instance_uid][1])]
+    report.missing = _still_missing(report.missing)
+    report.wrong_size = _still_wrong_size(report.wrong_size)
     return report
 
 
@@ -141,34 +134,13 @@ def forget_missing(missing: Iterable[Missing], *, actor: str) -> int:
     series and study counts stay true and an emptied study goes); the number deleted."""
     forgotten = 0
     for item in missing:
-        if not _still_missing(item):
+        if not _still_missing([item]):  # just before deleting it
             continue
         try:
             forgotten += deletion.delete("instance", item.sop_instance_uid, actor=actor).instances
         except NotFound:
             continue
     return forgotten
-
-
-def _walk(root: Path):
-    """(key, size, mtime) of each ``*.dcm`` file under ``root``, not in ``.incoming/``."""
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if not (folder == root and entry.name == INCOMING):
-                        stack.append(Path(entry.path))
-                elif entry.name.endswith(".dcm") and entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    yield (os.path.relpath(entry.path, root), st.st_size, st.st_mtime)
-            except FileNotFoundError:  # deleted while we walked
-                continue
 
 
 def _left_by_deletions(keys: list[str], mtimes: dict[str, float]) -> list[str]:
@@ -212,9 +184,23 @@ def _current_files(sop_uids: list[str]) -> dict[str, tuple[str, int]]:
     return current
 
 
-def _still_missing(item: Missing) -> bool:
-    current = _current_files([item.sop_instance_uid]).get(item.sop_instance_uid)
-    return current is not None and not get_storage().exists(current[0])
+def _still_missing(items: list[Missing]) -> list[Missing]:
+    """Those of ``items`` whose instance is still there without its file, by its key now."""
+    if not items:
+        return []
+    storage = get_storage()
+    current = _current_files([m.sop_instance_uid for m in items])
+    return [Missing(m.sop_instance_uid, current[m.sop_instance_uid][0]) for m in items
+            if m.sop_instance_uid in current
+            and not storage.exists(current[m.sop_instance_uid][0])]
+
+
+def _still_wrong_size(items: list[WrongSize]) -> list[WrongSize]:
+    if not items:
+        return []
+    current = _current_files([w.sop_instance_uid for w in items])
+    return [w for w in items if w.sop_instance_uid in current
+            and _size(current[w.sop_instance_uid][0]) not in (None, current[w.sop_instance_uid][1])]
 
 
 def _size(key: str) -> int | None:
