@@ -31,6 +31,17 @@ class ImportSummary:
         if reason is not None:
             self.reasons[reason].append(str(path))
 
+    def counts_line(self) -> str:
+        c = self.counts
+        return (f"{c['stored']} stored, {c['duplicate']} duplicate, {c['replaced']} replaced, "
+                f"{c['rejected']} rejected, {c['skipped']} skipped")
+
+    def reason_lines(self, shown: int = 3) -> list[str]:
+        """A line per reason: the first ``shown`` files it was given for."""
+        return [f"  {reason}: " + ", ".join(where[:shown])
+                + (f" (+{len(where) - shown} more)" if len(where) > shown else "")
+                for reason, where in sorted(self.reasons.items())]
+
 
 def collect_files(paths: Iterable[str | Path]) -> list[Path]:
     """Files to import: folders walked recursively, DICOMDIR files expanded to what they

@@ -39,12 +39,9 @@ class Command(BaseCommand):
                       disable=no_progress or None) as bar:
                 summary = storage_check.reindex_orphans(report.orphans, actor=actor,
                                                         progress=lambda: bar.update(1))
-            counts = summary.counts
-            self.stdout.write(
-                f"reindexed orphans: {counts['stored']} stored, {counts['duplicate']} "
-                f"duplicate, {counts['replaced']} replaced, {counts['rejected']} rejected")
-            for reason, where in sorted(summary.reasons.items()):
-                self.stdout.write(f"  {reason}: {_shown(where)}")
+            self.stdout.write(f"reindexed orphans: {summary.counts_line()}")
+            for line in summary.reason_lines(SHOWN):
+                self.stdout.write(line)
         if (report.orphans or report.leftovers) and delete_orphans:
             gone = storage_check.delete_orphans(report.orphans + report.leftovers, actor=actor)
             self.stdout.write(f"deleted {gone} orphan file(s)")
@@ -81,7 +78,3 @@ class Command(BaseCommand):
         if len(items) > SHOWN:
             self.stdout.write(f"  ... and {len(items) - SHOWN} more")
 
-
-def _shown(items: list[str]) -> str:
-    return ", ".join(items[:SHOWN]) + (f" (+{len(items) - SHOWN} more)"
-                                       if len(items) > SHOWN else "")

@@ -20,12 +20,6 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         with tqdm(total=len(files), unit="file", disable=no_progress or None) as bar:
             summary = import_files(files, progress=lambda: bar.update(1))
-        counts = summary.counts
-        self.stdout.write(
-            f"{len(files)} file(s): {counts['stored']} stored, {counts['duplicate']} duplicate, "
-            f"{counts['replaced']} replaced, {counts['rejected']} rejected, "
-            f"{counts['skipped']} skipped"
-        )
-        for reason, where in sorted(summary.reasons.items()):
-            shown = ", ".join(where[:3]) + (f" (+{len(where) - 3} more)" if len(where) > 3 else "")
-            self.stdout.write(f"  {reason}: {shown}")
+        self.stdout.write(f"{len(files)} file(s): {summary.counts_line()}")
+        for line in summary.reason_lines():
+            self.stdout.write(line)
