@@ -40,14 +40,18 @@ class PortalProcess:
             return self.proc.wait()
 
 
+def portal_env(data_dir: Path) -> dict[str, str]:
+    """This environment without the portal's own settings, the data dir ``data_dir``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PORTAL_", "DJANGO_", "DATABASE_URL", "REDIS_URL"))}
+    env["PORTAL_DATA_DIR"] = str(data_dir)
+    return env
+
+
 def start_portal(data_dir: Path, **extra_env: str) -> PortalProcess:
     http_port, dimse_port, hl7_port, ws_port = free_port(), free_port(), free_port(), free_port()
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("PORTAL_", "DJANGO_", "DATABASE_URL", "REDIS_URL"))
-    }
+    env = portal_env(data_dir)
     env.update({
-        "PORTAL_DATA_DIR": str(data_dir),
         "PORTAL_HTTP_PORT": str(http_port),
         "PORTAL_DIMSE_PORT": str(dimse_port),
         "PORTAL_DIMSE_HOST": "127.0.0.1",

@@ -18,7 +18,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from tests.portal_process import ROOT, process_tree, start_portal
+from tests.portal_process import ROOT, portal_env, process_tree, start_portal
 from tests.samples import sample
 from tests.waiting import wait_until
 
@@ -51,10 +51,8 @@ def _stored(data_dir: Path) -> list[Path]:
 
 
 def _manage(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PORTAL_", "DJANGO_", "DATABASE_URL", "REDIS_URL"))}
-    env["PORTAL_DATA_DIR"] = str(data_dir)
-    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT,
+                          env=portal_env(data_dir),
                           capture_output=True, text=True, timeout=120)
 
 
