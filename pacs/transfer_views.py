@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,23 +12,23 @@ from pacs.errors import PacsError
 from pacs.forms import RemoteQueryForm, SendForm
 from pacs.models import ApplicationEntity, Job, Series, Study
 from pacs.services import jobs, remote
-from portal.roles import admin_required
+from portal.roles import permission_required
 
 
-@login_required
+@permission_required("archive.view")
 def job_list(request):
     page = Paginator(Job.objects.select_related("remote"), 50).get_page(request.GET.get("page"))
     active = any(not job.is_final for job in page)
     return render(request, "pacs/job_list.html", {"page": page, "active": active})
 
 
-@login_required
+@permission_required("archive.view")
 def job_detail(request, pk: int):
     job = get_object_or_404(Job.objects.select_related("remote"), pk=pk)
     return render(request, "pacs/job_detail.html", {"job": job})
 
 
-@login_required
+@permission_required("archive.view")
 def job_progress(request, pk: int):
     job = get_object_or_404(Job, pk=pk)
     return JsonResponse({"id": job.pk, "state": job.state, "total": job.total,
@@ -37,7 +36,7 @@ def job_progress(request, pk: int):
                          "warning": job.warning, "percent": job.percent, "error": job.error})
 
 
-@admin_required
+@permission_required("archive.send")
 @require_POST
 def job_cancel(request, pk: int):
     job = get_object_or_404(Job, pk=pk)
@@ -46,7 +45,7 @@ def job_cancel(request, pk: int):
     return redirect("job-detail", pk=job.pk)
 
 
-@admin_required
+@permission_required("archive.send")
 @require_POST
 def job_retry(request, pk: int):
     job = get_object_or_404(Job, pk=pk)
@@ -68,7 +67,7 @@ def _create(request, *, kind: str, remote_ae: ApplicationEntity, level: str,
     return redirect("job-detail", pk=job.pk)
 
 
-@admin_required
+@permission_required("archive.send")
 @require_POST
 def send(request, level: str, uid: str):
     """Send a patient (by study), a study or a series of ours to a remote AE."""
@@ -95,7 +94,7 @@ def send(request, level: str, uid: str):
                    level=level, keys=keys, description=f"send {what}")
 
 
-@admin_required
+@permission_required("archive.send")
 def remote_search(request):
     form = RemoteQueryForm(request.GET or None)
     results, error = None, ""
@@ -114,7 +113,7 @@ def remote_search(request):
     })
 
 
-@admin_required
+@permission_required("archive.send")
 def remote_study(request, ae_pk: int, study_uid: str):
     remote_ae = get_object_or_404(ApplicationEntity, pk=ae_pk)
     series, error = [], ""
@@ -126,7 +125,7 @@ def remote_study(request, ae_pk: int, study_uid: str):
         "remote": remote_ae, "study_uid": study_uid, "series": series, "error": error})
 
 
-@admin_required
+@permission_required("archive.send")
 @require_POST
 def remote_retrieve(request, ae_pk: int):
     remote_ae = get_object_or_404(ApplicationEntity, pk=ae_pk)

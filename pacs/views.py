@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,10 +16,10 @@ from pacs.services import deletion, forwarding
 from pacs.storage import get_storage
 from pacs.tasks import echo_ae
 from portal import audit
-from portal.roles import admin_required
+from portal.roles import permission_required
 
 
-@login_required
+@permission_required("archive.view")
 def study_list(request):
     form = StudySearchForm(request.GET or None)
     studies = Study.objects.none()
@@ -41,7 +40,7 @@ def study_list(request):
                   {"form": form, "page": page, "query": query.urlencode()})
 
 
-@login_required
+@permission_required("archive.view")
 def study_detail(request, study_uid: str):
     try:
         study = selectors.study_detail(study_uid)
@@ -52,7 +51,7 @@ def study_detail(request, study_uid: str):
                    "send_form": SendForm()})
 
 
-@admin_required
+@permission_required("admin")
 @require_POST
 def study_delete(request, study_uid: str):
     done = _delete(request, "study", study_uid)
@@ -61,7 +60,7 @@ def study_delete(request, study_uid: str):
     return redirect("study-list")
 
 
-@admin_required
+@permission_required("admin")
 @require_POST
 def series_delete(request, series_uid: str):
     done = _delete(request, "series", series_uid)
@@ -73,7 +72,7 @@ def series_delete(request, series_uid: str):
     return redirect("study-detail", done.study_uid)
 
 
-@admin_required
+@permission_required("admin")
 @require_POST
 def instance_delete(request, sop_uid: str):
     series_uid = Instance.objects.filter(sop_instance_uid=sop_uid).values_list(
@@ -102,7 +101,7 @@ def _instances(n: int) -> str:
     return f"{n} instance" + ("" if n == 1 else "s")
 
 
-@login_required
+@permission_required("archive.view")
 def series_detail(request, series_uid: str):
     series = get_object_or_404(
         Series.objects.select_related("study__patient"), series_instance_uid=series_uid
@@ -112,7 +111,7 @@ def series_detail(request, series_uid: str):
                   {"series": series, "page": page, "send_form": SendForm()})
 
 
-@login_required
+@permission_required("archive.view")
 def instance_preview(request, sop_uid: str):
     inst = get_object_or_404(Instance.objects.only("file_key", "has_pixel_data"),
                              sop_instance_uid=sop_uid)
@@ -131,14 +130,14 @@ def instance_preview(request, sop_uid: str):
     return response
 
 
-@login_required
+@permission_required("archive.view")
 def instance_file(request, sop_uid: str):
     inst = get_object_or_404(Instance.objects.only("file_key"), sop_instance_uid=sop_uid)
     return FileResponse(get_storage().open(inst.file_key), as_attachment=True,
                         filename=f"{sop_uid}.dcm", content_type="application/dicom")
 
 
-@admin_required
+@permission_required("admin")
 def ae_list(request):
     return render(request, "pacs/ae_list.html", {
         "aes": ApplicationEntity.objects.all(),
@@ -146,7 +145,7 @@ def ae_list(request):
     })
 
 
-@admin_required
+@permission_required("admin")
 def ae_edit(request, pk: int | None = None):
     instance = get_object_or_404(ApplicationEntity, pk=pk) if pk else None
     form = ApplicationEntityForm(request.POST or None, instance=instance)
@@ -159,7 +158,7 @@ def ae_edit(request, pk: int | None = None):
     return render(request, "pacs/ae_form.html", {"form": form, "ae": instance})
 
 
-@admin_required
+@permission_required("admin")
 @require_POST
 def ae_delete(request, pk: int):
     ae = get_object_or_404(ApplicationEntity, pk=pk)
@@ -170,7 +169,7 @@ def ae_delete(request, pk: int):
     return redirect("ae-list")
 
 
-@admin_required
+@permission_required("admin")
 @require_POST
 def ae_echo(request, pk: int):
     ae = get_object_or_404(ApplicationEntity, pk=pk)
@@ -182,7 +181,7 @@ def ae_echo(request, pk: int):
     return redirect("ae-list")
 
 
-@admin_required
+@permission_required("admin")
 def forwarding_rules(request, pk: int | None = None):
     rule = get_object_or_404(ForwardingRule, pk=pk) if pk else None
     form = ForwardingRuleForm(request.POST or None, instance=rule)
@@ -199,7 +198,7 @@ def forwarding_rules(request, pk: int | None = None):
         "queues": selectors.forwarding_queues()})
 
 
-@admin_required
+@permission_required("admin")
 @require_POST
 def forwarding_delete(request, pk: int):
     rule = get_object_or_404(ForwardingRule, pk=pk)
@@ -211,7 +210,7 @@ def forwarding_delete(request, pk: int):
     return redirect("forwarding")
 
 
-@admin_required
+@permission_required("admin")
 @require_POST
 def forwarding_retry(request, ae_pk: int):
     destination = get_object_or_404(ApplicationEntity, pk=ae_pk)

@@ -12,12 +12,14 @@ class AuditEvent(models.Model):
         ADMIN = "admin", "Administration"
         IMPORT = "import", "Import/export"
         AUTH = "auth", "Authentication"
+        ACCESS = "access", "Patient data read"  # who read what: pages, DICOMweb, C-FIND/MOVE/GET
+        PATIENT = "patient", "Patient record change"  # renames, merges, ID changes (HL7, pages)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     category = models.CharField(max_length=32, choices=Category.choices, db_index=True)
     action = models.CharField(max_length=64)
     outcome = models.CharField(max_length=16, default="success")  # success / refused / failure
-    actor = models.CharField(max_length=128, blank=True)  # user name or calling AE title
+    actor = models.CharField(max_length=128, blank=True, db_index=True)  # user or calling AE
     source = models.CharField(max_length=128, blank=True)  # peer host or client address
     detail = models.TextField(blank=True)
 

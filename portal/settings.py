@@ -49,6 +49,10 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
+# Patient data on disk (database, WAL, received files, temporary files) is for this service's
+# account only: every process that loads the settings creates files 0600 and folders 0700.
+os.umask(0o077)
+
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
@@ -56,6 +60,41 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# --- HTTPS ------------------------------------------------------------------------------------
+# PORTAL_HTTPS=proxy: a reverse proxy (nginx, Apache, a load balancer) ends TLS in front of
+# `serve` and sets X-Forwarded-Proto/Host/Port. Then cookies are sent over HTTPS only, the
+# answers carry HSTS, and plain HTTP is redirected. Off: plain HTTP (loopback, tests).
+HTTPS_MODE = os.environ.get("PORTAL_HTTPS", "off").strip().lower() or "off"
+if HTTPS_MODE not in {"off", "proxy"}:
+    raise ImproperlyConfigured("PORTAL_HTTPS must be off or proxy")
+if HTTPS_MODE == "proxy":
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
+    USE_X_FORWARDED_PORT = True
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("PORTAL_HSTS_SECONDS", 31536000)
+    SECURE_SSL_REDIRECT = env_bool("PORTAL_HTTPS_REDIRECT", True)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("PORTAL_SESSION_SECONDS", 12 * 3600)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp): scripts, styles and images from the portal only, no
+# inline script, no framing, no connection to another origin.
+CONTENT_SECURITY_POLICY = {"DIRECTIVES": {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:", "blob:"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -68,6 +107,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "corsheaders",
     "drf_spectacular",
+    "axes",
     "portal",
     "pacs",
     "worklist",
@@ -84,6 +124,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # last: it answers a locked-out login (django-axes)
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out login before checking it
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -150,6 +198,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+
+# --- Login throttling (django-axes) ----------------------------------------------------------
+# After PORTAL_LOGIN_FAILURE_LIMIT wrong passwords for one user name from one address, that
+# pair is locked out for PORTAL_LOGIN_LOCKOUT_MINUTES (429), right password or not. Failures,
+# lockouts and logins go into the audit trail (portal.apps).
+AXES_FAILURE_LIMIT = env_int("PORTAL_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env_int("PORTAL_LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
+AXES_VERBOSE = False  # its log lines name the user and address at INFO: the audit trail does
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
@@ -220,6 +279,7 @@ LOGGING = {
         # pynetdicom logs identifiers (PHI) at INFO/DEBUG: keep it at WARNING.
         "pynetdicom": {"level": "WARNING"},
         "waitress.queue": {"level": "ERROR"},
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -2,11 +2,13 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
+from rest_framework.permissions import IsAuthenticated
 
 from hl7gw import views as hl7_views
 from pacs import transfer_views
 from pacs import views as pacs_views
 from pacs.dicomweb import views as pacs_dicomweb_views
+from pacs.dicomweb.auth import ApiTokenAuthentication, PortalSessionAuthentication
 from portal import views
 from worklist import upsrs
 from worklist import views as worklist_views
@@ -82,7 +84,10 @@ urlpatterns = [
          upsrs.SuspendView.as_view()),
     # WADO-URI is also reached at /wado, where older clients look for it
     path("wado", pacs_dicomweb_views.WadoUriView.as_view()),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # the API description is for the portal's users, not for anyone on the network
+    path("api/schema/", SpectacularAPIView.as_view(
+        authentication_classes=[ApiTokenAuthentication, PortalSessionAuthentication],
+        permission_classes=[IsAuthenticated]), name="api-schema"),
     path("api/token/", views.api_token, name="api-token"),
     path("django-admin/", admin.site.urls),
 ]

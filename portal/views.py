@@ -8,11 +8,14 @@ from django.shortcuts import render
 from pacs.selectors import archive_totals, recent_studies
 from portal import audit
 from portal.models import AuditEvent
-from portal.roles import admin_required
+from portal.roles import admin_required, allowed
 
 
 @login_required
 def dashboard(request):
+    if not allowed(request.user, "archive.view"):
+        # an account without a role: nothing of the archive, and why
+        return render(request, "portal/no_role.html", status=403)
     context = {
         "totals": archive_totals(),
         "recent": recent_studies(),

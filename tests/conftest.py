@@ -65,10 +65,13 @@ def web(transactional_db, storage_dir):
 
 @pytest.fixture
 def token(transactional_db) -> str:
-    from django.contrib.auth.models import User
+    """The API token of a user who stores, schedules and performs (technologist and
+    scheduler): what the DICOMweb and UPS-RS tests do."""
     from rest_framework.authtoken.models import Token
 
-    user = User.objects.create_user("viewer", password="not-used-here-1")
+    from tests.users import user_with
+
+    user = user_with("clinician", "technologist", "scheduler", password="not-used-here-1")
     return Token.objects.create(user=user).key
 
 
@@ -89,7 +92,7 @@ def client_session(web, token) -> requests.Session:
     session = requests.Session()
     session.get(f"{web}/login/", timeout=10)
     response = session.post(f"{web}/login/", timeout=10, data={
-        "username": "viewer", "password": "not-used-here-1",
+        "username": "clinician", "password": "not-used-here-1",
         "csrfmiddlewaretoken": session.cookies["csrftoken"]})
     assert response.url.rstrip("/") == web, "login failed"
     return session

@@ -32,6 +32,8 @@ class UpsView(DicomWebView):
 
 
 class WorkitemsView(UpsView):
+    actions = {"GET": "worklist.view", "HEAD": "worklist.view", "POST": "worklist.schedule"}
+
     @extend_schema(summary="UPS-RS search workitems", responses={(200, DICOM_JSON): dict})
     def get(self, request):
         choose(accept_of(request), [DICOM_JSON, "application/json"])
@@ -61,6 +63,8 @@ class WorkitemsView(UpsView):
 
 
 class WorkitemView(UpsView):
+    actions = {"GET": "worklist.view", "HEAD": "worklist.view", "POST": "worklist.perform"}
+
     @extend_schema(summary="UPS-RS retrieve workitem", responses={(200, DICOM_JSON): dict})
     def get(self, request, workitem: str):
         choose(accept_of(request), [DICOM_JSON, "application/json"])
@@ -83,6 +87,8 @@ class WorkitemView(UpsView):
 
 
 class CancelRequestView(UpsView):
+    actions = {"POST": "worklist.schedule"}
+
     @extend_schema(summary="UPS-RS request cancellation", request={DICOM_JSON: dict},
                    responses={202: None})
     def post(self, request, workitem: str):
@@ -99,6 +105,8 @@ def _bare_query(request, name: str) -> str:
 
 
 class WorkitemStateView(UpsView):
+    actions = {"PUT": "worklist.perform"}
+
     @extend_schema(summary="UPS-RS change workitem state", request={DICOM_JSON: dict},
                    responses={200: None})
     def put(self, request, workitem: str):
@@ -138,7 +146,10 @@ def _text(dataset: dict, tag: str) -> str:
 
 class SubscriptionView(UpsView):
     """Subscribe (POST) and Unsubscribe (DELETE) an AE title to a workitem, or to all of them
-    with the well-known UIDs 1.2.840.10008.5.1.4.34.5 (global) and .5.1 (filtered global)."""
+    with the well-known UIDs 1.2.840.10008.5.1.4.34.5 (global) and .5.1 (filtered global).
+    Admins only: a subscription decides which AE title hears of which workitems."""
+
+    actions = {"POST": "ups.subscribe", "DELETE": "ups.subscribe"}
 
     @extend_schema(summary="UPS-RS subscribe", responses={201: None})
     def post(self, request, workitem: str, aetitle: str):
@@ -164,6 +175,8 @@ class SubscriptionView(UpsView):
 
 
 class SuspendView(UpsView):
+    actions = {"POST": "ups.subscribe"}
+
     @extend_schema(summary="UPS-RS suspend global subscription", responses={200: None})
     def post(self, request, workitem: str, aetitle: str):
         if workitem not in (ups_events.GLOBAL, ups_events.GLOBAL_FILTERED):

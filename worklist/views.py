@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Max
 from django.shortcuts import get_object_or_404, redirect, render
@@ -14,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from pacs.errors import PacsError
 from portal.crud import list_and_edit
-from portal.roles import admin_required, scheduler_required
+from portal.roles import permission_required
 from worklist import selectors, services, ups, ups_events
 from worklist.forms import (
     BoardForm,
@@ -34,7 +33,7 @@ from worklist.models import (
 )
 
 
-@login_required
+@permission_required("worklist.view")
 def board(request):
     form = BoardForm(request.GET or None)
     day, modality = timezone.localdate(), ""
@@ -47,7 +46,7 @@ def board(request):
     })
 
 
-@scheduler_required
+@permission_required("worklist.schedule")
 def order_new(request):
     found = selectors.find_patients(request.GET.get("find", "")) if "find" in request.GET else None
     initial = {"date": timezone.localdate(),
@@ -74,7 +73,7 @@ def order_new(request):
         "form": form, "found": found, "find": request.GET.get("find", "")})
 
 
-@login_required
+@permission_required("worklist.view")
 def order_detail(request, pk: int):
     order = get_object_or_404(Order.objects.select_related("patient"), pk=pk)
     steps = (ScheduledProcedureStep.objects.filter(requested_procedure__order=order)
@@ -84,7 +83,7 @@ def order_detail(request, pk: int):
         "edit": OrderEditForm(instance=order), "studies": selectors.stored_studies(order)})
 
 
-@scheduler_required
+@permission_required("worklist.schedule")
 @require_POST
 def order_edit(request, pk: int):
     order = get_object_or_404(Order, pk=pk)
@@ -98,7 +97,7 @@ def order_edit(request, pk: int):
     return redirect("order-detail", pk=order.pk)
 
 
-@scheduler_required
+@permission_required("worklist.schedule")
 @require_POST
 def order_cancel(request, pk: int):
     order = get_object_or_404(Order, pk=pk)
@@ -107,7 +106,7 @@ def order_cancel(request, pk: int):
     return redirect("order-detail", pk=order.pk)
 
 
-@scheduler_required
+@permission_required("worklist.status")
 @require_POST
 def step_status(request, pk: int):
     step = get_object_or_404(ScheduledProcedureStep, pk=pk)
@@ -119,7 +118,7 @@ def step_status(request, pk: int):
     return redirect(request.POST.get("next") or "worklist-board")
 
 
-@scheduler_required
+@permission_required("worklist.schedule")
 @require_POST
 def step_reschedule(request, pk: int):
     step = get_object_or_404(ScheduledProcedureStep.objects.select_related(
@@ -140,21 +139,21 @@ def step_reschedule(request, pk: int):
     return redirect("order-detail", pk=order_pk)
 
 
-@admin_required
+@permission_required("admin")
 def stations(request, pk: int | None = None):
     return list_and_edit(request, model=Station, form_class=StationForm, pk=pk,
                          title="Stations", list_url="stations", edit_url="stations-edit",
                          hint="One per modality room: where steps are scheduled.")
 
 
-@admin_required
+@permission_required("admin")
 def catalog(request, pk: int | None = None):
     return list_and_edit(request, model=Procedure, form_class=ProcedureForm, pk=pk,
                          title="Procedure catalog", list_url="catalog", edit_url="catalog-edit",
                          hint="Requested procedures schedulers pick from.")
 
 
-@login_required
+@permission_required("worklist.view")
 def workitem_list(request):
     """The worklist seen as UPS workitems: state, performer, progress."""
     states = [s for s in request.GET.getlist("state") if s in selectors.WORKITEM_STATES]
@@ -168,7 +167,7 @@ def workitem_list(request):
         "all_states": selectors.WORKITEM_STATES})
 
 
-@login_required
+@permission_required("worklist.view")
 def workitem_detail(request, uid: str):
     step = get_object_or_404(selectors.workitems(states=[]), ups_instance_uid=uid)
     return render(request, "worklist/workitem_detail.html", {
@@ -176,7 +175,7 @@ def workitem_detail(request, uid: str):
         "events": step.events.order_by("at", "pk")})
 
 
-@admin_required
+@permission_required("admin")
 def subscriptions(request):
     """Who follows which workitems, and the events on their way (admins)."""
     undelivered = UpsEvent.objects.filter(delivered_at__isnull=True)
@@ -190,7 +189,7 @@ def subscriptions(request):
     })
 
 
-@admin_required
+@permission_required("admin")
 @require_POST
 def subscriber_retry(request, ae_title: str):
     count = ups_events.retry_now(ae_title)

@@ -1,11 +1,13 @@
-"""Who may use DICOMweb: logged-in portal users (session) and API tokens; anonymous reading
-only when PORTAL_DICOMWEB_ANONYMOUS_READ is on. Storing always needs a user."""
+"""Who may use DICOMweb and UPS-RS: portal users (session) and API tokens, each with the
+roles of its user (``portal.roles``, the check every face asks); anonymous reading only when
+PORTAL_DICOMWEB_ANONYMOUS_READ is on."""
 
 from __future__ import annotations
 
-from django.conf import settings
-from rest_framework.authentication import TokenAuthentication
-from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.permissions import BasePermission
+
+from portal.roles import allowed, anonymous_may
 
 
 class ApiTokenAuthentication(TokenAuthentication):
@@ -19,11 +21,31 @@ class ApiTokenAuthentication(TokenAuthentication):
         return super().authenticate(request)
 
 
-class DicomWebAccess(BasePermission):
-    message = "log in or send an API token (Authorization: Token <key>)"
+class PortalSessionAuthentication(SessionAuthentication):
+    """The portal's login session, with Django's CSRF check on unsafe methods.
+
+    DRF's own check reads ``request.POST`` of its Request, which parses the body first: a
+    DICOMweb body (multipart/related, application/dicom+json) then fails as 415 before the
+    CSRF token in the X-CSRFToken header is even looked at. Django's request only parses form
+    bodies, so the check runs on it."""
+
+    def enforce_csrf(self, request):
+        return super().enforce_csrf(request._request)
+
+
+class RolePermission(BasePermission):
+    """The action a view names for the request's method (``DicomWebView.actions``), asked of
+    portal.roles. Anonymous callers get 401 (the authenticators' challenge); a user or token
+    whose roles do not allow the action gets 403."""
+
+    message = "your role does not allow this"
 
     def has_permission(self, request, view) -> bool:
+        action = view.action_for(request.method)
         user = request.user
         if user and user.is_authenticated:
-            return True
-        return request.method in SAFE_METHODS and settings.DICOMWEB_ANONYMOUS_READ
+            if allowed(user, action):
+                return True
+            self.message = f"your role does not allow this ({action})"
+            return False
+        return anonymous_may(action)

@@ -11,13 +11,16 @@ import orjson
 from django.conf import settings
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from pacs.dicomweb import multipart, qido
-from pacs.dicomweb.auth import ApiTokenAuthentication, DicomWebAccess
+from pacs.dicomweb.auth import (
+    ApiTokenAuthentication,
+    PortalSessionAuthentication,
+    RolePermission,
+)
 from pacs.dicomweb.negotiation import MediaType, accept_of, choose, parse_media_type
 from pacs.dicomweb.xml import dataset_xml
 from pacs.errors import (
@@ -50,8 +53,11 @@ class _AnyContent(BaseContentNegotiation):
 
 class DicomWebView(APIView):
     # token first: an anonymous request gets 401 with WWW-Authenticate, not 403
-    authentication_classes = [ApiTokenAuthentication, SessionAuthentication]
-    permission_classes = [DicomWebAccess]
+    authentication_classes = [ApiTokenAuthentication, PortalSessionAuthentication]
+    permission_classes = [RolePermission]
+    # the portal.roles action each method needs; a method not listed needs an admin
+    actions: dict[str, str] = {"GET": "archive.view", "HEAD": "archive.view",
+                               "POST": "archive.store"}
     content_negotiation_class = _AnyContent
     renderer_classes = [JSONRenderer]
     parser_classes: list = []  # bodies are read raw (STOW-RS)
@@ -62,6 +68,9 @@ class DicomWebView(APIView):
         if isinstance(exc, PacsError):
             return _error(exc)
         return super().handle_exception(exc)
+
+    def action_for(self, method: str) -> str:
+        return self.actions.get(method, "admin")
 
     def base_url(self) -> str:
         return settings.DICOMWEB_BASE_URL or self.request.build_absolute_uri("/dicomweb")

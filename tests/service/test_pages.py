@@ -9,6 +9,7 @@ from django.urls import reverse
 from pacs.models import ApplicationEntity
 from pacs.services.ingest import store_instance
 from tests.samples import sample
+from tests.users import user_with
 
 pytestmark = pytest.mark.django_db
 
@@ -22,8 +23,7 @@ def admin_client(client):
 
 @pytest.fixture
 def viewer_client(client):
-    user = get_user_model().objects.create_user("viewer", password="pw-123456")
-    client.force_login(user)
+    client.force_login(user_with("viewer", "viewer"))
     return client
 
 
@@ -41,7 +41,7 @@ def test_everything_needs_login(client):
 
 def test_admin_pages_need_admin(viewer_client):
     assert viewer_client.get(reverse("study-list")).status_code == 200
-    assert viewer_client.get(reverse("ae-list")).status_code == 302
+    assert viewer_client.get(reverse("ae-list")).status_code == 403
 
 
 def test_dashboard_counts(admin_client, stored):
@@ -148,8 +148,8 @@ def test_viewers_see_jobs_but_cannot_start_or_cancel(viewer_client, stored):
     assert b"Send study" not in viewer_client.get(
         reverse("study-detail", args=[study.study_instance_uid])).content
     assert viewer_client.post(reverse("send", args=["STUDY", study.study_instance_uid]),
-                              {"remote": ae.pk}).status_code == 302
-    assert viewer_client.post(reverse("job-cancel", args=[job.pk])).status_code == 302
+                              {"remote": ae.pk}).status_code == 403
+    assert viewer_client.post(reverse("job-cancel", args=[job.pk])).status_code == 403
     assert Job.objects.count() == 1 and not Job.objects.get().cancel_requested
 
 

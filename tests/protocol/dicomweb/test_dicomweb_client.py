@@ -45,7 +45,7 @@ def test_store_response_links_every_instance_to_its_wado_url(dicomweb, web, sett
                                 f"{ct.SeriesInstanceUID}/instances/{ct.SOPInstanceUID}")
     assert response.RetrieveURL == f"{web}/dicomweb/studies/{ct.StudyInstanceUID}"
     stored = Instance.objects.get(sop_instance_uid=ct.SOPInstanceUID)
-    assert stored.received_from == "stow:viewer"
+    assert stored.received_from == "stow:clinician"
     # what is stored is the file as sent, and it is retrieved unchanged
     (back,) = dicomweb.retrieve_study(ct.StudyInstanceUID)
     assert back.SOPInstanceUID == ct.SOPInstanceUID

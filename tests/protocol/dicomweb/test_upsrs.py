@@ -96,7 +96,7 @@ def test_claim_complete_and_the_rules_of_the_state_model(web, auth, step):
     assert step.status == "COMPLETED"
     changes = [(e.status, e.source, e.actor) for e in StepEvent.objects.filter(step=step)
                if e.source == "ups" and e.status != e.previous_status]
-    assert changes == [("IN PROGRESS", "ups", "viewer"), ("COMPLETED", "ups", "viewer")]
+    assert changes == [("IN PROGRESS", "ups", "clinician"), ("COMPLETED", "ups", "clinician")]
 
 
 def test_cancel_by_the_performer_discontinues_the_step(web, auth, step):
