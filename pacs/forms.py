@@ -5,6 +5,7 @@ import re
 from django import forms
 
 from pacs.models import ApplicationEntity, ForwardingRule
+from portal.addresses import check_entries, split_list
 
 # PS3.5 6.2 AE: up to 16 characters of the default repertoire, no backslash or control codes.
 AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
@@ -14,9 +15,10 @@ class ApplicationEntityForm(forms.ModelForm):
     class Meta:
         model = ApplicationEntity
         fields = [
-            "ae_title", "host", "port", "kind", "description", "may_store", "may_query",
-            "may_retrieve", "is_move_destination", "may_query_worklist", "may_send_mpps",
-            "worklist_own_station_only", "worklist_charset",
+            "ae_title", "host", "port", "kind", "description", "calling_addresses", "any_host",
+            "use_tls", "may_store", "may_query", "may_retrieve", "is_move_destination",
+            "may_query_worklist", "may_send_mpps", "worklist_own_station_only",
+            "worklist_charset", "account",
         ]
 
     def clean_ae_title(self) -> str:
@@ -26,6 +28,14 @@ class ApplicationEntityForm(forms.ModelForm):
                 "An AE title is 1-16 printable ASCII characters without a backslash."
             )
         return value
+
+    def clean_calling_addresses(self) -> str:
+        value = self.cleaned_data["calling_addresses"]
+        bad = check_entries(value)
+        if bad:
+            raise forms.ValidationError(
+                f"Not an address, network or host name: {', '.join(bad)}")
+        return ", ".join(split_list(value))
 
     def clean_port(self) -> int:
         port = self.cleaned_data["port"]

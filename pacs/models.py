@@ -130,6 +130,18 @@ class ApplicationEntity(models.Model):
         "worklist answer character set", max_length=16, blank=True,
         choices=[("", "as the request asks (else UTF-8)"), ("ISO_IR 100", "ISO_IR 100 (Latin-1)"),
                  ("ISO_IR 192", "ISO_IR 192 (UTF-8)")])
+    # Who may call as this AE title (PS3.15 does not authenticate AE titles: the address, and
+    # with DICOM TLS a client certificate, are what a caller cannot simply claim)
+    calling_addresses = models.CharField(
+        "calls accepted from", max_length=255, blank=True,
+        help_text="IP addresses, networks (10.1.2.0/24) or host names, separated by commas; "
+                  "empty: its host")
+    any_host = models.BooleanField("accept its calls from any address", default=False)
+    use_tls = models.BooleanField("we call it over DICOM TLS", default=False)
+    account = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="application_entities", verbose_name="portal account",
+        help_text="the account whose API token reads this AE's UPS event channel")
     last_echo_at = models.DateTimeField(null=True, blank=True)
     last_echo_ok = models.BooleanField(null=True)
     last_echo_detail = models.CharField(max_length=255, blank=True)

@@ -254,6 +254,13 @@ DIMSE_PORT = env_int("PORTAL_DIMSE_PORT", 11112)
 DIMSE_PROCESSES = env_int("PORTAL_DIMSE_PROCESSES", 1)
 # Unknown calling AE titles are refused unless this is set (PS3.8 A-ASSOCIATE-RJ 1/1/3).
 DIMSE_ALLOW_UNKNOWN_AE = env_bool("PORTAL_DIMSE_ALLOW_UNKNOWN_AE", False)
+# A known AE title is accepted from its own addresses only (its host, or its calling
+# addresses), unless the AE says "any address" or this opens it for every AE.
+DIMSE_ANY_HOST = env_bool("PORTAL_DIMSE_ANY_HOST", False)
+# Refuse associations whose called AE title is not PORTAL_DIMSE_AET (A-ASSOCIATE-RJ 1/1/7).
+DIMSE_CHECK_CALLED_AET = env_bool("PORTAL_DIMSE_CHECK_CALLED_AET", False)
+# How long a process keeps the AE table before reading it again (seconds).
+DIMSE_AE_CACHE_SECONDS = float(os.environ.get("PORTAL_DIMSE_AE_CACHE_SECONDS", "") or 2)
 DIMSE_MAX_PDU = env_int("PORTAL_DIMSE_MAX_PDU", 0)  # 0 = unlimited
 
 # Worklist: generated accession numbers are PREFIX + YYMMDD + a 4-digit daily counter

@@ -20,6 +20,9 @@ def dashboard(request):
         "totals": archive_totals(),
         "recent": recent_studies(),
         "events": AuditEvent.objects.all()[:8],
+        # who was turned away at the door, and why (AE title, address, reason)
+        "refusals": AuditEvent.objects.filter(outcome="refused", category__in=(
+            AuditEvent.Category.ASSOCIATION, "hl7", AuditEvent.Category.AUTH))[:10],
         "dimse": {"aet": settings.DIMSE_AET, "port": settings.DIMSE_PORT,
                   "processes": settings.DIMSE_PROCESSES},
         "hl7_port": settings.HL7_PORT,

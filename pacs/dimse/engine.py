@@ -19,6 +19,7 @@ from pynetdicom import __version__ as pynetdicom_version
 from pynetdicom.presentation import PresentationContext
 
 from pacs.dimse import acse, wire
+from pacs.dimse.policy import Refusal
 from portal.tcp import TcpServer
 
 log = logging.getLogger("pacs.dimse")
@@ -29,6 +30,7 @@ IMPLEMENTATION_VERSION = "PORTAL_" + pynetdicom_version.replace(".", "")[:9]
 
 # A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)
 REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
 REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
 
@@ -58,7 +60,8 @@ class ServerConfig:
     ae_title: str
     supported: list[PresentationContext]
     services: dict[int, Callable[[Association, wire.Message], None]]
-    admit: Callable[[str, str], str | None]  # (calling AET, host) -> refusal reason or None
+    # (calling AET, called AET, host) -> why it is refused, or None
+    admit: Callable[[str, str, str], Refusal | None]
     on_refused: Callable[[str, str, str], None]
     max_pdu: int = 0
     # SOP Class Extended Negotiation we support: SOP class UID -> application info bytes
@@ -204,9 +207,10 @@ class Association:
                 raise Refused("association limit reached", REJECT_LOCAL_LIMIT)
             if application_context != APPLICATION_CONTEXT:
                 raise Refused("unsupported application context", REJECT_APPLICATION_CONTEXT)
-            reason = self.config.admit(self.calling_aet, self.peer_host)
-            if reason:
-                raise Refused(reason, REJECT_CALLING_AE)
+            refusal = self.config.admit(self.calling_aet, self.called_aet, self.peer_host)
+            if refusal:
+                raise Refused(refusal.reason,
+                              REJECT_CALLED_AE if refusal.called else REJECT_CALLING_AE)
         except Refused as exc:
             # audited before the peer hears of it: the record exists once the refusal is seen
             try:

@@ -7,7 +7,6 @@ import logging
 import struct
 from collections.abc import Callable, Iterable, Sequence
 
-from django.conf import settings
 from django.db import close_old_connections, connection
 from django.db.models import QuerySet
 from pydicom.dataset import Dataset
@@ -24,7 +23,7 @@ from pacs.dimse.engine import (
     Context,
 )
 from pacs.dimse.identifiers import AnswerEncoder
-from pacs.dimse.policy import AePolicy, Permissions
+from pacs.dimse.policy import AePolicy, Permissions, Refusal
 from pacs.dimse.registry import Service
 from pacs.errors import NotAuthorized, PacsError
 from pacs.services.ingest import store_instance
@@ -227,11 +226,10 @@ def charset_of(identifier: Dataset) -> str:
     return str(value or "").strip()
 
 
-def make_admission(policy: AePolicy) -> Callable[[str, str], str | None]:
-    def admit(calling: str, host: str) -> str | None:
-        if policy.permissions(calling).known or settings.DIMSE_ALLOW_UNKNOWN_AE:
-            return None
-        return "calling AE title not in the AE table"
+def make_admission(policy: AePolicy, our_aet: str
+                   ) -> Callable[[str, str, str], Refusal | None]:
+    def admit(calling: str, called: str, host: str) -> Refusal | None:
+        return policy.refusal(calling, called, host, our_aet)
 
     return admit
 

@@ -105,7 +105,7 @@ class DimseListener:
             extended={**{model: handlers.FIND_EXTENDED_SUPPORT for model in handlers.FIND_MODELS},
                       **{uid: options for extension in EXTENSIONS
                          for uid, options in extension.extended.items()}},
-            admit=handlers.make_admission(self.policy),
+            admit=handlers.make_admission(self.policy, self.ae_title),
             on_refused=handlers.record_refusal,
             max_pdu=settings.DIMSE_MAX_PDU,
         )
