@@ -54,6 +54,12 @@ def run_client(port: int, payloads: list[bytes], latencies: list[float]) -> None
                 raise RuntimeError(reply.decode("latin-1"))
 
 
+# the benchmark's RIS, registered as an admin would (senders must be, PORTAL_HL7_*)
+REGISTER_SENDER = ("from hl7gw.models import Sender; Sender.objects.create("
+                   "sending_application='BENCH_RIS', sending_facility='H', "
+                   "addresses='127.0.0.1', may_order=True)")
+
+
 def measure(port: int, count: int, connections: int, run: str) -> tuple[float, list[float]]:
     payloads = [message(n, run) for n in range(count)]
     latencies: list[float] = []
@@ -83,6 +89,7 @@ def main() -> None:
         env.update(PORTAL_DATA_DIR=str(Path(tmpdir) / "portal"), PORTAL_HL7_HOST="127.0.0.1")
         manage = [sys.executable, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
+        subprocess.run([*manage, "shell", "-c", REGISTER_SENDER], env=env, check=True)
         proc = subprocess.Popen([*manage, "hl7_listener", "--port", str(port), "--quiet"],
                                 env=env)
         try:

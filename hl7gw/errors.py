@@ -13,6 +13,9 @@ UNSUPPORTED_VERSION = 203
 UNKNOWN_KEY = 204
 DUPLICATE_KEY = 205
 INTERNAL_ERROR = 207
+# Table 0357 has no code for "not allowed": a refused sender gets AR with 207 and ERR-8 saying
+# why (not registered, wrong address, no right for this message type).
+NOT_AUTHORIZED = 207
 
 
 class Hl7Error(Exception):

@@ -3,13 +3,29 @@ from __future__ import annotations
 from django import forms
 
 from hl7gw.models import Receiver, Sender
+from portal.addresses import check_entries, split_list
 
 
 class SenderForm(forms.ModelForm):
     class Meta:
         model = Sender
-        fields = ["sending_application", "sending_facility", "description", "default_charset",
-                  "accession_field", "default_station_ae_title", "active"]
+        fields = ["sending_application", "sending_facility", "addresses", "may_order",
+                  "may_update_patients", "may_merge_patients", "description",
+                  "default_charset", "accession_field", "default_station_ae_title", "active"]
+
+    def clean_addresses(self) -> str:
+        value = self.cleaned_data["addresses"]
+        bad = check_entries(value)
+        if bad:
+            raise forms.ValidationError(
+                f"Not an address, network or host name: {', '.join(bad)}")
+        return ", ".join(split_list(value))
+
+    def clean(self):
+        data = super().clean()
+        if not (data.get("sending_application") or data.get("sending_facility")):
+            raise forms.ValidationError("Give MSH-3, MSH-4 or both.")
+        return data
 
 
 class ReceiverForm(forms.ModelForm):

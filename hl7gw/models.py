@@ -9,15 +9,17 @@ from worklist.models import Order
 
 
 class Sender(models.Model):
-    """A RIS/HIS sending to us, recognised by MSH-3 (and MSH-4 when set). Where real systems
-    differ, the mapping is chosen here."""
+    """A RIS/HIS sending to us, recognised by MSH-3 (and MSH-4 when set) and admitted from its
+    addresses only, with the rights it was given. Where real systems differ, the mapping is
+    chosen here."""
 
     class AccessionField(models.TextChoices):
         OBR_18 = "OBR-18", "OBR-18 placer field 1 (IHE RAD-4)"
         ORC_2 = "ORC-2", "ORC-2 placer order number"
         ORC_3 = "ORC-3", "ORC-3 filler order number"
 
-    sending_application = models.CharField("MSH-3 sending application", max_length=64)
+    sending_application = models.CharField("MSH-3 sending application", max_length=64,
+                                           blank=True)
     sending_facility = models.CharField("MSH-4 sending facility (empty: any)", max_length=64,
                                         blank=True)
     description = models.CharField(max_length=255, blank=True)
@@ -30,6 +32,15 @@ class Sender(models.Model):
     default_station_ae_title = models.CharField(
         "station AE title when the message names none", max_length=16, blank=True,
         help_text="empty: the first active station of the order's modality")
+    addresses = models.CharField(
+        "accepted from", max_length=255, default="",
+        help_text="IP addresses, networks (10.1.2.0/24) or host names, separated by commas; "
+                  "* for any address")
+    may_order = models.BooleanField("may send orders (ORM^O01, OMI^O23)", default=False)
+    may_update_patients = models.BooleanField(
+        "may register and update patients (ADT A01, A04, A05, A08)", default=False)
+    may_merge_patients = models.BooleanField(
+        "may merge patients and change their IDs (ADT A40, A47)", default=False)
     active = models.BooleanField(default=True)
 
     class Meta:

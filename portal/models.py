@@ -14,6 +14,8 @@ class AuditEvent(models.Model):
         AUTH = "auth", "Authentication"
         ACCESS = "access", "Patient data read"  # who read what: pages, DICOMweb, C-FIND/MOVE/GET
         PATIENT = "patient", "Patient record change"  # renames, merges, ID changes (HL7, pages)
+        WORKLIST = "worklist", "Worklist"
+        HL7 = "hl7", "HL7"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     category = models.CharField(max_length=32, choices=Category.choices, db_index=True)

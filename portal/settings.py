@@ -267,6 +267,9 @@ DIMSE_MAX_PDU = env_int("PORTAL_DIMSE_MAX_PDU", 0)  # 0 = unlimited
 ACCESSION_PREFIX = os.environ.get("PORTAL_ACCESSION_PREFIX", "A")[:6]
 HL7_PORT = env_int("PORTAL_HL7_PORT", 2575)
 HL7_HOST = os.environ.get("PORTAL_HL7_HOST", "0.0.0.0")
+# Messages from senders that are not registered (MSH-3/MSH-4 and address) are refused with AR,
+# unless this opens the gateway to anyone.
+HL7_ALLOW_UNKNOWN_SENDER = env_bool("PORTAL_HL7_ALLOW_UNKNOWN_SENDER", False)
 # What a re-sent SOP Instance UID does: "keep" the stored one, or "replace" it.
 DUPLICATE_POLICY = os.environ.get("PORTAL_DUPLICATE_POLICY", "keep")
 STORAGE_DIR = Path(os.environ.get("PORTAL_STORAGE_DIR", DATA_DIR / "dicom")).resolve()

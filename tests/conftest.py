@@ -96,3 +96,20 @@ def client_session(web, token) -> requests.Session:
         "csrfmiddlewaretoken": session.cookies["csrftoken"]})
     assert response.url.rstrip("/") == web, "login failed"
     return session
+
+
+# The sending applications (MSH-3/MSH-4) of the HL7 messages the tests send: the shared
+# samples' and the tests' own. Senders must be registered to be applied (hl7gw.inbound).
+HL7_TEST_SENDERS = [("MESA_OF", "XYZ_RADIOLOGY"), ("RIS_IDX_2", "MIR_ANC"), ("ADT", "Admitting"),
+                    ("", "ABCHS"), ("A", "B"), ("RIS", "H")]
+
+
+@pytest.fixture
+def hl7_senders(transactional_db):
+    """The test messages' senders, registered from loopback with every right."""
+    from hl7gw.models import Sender
+
+    return [Sender.objects.create(sending_application=app, sending_facility=facility,
+                                  addresses="127.0.0.1", may_order=True,
+                                  may_update_patients=True, may_merge_patients=True)
+            for app, facility in HL7_TEST_SENDERS]

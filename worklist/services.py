@@ -49,8 +49,9 @@ class PatientData:
     sex: str = ""
 
 
-def find_or_create_patient(data: PatientData) -> Patient:
-    """The one patient registry (pacs.Patient): known demographics are updated if given."""
+def find_or_create_patient(data: PatientData, *, actor: str = "", source: str = "") -> Patient:
+    """The one patient registry (pacs.Patient): known demographics are updated if given, and
+    each change is in the audit trail with who (``actor``) and what (``source``) made it."""
     if not data.patient_id:
         raise WorklistError("a patient ID is required")
     fields = {"patient_name": data.patient_name, "patient_name_norm": data.patient_name.upper(),
@@ -65,7 +66,17 @@ def find_or_create_patient(data: PatientData) -> Patient:
     changed = {k: v for k, v in fields.items() if v and getattr(patient, k) != v}
     if changed:
         lean.update(patient, **changed)
+        names = sorted(k for k in changed if k != "patient_name_norm")
+        audit.record(category="patient", action="patient updated", actor=actor,
+                     source=source[:128], detail=f"patient {_label(patient)}: "
+                     + ", ".join(n.removeprefix("patient_") for n in names) + " changed")
     return patient
+
+
+def _label(patient: Patient) -> str:
+    """How the audit trail names a patient: its identifier (with issuer)."""
+    return patient.patient_id + (f"^^^{patient.issuer_of_patient_id}"
+                                 if patient.issuer_of_patient_id else "")
 
 
 def next_accession_number(day: dt.date | None = None) -> str:
@@ -143,7 +154,8 @@ def _create_order(*, patient: PatientData, procedure: Procedure | None, step: St
         code = Code(procedure.code_value, procedure.coding_scheme_designator,
                     procedure.code_meaning)
     description = order_fields.pop("description", "") or (code.meaning if code else "")
-    order = lean.insert(Order(patient=find_or_create_patient(patient),
+    order = lean.insert(Order(patient=find_or_create_patient(patient, actor=actor,
+                                                             source=f"{source} order"),
                               accession_number=accession_number, source=source,
                               created_by=actor, **order_fields), if_new=True)
     if order is None:  # the accession number (the order's one unique key) exists
@@ -339,7 +351,7 @@ def merge_patients(*, prior_id: str, survivor: PatientData, actor: str, source: 
     from pacs.models import Study
 
     with transaction.atomic():
-        target = find_or_create_patient(survivor)
+        target = find_or_create_patient(survivor, actor=actor, source=source)
         prior = Patient.objects.filter(patient_id=prior_id,
                                        issuer_of_patient_id=prior_issuer).first()
         if prior is None or prior.pk == target.pk:
@@ -347,8 +359,10 @@ def merge_patients(*, prior_id: str, survivor: PatientData, actor: str, source: 
         orders = Order.objects.filter(patient=prior).update(patient=target)
         studies = Study.objects.filter(patient=prior).update(patient=target)
         prior.delete()
-        audit.record(category="worklist", action="patients merged", actor=actor,
-                     detail=f"{source}: {orders} order(s), {studies} study(ies) moved")
+        audit.record(category="patient", action="patients merged", actor=actor,
+                     source=source[:128],
+                     detail=f"patient {_label(prior)} merged into {_label(target)}: "
+                            f"{orders} order(s), {studies} study(ies) moved")
     return target
 
 
@@ -361,8 +375,9 @@ def change_patient_id(*, old_id: str, new_id: str, actor: str, source: str,
             raise WorklistError(f"no patient with ID {old_id!r}")
         if Patient.objects.filter(patient_id=new_id, issuer_of_patient_id=issuer).exists():
             raise WorklistError(f"patient ID {new_id!r} is already used: merge instead")
+        old_label = _label(patient)
         patient.patient_id = new_id
         patient.save(update_fields=["patient_id"])
-        audit.record(category="worklist", action="patient ID changed", actor=actor,
-                     detail=f"{source}: patient {patient.pk}")
+        audit.record(category="patient", action="patient ID changed", actor=actor,
+                     source=source[:128], detail=f"patient {old_label} is now {_label(patient)}")
     return patient

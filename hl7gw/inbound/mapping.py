@@ -66,23 +66,25 @@ def person_name(seg: Segment, n: int, *, xcn: bool = False) -> str:
     return "^".join(parts).rstrip("^")[:324]
 
 
-def apply_adt(msg: Parsed, trigger: str, actor: str) -> Outcome:
+def apply_adt(msg: Parsed, trigger: str, actor: str, source: str) -> Outcome:
+    """``source`` names the message in the audit trail of each patient change."""
     pid = msg.require("PID")
     data = patient_data(pid)
     if trigger == "A40":
         prior, issuer = _prior_id(msg)
         patient = services.merge_patients(prior_id=prior, prior_issuer=issuer, survivor=data,
-                                          actor=actor, source="hl7")
+                                          actor=actor, source=source)
         return Outcome(patients=[patient])
     if trigger == "A47":
         old, issuer = _prior_id(msg)
         try:
             patient = services.change_patient_id(old_id=old, new_id=data.patient_id,
-                                                 issuer=issuer, actor=actor, source="hl7")
+                                                 issuer=issuer, actor=actor, source=source)
         except services.WorklistError as exc:
             raise errors.Hl7Error(errors.UNKNOWN_KEY, str(exc), location="MRG-1") from exc
         return Outcome(patients=[patient])
-    return Outcome(patients=[services.find_or_create_patient(data)])
+    return Outcome(patients=[services.find_or_create_patient(data, actor=actor,
+                                                             source=source)])
 
 
 def _prior_id(msg: Parsed) -> tuple[str, str]:

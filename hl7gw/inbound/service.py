@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from django.conf import settings
 from django.db import close_old_connections, transaction
 from hl7apy.core import Segment as ApySegment
 from hl7apy.parser import parse_segment
@@ -15,13 +16,15 @@ from hl7gw.ack import build_ack
 from hl7gw.er7 import Segment, codec_for, decode, encoding_of, raw_msh_field, split_segments
 from hl7gw.inbound.mapping import Outcome, Parsed, apply_adt, apply_order
 from hl7gw.models import Message, Sender
-from portal import lean
+from portal import audit, lean
+from portal.addresses import AddressList, split_list
 
 log = logging.getLogger("hl7gw")
 
 SUPPORTED_VERSIONS = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1")
 ADT_EVENTS = {"A01", "A04", "A05", "A08", "A40", "A47"}
 ORDER_TYPES = {("ORM", "O01"), ("OMI", "O23")}
+MERGE_EVENTS = {"A40", "A47"}
 CR = bytes([13])
 
 
@@ -42,6 +45,11 @@ def split_frame(raw: bytes) -> list[bytes]:
     if len(messages) <= 1 and not wrapped:
         return [raw]  # one message: its bytes exactly as received
     return [b"\r".join(m) + b"\r" for m in messages]
+
+
+def peer_host(peer: str) -> str:
+    """The address part of ``host:port``."""
+    return peer.rsplit(":", 1)[0].strip("[]")
 
 
 def receive_frame(raw: bytes, *, peer: str) -> bytes:
@@ -82,8 +90,8 @@ def _unstored_ack(raw: bytes, exc: Exception) -> bytes:
                      location="MSH").encode("latin_1", "replace")
 
 
-def process(raw: bytes, *, peer: str, replay_of: Message | None = None
-            ) -> tuple[bytes, Message]:
+def process(raw: bytes, *, peer: str, replay_of: Message | None = None,
+            host: str | None = None) -> tuple[bytes, Message]:
     """(ACK bytes, the logged message).
 
     The message is processed in a savepoint (an error undoes what it changed, never its log
@@ -97,19 +105,22 @@ def process(raw: bytes, *, peer: str, replay_of: Message | None = None
     log that cannot be written at all is answered AR (``receive``)."""
     def job() -> tuple[bytes, Message]:
         message = Message(raw=raw, peer=peer[:64], replay_of=replay_of)
-        return _process(message, raw), message
+        return _process(message, raw, peer_host(peer) if host is None else host), message
 
     return lean.write_together(job)
 
 
-def _process(message: Message, raw: bytes) -> bytes:
+def _process(message: Message, raw: bytes, host: str) -> bytes:
     msh = None
     charset = ""
     try:
         with transaction.atomic():
-            msh, charset, outcome = _parse_and_apply(message, raw)
+            msh, charset, outcome = _parse_and_apply(message, raw, host)
     except _Failed as failed:
         msh, charset, exc = failed.args
+        if exc.code == errors.NOT_AUTHORIZED and exc.reject:
+            audit.record(category="hl7", action="message refused", outcome="refused",
+                         actor=_sender_name(msh), source=host, detail=exc.text)
         return _answer(message, msh, charset, exc)
     message.status = Message.Status.PROCESSED
     ack = build_ack(msh, "AA", charset=charset)
@@ -122,7 +133,8 @@ class _Failed(Exception):
     savepoint."""
 
 
-def _parse_and_apply(message: Message, raw: bytes) -> tuple[Segment, str, Outcome]:
+def _parse_and_apply(message: Message, raw: bytes, host: str
+                     ) -> tuple[Segment, str, Outcome]:
     msh = None
     charset = ""
     try:
@@ -141,7 +153,7 @@ def _parse_and_apply(message: Message, raw: bytes) -> tuple[Segment, str, Outcom
         message.text, message.sender = text, sender
         message.control_id, message.version = msh.get(10)[:64], msh.get(12)[:16]
         message.message_type = "^".join(p for p in (msh.get(9, 1), msh.get(9, 2)) if p)[:32]
-        return msh, charset, _apply(message, msh, [Segment(s, enc) for s in segments], text)
+        return msh, charset, _apply(message, msh, [Segment(s, enc) for s in segments], host)
     except errors.Hl7Error as exc:
         raise _Failed(msh, charset, exc) from exc
     except Exception as exc:  # a bug must cost one AE, not the listener
@@ -150,7 +162,8 @@ def _parse_and_apply(message: Message, raw: bytes) -> tuple[Segment, str, Outcom
             errors.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")) from exc
 
 
-def _apply(message: Message, msh: Segment, segments: list[Segment], text: str) -> Outcome:
+def _apply(message: Message, msh: Segment, segments: list[Segment], host: str) -> Outcome:
+    _admit(message.sender, msh, host)
     version = msh.get(12)
     if version not in SUPPORTED_VERSIONS:
         raise errors.Hl7Error(errors.UNSUPPORTED_VERSION, f"HL7 version {version!r} not "
@@ -159,16 +172,50 @@ def _apply(message: Message, msh: Segment, segments: list[Segment], text: str) -
     _check_structure(segments, version)
     kind, trigger = msh.get(9, 1).upper(), msh.get(9, 2).upper()
     actor = f"hl7:{message.sender or msh.get(3)}"
+    source = f"HL7 {kind}^{trigger} {msh.get(10)[:64]} from {host}"
     parsed = Parsed(segments)
     if kind == "ADT" and trigger in ADT_EVENTS:
-        return apply_adt(parsed, trigger, actor)
+        _may(message.sender, "may_merge_patients" if trigger in MERGE_EVENTS
+             else "may_update_patients", f"{kind}^{trigger}")
+        return apply_adt(parsed, trigger, actor, source)
     if (kind, trigger) in ORDER_TYPES:
+        _may(message.sender, "may_order", f"{kind}^{trigger}")
         return apply_order(parsed, message.sender, actor)
     if kind in ("ADT", "ORM", "OMI"):
         raise errors.Hl7Error(errors.UNSUPPORTED_EVENT, f"{kind}^{trigger} is not supported",
                               location="MSH-9", reject=True)
     raise errors.Hl7Error(errors.UNSUPPORTED_MESSAGE_TYPE, f"message type {kind!r} is not "
                           "supported", location="MSH-9", reject=True)
+
+
+def _admit(sender: Sender | None, msh: Segment, host: str) -> None:
+    """A message is applied only from a registered sender (MSH-3/MSH-4), from one of its
+    addresses; PORTAL_HL7_ALLOW_UNKNOWN_SENDER opens the gateway to anyone on purpose."""
+    if sender is None:
+        if settings.HL7_ALLOW_UNKNOWN_SENDER:
+            return
+        raise errors.Hl7Error(errors.NOT_AUTHORIZED,
+                              f"sender {_sender_name(msh)!r} (MSH-3/MSH-4) is not registered",
+                              location="MSH-3", reject=True)
+    addresses = AddressList(split_list(sender.addresses))
+    if not addresses.matches(host):
+        raise errors.Hl7Error(errors.NOT_AUTHORIZED,
+                              f"sender {sender} is not accepted from {host}",
+                              location="MSH-3", reject=True)
+
+
+def _may(sender: Sender | None, right: str, what: str) -> None:
+    """The sender's right for this kind of message (an unknown sender let in by the setting
+    may send everything)."""
+    if sender is not None and not getattr(sender, right):
+        raise errors.Hl7Error(errors.NOT_AUTHORIZED, f"sender {sender} may not send {what}",
+                              location="MSH-9", reject=True)
+
+
+def _sender_name(msh: Segment | None) -> str:
+    if msh is None:
+        return ""
+    return "/".join(p for p in (msh.get(3), msh.get(4)) if p)[:128]
 
 
 def _check_structure(segments: list[Segment], version: str) -> None:
@@ -253,4 +300,5 @@ def _finish(message: Message, ack: str, outcome: Outcome | None) -> None:
 def replay(original: Message, *, actor: str) -> Message:
     """Process a logged message again (e.g. after fixing a sender's mapping or the catalog);
     the new attempt is a new log entry pointing back to the original."""
-    return process(bytes(original.raw), peer=f"replay by {actor}", replay_of=original)[1]
+    return process(bytes(original.raw), peer=f"replay by {actor}", replay_of=original,
+                   host=peer_host(original.peer))[1]

@@ -269,7 +269,8 @@ def test_worklist_and_mpps_through_the_worker_on_postgresql(worker):
     assert ScheduledProcedureStep.objects.get().status == "IN PROGRESS"
 
 
-def test_hl7_order_through_the_workers_listener_into_postgresql(worker, settings):
+def test_hl7_order_through_the_workers_listener_into_postgresql(worker, settings,
+                                                                hl7_senders):
     """An ORM^O01 over MLLP to the worker's HL7 listener: AA, and the order is in PostgreSQL."""
     from hl7.client import MLLPClient
 

@@ -135,7 +135,7 @@ def test_edit_order_and_link_to_arrived_images(scheduler, catalog, storage_dir):
     assert "in the archive: 1 series, 1 instances" in page
 
 
-def test_hl7_log_search_detail_and_replay(admin_client, catalog):
+def test_hl7_log_search_detail_and_replay(admin_client, catalog, hl7_senders):
     from hl7gw.inbound.service import receive
     from hl7gw.models import Message
 
@@ -147,10 +147,10 @@ def test_hl7_log_search_detail_and_replay(admin_client, catalog):
 
     new = (b"MSH|^~\\&|RIS|H|PORTAL|H|||ORM^O01|C1|P|2.3.1\rPID|||P9^^^H||ROE^ANN\r"
            b"ORC|NW|X1\r" + obr("ACC9", "CT"))
-    ack = receive(new, peer="test")
+    ack = receive(new, peer="127.0.0.1:2575")
     assert b"MSA|AA|C1" in ack
     receive(b"MSH|^~\\&|RIS|H|PORTAL|H|||ORM^O01|C2|P|2.3.1\rPID|||P9\rORC|CA|X2|||\r"
-            + obr("ACC404"), peer="test")
+            + obr("ACC404"), peer="127.0.0.1:2575")
     page = admin_client.get(reverse("hl7-messages"), {"q": "C2"}).content.decode()
     table = page[page.index('id="hl7-table"'):]  # not the page's random CSRF token
     assert "<td>C2</td>" in table and "<td>C1</td>" not in table

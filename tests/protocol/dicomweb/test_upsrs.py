@@ -308,7 +308,8 @@ def test_cancellation_requests(web, auth, step):
     assert done.status_code == 409 and "C311" in done.headers["Warning"]
 
 
-def test_cross_face_hl7_order_claimed_and_completed_over_ups_rs(web, auth, dimse_listener):
+def test_cross_face_hl7_order_claimed_and_completed_over_ups_rs(web, auth, dimse_listener,
+                                                               hl7_senders):
     """An ORM^O01 over MLLP (python-hl7's client, the real listener) becomes a workitem: found
     by UPS-RS search, claimed and completed there; MWL C-FIND and the order status follow."""
     from hl7.client import MLLPClient

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.interop
 
 
 @pytest.fixture
-def hl7(transactional_db):
+def hl7(transactional_db, hl7_senders):
     from hl7gw.mllp import MllpListener
 
     listener = MllpListener(host="127.0.0.1", port=0)
@@ -129,7 +129,8 @@ def test_omi_two_station_aets_and_charset_mismatch(hl7, samples):
     assert "\\" in step.scheduled_station_ae_title  # both AE titles, as a DICOM multi-value
 
 
-def test_unknown_segments_and_z_segments_do_not_break_processing(hl7, samples):
+def test_unknown_segments_and_z_segments_do_not_break_processing(hl7, samples, settings):
+    settings.HL7_ALLOW_UNKNOWN_SENDER = True  # the gender harmony samples name no sender
     (ack,) = send(hl7, load(samples, "hl7-gender-harmony_OMI_O23_v25_IPC_unknown_segments.hl7"))
     assert msa(ack)[1] == "AA", ack
     assert ScheduledProcedureStep.objects.get().modality == "PT"
@@ -238,8 +239,8 @@ def test_names_in_the_declared_charset_reach_the_worklist(hl7, samples, charset,
 
 
 def test_sender_settings_choose_the_accession_field_and_station(hl7, samples):
-    Sender.objects.create(sending_application="MESA_OF", accession_field="ORC-3",
-                          default_station_ae_title="MRSTATION")
+    Sender.objects.filter(sending_application="MESA_OF").update(
+        accession_field="ORC-3", default_station_ae_title="MRSTATION")
     (ack,) = send(hl7, load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7"))
     assert msa(ack)[1] == "AA"
     step = ScheduledProcedureStep.objects.get()
