@@ -1,7 +1,8 @@
 """ASGI: Django over HTTP, and the UPS event channels over WebSocket (Django Channels).
 
-`manage.py serve` runs WSGI (waitress) for HTTP and this application for WebSockets on
-PORTAL_WS_PORT; an ASGI server (uvicorn, daphne) can also serve both from this module.
+`manage.py serve` runs WSGI (waitress) for HTTP and ``websocket_application`` on
+PORTAL_WS_PORT, which answers WebSockets only. An ASGI server (uvicorn, daphne) can also serve
+both from ``application``.
 """
 
 import os
@@ -16,13 +17,26 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from portal.ws_auth import TokenAuthMiddleware  # noqa: E402
+from portal.ws_auth import OriginCheckMiddleware, TokenAuthMiddleware  # noqa: E402
 from worklist.consumers import UpsEventConsumer  # noqa: E402
 
-application = ProtocolTypeRouter({
-    "http": django_asgi_app,
-    "websocket": AuthMiddlewareStack(TokenAuthMiddleware(URLRouter([
-        path("dicomweb/subscribers/<str:aetitle>", UpsEventConsumer.as_asgi()),
-        path("ws/subscribers/<str:aetitle>", UpsEventConsumer.as_asgi()),
-    ]))),
-})
+websocket_routes = OriginCheckMiddleware(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter([
+    path("dicomweb/subscribers/<str:aetitle>", UpsEventConsumer.as_asgi()),
+    path("ws/subscribers/<str:aetitle>", UpsEventConsumer.as_asgi()),
+]))))
+
+
+async def websocket_port_http(scope, receive, send) -> None:
+    """Plain HTTP on the WebSocket port: 404, pointing at the web UI's port."""
+    if scope["type"] != "http":
+        return
+    body = b"This port serves the UPS event WebSocket only; the web UI has a port of its own.\n"
+    await send({"type": "http.response.start", "status": 404, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_routes})
+websocket_application = ProtocolTypeRouter({"http": websocket_port_http,
+                                             "websocket": websocket_routes})

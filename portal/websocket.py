@@ -1,5 +1,5 @@
-"""The WebSocket listener of `serve`: the ASGI application (UPS event channels) on uvicorn, in
-a thread next to the WSGI web server."""
+"""The WebSocket listener of `serve`: the UPS event channels (WebSocket only) on uvicorn, in a
+thread next to the WSGI web server."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ class WebSocketServer:
     def __init__(self, host: str, port: int) -> None:
         import uvicorn
 
-        from portal.asgi import application
+        from portal.asgi import websocket_application
 
-        config = uvicorn.Config(application, host=host, port=port, log_level="warning",
+        config = uvicorn.Config(websocket_application, host=host, port=port, log_level="warning",
                                 lifespan="off", ws="websockets-sansio")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="websocket", daemon=True)

@@ -31,6 +31,14 @@ class PortalProcess:
     def output(self) -> str:
         return self.log.read_text()
 
+    def shell(self, code: str) -> str:
+        """Run Python in `manage.py shell` against this portal's data dir (what it prints)."""
+        done = subprocess.run([sys.executable, str(ROOT / "manage.py"), "shell", "-c", code],
+                              cwd=ROOT, env=portal_env(self.data_dir), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
     def stop(self) -> int:
         self.proc.terminate()
         try:

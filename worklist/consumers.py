@@ -1,6 +1,10 @@
 """The UPS event channel (PS3.18 11.11): a WebSocket per subscriber AE title at
 ``/dicomweb/subscribers/{aetitle}``; each message is one event as DICOM JSON.
 
+Only the AE's subscriber (its bound account, else an admin) takes events from its outbox; an
+admin watching another account's AE gets a copy of each new event and takes nothing away
+(``ups_events.channel_mode``); anybody else is refused at the handshake (403).
+
 A subscriber may hold two channels at once (say, it reconnected before the old connection
 was closed). They take turns at its outbox, so each event goes out once, on one of them."""
 
@@ -25,11 +29,15 @@ _turns: dict[str, asyncio.Lock] = {}  # AE title -> its channels' turn in this p
 
 class UpsEventConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if not (user and user.is_authenticated) and not settings.DICOMWEB_ANONYMOUS_READ:
-            await self.close(code=4401)  # before accept: the handshake is refused (403)
-            return
         self.ae_title = self.scope["url_route"]["kwargs"]["aetitle"]
+        mode = await database_sync_to_async(ups_events.channel_mode)(
+            self.scope.get("user"), self.ae_title)
+        if mode is None:
+            await self.close(code=4403)  # before accept: the handshake is refused (403)
+            return
+        self.watching = mode == ups_events.WATCHER
+        self.cursor = (await database_sync_to_async(ups_events.last_event_id)()
+                       if self.watching else 0)
         self.group = ups_events.group_name(self.ae_title)
         self.woken = asyncio.Event()
         self.redis = None
@@ -65,7 +73,15 @@ class UpsEventConsumer(AsyncWebsocketConsumer):
 
     async def _send_pending(self) -> bool:
         """One batch of undelivered events, oldest first, if no other channel of this AE is
-        sending now. Whether there were any."""
+        sending now (a watcher: of events newer than the last it sent). Whether there were
+        any."""
+        if self.watching:
+            events = await database_sync_to_async(ups_events.events_after)(self.ae_title,
+                                                                          self.cursor)
+            for event in events:
+                await self.send(text_data=json.dumps(event.payload))
+                self.cursor = event.pk
+            return bool(events)
         async with _turns.setdefault(self.ae_title, asyncio.Lock()), self._turn() as mine:
             if not mine:
                 return False  # another process's channel has the turn: look again later

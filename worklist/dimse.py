@@ -28,7 +28,7 @@ from pacs.dimse.handlers import (
     make_find_service,
 )
 from pacs.dimse.policy import AePolicy, Permissions
-from pacs.errors import PacsError
+from pacs.errors import NotAuthorized, PacsError
 from worklist import mpps, ups, ups_events
 from worklist.query import WORKLIST, worklist_search
 
@@ -259,8 +259,13 @@ def _ups_action(assoc: Association, message: wire.Message, ds: Dataset) -> UpsRe
         ups.request_cancel(uid, reason=str(ds.get("ReasonForCancellation", "") or ""),
                            actor=assoc.calling_aet)
         return STATUS_SUCCESS, None, uid
-    # UPS Watch: the subscriber is Receiving AE (0074,1236), else the calling AE
+    # UPS Watch: the subscriber is Receiving AE (0074,1236), else the calling AE. An AE
+    # subscribes itself only: naming another would send that AE's events where it never asked
+    # (an admin subscribes others, over UPS-RS).
     subscriber = str(ds.get("ReceivingAE", "") or "").strip() or assoc.calling_aet
+    if subscriber != assoc.calling_aet.strip():
+        raise NotAuthorized(f"{assoc.calling_aet} may (un)subscribe itself only, "
+                            f"not {subscriber}")
     if action == SUBSCRIBE:
         keys = {e.keyword: str(e.value) for e in ds if e.keyword and e.VR != "SQ" and e.value
                 and e.keyword not in ("DeletionLock", "ReceivingAE")}

@@ -290,6 +290,41 @@ def _failed(events: list[UpsEvent], error: str) -> float | None:
     return retry_delay(events[0].attempts + 1)
 
 
+SUBSCRIBER, WATCHER = "subscriber", "watcher"
+
+
+def channel_mode(user, ae_title: str) -> str | None:
+    """How ``user`` may hold ``ae_title``'s event channel: as its SUBSCRIBER (the events are
+    sent and marked delivered: the AE's queue), as a WATCHER (a copy of each new event; the
+    queue is left to the subscriber), or not at all (None).
+
+    The subscriber is the portal account bound to the AE title in the AE table; where none is
+    bound, an admin's channel is the subscriber. An admin watches an AE whose account is
+    someone else. Nobody else may read an AE's events."""
+    from pacs.models import ApplicationEntity
+    from portal.roles import is_admin
+
+    if user is None or not user.is_authenticated or not user.is_active:
+        return None
+    ae = ApplicationEntity.objects.filter(ae_title=ae_title.strip()).first()
+    account_id = ae.account_id if ae is not None else None
+    if account_id is not None and account_id == user.pk:
+        return SUBSCRIBER
+    if not is_admin(user):
+        return None
+    return WATCHER if account_id is not None else SUBSCRIBER
+
+
+def last_event_id() -> int:
+    return UpsEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def events_after(ae_title: str, after: int, limit: int = 100) -> list[UpsEvent]:
+    """A watcher's view: the AE's WebSocket events newer than ``after``, delivered or not."""
+    return list(UpsEvent.objects.filter(ae_title=ae_title, delivery="websocket", id__gt=after)
+                .order_by("id")[:limit])
+
+
 def pending(ae_title: str, limit: int = 100) -> list[UpsEvent]:
     """The undelivered events of a WebSocket subscriber, oldest first."""
     return list(UpsEvent.objects.filter(ae_title=ae_title, delivery="websocket",

@@ -521,10 +521,14 @@ def test_two_web_processes_send_each_ups_event_once_to_a_subscribers_two_channel
     from rest_framework.authtoken.models import Token
     from websockets.sync.client import connect
 
+    from pacs.models import ApplicationEntity
     from worklist import services, ups_events
     from worklist.models import ScheduledProcedureStep
 
-    key = Token.objects.create(user=User.objects.create_user("ws", password="x")).key
+    user = User.objects.create_user("ws", password="x")
+    key = Token.objects.create(user=user).key
+    # the account bound to the subscriber AE is the one whose channels take its events
+    ApplicationEntity.objects.create(ae_title="TWIN2", host="127.0.0.1", port=104, account=user)
     db = connection.settings_dict
     env = {**os.environ, "PORTAL_DATA_DIR": str(tmp_path / "var"),
            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:"

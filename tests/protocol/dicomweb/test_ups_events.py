@@ -176,3 +176,77 @@ def test_two_channels_of_one_subscriber_get_each_event_once(portal, auth):
     assert sorted(got["one"] + got["two"], key=expected.index) == expected  # once each
     for events in got.values():
         assert events == sorted(events, key=expected.index)  # in order on each channel
+
+
+def account(portal, name: str, *roles: str, ae_title: str = "") -> dict[str, str]:
+    """An account with ``roles`` in the running portal (bound to ``ae_title`` in the AE table
+    if given): its API token header."""
+    key = portal.shell(
+        "from django.contrib.auth.models import User\n"
+        "from rest_framework.authtoken.models import Token\n"
+        "from pacs.models import ApplicationEntity\n"
+        "from portal.roles import grant\n"
+        f"user = User.objects.create_user({name!r}, password='Pw-{name}-12345')\n"
+        f"grant(user, *{list(roles)!r})\n"
+        f"if {ae_title!r}: ApplicationEntity.objects.create(ae_title={ae_title!r}, "
+        "host='127.0.0.1', port=104, account=user)\n"
+        "print(Token.objects.create(user=user).key)").split()[-1]
+    return {"Authorization": f"Token {key}"}
+
+
+def test_plain_users_may_not_subscribe_or_read_an_aes_events(portal, auth):
+    viewer = account(portal, "looker", "viewer")
+    tech = account(portal, "tech", "technologist")
+    uid = create(portal, auth, "EV5")
+    for who in (viewer, tech):
+        assert subscribe(portal, who, uid, "VICTIM").status_code == 403
+        assert subscribe(portal, who, GLOBAL, "VICTIM").status_code == 403
+        assert requests.delete(f"{portal.url}/dicomweb/workitems/{GLOBAL}/subscribers/VICTIM",
+                               headers=who, timeout=10).status_code == 403
+    assert subscribe(portal, auth, uid, "VICTIM").status_code == 201  # the admin may
+    channel = f"ws://127.0.0.1:{portal.ws_port}/dicomweb/subscribers/VICTIM"
+    for who in (viewer, tech, {"Authorization": "Token 0123456789abcdef"}):
+        with pytest.raises(InvalidStatus, match="403"):
+            connect(channel, additional_headers=who)
+    with connect(channel, additional_headers=auth) as ws:  # still there for its subscriber
+        ((got, kind, event),) = receive(ws, 1)
+        assert (got, event["00741000"]["Value"]) == (uid, ["SCHEDULED"])
+
+
+def test_an_admin_watching_takes_nothing_from_the_aes_own_channel(portal, auth):
+    reader = account(portal, "reader", "technologist", ae_title="READER")
+    uid = create(portal, auth, "EV6")
+    assert subscribe(portal, auth, uid, "READER").status_code == 201
+    channel = f"ws://127.0.0.1:{portal.ws_port}/dicomweb/subscribers/READER"
+    with connect(channel, additional_headers=auth) as watcher:
+        assert put_state(portal, auth, uid, "IN PROGRESS", generate_uid()) == 200
+        ((got, kind, event),) = receive(watcher, 1)  # a copy of the new event
+        assert event["00741000"]["Value"] == ["IN PROGRESS"]
+    with connect(channel, additional_headers=reader) as own:  # everything is still queued
+        states = [e["00741000"]["Value"][0] for _, _, e in receive(own, 2)]
+    assert states == ["SCHEDULED", "IN PROGRESS"]
+    with connect(channel, additional_headers=reader) as own, pytest.raises(TimeoutError):
+        own.recv(timeout=1.5)  # taken once, by the subscriber
+
+
+def test_a_page_of_another_origin_cannot_open_a_channel(portal, auth):
+    """A logged-in user's browser sends its session cookie with any WebSocket handshake; the
+    Origin tells the portal's own pages from another site's (even on the same host)."""
+    session = requests.Session()
+    session.get(f"{portal.url}/login/", timeout=10)
+    session.post(f"{portal.url}/login/", timeout=10, data={
+        "username": "chief", "password": "Xr4y-s3cret!",
+        "csrfmiddlewaretoken": session.cookies["csrftoken"]})
+    cookie = {"Cookie": f"sessionid={session.cookies['sessionid']}"}
+    channel = f"ws://127.0.0.1:{portal.ws_port}/dicomweb/subscribers/WATCHER"
+    for origin in ("http://127.0.0.1:9", "http://evil.example", "null"):
+        with pytest.raises(InvalidStatus, match="403"):
+            connect(channel, additional_headers=cookie, origin=origin)
+    with connect(channel, additional_headers=cookie, origin=portal.url):
+        pass  # the portal's own page
+
+
+def test_the_websocket_port_serves_no_web_pages(portal):
+    for path in ("/login/", "/", "/dicomweb/studies", "/api/schema/"):
+        response = requests.get(f"http://127.0.0.1:{portal.ws_port}{path}", timeout=10)
+        assert response.status_code == 404 and "WebSocket only" in response.text
