@@ -77,7 +77,8 @@ class LocalStorage:
         if self.fsync:
             flags |= os.O_DSYNC
         try:
-            fd, _ = _in_folder(incoming, lambda: os.open(temp, flags, 0o644))
+            # patient data: this service's account only (the umask says so too)
+            fd, _ = _in_folder(incoming, lambda: os.open(temp, flags, 0o600))
         except OSError as exc:
             failed: Future[PendingFile] = Future()
             failed.set_exception(StorageFull(f"cannot write file: {exc.strerror}"))
@@ -135,9 +136,12 @@ class LocalStorage:
                             exc.strerror)
         return removed
 
-    def iter_files(self) -> Iterator[tuple[str, int, float]]:
+    def iter_files(self, open_modes: list[str] | None = None
+                   ) -> Iterator[tuple[str, int, float]]:
         """(key, size, mtime) of each stored file: ``*.dcm`` under the root, not the
-        temporary files of ``.incoming/``. A file deleted meanwhile is left out."""
+        temporary files of ``.incoming/``. A file deleted meanwhile is left out.
+        ``open_modes``: gets the path of each folder and file that others than this account
+        may read (mode & 0o077), in the same walk."""
         stack = [self.root]
         while stack:
             folder = stack.pop()
@@ -148,13 +152,22 @@ class LocalStorage:
             for entry in entries:
                 try:
                     if entry.is_dir(follow_symlinks=False):
+                        if open_modes is not None and _open(entry):
+                            open_modes.append(entry.path)
                         if not (folder == self.root and entry.name == INCOMING):
                             stack.append(Path(entry.path))
                     elif entry.name.endswith(".dcm") and entry.is_file(follow_symlinks=False):
                         st = entry.stat(follow_symlinks=False)
+                        if open_modes is not None and st.st_mode & 0o077:
+                            open_modes.append(entry.path)
                         yield os.path.relpath(entry.path, self.root), st.st_size, st.st_mtime
                 except FileNotFoundError:
                     continue
+
+
+def _open(entry: os.DirEntry) -> bool:
+    """May others than this account read or enter it?"""
+    return bool(entry.stat(follow_symlinks=False).st_mode & 0o077)
 
 
 _writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="file-writer")

@@ -31,6 +31,22 @@ def env_int(name: str, default: int) -> int:
 DATA_DIR = Path(os.environ.get("PORTAL_DATA_DIR", BASE_DIR / "var")).resolve()
 
 
+def _private_data_dir() -> None:
+    """The data dir is this account's only (0700), also one made before it was so."""
+    DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if DATA_DIR.stat().st_mode & 0o077:
+            DATA_DIR.chmod(0o700)
+    except PermissionError:  # someone else's folder: check_storage reports it
+        pass
+
+
+# Patient data on disk (database, WAL, received files, temporary files) is for this service's
+# account only: every process that loads the settings creates files 0600 and folders 0700.
+os.umask(0o077)
+_private_data_dir()
+
+
 def _secret_key() -> str:
     """Use DJANGO_SECRET_KEY, else a random key kept in the data dir (never in the repo)."""
     if os.environ.get("DJANGO_SECRET_KEY"):
@@ -39,7 +55,6 @@ def _secret_key() -> str:
     try:
         return key_file.read_text().strip()
     except FileNotFoundError:
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(50)
         key_file.write_text(key)
         key_file.chmod(0o600)
@@ -48,10 +63,6 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
-
-# Patient data on disk (database, WAL, received files, temporary files) is for this service's
-# account only: every process that loads the settings creates files 0600 and folders 0700.
-os.umask(0o077)
 
 
 def env_list(name: str, default: str = "") -> list[str]:

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pacs.errors import NotFound
 from pacs.models import Instance
@@ -56,10 +57,13 @@ class StorageReport:
     leftovers: list[str] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
     wrong_size: list[WrongSize] = field(default_factory=list)
+    # paths of the data dir, database, key and stored files or folders others may read
+    open_modes: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.orphans or self.leftovers or self.missing or self.wrong_size)
+        return not (self.orphans or self.leftovers or self.missing or self.wrong_size
+                    or self.open_modes)
 
 
 def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = None
@@ -73,7 +77,8 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
     young: set[str] = set()
     # The files first, then the rows: a file published after the walk is not seen, and one
     # published before it has its row committed by the time the rows are read, or is young.
-    for key, size, mtime in storage.iter_files():
+    report.open_modes = _open_data_paths()
+    for key, size, mtime in storage.iter_files(open_modes=report.open_modes):
         report.files += 1
         if mtime > cutoff:
             young.add(key)
@@ -101,6 +106,43 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
     report.missing = _still_missing(report.missing)
     report.wrong_size = _still_wrong_size(report.wrong_size)
     return report
+
+
+def _open_data_paths() -> list[str]:
+    """The data dir and what lies directly in it (database, WAL, secret key) where others than
+    this account may read them: patient data, session keys and API tokens."""
+    from django.conf import settings
+
+    found = []
+    data_dir = Path(settings.DATA_DIR)
+    for path in (data_dir, *(data_dir.iterdir() if data_dir.is_dir() else ())):
+        try:
+            if path.stat().st_mode & 0o077 and path.name != "static":
+                found.append(str(path))
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def make_private(paths: Iterable[str], *, actor: str) -> int:
+    """Folders 0700, files 0600: the modes the portal gives what it writes. The number
+    changed."""
+    changed = 0
+    for path in paths:
+        try:
+            os.chmod(path, 0o700 if os.path.isdir(path) else 0o600)
+        except FileNotFoundError:
+            continue
+        changed += 1
+        # SQLite gives its WAL and shared-memory files the database file's mode when it makes
+        # them: those made while the database was open to others are so too
+        for companion in (f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+            if os.path.exists(companion) and os.stat(companion).st_mode & 0o077:
+                os.chmod(companion, 0o600)
+    if changed:
+        audit.record(category="admin", action="file modes made private", actor=actor,
+                     detail=f"{changed} file(s) or folder(s) others could read")
+    return changed
 
 
 def reindex_orphans(keys: Iterable[str], *, actor: str,

@@ -11,8 +11,8 @@ SHOWN = 10
 class Command(BaseCommand):
     help = ("Check the stored files against the index: files no instance points at (orphans, "
             "left by a crash; leftovers of a deletion cut short among them), instances whose "
-            "file is missing, files of the wrong size. Exits with status 1 while any of them "
-            "remain.")
+            "file is missing, files of the wrong size, and data files or folders others than "
+            "the portal's account may read. Exits with status 1 while any of them remain.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--reindex-orphans", action="store_true",
@@ -22,12 +22,14 @@ class Command(BaseCommand):
                                  "(after --reindex-orphans if given)")
         parser.add_argument("--forget-missing", action="store_true",
                             help="delete the instances whose file is missing")
+        parser.add_argument("--fix-modes", action="store_true",
+                            help="make data files 0600 and folders 0700")
         parser.add_argument("--min-age", type=float, default=storage_check.MIN_AGE,
                             help="seconds; younger files are not judged (default %(default)s)")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, reindex_orphans: bool, delete_orphans: bool, forget_missing: bool,
-               min_age: float, no_progress: bool, **options) -> None:
+               fix_modes: bool, min_age: float, no_progress: bool, **options) -> None:
         if min_age < 0:
             raise CommandError("--min-age must be 0 or more")
         actor = "check_storage"
@@ -48,7 +50,10 @@ class Command(BaseCommand):
         if report.missing and forget_missing:
             forgotten = storage_check.forget_missing(report.missing, actor=actor)
             self.stdout.write(f"deleted {forgotten} instance(s) whose file was missing")
-        if reindex_orphans or delete_orphans or forget_missing:
+        if report.open_modes and fix_modes:
+            changed = storage_check.make_private(report.open_modes, actor=actor)
+            self.stdout.write(f"made {changed} file(s) or folder(s) private")
+        if reindex_orphans or delete_orphans or forget_missing or fix_modes:
             report = storage_check.check(min_age=min_age)
             self.stdout.write("after repair:")
             self._report(report)
@@ -57,20 +62,22 @@ class Command(BaseCommand):
                 f"storage has problems: {len(report.orphans)} orphan file(s), "
                 f"{len(report.leftovers)} left by a deletion, "
                 f"{len(report.missing)} missing file(s), {len(report.wrong_size)} of the "
-                "wrong size")
+                f"wrong size, {len(report.open_modes)} readable by others")
 
     def _report(self, report: storage_check.StorageReport) -> None:
         self.stdout.write(
             f"{report.files} file(s), {report.instances} instance(s); "
             f"{len(report.orphans)} orphan file(s), {len(report.leftovers)} left by a "
             f"deletion, {len(report.missing)} missing, "
-            f"{len(report.wrong_size)} of the wrong size"
+            f"{len(report.wrong_size)} of the wrong size, "
+            f"{len(report.open_modes)} readable by others"
             + (f"; {report.too_new} too new to judge" if report.too_new else ""))
         self._list("orphan file", report.orphans)
         self._list("left by a deletion", report.leftovers)
         self._list("missing file", [m.file_key for m in report.missing])
         self._list("wrong size", [f"{w.file_key} ({w.on_disk} bytes, indexed {w.indexed})"
                                   for w in report.wrong_size])
+        self._list("readable by others (chmod go-rwx, or --fix-modes)", report.open_modes)
 
     def _list(self, what: str, items: list[str]) -> None:
         for item in items[:SHOWN]:
