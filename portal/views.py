@@ -1,14 +1,24 @@
 from __future__ import annotations
 
+from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
+from pacs.forms import DateRangeForm
 from pacs.selectors import archive_totals, recent_studies
 from portal import audit
 from portal.models import AuditEvent
 from portal.roles import admin_required, allowed
+
+
+class AuditFilterForm(DateRangeForm):
+    field_order = ["category", "actor", "date_from", "date_to", "text"]
+    category = forms.ChoiceField(required=False, choices=[("", "All categories"),
+                                                          *AuditEvent.Category.choices])
+    actor = forms.CharField(required=False, label="User or AE title")
+    text = forms.CharField(required=False, label="Detail contains")
 
 
 @login_required
@@ -32,15 +42,27 @@ def dashboard(request):
 
 @admin_required
 def audit_list(request):
+    """The audit trail, filtered by category, who (user name or calling AE title), date range
+    and free text; PHI access rows (category access) answer "who read what"."""
+    form = AuditFilterForm(request.GET or None)
     events = AuditEvent.objects.all()
-    category = request.GET.get("category", "")
-    if category:
-        events = events.filter(category=category)
+    if form.is_valid():
+        d = form.cleaned_data
+        if d["category"]:
+            events = events.filter(category=d["category"])
+        if d["actor"]:
+            events = events.filter(actor__iexact=d["actor"].strip())
+        if d["date_from"]:
+            events = events.filter(created_at__date__gte=d["date_from"])
+        if d["date_to"]:
+            events = events.filter(created_at__date__lte=d["date_to"])
+        if d["text"]:
+            events = events.filter(detail__icontains=d["text"])
     page = Paginator(events, 50).get_page(request.GET.get("page"))
-    return render(
-        request, "portal/audit.html",
-        {"page": page, "category": category, "categories": AuditEvent.Category.choices},
-    )
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "portal/audit.html",
+                  {"page": page, "form": form, "query": query.urlencode()})
 
 
 @login_required

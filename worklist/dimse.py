@@ -70,7 +70,7 @@ def _mwl_search(assoc: Association, message: wire.Message, identifier: Dataset,
 
 def make_mwl_service(policy: AePolicy) -> Service:
     return make_find_service(policy, models={MWL_FIND}, permission="may_query_worklist",
-                             search=_mwl_search)
+                             search=_mwl_search, what="MWL C-FIND")
 
 
 def _dataset(assoc: Association, message: wire.Message) -> Dataset:
@@ -153,7 +153,8 @@ def make_naction_service(policy: AePolicy) -> Service:
 
 def make_ups_find_service(policy: AePolicy) -> Service:
     return make_find_service(policy, models={UPS_PULL, UPS_QUERY, UPS_WATCH},
-                             permission="may_query_worklist", search=_ups_search)
+                             permission="may_query_worklist", search=_ups_search,
+                             what="UPS C-FIND")
 
 
 def _by_sop_class(mpps_service: Service, ups_service: Service) -> Service:

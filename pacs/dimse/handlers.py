@@ -27,7 +27,7 @@ from pacs.dimse.policy import AePolicy, Permissions, Refusal
 from pacs.dimse.registry import Service
 from pacs.errors import NotAuthorized, PacsError
 from pacs.services.ingest import store_instance
-from portal import audit
+from portal import access, audit
 
 log = logging.getLogger("pacs.dimse")
 
@@ -89,6 +89,33 @@ def encode_in(context: Context, ds: Dataset) -> bytes:
     return data
 
 
+def identifier_summary(identifier: Dataset | None) -> str:
+    """The matching keys of a request (its top-level attributes with a value), for the audit
+    trail: what was asked for, in a line."""
+    if identifier is None:
+        return "(no identifier)"
+    parts = []
+    for element in identifier:
+        if element.keyword in ("SpecificCharacterSet", "QueryRetrieveLevel") or element.VR == "SQ":
+            continue
+        value = element.value
+        if value not in (None, "", b"") and not (isinstance(value, bytes)):
+            parts.append(f"{element.keyword or element.tag}={value}")
+    level = str(identifier.get("QueryRetrieveLevel", "") or "")
+    return f"{level} {', '.join(parts) or '(all)'}".strip()[:1000]
+
+
+def record_access(assoc: Association, what: str, identifier: Dataset | None,
+                  result: str, outcome: str = "success") -> None:
+    """One audit row per C-FIND, C-MOVE or C-GET request: who (calling AE and address),
+    what keys, and how it ended. A failure to write it never fails the request."""
+    try:
+        access.record(actor=assoc.calling_aet, source=assoc.peer_host, action=what,
+                      outcome=outcome, detail=f"{identifier_summary(identifier)}: {result}")
+    except Exception:
+        log.exception("audit row for %s from %s not written", what, assoc.calling_aet)
+
+
 def handle_echo(assoc: Association, message: wire.Message) -> None:
     assoc.respond(message, STATUS_SUCCESS)
 
@@ -140,10 +167,11 @@ FindSearch = Callable[[Association, wire.Message, Dataset, Permissions],
 
 
 def make_find_service(policy: AePolicy, *, models: set[str] = FIND_MODELS,
-                      permission: str = "may_query", search: FindSearch | None = None
-                      ) -> Service:
+                      permission: str = "may_query", search: FindSearch | None = None,
+                      what: str = "C-FIND") -> Service:
     """A C-FIND SCP over the shared query engine: Query/Retrieve (PS3.4 C.4.1) by default,
-    the Modality Worklist (K.4) with the worklist's ``search``."""
+    the Modality Worklist (K.4) with the worklist's ``search``. ``what``: its name in the audit
+    trail."""
     search = search or _qr_search
 
     def handle_find(assoc: Association, message: wire.Message) -> None:
@@ -153,25 +181,31 @@ def make_find_service(policy: AePolicy, *, models: set[str] = FIND_MODELS,
             return
         calling = assoc.calling_aet
         close_old_connections()
+        identifier = None
         try:
             _authorize(policy, calling, permission, "query")
             identifier = decode_identifier(assoc, message)
             level, qs, charset = search(assoc, message, identifier, policy.permissions(calling))
             encoder = AnswerEncoder(level, identifier, charset,
                                     assoc.context(message).transfer_syntax)
-            if not _send_answers(assoc, message, encoder, query.rows(qs, encoder.columns)):
+            sent = _send_answers(assoc, message, encoder, query.rows(qs, encoder.columns))
+            if sent < 0:
                 assoc.respond(message, STATUS_CANCEL)
+                record_access(assoc, what, identifier, f"cancelled after {-sent - 1}")
                 return
         except PacsError as exc:
             log.warning("C-FIND from %s refused: %s", calling, exc)
             assoc.respond(message, exc.dimse_status, comment=str(exc))
+            record_access(assoc, what, identifier, str(exc), "refused")
             return
         except Exception as exc:
             log.exception("C-FIND from %s failed", calling)
             assoc.respond(message, STATUS_UNABLE_TO_PROCESS,
                           comment=f"unable to process: {type(exc).__name__}")
+            record_access(assoc, what, identifier, type(exc).__name__, "failure")
             return
         assoc.respond(message, STATUS_SUCCESS)
+        record_access(assoc, what, identifier, f"{sent} match(es)")
 
     return handle_find
 
@@ -189,8 +223,9 @@ ANSWER_BATCH_BYTES = 64 * 1024
 
 
 def _send_answers(assoc: Association, message: wire.Message, encoder: AnswerEncoder,
-                  rows: Iterable[Sequence[object]]) -> bool:
-    """Pending responses, batched into few socket writes; False when the SCU cancelled.
+                  rows: Iterable[Sequence[object]]) -> int:
+    """Pending responses, batched into few socket writes: how many, or -1 - how many when the
+    SCU cancelled.
 
     Each answer normally fits one P-DATA-TF holding two PDVs: the (constant) command set and
     the identifier (PS3.8 9.3.5 allows several PDVs per PDU)."""
@@ -198,8 +233,9 @@ def _send_answers(assoc: Association, message: wire.Message, encoder: AnswerEnco
     context_id, max_pdu = message.context_id, assoc.peer_max_pdu
     command_pdv = struct.pack(">IBB", len(pending) + 2, context_id, 0x03) + pending
     batch: list[bytes] = []
-    size = 0
+    size = sent = 0
     for row in rows:
+        sent += 1
         data = encoder.encode(row)
         length = len(command_pdv) + 6 + len(data)
         if max_pdu and length > max_pdu:
@@ -213,10 +249,10 @@ def _send_answers(assoc: Association, message: wire.Message, encoder: AnswerEnco
             assoc.pdu.send_raw(b"".join(batch))
             batch, size = [], 0
             if assoc.cancel_requested(message):
-                return False
+                return -1 - sent
     if batch:
         assoc.pdu.send_raw(b"".join(batch))
-    return not assoc.cancel_requested(message)
+    return -1 - sent if assoc.cancel_requested(message) else sent
 
 
 def charset_of(identifier: Dataset) -> str:

@@ -27,6 +27,7 @@ from pacs.dimse.handlers import (
     _authorize,
     decode_identifier,
     encode_in,
+    record_access,
 )
 from pacs.dimse.policy import AePolicy
 from pacs.dimse.scu import UNCOMPRESSED, Peer, PeerUnavailable, Progress, StoreSession
@@ -50,23 +51,27 @@ def _counts(progress: Progress, *, final: bool) -> dict[int, object]:
     return items
 
 
-def _select(policy: AePolicy, assoc: Association, message: wire.Message
-            ) -> list[RetrievalItem]:
+def _select(policy: AePolicy, assoc: Association, message: wire.Message,
+            asked: list[Dataset]) -> list[RetrievalItem]:
+    """The instances asked for; the identifier is appended to ``asked`` (for the audit trail)
+    once decoded."""
     close_old_connections()
     _authorize(policy, assoc.calling_aet, "may_retrieve", "retrieve")
     identifier = decode_identifier(assoc, message)
+    asked.append(identifier)
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     return retrieval_items(level, identifier)
 
 
 def _run(assoc: Association, message: wire.Message, items: list[RetrievalItem],
-         send: Callable[[RetrievalItem], int]) -> None:
-    """Send each item, answering pending after each; the final response comes last."""
+         send: Callable[[RetrievalItem], int]) -> Progress:
+    """Send each item, answering pending after each; the final response comes last. The
+    counts, for the audit trail."""
     counts = Progress(remaining=len(items))
     for index, item in enumerate(items):
         if assoc.cancel_requested(message):
             _final(assoc, message, counts, STATUS_CANCEL, cancelled=True)
-            return
+            return counts
         try:
             status = send(item)
         except PeerUnavailable as exc:
@@ -89,6 +94,13 @@ def _run(assoc: Association, message: wire.Message, items: list[RetrievalItem],
         _final(assoc, message, counts, STATUS_SUB_OPERATIONS_WARNING)
     else:
         _final(assoc, message, counts, STATUS_SUCCESS)
+    return counts
+
+
+def _sent(counts: Progress, destination: str = "") -> str:
+    to = f" to {destination}" if destination else ""
+    return (f"{counts.completed} sent{to}, {counts.failed} failed, {counts.warning} warning"
+            + (f", {counts.remaining} not sent" if counts.remaining else ""))
 
 
 def _final(assoc: Association, message: wire.Message, counts: Progress, status: int,
@@ -117,23 +129,30 @@ def make_move_service(policy: AePolicy, ae_title: str) -> Service:
             assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED, comment="not a C-MOVE model")
             return
         destination = message.text(wire.MOVE_DESTINATION).strip()
+        asked: list[Dataset] = []
         try:
-            items = _select(policy, assoc, message)
+            items = _select(policy, assoc, message, asked)
             peer = _destination(destination)
         except Exception as exc:
             _refuse(assoc, message, exc)
+            record_access(assoc, "C-MOVE", asked[0] if asked else None,
+                          f"to {destination}: {exc}", "refused")
             return
         pairs = {(item.sop_class_uid, item.transfer_syntax_uid) for item in items}
         if not items:
             _final(assoc, message, Progress(remaining=0), STATUS_SUCCESS)
+            record_access(assoc, "C-MOVE", asked[0], f"nothing to send to {destination}")
             return
         try:
             with StoreSession(peer, calling_aet=ae_title, pairs=pairs,
                               move_originator=(assoc.calling_aet, message.message_id)) as session:
-                _run(assoc, message, items, lambda item: session.send(
+                counts = _run(assoc, message, items, lambda item: session.send(
                     item.path, item.sop_class_uid, item.transfer_syntax_uid))
         except PeerUnavailable as exc:  # could not associate at all
             assoc.respond(message, STATUS_SUB_OPERATIONS_FAILED, comment=str(exc))
+            record_access(assoc, "C-MOVE", asked[0], f"to {destination}: {exc}", "failure")
+            return
+        record_access(assoc, "C-MOVE", asked[0], _sent(counts, destination))
 
     return handle_move
 
@@ -154,12 +173,16 @@ def make_get_service(policy: AePolicy) -> Service:
         if assoc.context(message).abstract_syntax not in GET_MODELS:
             assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED, comment="not a C-GET model")
             return
+        asked: list[Dataset] = []
         try:
-            items = _select(policy, assoc, message)
+            items = _select(policy, assoc, message, asked)
         except Exception as exc:
             _refuse(assoc, message, exc)
+            record_access(assoc, "C-GET", asked[0] if asked else None, str(exc), "refused")
             return
-        _run(assoc, message, items, lambda item: _store_on_association(assoc, message, item))
+        counts = _run(assoc, message, items,
+                      lambda item: _store_on_association(assoc, message, item))
+        record_access(assoc, "C-GET", asked[0], _sent(counts))
 
     return handle_get
 
