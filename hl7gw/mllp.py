@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 
 from django.conf import settings
 from django.db import connection
 
-from portal import checkpoints
+from portal import checkpoints, tls
 from portal.tcp import TcpServer
 
 log = logging.getLogger("hl7gw")
@@ -24,6 +25,7 @@ log = logging.getLogger("hl7gw")
 START, END = b"\x0b", b"\x1c\r"
 MAX_FRAME = 16 * 1024 * 1024
 IDLE_TIMEOUT = 600.0
+HANDSHAKE_TIMEOUT = 30.0
 
 
 class FrameBuffer:
@@ -69,29 +71,55 @@ class MllpListener:
     name = "hl7"
 
     def __init__(self, host: str | None = None, port: int | None = None,
-                 handler: Callable[[bytes, str], bytes] | None = None) -> None:
+                 handler: Callable[[bytes, str], bytes] | None = None,
+                 tls_port: int | None = None) -> None:
+        """``tls_port``: also MLLP over TLS there (default PORTAL_HL7_TLS_PORT; -1: not)."""
         self.host = settings.HL7_HOST if host is None else host
         self.port = settings.HL7_PORT if port is None else port
+        self.tls_port = settings.HL7_TLS_PORT if tls_port is None else tls_port
         self.handler = handler or _default_handler
         self._tcp: TcpServer | None = None
+        self._tls_tcp: TcpServer | None = None
         self._stop = threading.Event()
 
     def start(self) -> None:
         self._tcp = TcpServer(self.host, self.port, self._serve, name="mllp", backlog=64)
+        if self.tls_port >= 0:
+            self._tls_tcp = TcpServer(self.host, self.tls_port, self._serve_tls,
+                                      name="mllp-tls", backlog=64)
         checkpoints.start()
         self._tcp.start()
+        if self._tls_tcp is not None:
+            self._tls_tcp.start()
 
     @property
     def address(self) -> tuple[str, int]:
         assert self._tcp is not None, "listener not started"
         return self._tcp.address
 
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        return self._tls_tcp.address if self._tls_tcp is not None else None
+
     def stop(self) -> None:
         self._stop.set()
+        if self._tls_tcp is not None:
+            self._tls_tcp.stop()
+            self._tls_tcp = None
         if self._tcp is not None:
             self._tcp.stop()
             self._tcp = None
             checkpoints.stop()
+
+    def _serve_tls(self, conn: socket.socket, address: tuple[str, int]) -> None:
+        try:
+            conn.settimeout(HANDSHAKE_TIMEOUT)
+            conn = tls.server_context().wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("HL7 TLS handshake with %s failed: %s", address[0], exc)
+            conn.close()
+            return
+        self._serve(conn, address)
 
     def _serve(self, conn: socket.socket, address: tuple[str, int]) -> None:
         peer = f"{address[0]}:{address[1]}"

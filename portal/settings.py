@@ -275,6 +275,17 @@ DIMSE_CHECK_CALLED_AET = env_bool("PORTAL_DIMSE_CHECK_CALLED_AET", False)
 DIMSE_AE_CACHE_SECONDS = float(os.environ.get("PORTAL_DIMSE_AE_CACHE_SECONDS", "") or 2)
 DIMSE_MAX_PDU = env_int("PORTAL_DIMSE_MAX_PDU", 0)  # 0 = unlimited
 
+# --- TLS (PS3.15 B.9; portal.tls) --------------------------------------------------------------
+# Our certificate and key (PEM), for the TLS listeners and as client certificate; the
+# authorities we trust for peers' certificates; whether a caller must present one.
+TLS_CERT = os.environ.get("PORTAL_TLS_CERT", "")
+TLS_KEY = os.environ.get("PORTAL_TLS_KEY", "")
+TLS_CA = os.environ.get("PORTAL_TLS_CA", "")
+TLS_VERIFY_CLIENT = env_bool("PORTAL_TLS_VERIFY_CLIENT", False)
+# A second DICOM listener that speaks TLS only (-1: none), and the same for HL7 (MLLP over TLS)
+DIMSE_TLS_PORT = env_int("PORTAL_DIMSE_TLS_PORT", -1)
+HL7_TLS_PORT = env_int("PORTAL_HL7_TLS_PORT", -1)
+
 # Worklist: generated accession numbers are PREFIX + YYMMDD + a 4-digit daily counter
 ACCESSION_PREFIX = os.environ.get("PORTAL_ACCESSION_PREFIX", "A")[:6]
 HL7_PORT = env_int("PORTAL_HL7_PORT", 2575)
@@ -346,7 +357,8 @@ CORS_ALLOW_CREDENTIALS = env_bool("PORTAL_CORS_CREDENTIALS", False)
 # (several processes share one port), so two of them on one port would both bind it and the
 # kernel would split the connections between them: refused here instead. 0 = any free port.
 _PORTS = {"PORTAL_HTTP_PORT": HTTP_PORT, "PORTAL_WS_PORT": WS_PORT,
-          "PORTAL_DIMSE_PORT": DIMSE_PORT, "PORTAL_HL7_PORT": HL7_PORT}
+          "PORTAL_DIMSE_PORT": DIMSE_PORT, "PORTAL_HL7_PORT": HL7_PORT,
+          "PORTAL_DIMSE_TLS_PORT": DIMSE_TLS_PORT, "PORTAL_HL7_TLS_PORT": HL7_TLS_PORT}
 for _port in {port for port in _PORTS.values() if port > 0}:
     _same = [name for name, port in _PORTS.items() if port == _port]
     if len(_same) > 1:

@@ -60,9 +60,9 @@ class Hl7Server:
         self.thread.join(timeout=10)
 
 
-def start_event_scp(port: int, delay: float = 0.0):
-    """A pynetdicom UPS Event SCP on ``port`` (taking ``delay`` seconds to answer each event);
-    returns it and the queue of what it received."""
+def start_event_scp(port: int, delay: float = 0.0, ssl_context=None):
+    """A pynetdicom UPS Event SCP on ``port`` (taking ``delay`` seconds to answer each event;
+    over TLS with ``ssl_context``); returns it and the queue of what it received."""
     import queue
     import time
 
@@ -79,12 +79,12 @@ def start_event_scp(port: int, delay: float = 0.0):
 
     ae = AE(ae_title="AINODE")
     ae.add_supported_context(EVENT)
-    server = ae.start_server(("127.0.0.1", port), block=False,
+    server = ae.start_server(("127.0.0.1", port), block=False, ssl_context=ssl_context,
                              evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event)])
     return server, received
 
 
-def start_commitment_listener(port: int, ae_title: str = "MODALITY"):
+def start_commitment_listener(port: int, ae_title: str = "MODALITY", ssl_context=None):
     """A modality's pynetdicom listener for Storage Commitment reports (it accepts our SCP
     role on the association we open); returns it and the queue of (calling AE title, Event
     Type ID, Event Information) it received."""
@@ -102,23 +102,24 @@ def start_commitment_listener(port: int, ae_title: str = "MODALITY"):
 
     ae = AE(ae_title=ae_title)
     ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
-    server = ae.start_server(("127.0.0.1", port), block=False,
+    server = ae.start_server(("127.0.0.1", port), block=False, ssl_context=ssl_context,
                              evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
     return server, received
 
 
 class Storescp:
     """DCMTK storescp as a destination (it accepts uncompressed syntaxes only), writing into
-    ``out``."""
+    ``out``; ``tls``: its DCMTK TLS options (it then requires our client certificate)."""
 
-    def __init__(self, port: int, out: Path) -> None:
+    def __init__(self, port: int, out: Path, tls: list[str] | None = None) -> None:
         import socket
         import subprocess
 
         self.port, self.out = port, out
         out.mkdir(exist_ok=True)
-        self.proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "DEST", "-od", str(out),
-                                      str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(["/usr/bin/storescp", *(tls or []), "-aet", "DEST",
+                                      "-od", str(out), str(port)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout=10,
                    interval=0.05, what="storescp to start")
 

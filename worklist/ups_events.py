@@ -259,7 +259,7 @@ def send_dimse_events(ae_title: str) -> float | None:
     if peer is None:
         return _failed(events, f"{ae_title} is not in the AE table")
     try:
-        assoc = associate(Peer(peer.ae_title, peer.host, peer.port), settings.DIMSE_AET,
+        assoc = associate(Peer.of(peer), settings.DIMSE_AET,
                           [build_context(UPS_EVENT)], 15)
     except PeerUnavailable as exc:
         return _failed(events, str(exc))

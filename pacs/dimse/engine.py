@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -340,17 +341,30 @@ class Association:
 
 
 def _readable(sock: socket.socket) -> bool:
+    """Bytes to read now: decrypted ones TLS holds already, or more on the socket."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
     return bool(select.select([sock], [], [], 0)[0])
 
 
 class DimseServer:
-    """The acceptor on a (shareable) port: portal.tcp.TcpServer with an association each."""
+    """The acceptor on a (shareable) port: portal.tcp.TcpServer with an association each.
+    With ``tls`` (a server SSLContext) every connection speaks TLS (PS3.15 B.9)."""
 
     def __init__(self, host: str, port: int, config: ServerConfig,
-                 listen_fd: int | None = None) -> None:
+                 listen_fd: int | None = None, tls: ssl.SSLContext | None = None,
+                 active: threading.BoundedSemaphore | None = None) -> None:
+        """``active``: the association slots, shared with another server of the same
+        listener (the plain and the TLS port count together)."""
         self.config = config
-        self._active = threading.BoundedSemaphore(config.max_associations)
-        self._tcp = TcpServer(host, port, self._run, name="dimse", inherited_fd=listen_fd)
+        self.tls = tls
+        self._active = active or threading.BoundedSemaphore(config.max_associations)
+        self._tcp = TcpServer(host, port, self._run, name="dimse-tls" if tls else "dimse",
+                              inherited_fd=listen_fd)
+
+    @property
+    def slots(self) -> threading.BoundedSemaphore:
+        return self._active
 
     @property
     def address(self) -> tuple[str, int]:
@@ -368,6 +382,16 @@ class DimseServer:
 
     def _run(self, conn: socket.socket, address: tuple[str, int]) -> None:
         host = address[0]
+        if self.tls is not None:
+            try:
+                conn = _tls_handshake(conn, self.tls, self.config.acse_timeout)
+            except (OSError, ssl.SSLError) as exc:  # no TLS, a certificate we do not trust
+                _quietly(conn.close)
+                try:
+                    self.config.on_refused("", host, f"TLS handshake failed: {exc}")
+                except Exception:
+                    log.exception("TLS refusal from %s not recorded", host)
+                return
         admitted = self._active.acquire(blocking=False)
         assoc = Association(conn, host, self.config)
         try:
@@ -386,6 +410,16 @@ class DimseServer:
                 self._active.release()
             _quietly(conn.close)
             connection.close()  # this thread's database connection
+
+
+def _tls_handshake(conn: socket.socket, context: ssl.SSLContext,
+                   timeout: float) -> ssl.SSLSocket:
+    """The server side of the TLS handshake, bounded in time (a caller that connects and
+    says nothing must not hold the thread)."""
+    conn.settimeout(timeout)
+    tls = context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+    tls.do_handshake()
+    return tls
 
 
 def _quietly(func: Callable, *args) -> None:

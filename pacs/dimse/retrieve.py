@@ -161,7 +161,7 @@ def _destination(ae_title: str) -> Peer:
     ae = ApplicationEntity.objects.filter(ae_title=ae_title, is_move_destination=True).first()
     if ae is None:
         raise MoveDestinationUnknown(f"move destination {ae_title!r} is not in the AE table")
-    return Peer(ae.ae_title, ae.host, ae.port)
+    return Peer.of(ae)
 
 
 class MoveDestinationUnknown(PacsError):

@@ -27,6 +27,7 @@ from pacs.dimse.policy import AePolicy
 from pacs.dimse.registry import EXTENSIONS
 from pacs.services.commitment import STORAGE_COMMITMENT
 from pacs.storage import get_storage
+from portal import tls
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,21 @@ class DimseListener:
     name = "dimse"
 
     def __init__(self, host: str | None = None, port: int | None = None,
-                 ae_title: str | None = None, listen_fd: int | None = None) -> None:
-        """`listen_fd`: accept on the listening socket of the process that started this one."""
+                 ae_title: str | None = None, listen_fd: int | None = None,
+                 tls_port: int | None = None) -> None:
+        """`listen_fd`: accept on the listening socket of the process that started this one.
+        `tls_port`: also listen for DICOM TLS there (default PORTAL_DIMSE_TLS_PORT; -1: not);
+        SCP processes started by another one (`listen_fd`) leave TLS to the first."""
         self.host = settings.DIMSE_HOST if host is None else host
         self.port = settings.DIMSE_PORT if port is None else port
         self.ae_title = ae_title or settings.DIMSE_AET
         self.listen_fd = listen_fd
+        if tls_port is None:
+            tls_port = settings.DIMSE_TLS_PORT if listen_fd is None else -1
+        self.tls_port = tls_port
         self.policy = AePolicy()
         self._server: DimseServer | None = None
+        self._tls_server: DimseServer | None = None
 
     def _config(self) -> ServerConfig:
         extended = {field: make(self.policy) for extension in EXTENSIONS
@@ -114,7 +122,12 @@ class DimseListener:
 
     def start(self) -> None:
         self._sweep()
-        self._server = DimseServer(self.host, self.port, self._config(), self.listen_fd)
+        config = self._config()
+        self._server = DimseServer(self.host, self.port, config, self.listen_fd)
+        if self.tls_port >= 0:
+            self._tls_server = DimseServer(self.host, self.tls_port, config,
+                                           tls=tls.server_context(), active=self._server.slots)
+            self._tls_server.start()
         self._server.start()
         self._stopping = threading.Event()
         threading.Thread(target=self._sweep_now_and_then, args=(self._stopping,), daemon=True,
@@ -140,6 +153,11 @@ class DimseListener:
         assert self._server is not None, "listener not started"
         return self._server.address
 
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        """Where DICOM TLS is answered, if it is."""
+        return self._tls_server.address if self._tls_server is not None else None
+
     def share(self) -> int:
         """The listening socket's descriptor for more SCP processes (pacs.dimse.workers)."""
         assert self._server is not None, "listener not started"
@@ -150,6 +168,9 @@ class DimseListener:
             self._stopping.set()
             self._server.stop()
             self._server = None
+        if self._tls_server is not None:
+            self._tls_server.stop()
+            self._tls_server = None
 
     def serve_forever(self) -> None:
         """Blocking variant for the dedicated command."""

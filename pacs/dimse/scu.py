@@ -22,6 +22,7 @@ from pynetdicom.sop_class import Verification
 from pacs.dicomfile import is_multi_value
 from pacs.errors import PacsError
 from pacs.transcode import CannotConvert, decompressed
+from portal import tls
 
 log = logging.getLogger("pacs.dimse")
 
@@ -37,7 +38,7 @@ def set_nodelay(assoc: Association) -> None:
 
 
 def echo(*, host: str, port: int, called_aet: str, calling_aet: str,
-         timeout: float = 10) -> tuple[bool, str]:
+         timeout: float = 10, use_tls: bool = False) -> tuple[bool, str]:
     """C-ECHO; returns (success, human-readable detail)."""
     try:  # a plain connect first tells "nobody listens" apart from a DICOM-level refusal
         socket.create_connection((host, port), timeout=timeout).close()
@@ -46,7 +47,8 @@ def echo(*, host: str, port: int, called_aet: str, calling_aet: str,
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=called_aet)
+    assoc = ae.associate(host, port, ae_title=called_aet,
+                         tls_args=(tls.client_context(), None) if use_tls else None)
     if not assoc.is_established:
         if assoc.is_rejected:
             return False, "association rejected by the peer (check the AE titles)"
@@ -67,11 +69,18 @@ def echo(*, host: str, port: int, called_aet: str, calling_aet: str,
 
 @dataclass(frozen=True)
 class Peer:
-    """Where to connect: a remote AE (from the AE table or typed in)."""
+    """Where to connect: a remote AE (from the AE table or typed in); ``tls``: over DICOM TLS
+    (portal.tls.client_context)."""
 
     ae_title: str
     host: str
     port: int
+    tls: bool = False
+
+    @classmethod
+    def of(cls, ae) -> Peer:
+        """The AE table's entry (pacs.models.ApplicationEntity) as a peer to call."""
+        return cls(ae.ae_title, ae.host, ae.port, ae.use_tls)
 
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -172,9 +181,12 @@ def associate(peer: Peer, calling_aet: str, contexts: list[PresentationContext],
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.requested_contexts = contexts
+    if peer.tls:
+        kwargs["tls_args"] = (tls.client_context(), None)
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, **kwargs)
     if not assoc.is_established:
         raise PeerUnavailable(f"no association with {peer.ae_title}@{peer.host}:{peer.port}"
+                              + (" over TLS" if peer.tls else "")
                               + (" (rejected)" if assoc.is_rejected else ""))
     set_nodelay(assoc)
     return assoc

@@ -23,7 +23,8 @@ class EchoResult:
 def echo_application_entity(*, ae: ApplicationEntity, actor: str = "") -> EchoResult:
     started = time.perf_counter()
     ok, detail = echo(
-        host=ae.host, port=ae.port, called_aet=ae.ae_title, calling_aet=settings.DIMSE_AET
+        host=ae.host, port=ae.port, called_aet=ae.ae_title, calling_aet=settings.DIMSE_AET,
+        use_tls=ae.use_tls,
     )
     elapsed = (time.perf_counter() - started) * 1000
     ApplicationEntity.objects.filter(pk=ae.pk).update(

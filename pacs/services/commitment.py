@@ -119,7 +119,7 @@ def send_reports(ae_title: str) -> float | None:
     if peer is None:
         return _failed(rows, f"{ae_title} is not in the AE table")
     try:  # we are the SCP of the SOP class on an association we request (PS3.4 J.3.3)
-        assoc = associate(Peer(peer.ae_title, peer.host, peer.port), settings.DIMSE_AET,
+        assoc = associate(Peer.of(peer), settings.DIMSE_AET,
                           [build_context(STORAGE_COMMITMENT)], 15,
                           ext_neg=[build_role(STORAGE_COMMITMENT, scp_role=True)])
     except PeerUnavailable as exc:

@@ -104,7 +104,7 @@ def send_queue(key: str) -> float | None:
     if not items:
         return 0
     storage = get_storage()
-    peer = Peer(destination.ae_title, destination.host, destination.port)
+    peer = Peer.of(destination)
     pairs = {stored[i.sop_instance_uid][:2] for i in items}
     sent = 0
     try:

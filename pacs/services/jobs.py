@@ -157,7 +157,7 @@ def identifier_for(job: Job) -> Dataset:
 
 
 def _peer(job: Job) -> scu.Peer:
-    return scu.Peer(job.remote.ae_title, job.remote.host, job.remote.port)
+    return scu.Peer.of(job.remote)
 
 
 def _send(job: Job, reporter: _Reporter) -> None:

@@ -18,7 +18,7 @@ MAX_RESULTS = 500
 
 
 def _peer(remote: ApplicationEntity) -> scu.Peer:
-    return scu.Peer(remote.ae_title, remote.host, remote.port)
+    return scu.Peer.of(remote)
 
 
 def _text(value: object) -> str:

@@ -60,7 +60,9 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, _stop)  # before the banner: whoever waits for it may stop us
         try:
-            self._banner(web, port, hl7.address[1] if hl7 else None, login, ws_port)
+            self._banner(web, port, hl7.address[1] if hl7 else None, login, ws_port,
+                         tls_ports=(dimse.tls_address if dimse else None,
+                                    hl7.tls_address if hl7 else None))
             settle_heap()
             web.run()
         except (KeyboardInterrupt, SystemExit):
@@ -77,7 +79,8 @@ class Command(BaseCommand):
             self.stdout.write("portal stopped")
 
     def _banner(self, web, dimse_port: int | None, hl7_port: int | None, login: str,
-                ws_port: int | None) -> None:
+                ws_port: int | None, tls_ports: tuple = (None, None)) -> None:
+        dimse_tls, hl7_tls = tls_ports
         http_port = web.effective_port
         host = settings.HTTP_HOST if settings.HTTP_HOST not in ("0.0.0.0", "") else "localhost"
         lines = [
@@ -87,8 +90,10 @@ class Command(BaseCommand):
             f"  DICOM SCP:  AE title {settings.DIMSE_AET}, port {dimse_port} "
             f"({settings.DIMSE_PROCESSES} process(es))" if dimse_port
             else "  DICOM SCP:  not started here (--no-dimse)",
+            *([f"  DICOM TLS:  port {dimse_tls[1]}"] if dimse_tls else []),
             f"  HL7 MLLP:   port {hl7_port}" if hl7_port
             else "  HL7 MLLP:   not started here (--no-hl7)",
+            *([f"  HL7 TLS:    port {hl7_tls[1]}"] if hl7_tls else []),
             f"  DICOMweb:   http://{host}:{http_port}/dicomweb"
             + (f" (UPS events: ws://{host}:{ws_port}/dicomweb/subscribers/<AE title>)"
                if ws_port else ""),

@@ -129,3 +129,45 @@ def test_the_gateway_opened_to_anyone_on_purpose(hl7, imaged, settings):
     settings.HL7_ALLOW_UNKNOWN_SENDER = True
     assert code(rename(hl7, "ANYONE")) == "AA"
     assert Patient.objects.get(patient_id="1CT1").patient_name == "EVIL^NAME"
+
+
+def test_mllp_over_tls(transactional_db, settings, tmp_path):
+    """MLLP over TLS (PORTAL_HL7_TLS_PORT) with a certificate authority made for the test:
+    python-hl7's MLLP client on a TLS socket; a plain client gets nothing there."""
+    import socket
+    import ssl
+
+    from hl7gw.mllp import MllpListener
+    from portal import tls
+    from tests.tls_pki import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    settings.TLS_CERT, settings.TLS_KEY, settings.TLS_CA = (
+        str(pki.portal[1]), str(pki.portal[0]), str(pki.ca))
+    tls.forget()
+    Sender.objects.create(sending_application="RIS", addresses="127.0.0.1",
+                          may_update_patients=True)
+    listener = MllpListener(host="127.0.0.1", port=0, tls_port=0)
+    listener.start()
+    try:
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        client = MLLPClient(*listener.address)  # then moved onto the TLS port
+        client.socket.close()
+        client.socket = context.wrap_socket(
+            socket.create_connection(listener.tls_address, timeout=10),
+            server_hostname="localhost")
+        with client:
+            ack = client.send_message("MSH|^~\\&|RIS|HOSP|PORTAL|RAD|20261207||ADT^A08|T1|P|"
+                                      "2.5.1\rPID|||TLS9||TLS^PATIENT\r").decode()
+        assert code(ack) == "AA"
+        assert Patient.objects.get(patient_id="TLS9").patient_name == "TLS^PATIENT"
+        with socket.create_connection(listener.tls_address, timeout=5) as plain:
+            plain.sendall(b"\x0bMSH|^~\\&|RIS|HOSP|||||ADT^A08|T2|P|2.5.1\r\x1c\r")
+            try:
+                answer = plain.recv(1024)
+            except (ConnectionError, TimeoutError):
+                answer = b""
+            assert b"MSA" not in answer
+    finally:
+        listener.stop()
+        tls.forget()
