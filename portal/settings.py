@@ -79,6 +79,9 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 HTTPS_MODE = os.environ.get("PORTAL_HTTPS", "off").strip().lower() or "off"
 if HTTPS_MODE not in {"off", "proxy"}:
     raise ImproperlyConfigured("PORTAL_HTTPS must be off or proxy")
+# The proxy's address: only its X-Forwarded-* headers are believed (`serve` passes it to
+# waitress, which otherwise drops them).
+TRUSTED_PROXY = os.environ.get("PORTAL_TRUSTED_PROXY", "127.0.0.1")
 if HTTPS_MODE == "proxy":
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True

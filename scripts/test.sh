@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests need (DCMTK, Orthanc, PostgreSQL, Redis, Chromium, npm, Python packages),
+# Install what the tests need (DCMTK, Orthanc, PostgreSQL, Redis, Chromium, npm, nginx, openssl,
+# Python packages),
 # run:
 #   1. ruff, 2. the embedded suite (SQLite), 3. the scale slice against real PostgreSQL,
 #   Redis and a Celery worker process.
@@ -13,6 +14,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v /usr/bin/chromium >/dev/null || need+=(chromium)
 command -v /usr/sbin/Orthanc >/dev/null || need+=(orthanc)  # a third-party peer for the SCU tests
 command -v npm >/dev/null || need+=(npm)  # fetches the prebuilt OHIF viewer (tests/browser)
+command -v /usr/sbin/nginx >/dev/null || need+=(nginx)  # the TLS reverse proxy of the HTTPS test
+command -v openssl >/dev/null || need+=(openssl)  # makes the tests' certificate authority
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -q >/dev/null

@@ -34,9 +34,14 @@ class Command(BaseCommand):
         if not no_migrate:
             call_command("migrate", interactive=False, verbosity=0)
         login = ensure_admin()
+        proxy = {} if settings.HTTPS_MODE != "proxy" else {
+            "trusted_proxy": settings.TRUSTED_PROXY,
+            "trusted_proxy_headers": {"x-forwarded-proto", "x-forwarded-host",
+                                      "x-forwarded-port", "x-forwarded-for"}}
         web = create_server(
             application, host=settings.HTTP_HOST, port=settings.HTTP_PORT, threads=threads,
             max_request_body_size=settings.UPLOAD_MAX_BYTES,  # waitress's own default is 1 GiB
+            **proxy,
         )
         dimse, port, children = None, None, []
         if not no_dimse:
