@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db.models import ProtectedError
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -162,7 +163,12 @@ def ae_edit(request, pk: int | None = None):
 @require_POST
 def ae_delete(request, pk: int):
     ae = get_object_or_404(ApplicationEntity, pk=pk)
-    ae.delete()
+    try:
+        ae.delete()
+    except ProtectedError as exc:  # transfer jobs name it: their history stays
+        messages.error(request, f"{ae.ae_title} is not deleted: {len(exc.protected_objects)} "
+                                "transfer job(s) refer to it. Remove its rights instead.")
+        return redirect("ae-list")
     audit.record(category="admin", action="AE deleted", actor=request.user.username,
                  detail=str(ae))
     messages.success(request, f"Deleted {ae.ae_title}.")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import requests
 from pydicom.uid import generate_uid
 

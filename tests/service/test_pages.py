@@ -176,3 +176,14 @@ def test_api_token_page_creates_and_replaces_the_token(viewer_client):
     assert Token.objects.get().key != first  # the old token stops working
     assert viewer_client.get("/dicomweb/studies",
                              HTTP_ACCEPT="application/dicom+json").status_code == 200
+
+
+def test_an_ae_that_jobs_name_is_not_deleted_and_the_page_says_why(admin_client):
+    from pacs.models import Job
+
+    ae = ApplicationEntity.objects.create(ae_title="DEST", host="127.0.0.1", port=104)
+    Job.objects.create(kind="send", remote=ae, level="STUDY", keys={"x": "y"})
+    response = admin_client.post(reverse("ae-delete", args=[ae.pk]), follow=True)
+    assert response.status_code == 200
+    assert "DEST is not deleted: 1 transfer job(s) refer to it" in response.content.decode()
+    assert ApplicationEntity.objects.filter(pk=ae.pk).exists()
