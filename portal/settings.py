@@ -277,6 +277,21 @@ DIMSE_CHECK_CALLED_AET = env_bool("PORTAL_DIMSE_CHECK_CALLED_AET", False)
 # How long a process keeps the AE table before reading it again (seconds).
 DIMSE_AE_CACHE_SECONDS = float(os.environ.get("PORTAL_DIMSE_AE_CACHE_SECONDS", "") or 2)
 DIMSE_MAX_PDU = env_int("PORTAL_DIMSE_MAX_PDU", 0)  # 0 = unlimited
+# What one caller can make a DICOM listener process spend (pacs.dimse.engine.DimseServer):
+# admitted associations in all, per calling AE title and per source address; connections
+# still waiting for their A-ASSOCIATE-RQ in all and per source, each for ARTIM seconds at
+# most (PS3.8 9.1.5); then a PDU must start within the idle time and arrive at the minimum
+# rate; a C-STORE data set may be this large (past the spool size it goes to a temporary file).
+DIMSE_MAX_ASSOCIATIONS = env_int("PORTAL_DIMSE_MAX_ASSOCIATIONS", 64)
+DIMSE_MAX_PER_AE = env_int("PORTAL_DIMSE_MAX_PER_AE", 16)
+DIMSE_MAX_PER_SOURCE = env_int("PORTAL_DIMSE_MAX_PER_SOURCE", 32)
+DIMSE_MAX_PENDING = env_int("PORTAL_DIMSE_MAX_PENDING", 32)
+DIMSE_MAX_PENDING_PER_SOURCE = env_int("PORTAL_DIMSE_MAX_PENDING_PER_SOURCE", 4)
+DIMSE_ARTIM_SECONDS = float(os.environ.get("PORTAL_DIMSE_ARTIM_SECONDS", "") or 10)
+DIMSE_IDLE_SECONDS = float(os.environ.get("PORTAL_DIMSE_IDLE_SECONDS", "") or 60)
+DIMSE_MIN_BYTES_PER_SECOND = env_int("PORTAL_DIMSE_MIN_BYTES_PER_SECOND", 64 * 1024)
+DIMSE_MAX_DATASET_BYTES = env_int("PORTAL_DIMSE_MAX_DATASET_BYTES", 4 << 30)
+DIMSE_SPOOL_BYTES = env_int("PORTAL_DIMSE_SPOOL_BYTES", 32 << 20)
 
 # --- TLS (PS3.15 B.9; portal.tls) --------------------------------------------------------------
 # Our certificate and key (PEM), for the TLS listeners and as client certificate; the

@@ -1,5 +1,7 @@
 """One small threaded TCP server for the portal's listeners (DIMSE, MLLP): a listening socket
-that several processes may share, an accept loop, one thread per connection with TCP_NODELAY.
+that several processes may share, an accept loop, one thread per connection with TCP_NODELAY,
+and a bound on connections, in all and per source address: past it a new connection is closed
+at once, before a thread is started for it, so one client cannot exhaust threads or memory.
 
 Processes share a port in one of two ways. Independent ones (two `dimse_scp` commands, Celery
 workers) each bind it with SO_REUSEPORT, and the kernel picks a process for each connection by
@@ -9,11 +11,15 @@ milliseconds per connection before it accepts, so the least busy process takes t
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 # Wait per connection already served before accepting on a shared socket, and the most.
 BALANCE_DELAY = 0.01
@@ -23,9 +29,13 @@ BALANCE_MAX = 0.1
 class TcpServer:
     def __init__(self, host: str, port: int,
                  handle: Callable[[socket.socket, tuple[str, int]], None],
-                 *, name: str, backlog: int = 128, inherited_fd: int | None = None) -> None:
+                 *, name: str, backlog: int = 128, inherited_fd: int | None = None,
+                 max_connections: int = 256, max_per_source: int = 64) -> None:
         """`inherited_fd`: a listening socket shared by the parent process (see share())."""
         self.handle, self.name = handle, name
+        self.max_connections, self.max_per_source = max_connections, max_per_source
+        self._sources: Counter[str] = Counter()
+        self._refused_at = 0.0
         if inherited_fd is None:
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -77,12 +87,29 @@ class TcpServer:
                 conn, address = self._sock.accept()
             except OSError:
                 continue  # another process took it (shared port) or the peer gave up
+            source = address[0]
+            with self._lock:
+                full = (self._active >= self.max_connections
+                        or self._sources[source] >= self.max_per_source)
+                if not full:
+                    self._active += 1
+                    self._sources[source] += 1
+            if full:
+                self._refuse(conn, source)
+                continue
             conn.setblocking(True)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._active += 1
             threading.Thread(target=self._serve, args=(conn, address[:2]), daemon=True,
                              name=f"{self.name}-{address[0]}:{address[1]}").start()
+
+    def _refuse(self, conn: socket.socket, source: str) -> None:
+        conn.close()
+        now = time.monotonic()
+        if now - self._refused_at > 10:  # a flood is logged once per 10 s, not per connection
+            self._refused_at = now
+            log.warning("%s: connection from %s refused: %d open from there, %d in all "
+                        "(limits %d, %d)", self.name, source, self._sources[source],
+                        self._active, self.max_per_source, self.max_connections)
 
     def _serve(self, conn: socket.socket, address: tuple[str, int]) -> None:
         try:
@@ -90,3 +117,6 @@ class TcpServer:
         finally:
             with self._lock:
                 self._active -= 1
+                self._sources[address[0]] -= 1
+                if self._sources[address[0]] <= 0:
+                    del self._sources[address[0]]

@@ -7,11 +7,14 @@ answer through Association.respond() / request(); they never see PDUs.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import select
 import socket
 import ssl
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -56,6 +59,40 @@ class Cancelled(Exception):
     """A C-CANCEL-RQ arrived for the operation in progress."""
 
 
+class Quota:
+    """At most ``total`` holders at once, and at most ``per[kind]`` holding the same key of
+    that kind (e.g. per calling AE title, per source address). enter() says why not."""
+
+    def __init__(self, total: int, **per: int) -> None:
+        self.total, self.per = total, per
+        self._lock = threading.Lock()
+        self._held = 0
+        self._counts: dict[str, Counter[str]] = {kind: Counter() for kind in per}
+
+    def enter(self, **keys: str) -> str | None:
+        with self._lock:
+            if self._held >= self.total:
+                return f"{self.total} at once in all"
+            for kind, key in keys.items():
+                if self._counts[kind][key] >= self.per[kind]:
+                    return f"{self.per[kind]} at once per {kind.replace('_', ' ')}"
+            self._held += 1
+            for kind, key in keys.items():
+                self._counts[kind][key] += 1
+        return None
+
+    def leave(self, **keys: str) -> None:
+        with self._lock:
+            self._held -= 1
+            for kind, key in keys.items():
+                self._counts[kind][key] -= 1
+                if self._counts[kind][key] <= 0:
+                    del self._counts[kind][key]
+
+
+MAX_RQ_BYTES = 1 << 20  # an A-ASSOCIATE-RQ with 128 contexts is ~40 KB; more is not a request
+
+
 @dataclass
 class ServerConfig:
     ae_title: str
@@ -67,9 +104,15 @@ class ServerConfig:
     max_pdu: int = 0
     # SOP Class Extended Negotiation we support: SOP class UID -> application info bytes
     extended: dict[str, bytes] = field(default_factory=dict)
-    max_associations: int = 64
-    acse_timeout: float = 30
-    network_timeout: float = 60
+    max_associations: int = 64  # admitted associations at once, in all
+    max_per_ae: int = 16  # ... per calling AE title
+    max_per_source: int = 32  # ... per source address
+    max_pending: int = 32  # connections whose A-ASSOCIATE-RQ is still awaited, in all
+    max_pending_per_source: int = 4  # ... per source address
+    artim: float = 10.0  # seconds a connection has to deliver its whole A-ASSOCIATE-RQ
+    limits: wire.Limits = field(default_factory=wire.Limits)
+    # (association, command set) -> keep the data set? (False: the request will be refused)
+    keep_dataset: Callable[[Association, dict[int, object]], bool] | None = None
     negotiations: NegotiationCache = field(default_factory=lambda: NegotiationCache())
     support: dict[str, acse.Support] = field(init=False)  # ``supported`` by abstract syntax
 
@@ -101,7 +144,9 @@ class _Negotiated:
 
 
 class NegotiationCache:
-    """Answers to A-ASSOCIATE-RQs, by the request's bytes (the newest ``size`` kept).
+    """Answers to A-ASSOCIATE-RQs, by a digest of the request's bytes (the newest ``size``
+    kept; requests over ``max_request`` bytes are not kept, so the cache holds at most
+    ``size`` answers of bounded size, whatever callers send).
 
     Identical requests that arrive together (a sender opening several associations at once)
     are negotiated once: the first one claims the request, the others wait for its answer.
@@ -109,11 +154,15 @@ class NegotiationCache:
 
     WAIT_SECONDS = 5.0
 
-    def __init__(self, size: int = 64) -> None:
-        self.size = size
+    def __init__(self, size: int = 64, max_request: int = 256 * 1024) -> None:
+        self.size, self.max_request = size, max_request
         self._lock = threading.Lock()
         self._done: dict[bytes, _Negotiated] = {}
         self._pending: dict[bytes, threading.Event] = {}
+
+    @staticmethod
+    def key(body: bytes) -> bytes:
+        return hashlib.blake2b(body, digest_size=20).digest()
 
     def __len__(self) -> int:
         return len(self._done)
@@ -123,6 +172,9 @@ class NegotiationCache:
             self._done.clear()
 
     def claim(self, body: bytes) -> _Negotiated | None:
+        if len(body) > self.max_request:
+            return None
+        body = self.key(body)
         with self._lock:
             known = self._done.get(body)
             if known is not None:
@@ -136,6 +188,9 @@ class NegotiationCache:
             return self._done.get(body)  # None: refused or failed there, negotiate here
 
     def settle(self, body: bytes, answer: _Negotiated | None) -> None:
+        if len(body) > self.max_request:
+            return
+        body = self.key(body)
         with self._lock:
             if answer is not None:
                 if len(self._done) >= self.size:
@@ -151,7 +206,10 @@ class Association:
         self.sock = sock
         self.peer_host = host
         self.config = config
-        self.pdu = wire.PduSocket(sock)
+        keep = config.keep_dataset
+        self.pdu = wire.PduSocket(sock, config.limits,
+                                  (lambda command: keep(self, command)) if keep else None)
+        self.slot: dict[str, str] | None = None  # the keys of the association slot it holds
         self.calling_aet = ""
         self.called_aet = ""
         self.peer_max_pdu = 0
@@ -162,56 +220,63 @@ class Association:
 
     # --- negotiation -----------------------------------------------------------------
 
-    def negotiate(self, admitted: bool) -> bool:
-        self.sock.settimeout(self.config.acse_timeout)
-        pdu_type, body = self.pdu.read_pdu()
+    def negotiate(self, slots: Quota, started: float | None = None) -> bool:
+        """Read the A-ASSOCIATE-RQ within ARTIM (PS3.8 9.1.5: an overall deadline from the
+        connection, however the bytes trickle in), admit or refuse it, answer. An admitted
+        association takes one of ``slots`` (held in ``self.slot`` until released)."""
+        deadline = (started or time.monotonic()) + self.config.artim
+        pdu_type, body = self.pdu.read_pdu(deadline=deadline, max_length=MAX_RQ_BYTES)
         if pdu_type != wire.A_ASSOCIATE_RQ:
             raise wire.ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type {pdu_type}")
         known = self.config.negotiations.claim(body)
         answer: _Negotiated | None = None
         try:
             if known is None:
-                answer = self._negotiate(body, admitted)
+                answer = self._negotiate(body, slots)
                 return answer is not None
-            return self._reuse(known, admitted)
+            return self._reuse(known, slots)
         finally:
             if known is None:
                 self.config.negotiations.settle(body, answer)
 
-    def _negotiate(self, body: bytes, admitted: bool) -> _Negotiated | None:
+    def _negotiate(self, body: bytes, slots: Quota) -> _Negotiated | None:
         """Decode and answer the request; what to reuse for an identical one, or None if it
         was refused."""
         request = acse.parse_request(body)
         self.calling_aet, self.called_aet = request.calling_aet, request.called_aet
-        if not self._admit(admitted, request.application_context):
+        if not self._admit(slots, request.application_context):
             return None
         ac_pdu = self._accept(request)
         self.pdu.send_raw(ac_pdu)
-        self.sock.settimeout(self.config.network_timeout)
         return _Negotiated(self.calling_aet, self.called_aet, request.application_context,
                            ac_pdu, dict(self.contexts), self.peer_max_pdu, dict(self.extended))
 
-    def _reuse(self, known: _Negotiated, admitted: bool) -> bool:
+    def _reuse(self, known: _Negotiated, slots: Quota) -> bool:
         self.calling_aet, self.called_aet = known.calling_aet, known.called_aet
-        if not self._admit(admitted, known.application_context):
+        if not self._admit(slots, known.application_context):
             return False
         self.contexts, self.peer_max_pdu = dict(known.contexts), known.peer_max_pdu
         self.extended = dict(known.extended)
         self.pdu.send_raw(known.ac_pdu)
-        self.sock.settimeout(self.config.network_timeout)
         return True
 
-    def _admit(self, admitted: bool, application_context: str) -> bool:
-        """Admission from the AE table, checked for every association; refusals answered."""
+    def _admit(self, slots: Quota, application_context: str) -> bool:
+        """Admission from the AE table, checked for every association, then a slot: only an
+        admitted caller takes one, so callers the AE table refuses (or that never finish
+        their request) cannot crowd out registered modalities. Refusals are answered."""
         try:
-            if not admitted:
-                raise Refused("association limit reached", REJECT_LOCAL_LIMIT)
             if application_context != APPLICATION_CONTEXT:
                 raise Refused("unsupported application context", REJECT_APPLICATION_CONTEXT)
             refusal = self.config.admit(self.calling_aet, self.called_aet, self.peer_host)
             if refusal:
                 raise Refused(refusal.reason,
                               REJECT_CALLED_AE if refusal.called else REJECT_CALLING_AE)
+            keys = {"calling_AE_title": self.calling_aet.strip(),
+                    "source_address": self.peer_host}
+            full = slots.enter(**keys)
+            if full:
+                raise Refused(f"association limit reached ({full})", REJECT_LOCAL_LIMIT)
+            self.slot = keys
         except Refused as exc:
             # audited before the peer hears of it: the record exists once the refusal is seen
             try:
@@ -247,6 +312,23 @@ class Association:
     # --- message loop ----------------------------------------------------------------
 
     def serve(self) -> None:
+        try:
+            self._serve()
+        except wire.DatasetTooLarge as exc:
+            # PS3.7 C-STORE: 0xA700 refused, out of resources; then nothing more of it
+            rq = exc.command
+            command = wire.encode_command({
+                wire.AFFECTED_SOP_CLASS_UID: rq.get(wire.AFFECTED_SOP_CLASS_UID),
+                wire.COMMAND_FIELD: int(rq.get(wire.COMMAND_FIELD, 0)) | 0x8000,  # type: ignore[call-overload]
+                wire.MESSAGE_ID_BEING_RESPONDED_TO: rq.get(wire.MESSAGE_ID),
+                wire.COMMAND_DATA_SET_TYPE: wire.NO_DATASET,
+                wire.STATUS: 0xA700,
+                wire.ERROR_COMMENT: str(exc)[:64],
+                wire.AFFECTED_SOP_INSTANCE_UID: rq.get(wire.AFFECTED_SOP_INSTANCE_UID)})
+            _quietly(self.pdu.send_message, exc.context_id, command, None, self.peer_max_pdu)
+            raise
+
+    def _serve(self) -> None:
         while True:
             item = self.pdu.read_message()
             if item == wire.A_RELEASE_RQ:
@@ -349,22 +431,28 @@ def _readable(sock: socket.socket) -> bool:
 
 class DimseServer:
     """The acceptor on a (shareable) port: portal.tcp.TcpServer with an association each.
-    With ``tls`` (a server SSLContext) every connection speaks TLS (PS3.15 B.9)."""
+    With ``tls`` (a server SSLContext) every connection speaks TLS (PS3.15 B.9).
+
+    What a caller can make it spend is bounded: connections in all and per source address
+    (refused at accept, before a thread is started); connections still waiting for their
+    A-ASSOCIATE-RQ, in all and per source, each for ARTIM at most; admitted associations in
+    all, per calling AE title and per source (A-ASSOCIATE-RJ local limit beyond)."""
 
     def __init__(self, host: str, port: int, config: ServerConfig,
                  listen_fd: int | None = None, tls: ssl.SSLContext | None = None,
-                 active: threading.BoundedSemaphore | None = None) -> None:
-        """``active``: the association slots, shared with another server of the same
-        listener (the plain and the TLS port count together)."""
+                 shared: tuple[Quota, Quota] | None = None) -> None:
+        """``shared``: the (association, pending connection) quotas of another server of the
+        same listener: the plain and the TLS port count together."""
         self.config = config
         self.tls = tls
-        self._active = active or threading.BoundedSemaphore(config.max_associations)
+        self.quotas = shared or (
+            Quota(config.max_associations, calling_AE_title=config.max_per_ae,
+                  source_address=config.max_per_source),
+            Quota(config.max_pending, source_address=config.max_pending_per_source))
         self._tcp = TcpServer(host, port, self._run, name="dimse-tls" if tls else "dimse",
-                              inherited_fd=listen_fd)
-
-    @property
-    def slots(self) -> threading.BoundedSemaphore:
-        return self._active
+                              inherited_fd=listen_fd,
+                              max_connections=config.max_associations + config.max_pending,
+                              max_per_source=config.max_per_source + config.max_pending_per_source)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -382,34 +470,52 @@ class DimseServer:
 
     def _run(self, conn: socket.socket, address: tuple[str, int]) -> None:
         host = address[0]
-        if self.tls is not None:
-            try:
-                conn = _tls_handshake(conn, self.tls, self.config.acse_timeout)
-            except (OSError, ssl.SSLError) as exc:  # no TLS, a certificate we do not trust
-                _quietly(conn.close)
-                try:
-                    self.config.on_refused("", host, f"TLS handshake failed: {exc}")
-                except Exception:
-                    log.exception("TLS refusal from %s not recorded", host)
-                return
-        admitted = self._active.acquire(blocking=False)
-        assoc = Association(conn, host, self.config)
+        started = time.monotonic()
+        slots, pending = self.quotas
+        if pending.enter(source_address=host):  # too many waiting for their request
+            _quietly(conn.close)
+            return
+        waiting = True
+        assoc: Association | None = None
         try:
-            if assoc.negotiate(admitted):
+            if self.tls is not None:
+                try:
+                    conn = _tls_handshake(conn, self.tls, self.config.artim)
+                except (OSError, ssl.SSLError) as exc:  # no TLS, a certificate not trusted
+                    _quietly(conn.close)
+                    self._refused("", host, f"TLS handshake failed: {exc}")
+                    return
+            assoc = Association(conn, host, self.config)
+            admitted = assoc.negotiate(slots, started)
+            pending.leave(source_address=host)
+            waiting = False
+            if admitted:
                 assoc.serve()
         except (wire.PeerClosed, TimeoutError, ConnectionError):
-            pass  # the peer went away; nothing to answer
+            pass  # the peer went away or took too long; nothing to answer
         except wire.ProtocolError as exc:
-            log.warning("association from %s@%s aborted: %s", assoc.calling_aet, host, exc)
+            log.warning("association from %s@%s aborted: %s",
+                        assoc.calling_aet if assoc else "", host, exc)
             _quietly(conn.sendall, wire.abort_pdu(0x02, 0x00))
         except Exception:
-            log.exception("association from %s@%s aborted", assoc.calling_aet, host)
+            log.exception("association from %s@%s aborted", assoc.calling_aet if assoc else "",
+                          host)
             _quietly(conn.sendall, wire.abort_pdu(0x02, 0x00))
         finally:
-            if admitted:
-                self._active.release()
+            if waiting:
+                pending.leave(source_address=host)
+            if assoc is not None:
+                assoc.pdu.close()
+                if assoc.slot is not None:
+                    slots.leave(**assoc.slot)
             _quietly(conn.close)
             connection.close()  # this thread's database connection
+
+    def _refused(self, calling: str, host: str, reason: str) -> None:
+        try:
+            self.config.on_refused(calling, host, reason)
+        except Exception:
+            log.exception("refusal of %s not recorded", host)
 
 
 def _tls_handshake(conn: socket.socket, context: ssl.SSLContext,

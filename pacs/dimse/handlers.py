@@ -27,6 +27,7 @@ from pacs.dimse.policy import AePolicy, Permissions, Refusal
 from pacs.dimse.registry import Service
 from pacs.errors import NotAuthorized, PacsError
 from pacs.services.ingest import store_instance
+from pacs.storage import get_storage
 from portal import access, audit
 
 log = logging.getLogger("pacs.dimse")
@@ -141,12 +142,25 @@ def make_store_service(policy: AePolicy) -> Service:
                 implementation_uid=IMPLEMENTATION_CLASS_UID,
                 implementation_version=IMPLEMENTATION_VERSION,
             )
-            store_instance(
-                data=prefix + message.dataset,
-                received_from=f"dimse:{calling}@{assoc.peer_host}",
-                expected_sop_class_uid=sop_class,
-                expected_sop_instance_uid=sop_instance,
-            )
+            origin = f"dimse:{calling}@{assoc.peer_host}"
+            if isinstance(message.dataset, wire.Spooled):  # too large for memory
+                spooled = message.dataset
+                try:
+                    storage = get_storage()
+                    written = storage.write_from(prefix, spooled.file, spooled.size)
+                finally:
+                    spooled.close()
+                try:
+                    store_instance(written=written, storage=storage, received_from=origin,
+                                   expected_sop_class_uid=sop_class,
+                                   expected_sop_instance_uid=sop_instance)
+                except BaseException:
+                    storage.discard(written)
+                    raise
+            else:
+                store_instance(
+                    data=prefix + message.dataset, received_from=origin,
+                    expected_sop_class_uid=sop_class, expected_sop_instance_uid=sop_instance)
         except PacsError as exc:
             log.warning("C-STORE from %s refused: %s", calling, exc)
             assoc.respond(message, exc.dimse_status, comment=str(exc))
@@ -260,6 +274,20 @@ def charset_of(identifier: Dataset) -> str:
     if is_multi_value(value):
         value = value[-1] if value else ""
     return str(value or "").strip()
+
+
+def make_dataset_filter(policy: AePolicy
+                        ) -> Callable[[Association, dict[int, object]], bool]:
+    """Whether to keep a message's data set as it arrives: not a C-STORE's from an AE that
+    may not store (it is read, dropped and refused with 0x0124), so a caller without the
+    right cannot make us hold its bytes."""
+
+    def keep(assoc: Association, command: dict[int, object]) -> bool:
+        if command.get(wire.COMMAND_FIELD) != wire.C_STORE_RQ:
+            return True
+        return policy.permissions(assoc.calling_aet).may_store
+
+    return keep
 
 
 def make_admission(policy: AePolicy, our_aet: str

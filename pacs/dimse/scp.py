@@ -116,6 +116,18 @@ class DimseListener:
             admit=handlers.make_admission(self.policy, self.ae_title),
             on_refused=handlers.record_refusal,
             max_pdu=settings.DIMSE_MAX_PDU,
+            max_associations=settings.DIMSE_MAX_ASSOCIATIONS,
+            max_per_ae=settings.DIMSE_MAX_PER_AE,
+            max_per_source=settings.DIMSE_MAX_PER_SOURCE,
+            max_pending=settings.DIMSE_MAX_PENDING,
+            max_pending_per_source=settings.DIMSE_MAX_PENDING_PER_SOURCE,
+            artim=settings.DIMSE_ARTIM_SECONDS,
+            limits=wire.Limits(idle=settings.DIMSE_IDLE_SECONDS,
+                               min_rate=settings.DIMSE_MIN_BYTES_PER_SECOND,
+                               max_dataset=settings.DIMSE_MAX_DATASET_BYTES,
+                               spool_above=settings.DIMSE_SPOOL_BYTES,
+                               spool_dir=str(get_storage().incoming_dir())),
+            keep_dataset=handlers.make_dataset_filter(self.policy),
         )
 
     SWEEP_SECONDS = 900.0  # how often a running listener sweeps the incoming folder
@@ -126,7 +138,7 @@ class DimseListener:
         self._server = DimseServer(self.host, self.port, config, self.listen_fd)
         if self.tls_port >= 0:
             self._tls_server = DimseServer(self.host, self.tls_port, config,
-                                           tls=tls.server_context(), active=self._server.slots)
+                                           tls=tls.server_context(), shared=self._server.quotas)
             self._tls_server.start()
         self._server.start()
         self._stopping = threading.Event()

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import socket
 import struct
+import tempfile
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 # PDU types (PS3.8 9.3.1)
 A_ASSOCIATE_RQ = 0x01
@@ -84,13 +88,49 @@ class PeerClosed(Exception):
     """The TCP connection ended (possibly in the middle of a PDU)."""
 
 
+class DatasetTooLarge(ProtocolError):
+    """A message's data set grew past the limit: answered with a failure status, then the
+    association is aborted; nothing of it is kept."""
+
+    def __init__(self, message: str, context_id: int, command: dict[int, object]) -> None:
+        super().__init__(message)
+        self.context_id, self.command = context_id, command
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one peer may make us spend on its association (settings.DIMSE_* give them)."""
+
+    idle: float = 60.0  # seconds without the start of a PDU before we give up on the peer
+    # a PDU must arrive at this rate at least (bytes/s) once it started (beyond ``idle``)
+    min_rate: int = 64 * 1024
+    max_dataset: int = 4 << 30  # a C-STORE data set, in bytes
+    max_other: int = 16 << 20  # the data set of any other message (identifiers, N-CREATE...)
+    spool_above: int = 32 << 20  # C-STORE data sets past this size go to a temporary file
+    spool_dir: str | None = None
+
+
+@dataclass
+class Spooled:
+    """A data set too large to hold in memory: in an unnamed temporary file (gone when
+    closed), read from the start."""
+
+    file: BinaryIO
+    size: int
+
+    def close(self) -> None:
+        self.file.close()
+
+
 @dataclass
 class Message:
-    """One DIMSE message: its command set (tag -> decoded value) and raw dataset bytes."""
+    """One DIMSE message: its command set (tag -> decoded value) and raw dataset bytes (a
+    Spooled file for a large C-STORE data set; None when there is none, or when it was not
+    kept because the request is refused anyway)."""
 
     context_id: int
     command: dict[int, object]
-    dataset: bytes | None = None
+    dataset: bytes | Spooled | None = None
 
     @property
     def command_field(self) -> int:
@@ -104,10 +144,55 @@ class Message:
         return str(self.command.get(tag, "") or "")
 
 
+class _DatasetBuffer:
+    """A message's data set fragments as they arrive: in memory, in a temporary file past
+    ``spool_above`` bytes, or only counted when ``keep`` is false (the request will be
+    refused: its bytes are read and dropped). Past ``limit`` bytes: DatasetTooLarge."""
+
+    def __init__(self, limit: int, spool_above: int, spool_dir: str | None, keep: bool) -> None:
+        self.limit, self.spool_above, self.spool_dir, self.keep = (limit, spool_above,
+                                                                   spool_dir, keep)
+        self.size = 0
+        self.parts: list[bytes] = []
+        self.file: BinaryIO | None = None
+
+    def add(self, fragment: bytes, context_id: int, command: dict[int, object]) -> None:
+        self.size += len(fragment)
+        if self.size > self.limit:
+            self.discard()
+            raise DatasetTooLarge(f"data set larger than {self.limit} bytes", context_id,
+                                  command)
+        if not self.keep:
+            return
+        if self.file is not None:
+            self.file.write(fragment)
+            return
+        self.parts.append(fragment)
+        if self.spool_above and self.size > self.spool_above:
+            self.file = tempfile.TemporaryFile(dir=self.spool_dir)
+            for part in self.parts:
+                self.file.write(part)
+            self.parts = []
+
+    def value(self) -> bytes | Spooled | None:
+        if not self.keep:
+            return None
+        if self.file is not None:
+            self.file.seek(0)
+            return Spooled(self.file, self.size)
+        return b"".join(self.parts)
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.parts = []
+
+
 @dataclass
 class _Partial:
     command: list[bytes] = field(default_factory=list)
-    dataset: list[bytes] = field(default_factory=list)
+    dataset: _DatasetBuffer | None = None
     context_id: int = 0
     command_done: bool = False
     decoded: dict[int, object] = field(default_factory=dict)
@@ -117,32 +202,51 @@ class _Partial:
 
 
 class PduSocket:
-    """Blocking PDU reads and writes on one TCP connection."""
+    """Blocking PDU reads and writes on one TCP connection, each read bounded in time: a PDU
+    must start within ``limits.idle`` seconds and then arrive at ``limits.min_rate`` at least,
+    so a peer that trickles bytes cannot hold the association (and its thread) forever.
+    ``keep_dataset(command)``: whether to keep a message's data set at all (a request that
+    will be refused is read and dropped, not buffered)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, limits: Limits | None = None,
+                 keep_dataset: Callable[[dict[int, object]], bool] | None = None) -> None:
         self.sock = sock
+        self.limits = limits or Limits()
+        self.keep_dataset = keep_dataset
         self._partial = _Partial()
         self._ready: deque[Message] = deque()
 
-    def _recv_exact(self, size: int) -> bytes:
+    def _recv_exact(self, size: int, deadline: float) -> bytes:
         buf = bytearray(size)
         view = memoryview(buf)
         got = 0
         while got < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the peer is too slow")
+            self.sock.settimeout(left)
             n = self.sock.recv_into(view[got:], size - got)
             if n == 0:
                 raise PeerClosed("connection closed by the peer")
             got += n
         return bytes(buf)
 
-    def read_pdu(self) -> tuple[int, bytes]:
-        header = self._recv_exact(6)
+    def read_pdu(self, *, deadline: float | None = None,
+                 max_length: int = MAX_PDU_ACCEPTED) -> tuple[int, bytes]:
+        """The next PDU, whole by ``deadline`` (monotonic; default: it starts within the idle
+        time and arrives at the minimum rate)."""
+        started = time.monotonic()
+        header = self._recv_exact(6, deadline or started + self.limits.idle)
         pdu_type, length = header[0], struct.unpack(">I", header[2:6])[0]
         if not A_ASSOCIATE_RQ <= pdu_type <= A_ABORT:
             raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}")
-        if length > MAX_PDU_ACCEPTED:
+        if length > max_length:
             raise ProtocolError(f"PDU length {length} too large")
-        return pdu_type, self._recv_exact(length) if length else b""
+        if not length:
+            return pdu_type, b""
+        now = time.monotonic()
+        body_deadline = deadline or now + max(self.limits.idle, length / self.limits.min_rate)
+        return pdu_type, self._recv_exact(length, body_deadline)
 
     def send_raw(self, pdu: bytes) -> None:
         self.sock.sendall(pdu)
@@ -185,14 +289,33 @@ class PduSocket:
             else:
                 if not part.command_done:
                     raise ProtocolError("data set fragment before the command set ended")
-                part.dataset.append(fragment)
+                if part.dataset is None:
+                    part.dataset = self._buffer_for(part.decoded)
+                part.dataset.add(fragment, context_id, part.decoded)
             if part.command_done:
                 command = part.decoded
                 has_data = command.get(COMMAND_DATA_SET_TYPE, NO_DATASET) != NO_DATASET
                 if not has_data or (control & 0x03) == 0x02:  # data set, last fragment
-                    self._ready.append(Message(context_id, command,
-                                               b"".join(part.dataset) if has_data else None))
+                    dataset = None
+                    if has_data:
+                        dataset = part.dataset.value() if part.dataset is not None else b""
+                    self._ready.append(Message(context_id, command, dataset))
                     self._partial = _Partial()
+
+    def _buffer_for(self, command: dict[int, object]) -> _DatasetBuffer:
+        store = command.get(COMMAND_FIELD) == C_STORE_RQ
+        keep = self.keep_dataset is None or self.keep_dataset(command)
+        limits = self.limits
+        return _DatasetBuffer(limits.max_dataset if store else limits.max_other,
+                              limits.spool_above if store else 0, limits.spool_dir, keep)
+
+    def close(self) -> None:
+        """Drop what a message cut short holds (a spooled file)."""
+        if self._partial.dataset is not None:
+            self._partial.dataset.discard()
+        for message in self._ready:
+            if isinstance(message.dataset, Spooled):
+                message.dataset.close()
 
     def send_message(self, context_id: int, command: bytes, dataset: bytes | None,
                      max_pdu: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import mmap
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -55,15 +56,33 @@ class StoreResult:
 
 def store_instance(
     *,
-    data: bytes,
+    data: bytes | None = None,
     received_from: str,
     expected_sop_class_uid: str | None = None,
     expected_sop_instance_uid: str | None = None,
     storage: LocalStorage | None = None,
+    written: PendingFile | None = None,
 ) -> StoreResult:
-    """Store Part 10 ``data``. Raises a PacsError subclass for bad input; nothing is kept then."""
+    """Store Part 10 ``data``, or the Part 10 file already ``written`` under a temporary name
+    (storage.write_from: a data set too large to hold in memory, read here through a memory
+    map). Raises a PacsError subclass for bad input; nothing is kept then."""
     storage = storage or get_storage()
+    if written is not None:
+        with open(written.temp_path, "rb") as file, \
+                mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            done: Future[PendingFile] = Future()
+            done.set_result(written)
+            return _store(mapped, done, storage, received_from, expected_sop_class_uid,
+                          expected_sop_instance_uid)
+    assert data is not None, "data or written"
     writing = storage.write_soon(data)  # the bytes go to disk while the header is parsed
+    return _store(data, writing, storage, received_from, expected_sop_class_uid,
+                  expected_sop_instance_uid)
+
+
+def _store(data, writing: Future[PendingFile], storage: LocalStorage, received_from: str,
+           expected_sop_class_uid: str | None, expected_sop_instance_uid: str | None
+           ) -> StoreResult:
     try:
         header = read_header(data)
         sop_uid = header.require_uid("SOPInstanceUID")
