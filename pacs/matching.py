@@ -42,14 +42,30 @@ def one_of_q(field: str, value: str, *, wildcards: bool = True) -> Q:
     return Q(**{f"{field}__regex": rf"(^|\\){item}(\\|$)"})
 
 
+_DATE = re.compile(r"\d{8}")
+
+
+def _date(text: str) -> str:
+    """YYYYMMDD (the ACR-NEMA form YYYY.MM.DD read as such), or ValueError."""
+    text = text.strip()
+    if len(text) == 10 and text[4] == text[7] == ".":
+        text = text.replace(".", "")
+    if not _DATE.fullmatch(text) or not ("01" <= text[4:6] <= "12" and
+                                         "01" <= text[6:8] <= "31"):
+        raise ValueError(f"{text!r} is not a date (YYYYMMDD)")
+    return text
+
+
 def date_range_q(field: str, value: str) -> Q:
-    """DA range matching (C.2.2.2.5): 'D', 'D1-D2', '-D2', 'D1-'. Dates are YYYYMMDD strings."""
+    """DA range matching (C.2.2.2.5): 'D', 'D1-D2', '-D2', 'D1-'. Dates are YYYYMMDD strings;
+    anything else raises ValueError (the face refuses the query)."""
     value = value.strip()
     if not value:
         return Q()
     if "-" not in value:
-        return Q(**{field: value})
+        return Q(**{field: _date(value)})
     start, _, end = value.partition("-")
+    start, end = (_date(start) if start else ""), (_date(end) if end else "")
     q = Q()
     if start:
         q &= Q(**{f"{field}__gte": start})

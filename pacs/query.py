@@ -157,6 +157,7 @@ def attribute_q(attr: Attribute, value: object, *, fuzzy: bool = False) -> Q:
         value = "\\".join(str(v) for v in value)
     if value is None or value == "":
         return Q()
+    _check_size(attr, str(value))
     if attr.kind == "uid":  # list of UID matching (C.2.2.2.2)
         uids = [v.strip() for v in str(value).split("\\") if v.strip()]
         if not uids:
@@ -164,7 +165,10 @@ def attribute_q(attr: Attribute, value: object, *, fuzzy: bool = False) -> Q:
         return Q(**{f"{attr.field}__in": uids}) if len(uids) > 1 else Q(**{attr.field: uids[0]})
     text = str(value).strip()
     if attr.kind == "date":
-        return date_range_q(attr.field, text)
+        try:
+            return date_range_q(attr.field, text)
+        except ValueError as exc:
+            raise InvalidQuery(f"{attr.keyword}: {exc}") from exc
     if attr.kind == "time":
         return _time_range_q(attr.field, text)
     if attr.kind == "int":
@@ -177,12 +181,37 @@ def attribute_q(attr: Attribute, value: object, *, fuzzy: bool = False) -> Q:
         for item in text.split("\\"):
             q |= one_of_q(attr.field, item)
         return q
+    if "\\" in text:  # multiple value matching (C.2.2.2.8): any one of the values
+        q = Q()
+        for item in text.split("\\"):
+            q |= _one_value_q(attr, item.strip(), fuzzy)
+        return q
+    return _one_value_q(attr, text, fuzzy)
+
+
+def _one_value_q(attr: Attribute, text: str, fuzzy: bool) -> Q:
     if fuzzy and attr.kind == "pn":
         return fuzzy_name_q(attr.match_field or attr.field, text, upper=bool(attr.match_field))
     # Person names match case-insensitively, as Orthanc and dcm4chee do by default.
     if attr.match_field:
         return single_value_q(attr.match_field, text.upper())
     return single_value_q(attr.field, text, ignore_case=attr.kind == "pn")
+
+
+# A key's values in one query: beyond these a query is refused, not run. Each value of a list
+# becomes one more term of an OR (SQLite's expressions nest at most 1000 deep), and no real
+# key holds more than a few dozen values or a few kilobytes.
+MAX_VALUES = 500
+MAX_VALUE_CHARS = 16 * 1024
+
+
+def _check_size(attr: Attribute, value: str) -> None:
+    if len(value) > MAX_VALUE_CHARS:
+        raise InvalidQuery(f"{attr.keyword}: a matching value of {len(value)} characters "
+                           f"(at most {MAX_VALUE_CHARS})")
+    if value.count("\\") >= MAX_VALUES:
+        raise InvalidQuery(f"{attr.keyword}: {value.count(chr(92)) + 1} values "
+                           f"(at most {MAX_VALUES})")
 
 
 def sequence_q(attr: Attribute, items: object) -> Q:

@@ -12,7 +12,7 @@ from pacs import selectors
 from pacs.errors import NotFound
 from pacs.forms import ApplicationEntityForm, ForwardingRuleForm, SendForm, StudySearchForm
 from pacs.models import ApplicationEntity, ForwardingRule, Instance, Series, Study
-from pacs.rendering import NotRenderable, render_png
+from pacs.rendering import NotRenderable, TooManyPixels, render_png
 from pacs.services import deletion, forwarding
 from pacs.storage import get_storage
 from pacs.tasks import echo_ae
@@ -119,16 +119,27 @@ def instance_preview(request, sop_uid: str):
     if not inst.has_pixel_data:
         return HttpResponse("This instance has no image (e.g. a structured report).",
                             status=415, content_type="text/plain")
-    size = request.GET.get("size")
     try:
-        png = render_png(str(get_storage().path(inst.file_key)),
-                         frame=int(request.GET.get("frame", 0) or 0),
-                         max_size=int(size) if size and size.isdigit() else None)
-    except NotRenderable as exc:
-        return HttpResponse(str(exc), status=415, content_type="text/plain")
+        frame = _count(request.GET.get("frame"), "frame", default=0)
+        size = _count(request.GET.get("size"), "size", default=None)
+    except ValueError as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain")
+    try:
+        png = render_png(str(get_storage().path(inst.file_key)), frame=frame, max_size=size)
+    except (NotRenderable, TooManyPixels) as exc:
+        return HttpResponse(str(exc), status=exc.http_status, content_type="text/plain")
     response = HttpResponse(png, content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+def _count(text: str | None, name: str, *, default: int | None) -> int | None:
+    """A whole number of a query parameter (0 to 100000), or ValueError saying what."""
+    if text is None or text == "":
+        return default
+    if not text.isdigit() or int(text) > 100_000:
+        raise ValueError(f"{name} must be a whole number from 0 to 100000")
+    return int(text)
 
 
 @permission_required("archive.view")

@@ -262,6 +262,16 @@ DELIVERY_SWEEP_SECONDS = env_int("PORTAL_DELIVERY_SWEEP_SECONDS", 300)
 # --- Portal: listeners and storage -----------------------------------------------------------
 HTTP_HOST = os.environ.get("PORTAL_HTTP_HOST", "127.0.0.1")
 HTTP_PORT = env_int("PORTAL_HTTP_PORT", 8000)
+# What one web client can make `serve` spend (portal.webserver): open connections in all and
+# per source address; seconds for a request's header from its first byte, then a minimum
+# rate for its body; seconds an idle keep-alive connection stays open.
+HTTP_LIMITS = {
+    "max_connections": env_int("PORTAL_HTTP_MAX_CONNECTIONS", 1000),
+    "max_per_source": env_int("PORTAL_HTTP_MAX_PER_SOURCE", 64),
+    "header_seconds": float(os.environ.get("PORTAL_HTTP_HEADER_SECONDS", "") or 10),
+    "min_bytes_per_second": env_int("PORTAL_HTTP_MIN_BYTES_PER_SECOND", 10_000),
+    "idle_seconds": env_int("PORTAL_HTTP_IDLE_SECONDS", 60),
+}
 DIMSE_AET = os.environ.get("PORTAL_DIMSE_AET", "PORTAL")
 DIMSE_HOST = os.environ.get("PORTAL_DIMSE_HOST", "0.0.0.0")
 DIMSE_PORT = env_int("PORTAL_DIMSE_PORT", 11112)
@@ -359,6 +369,10 @@ CHANNEL_LAYERS = {"default": {
 DICOMWEB_ANONYMOUS_READ = env_bool("PORTAL_DICOMWEB_ANONYMOUS_READ", False)
 # The base URL written into RetrieveURL/BulkDataURI; empty = from the request's Host.
 DICOMWEB_BASE_URL = os.environ.get("PORTAL_DICOMWEB_BASE_URL", "")
+# Rendered images (previews, /rendered, /thumbnail, WADO-URI JPEG): decoded frames up to this
+# many pixels (x samples); larger ones are refused (413). Frames per WADO-RS request.
+RENDER_MAX_PIXELS = env_int("PORTAL_RENDER_MAX_PIXELS", 100_000_000)
+WADO_MAX_FRAMES = env_int("PORTAL_WADO_MAX_FRAMES", 256)
 # At most this many QIDO-RS results per request (more are paged with limit/offset).
 QIDO_MAX_RESULTS = env_int("PORTAL_QIDO_MAX_RESULTS", 10000)
 # The largest STOW-RS body accepted, in bytes (default 2 GiB). Part 10 parts are read and

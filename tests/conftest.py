@@ -5,7 +5,6 @@ import threading
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
-from waitress import create_server
 
 from pacs.models import ApplicationEntity
 
@@ -40,8 +39,10 @@ def known_aes(transactional_db):
 @pytest.fixture
 def web(transactional_db, storage_dir):
     """The portal's WSGI app on waitress (as `serve` runs it), on a free loopback port."""
+    from django.conf import settings
     from django.db import connections
 
+    from portal.webserver import create_web_server
     from portal.wsgi import application
 
     # the server's threads close their database connections after each request, so that
@@ -49,7 +50,8 @@ def web(transactional_db, storage_dir):
     db_settings = connections.settings["default"]
     max_age = db_settings["CONN_MAX_AGE"]
     db_settings["CONN_MAX_AGE"] = 0
-    server = create_server(application, host="127.0.0.1", port=0, threads=4)
+    server = create_web_server(application, host="127.0.0.1", port=0, threads=4,
+                               **settings.HTTP_LIMITS)
     def run() -> None:
         try:
             server.run()

@@ -30,7 +30,7 @@ from pydicom.uid import generate_uid
 from pacs.dicomfile import UID_RE, is_multi_value
 from pacs.errors import PacsError
 from pacs.matching import date_range_q, datetime_range_q
-from pacs.query import Attribute, Level, search_level
+from pacs.query import Attribute, InvalidQuery, Level, search_level
 from worklist import services
 from worklist.models import ScheduledProcedureStep, Station
 
@@ -373,7 +373,10 @@ def search(identifier: Dataset, *, fuzzy: bool = False) -> QuerySet:
         statuses = [s for part in state.split("\\") for s in _STEP_STATUSES.get(part.strip(), ())]
         qs = qs.filter(status__in=statuses)
     if start.strip():
-        qs = qs.filter(_start_q(start.strip()))
+        try:
+            qs = qs.filter(_start_q(start.strip()))
+        except ValueError as exc:
+            raise InvalidQuery(f"ScheduledProcedureStepStartDateTime: {exc}") from exc
     priority = translated["ScheduledProcedureStepPriority"].strip()
     if priority:
         # orders from the portal and HL7 are ROUTINE: that is MEDIUM in UPS terms

@@ -141,9 +141,14 @@ def _set_key(ds: Dataset, path: list[int], value: str) -> None:
     if vr == "SQ":
         ds[tag] = DataElement(tag, "SQ", [])
         return
-    if vr == "UI":  # UID list matching: comma- or backslash-separated (PS3.18 8.3.4.1)
-        value = value.replace(",", "\\")
+    if vr in _LIST_VRS:  # a comma-separated list is several values (PS3.18 8.3.4.1): UID
+        value = value.replace(",", "\\")  # list and multiple value matching (PS3.4 C.2.2.2)
     ds[tag] = DataElement(tag, vr, value)
+
+
+# VRs whose values hold no comma of their own, so that a comma can only separate values
+# (text and names can hold commas: "Chest, PA"; they take the DICOM separator, a backslash)
+_LIST_VRS = {"UI", "CS", "AE", "IS", "DS", "US", "SS", "UL", "SL"}
 
 
 def _non_negative(params, name: str) -> int | None:
@@ -156,6 +161,8 @@ def _non_negative(params, name: str) -> int | None:
         raise BadRequest(f"{name} must be a whole number") from exc
     if number < 0:
         raise BadRequest(f"{name} must not be negative")
+    if number > 2**31 - 1:
+        raise BadRequest(f"{name} must be at most {2**31 - 1}")
     return number
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 from django.db.models import TextField
 from django.db.models.functions import Cast
 from pydicom import dcmread
@@ -182,11 +183,17 @@ def frame_media_type(item: StoredInstance) -> str:
 
 
 def parse_frame_list(text: str) -> list[int]:
+    """The frame numbers of a request, at most PORTAL_WADO_MAX_FRAMES of them (each one is
+    read, maybe decoded, and held until the answer is sent)."""
+    items = [n for n in text.split(",") if n.strip()]
+    if len(items) > settings.WADO_MAX_FRAMES:
+        raise BadRequest(f"{len(items)} frames asked for: at most "
+                         f"{settings.WADO_MAX_FRAMES} per request")
     try:
-        numbers = [int(n) for n in text.split(",") if n.strip()]
+        numbers = [int(n) for n in items]
     except ValueError as exc:
-        raise BadRequest(f"frame list {text!r} is not a comma-separated list of numbers") \
-            from exc
+        raise BadRequest(f"frame list {text[:100]!r} is not a comma-separated list of "
+                         "numbers") from exc
     if not numbers or min(numbers) < 1:
         raise BadRequest("frame numbers start at 1")
     return numbers

@@ -8,12 +8,12 @@ import sys
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
-from waitress import create_server
 
 from pacs.dimse.workers import spawn_scp_processes, stop_processes
 from portal.bootstrap import ensure_admin
 from portal.listeners import build_listener, settle_heap
 from portal.signals import deliveries_due
+from portal.webserver import create_web_server
 from portal.websocket import WebSocketServer
 from portal.wsgi import application
 
@@ -38,10 +38,10 @@ class Command(BaseCommand):
             "trusted_proxy": settings.TRUSTED_PROXY,
             "trusted_proxy_headers": {"x-forwarded-proto", "x-forwarded-host",
                                       "x-forwarded-port", "x-forwarded-for"}}
-        web = create_server(
+        web = create_web_server(
             application, host=settings.HTTP_HOST, port=settings.HTTP_PORT, threads=threads,
             max_request_body_size=settings.UPLOAD_MAX_BYTES,  # waitress's own default is 1 GiB
-            **proxy,
+            **settings.HTTP_LIMITS, **proxy,
         )
         dimse, port, children = None, None, []
         if not no_dimse:

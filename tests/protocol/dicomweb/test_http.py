@@ -361,3 +361,19 @@ def test_stow_limits_the_body_and_keeps_what_came_before_a_cut(web, auth, settin
     assert failed["00081197"]["Value"] == [0xC000]
     assert "incomplete" in cut.headers["Warning"]
     assert Instance.objects.count() == 1
+
+
+def test_qido_multiple_values_match_any_of_them(web, auth):
+    """PS3.4 C.2.2.2.8 multiple value matching; PS3.18 8.3.4.1 lists values with commas."""
+    for name in ("CT_small.dcm", "MR_small.dcm", "reportsi.dcm"):
+        store_instance(data=sample(name).read_bytes(), received_from="test")
+
+    def modalities(query: str) -> set[str]:
+        found = get(web, f"/series?{query}", auth).json()
+        return {s["00080060"]["Value"][0] for s in found}
+
+    assert modalities("Modality=CT,MR") == {"CT", "MR"}
+    assert modalities("Modality=CT%5CSR") == {"CT", "SR"}  # a backslash, as in DICOM
+    assert modalities("Modality=CT") == {"CT"}
+    studies = get(web, "/studies?ModalitiesInStudy=MR,SR", auth).json()
+    assert len(studies) == 2
