@@ -37,22 +37,25 @@ def check_pixels(ds, frame: int = 0) -> None:
         raise TooManyPixels(f"{columns}x{rows} image ({samples} sample(s) per pixel): more "
                             f"than the {limit // 1_000_000} Mpixel rendered at most")
     if "PixelData" in ds and ds.file_meta.TransferSyntaxUID.is_encapsulated:
-        size = codestream_size(_first_fragment(ds.PixelData, frame))
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        size = codestream_size(_first_fragment(ds.PixelData, frame, frames))
         if size is not None and size[0] * size[1] * samples > limit:
             raise TooManyPixels(f"the compressed frame is {size[0]}x{size[1]}: more than the "
                                 f"{limit // 1_000_000} Mpixel rendered at most")
 
 
-def _first_fragment(pixel_data: bytes, frame: int) -> bytes:
-    from pydicom.encaps import generate_fragments
+def _first_fragment(pixel_data: bytes, frame: int, frames: int = 1) -> bytes:
+    """The start of frame ``frame``'s codestream (its first fragment: the headers)."""
+    from pydicom.encaps import generate_frames
 
-    fragments = generate_fragments(pixel_data)
     try:
-        for _ in range(frame + 1):
-            fragment = next(fragments)
-        return fragment
-    except StopIteration:
-        return b""
+        for number, data in enumerate(generate_frames(pixel_data,
+                                                      number_of_frames=max(frames, 1))):
+            if number == frame:
+                return data
+    except (ValueError, StopIteration):
+        pass
+    return b""
 
 
 def codestream_size(data: bytes) -> tuple[int, int] | None:

@@ -117,3 +117,63 @@ def test_preview_and_frame_parameters(web, client_session, auth, storage_dir):
                         timeout=10).status_code == 404
     assert requests.get(f"{base}/rendered?quality=abc", headers=auth,
                         timeout=10).status_code == 400
+
+
+def _jpeg_dicom(tmp_path, width: int, height: int, rows: int | None = None) -> bytes:
+    """An 8-bit JPEG baseline image of ``width`` x ``height`` in a Secondary Capture object
+    whose header says ``rows`` x ``width`` (the real height unless told otherwise)."""
+    import io
+
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, generate_uid
+
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buffer, format="JPEG", quality=50)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.Modality = "BIG", "OT"
+    ds.Rows, ds.Columns = rows or height, width
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_huge_images_are_refused_before_they_are_decoded(web, client_session, storage_dir,
+                                                        settings, tmp_path):
+    from pacs.services.ingest import store_instance
+
+    big = store_instance(data=_jpeg_dicom(tmp_path, 8000, 8000), received_from="test")
+    preview = f"{web}/instances/{big.sop_instance_uid}/preview.png"
+    base = hostile.rss_mb()
+    assert client_session.get(preview + "?size=256", timeout=60).status_code == 200
+    assert hostile.rss_mb() - base < 400  # 64 Mpixel thinned before the arithmetic
+    settings.RENDER_MAX_PIXELS = 50_000_000
+    refused = client_session.get(preview, timeout=60)
+    assert refused.status_code == 413 and "8000x8000" in refused.text
+    # a header that says 512 rows over an 8000 x 8000 codestream: the codestream counts
+    liar = store_instance(data=_jpeg_dicom(tmp_path, 8000, 8000, rows=512),
+                          received_from="test")
+    refused = client_session.get(f"{web}/instances/{liar.sop_instance_uid}/preview.png",
+                                 timeout=60)
+    assert refused.status_code == 413 and "compressed frame is 8000x8000" in refused.text
+
+
+def test_codestream_sizes():
+    from pacs.rendering import codestream_size
+
+    sof = b"\xff\xd8\xff\xe0\x00\x04\x00\x00\xff\xc0\x00\x0b\x08\xff\xff\xff\xff\x01\x01\x11\x00"
+    assert codestream_size(sof) == (65535, 65535)
+    siz = b"\xff\x4f\xff\x51\x00\x29\x00\x00" + (70000).to_bytes(4, "big") * 2 + bytes(8)
+    assert codestream_size(siz) == (70000, 70000)
+    assert codestream_size(b"not an image") is None
