@@ -2,8 +2,9 @@
 one thread per connection, TCP_NODELAY, buffered reads.
 
 hl7apy's own MLLP server closes after one message and reads byte by byte; this framing layer
-scans a buffer for <VT> ... <FS><CR>. Bytes outside a frame are answered like a message that
-does not parse (AR); a connection closed inside a frame leaves that frame in the message log.
+scans a buffer for <VT> ... <FS><CR>. Bytes outside a frame get AR and are never applied; a
+frame past the size limit gets one AR and the connection is closed; a connection closed inside
+a frame leaves that frame in the message log. Connections are limited in all and per source.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from django.conf import settings
@@ -23,41 +25,49 @@ from portal.tcp import TcpServer
 log = logging.getLogger("hl7gw")
 
 START, END = b"\x0b", b"\x1c\r"
-MAX_FRAME = 16 * 1024 * 1024
-IDLE_TIMEOUT = 600.0
-HANDSHAKE_TIMEOUT = 30.0
+HANDSHAKE_TIMEOUT = 30.0  # seconds for a TLS client to finish its handshake
 
 
 class FrameBuffer:
-    """Accumulates received bytes; yields complete frames and stray bytes between frames."""
+    """Accumulates received bytes; yields ("frame", payload) for complete frames, ("stray",
+    bytes) for bytes outside a frame (no start block), and ("oversize", the first bytes) for a
+    frame that grew past ``max_frame`` (nothing more of it is kept)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
         self.data = bytearray()
+        self.started: float | None = None  # when the frame being read began (monotonic)
 
     def feed(self, chunk: bytes) -> Iterator[tuple[str, bytes]]:
         self.data += chunk
         while self.data:
             start = self.data.find(START)
             if start < 0:
-                if len(self.data) > MAX_FRAME or b"\r" in self.data:
-                    stray, self.data = bytes(self.data), bytearray()
-                    if stray.strip():
+                if len(self.data) > self.max_frame or b"\r" in self.data:
+                    stray, self.data = bytes(self.data[:self.max_frame]), bytearray()
+                    if stray.strip(b"\r\n\x1c "):
                         yield "stray", stray
                 return
             if start > 0:
                 stray = bytes(self.data[:start])
                 del self.data[:start]
                 if stray.strip(b"\r\n\x1c "):
-                    yield "stray", stray
+                    yield "stray", stray[:self.max_frame]
+            if self.started is None:
+                self.started = time.monotonic()
             end = self.data.find(END, 1)
             if end < 0:
-                if len(self.data) > MAX_FRAME:
-                    yield "stray", bytes(self.data[1:])
+                if len(self.data) > self.max_frame + 1:
+                    yield "oversize", bytes(self.data[1:self.max_frame + 1])
                     self.data = bytearray()
+                    self.started = None
                 return
-            frame = bytes(self.data[1:end])
+            if end - 1 > self.max_frame:
+                yield "oversize", bytes(self.data[1:self.max_frame + 1])
+            else:
+                yield "frame", bytes(self.data[1:end])
             del self.data[:end + len(END)]
-            yield "frame", frame
+            self.started = None
 
     def leftover(self) -> bytes:
         return bytes(self.data).lstrip(START)
@@ -78,15 +88,19 @@ class MllpListener:
         self.port = settings.HL7_PORT if port is None else port
         self.tls_port = settings.HL7_TLS_PORT if tls_port is None else tls_port
         self.handler = handler or _default_handler
+        self.refuse = _default_refuse
         self._tcp: TcpServer | None = None
         self._tls_tcp: TcpServer | None = None
         self._stop = threading.Event()
 
     def start(self) -> None:
-        self._tcp = TcpServer(self.host, self.port, self._serve, name="mllp", backlog=64)
+        limits = {"max_connections": settings.HL7_MAX_CONNECTIONS,
+                  "max_per_source": settings.HL7_MAX_PER_SOURCE}
+        self._tcp = TcpServer(self.host, self.port, self._serve, name="mllp", backlog=64,
+                              **limits)
         if self.tls_port >= 0:
             self._tls_tcp = TcpServer(self.host, self.tls_port, self._serve_tls,
-                                      name="mllp-tls", backlog=64)
+                                      name="mllp-tls", backlog=64, **limits)
         checkpoints.start()
         self._tcp.start()
         if self._tls_tcp is not None:
@@ -122,34 +136,62 @@ class MllpListener:
         self._serve(conn, address)
 
     def _serve(self, conn: socket.socket, address: tuple[str, int]) -> None:
+        """One connection: frames in, ACK frames out. Bounded: a connection silent for
+        PORTAL_HL7_IDLE_SECONDS is closed, and so is one whose frame takes longer than
+        PORTAL_HL7_FRAME_SECONDS or grows past PORTAL_HL7_MAX_FRAME_BYTES (after one AR and
+        one log row saying why); bytes outside a frame get AR and are not applied."""
         peer = f"{address[0]}:{address[1]}"
-        buffer = FrameBuffer()
-        conn.settimeout(IDLE_TIMEOUT)
+        buffer = FrameBuffer(settings.HL7_MAX_FRAME_BYTES)
         try:
             checkpoints.defer()
             while not self._stop.is_set():
+                conn.settimeout(self._wait(buffer))
                 chunk = conn.recv(65536)
                 if not chunk:
                     break
                 for kind, payload in buffer.feed(chunk):
-                    conn.sendall(frame(self.handler(payload, peer)))
-                    if kind == "stray":
-                        log.warning("HL7 from %s: bytes outside an MLLP frame", peer)
+                    if kind == "frame":
+                        conn.sendall(frame(self.handler(payload, peer)))
+                        continue
+                    reason = (f"a frame of more than {settings.HL7_MAX_FRAME_BYTES} bytes: "
+                              "not processed" if kind == "oversize" else
+                              "bytes outside an MLLP frame (no start block): not processed")
+                    log.warning("HL7 from %s: %s", peer, reason)
+                    conn.sendall(frame(self.refuse(payload, peer, reason)))
+                    if kind == "oversize":
+                        buffer.data.clear()
+                        return  # the rest of it is not read: the connection goes
         except (OSError, TimeoutError):
             pass
         finally:
             leftover = buffer.leftover()
-            if leftover.strip():  # the peer closed inside a frame: keep what came
+            if leftover.strip():  # the peer closed (or stalled) inside a frame: keep what came
                 log.warning("HL7 from %s: connection closed inside a frame", peer)
-                _keep_truncated(leftover, peer)
+                _keep_truncated(leftover[:settings.HL7_MAX_FRAME_BYTES], peer)
             conn.close()
             connection.close()
+
+    @staticmethod
+    def _wait(buffer: FrameBuffer) -> float:
+        """Seconds to wait for more: the idle time, or what is left of the frame's time."""
+        if buffer.started is None:
+            return settings.HL7_IDLE_SECONDS
+        left = buffer.started + settings.HL7_FRAME_SECONDS - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the frame took too long")
+        return left
 
 
 def _default_handler(payload: bytes, peer: str) -> bytes:
     from hl7gw.inbound.service import receive_frame
 
     return receive_frame(payload, peer=peer)
+
+
+def _default_refuse(payload: bytes, peer: str, reason: str) -> bytes:
+    from hl7gw.inbound.service import refuse_frame
+
+    return refuse_frame(payload, peer=peer, reason=reason)
 
 
 def _keep_truncated(payload: bytes, peer: str) -> None:

@@ -318,6 +318,13 @@ HL7_TLS_PORT = env_int("PORTAL_HL7_TLS_PORT", -1)
 ACCESSION_PREFIX = os.environ.get("PORTAL_ACCESSION_PREFIX", "A")[:6]
 HL7_PORT = env_int("PORTAL_HL7_PORT", 2575)
 HL7_HOST = os.environ.get("PORTAL_HL7_HOST", "0.0.0.0")
+# What one HL7 client can make the listener spend: a frame's size and time, the idle time of a
+# connection, connections in all and per source address.
+HL7_MAX_FRAME_BYTES = env_int("PORTAL_HL7_MAX_FRAME_BYTES", 1 << 20)
+HL7_FRAME_SECONDS = float(os.environ.get("PORTAL_HL7_FRAME_SECONDS", "") or 60)
+HL7_IDLE_SECONDS = float(os.environ.get("PORTAL_HL7_IDLE_SECONDS", "") or 300)
+HL7_MAX_CONNECTIONS = env_int("PORTAL_HL7_MAX_CONNECTIONS", 64)
+HL7_MAX_PER_SOURCE = env_int("PORTAL_HL7_MAX_PER_SOURCE", 8)
 # Messages from senders that are not registered (MSH-3/MSH-4 and address) are refused with AR,
 # unless this opens the gateway to anyone.
 HL7_ALLOW_UNKNOWN_SENDER = env_bool("PORTAL_HL7_ALLOW_UNKNOWN_SENDER", False)

@@ -78,16 +78,36 @@ def receive(raw: bytes, *, peer: str, replay_of: Message | None = None) -> bytes
 def _unstored_ack(raw: bytes, exc: Exception) -> bytes:
     """AR (HL7: rejected for reasons unrelated to its content): nothing of the message was
     kept, so the sender must send it again."""
-    msh = None
-    segments = split_segments(raw.decode("latin_1"))
-    if segments and segments[0].startswith("MSH"):
-        try:
-            msh = Segment(segments[0], encoding_of(segments[0]))
-        except ValueError:
-            pass
-    return build_ack(msh, "AR", error=errors.INTERNAL_ERROR,
+    return build_ack(_raw_msh(raw), "AR", error=errors.INTERNAL_ERROR,
                      text=f"message not stored ({type(exc).__name__}): send it again",
                      location="MSH").encode("latin_1", "replace")
+
+
+def _raw_msh(raw: bytes) -> Segment | None:
+    """The MSH of bytes that may not be a whole message, if it reads."""
+    segments = split_segments(raw[:64 * 1024].decode("latin_1"))
+    if segments and segments[0].startswith("MSH"):
+        try:
+            return Segment(segments[0], encoding_of(segments[0]))
+        except ValueError:
+            pass
+    return None
+
+
+def refuse_frame(raw: bytes, *, peer: str, reason: str) -> bytes:
+    """AR for bytes the listener will not process (outside a frame, a frame too large):
+    nothing of them is applied; one log row keeps them (as far as they were read) and says
+    why."""
+    msh = _raw_msh(raw)
+    ack = build_ack(msh, "AR", error=errors.INTERNAL_ERROR, text=reason, location="MSH")
+    try:
+        close_old_connections()
+        Message.objects.create(raw=raw, peer=peer[:64], text=raw.decode("latin_1"),
+                               status=Message.Status.REJECTED, error=reason, ack=ack,
+                               control_id=msh.get(10)[:64] if msh else "")
+    except Exception:
+        log.exception("refused HL7 bytes from %s could not be logged", peer)
+    return ack.encode("latin_1", "replace")
 
 
 def process(raw: bytes, *, peer: str, replay_of: Message | None = None,
