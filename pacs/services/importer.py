@@ -122,19 +122,35 @@ def _is_dicomdir(path: Path) -> bool:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def path_component(text: str, fallback: str) -> str:
+    """A file or folder name made from data (a patient ID, a UID): letters, digits, '.', '_'
+    and '-' only, never empty and never '.' or '..' or hidden, so that nothing it names can
+    leave the folder it is put in."""
+    name = _UNSAFE.sub("_", text)[:128]
+    if not name.strip("."):
+        return fallback if not name else "_" * len(name)
+    return "_" + name[1:] if name.startswith(".") else name
+
+
 def export_instances(
     instances, out_dir: Path, *, progress: Callable[[], None] | None = None
 ) -> int:
-    """Copy stored files as Patient/Study/Series/SOP.dcm under ``out_dir``; return the count."""
+    """Copy stored files as Patient/Study/Series/SOP.dcm under ``out_dir``; return the count.
+    Every name is made from data by ``path_component``, and each target is checked to lie
+    under ``out_dir`` before it is written."""
     storage = get_storage()
+    root = out_dir.resolve()
     count = 0
     for inst in instances.iterator(chunk_size=500):
         series = inst.series
-        patient_dir = _UNSAFE.sub("_", series.study.patient.patient_id) or "NO_ID"
         target = (
-            out_dir / patient_dir / series.study.study_instance_uid
-            / series.series_instance_uid / f"{inst.sop_instance_uid}.dcm"
+            root / path_component(series.study.patient.patient_id, "NO_ID")
+            / path_component(series.study.study_instance_uid, "NO_STUDY")
+            / path_component(series.series_instance_uid, "NO_SERIES")
+            / (path_component(inst.sop_instance_uid, "NO_UID") + ".dcm")
         )
+        if not target.resolve().is_relative_to(root):
+            raise ValueError(f"{target} would lie outside {root}")
         target.parent.mkdir(parents=True, exist_ok=True)
         with storage.open(inst.file_key) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst)

@@ -98,3 +98,29 @@ def test_importing_the_storage_folder_rebuilds_a_lost_index(storage_dir, capsys)
         (path,) = [p for p in files if p.name == f"{uid}.dcm"]
         assert path.read_bytes() == sample(name).read_bytes()
     assert Study.objects.get(patient__patient_id="1CT1").number_of_instances == 1
+
+
+def test_export_never_writes_outside_its_folder(storage_dir, tmp_path):
+    """A stored PatientID of '..' (or '.', or '/etc') names a folder inside the export."""
+    from django.core.management import call_command
+    from pydicom import dcmread
+
+    from pacs.services.importer import path_component
+    from pacs.services.ingest import store_instance
+    from tests.samples import encoded, sample
+
+    for n, patient_id in enumerate(("..", ".", "../../etc", "/abs")):
+        ds = dcmread(sample("CT_small.dcm"))
+        ds.PatientID = patient_id
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = f"1.2.3.{n}", f"1.2.3.{n}.1"
+        ds.SOPInstanceUID = f"1.2.3.{n}.1.1"
+        store_instance(data=encoded(ds), received_from="test")
+    out = tmp_path / "box" / "out"
+    out.mkdir(parents=True)
+    call_command("export", str(out), "--patient", "..", "--no-progress")
+    call_command("export", str(out), "--all", "--no-progress")
+    written = sorted(p.relative_to(out) for p in out.rglob("*.dcm"))
+    assert len(written) == 4
+    assert not [p for p in (tmp_path / "box").iterdir() if p.name != "out"]
+    assert {p.parts[0] for p in written} == {"__", "_", "_._.._etc", "_abs"}
+    assert path_component("", "NO_ID") == "NO_ID"
