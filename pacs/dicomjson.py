@@ -17,6 +17,10 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
 BULK_THRESHOLD = 1024  # binary values larger than this become BulkDataURI references
+# Text values larger than this do too (PS3.18 10.4.1.1.2 allows a BulkDataURI for LT, ST, UC
+# and UT): a 20 MB report text is kept out of the index and of every /metadata answer.
+TEXT_BULK_THRESHOLD = 64 * 1024
+LONG_TEXT_VRS = frozenset({"LT", "ST", "UC", "UT"})
 PIXEL_DATA_REFERENCE = {"vr": "OW", "BulkDataURI": "bulkdata/7FE00010"}
 
 _ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
@@ -35,6 +39,9 @@ def header_json(ds: Dataset, *, has_pixel_data: bool) -> dict[str, Any]:
     codec = _simple_codec(ds)
     for tag, raw in ds._dict.items():
         key = f"{tag:08X}"
+        if _long_text(raw):
+            result[key] = {"vr": raw.VR, "BulkDataURI": f"bulkdata/{tag:08X}"}
+            continue
         converted = _fast(raw, codec) if isinstance(raw, RawDataElement) else None
         if converted is None:
             try:
@@ -47,6 +54,12 @@ def header_json(ds: Dataset, *, has_pixel_data: bool) -> dict[str, Any]:
     if has_pixel_data:
         result["7FE00010"] = dict(PIXEL_DATA_REFERENCE)
     return result
+
+
+def _long_text(raw) -> bool:
+    if not isinstance(raw, RawDataElement) or raw.VR not in LONG_TEXT_VRS:
+        return False
+    return raw.value is not None and len(raw.value) > TEXT_BULK_THRESHOLD
 
 
 def _drop_empty_sequences(element: dict[str, Any]) -> None:

@@ -24,7 +24,13 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR
 
-from pacs.dicomjson import BULK_THRESHOLD, SIMPLE_CHARSETS, convert_value
+from pacs.dicomjson import (
+    BULK_THRESHOLD,
+    LONG_TEXT_VRS,
+    SIMPLE_CHARSETS,
+    TEXT_BULK_THRESHOLD,
+    convert_value,
+)
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
@@ -219,6 +225,8 @@ class _Reader:
             if len(value) > _INLINE_LIMIT:
                 return {"vr": vr, "BulkDataURI": f"bulkdata/{tag:08X}"}
             return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
+        if vr in LONG_TEXT_VRS and len(value) > TEXT_BULK_THRESHOLD:
+            return {"vr": vr, "BulkDataURI": f"bulkdata/{tag:08X}"}
         if vr == "AT":
             if len(value) % 4:
                 raise _Fallback

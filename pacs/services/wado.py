@@ -24,6 +24,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from pacs import transcode
+from pacs.dicomjson import LONG_TEXT_VRS
 from pacs.errors import BadRequest, NotAcceptable, NotFound
 from pacs.models import Instance
 from pacs.rendering import Window, render
@@ -244,6 +245,9 @@ def bulkdata(item: StoredInstance, tag_text: str) -> list[tuple[str, bytes]]:
             count = item.number_of_frames or 1
             return [(media, f) for f in frames(item, list(range(1, count + 1)), as_stored=True)]
     ds = dcmread(item.path)
+    raw = ds.get_item(tag) if tag in ds else None
+    if raw is not None and raw.VR in LONG_TEXT_VRS and isinstance(raw.value, bytes):
+        return [(OCTET, raw.value)]  # a long text, as encoded in the file
     element = _find(ds, tag)
     if element is None or not isinstance(element.value, bytes):
         raise NotFound(f"instance {item.sop_instance_uid} has no bulk data {tag_text}")

@@ -377,3 +377,25 @@ def test_qido_multiple_values_match_any_of_them(web, auth):
     assert modalities("Modality=CT") == {"CT"}
     studies = get(web, "/studies?ModalitiesInStudy=MR,SR", auth).json()
     assert len(studies) == 2
+
+
+def test_a_long_text_is_bulk_data_in_the_metadata(web, auth):
+    """A 20 MB private UT element: a BulkDataURI in /metadata (PS3.18 10.4.1.1.2), its bytes
+    from the bulk data resource, and not in the index."""
+    ds = dcmread(sample("CT_small.dcm"))
+    block = ds.private_block(0x0011, "PORTAL TEST", create=True)
+    text = ("report line " * 2_000_000)[:20_000_000]
+    block.add_new(0x01, "UT", text)
+    ds.ImageComments = "short text stays inline"
+    store_instance(data=encoded(ds), received_from="test")
+    stored = Instance.objects.get()
+    tag = f"{block.get_tag(0x01):08X}"
+    assert stored.metadata[tag] == {"vr": "UT", "BulkDataURI": f"bulkdata/{tag}"}
+    assert len(json.dumps(stored.metadata)) < 100_000
+    base = (f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+            f"{ds.SOPInstanceUID}")
+    meta = get(web, base + "/metadata", auth).json()[0]
+    assert meta[tag]["BulkDataURI"].endswith(f"{base}/bulkdata/{tag}")
+    assert meta["00204000"]["Value"] == ["short text stays inline"]
+    bulk = get(web, f"{base}/bulkdata/{tag}", auth, Accept="application/octet-stream")
+    assert bulk.status_code == 200 and bulk.content == text.encode()
