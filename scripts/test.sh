@@ -29,6 +29,8 @@ echo "== ruff"
 
 echo "== embedded suite (SQLite)"
 export PORTAL_DATA_DIR="$(mktemp -d)/var"
+# examples per fuzz target (tests/fuzz): about half a minute in all on the CI machine
+export FUZZ_EXAMPLES="${FUZZ_EXAMPLES:-2000}"
 set +e
 $PY -m pytest -p no:cacheprovider "$@"
 embedded=$?

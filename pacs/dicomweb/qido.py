@@ -143,7 +143,12 @@ def _set_key(ds: Dataset, path: list[int], value: str) -> None:
         return
     if vr in _LIST_VRS:  # a comma-separated list is several values (PS3.18 8.3.4.1): UID
         value = value.replace(",", "\\")  # list and multiple value matching (PS3.4 C.2.2.2)
-    ds[tag] = DataElement(tag, vr, value)
+    try:
+        ds[tag] = DataElement(tag, vr, value)
+        _ = ds[tag].value  # numbers (IS, DS...) are converted here, and may not be numbers
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BadRequest(f"{keyword_for_tag(tag) or f'{tag:08X}'}: {value[:40]!r} is not a "
+                         f"valid {vr} value") from exc
 
 
 # VRs whose values hold no comma of their own, so that a comma can only separate values
