@@ -19,13 +19,22 @@ from collections.abc import Callable, Iterator
 from django.conf import settings
 from django.db import connection
 
-from portal import checkpoints, tls
+from portal import checkpoints, quiet, tls
 from portal.tcp import TcpServer
 
 log = logging.getLogger("hl7gw")
 
 START, END = b"\x0b", b"\x1c\r"
 HANDSHAKE_TIMEOUT = 30.0  # seconds for a TLS client to finish its handshake
+KEPT_BYTES = 64 * 1024  # of a refused frame, in its log row
+
+
+def _warn(source: str, reason: str) -> None:
+    """A refusal in the log, once per source address and minute (each one is in the message
+    log anyway): a client sending garbage in a loop must not flood the log."""
+    if quiet.due(f"hl7 {source}"):
+        log.warning("HL7 from %s: %s (further ones for a minute: message log only)", source,
+                    reason)
 
 
 class FrameBuffer:
@@ -156,8 +165,9 @@ class MllpListener:
                     reason = (f"a frame of more than {settings.HL7_MAX_FRAME_BYTES} bytes: "
                               "not processed" if kind == "oversize" else
                               "bytes outside an MLLP frame (no start block): not processed")
-                    log.warning("HL7 from %s: %s", peer, reason)
-                    conn.sendall(frame(self.refuse(payload, peer, reason)))
+                    _warn(address[0], reason)
+                    # the log row keeps what shows what it was, not megabytes of it
+                    conn.sendall(frame(self.refuse(payload[:KEPT_BYTES], peer, reason)))
                     if kind == "oversize":
                         buffer.data.clear()
                         return  # the rest of it is not read: the connection goes

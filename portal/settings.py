@@ -347,6 +347,9 @@ LOGGING = {
         # pynetdicom logs identifiers (PHI) at INFO/DEBUG: keep it at WARNING.
         "pynetdicom": {"level": "WARNING"},
         "waitress.queue": {"level": "ERROR"},
+        # a line per 4xx answer names the path (UIDs) and lets any client fill the log; the
+        # access audit keeps who asked for what, and 5xx errors are still logged
+        "django.request": {"level": "ERROR"},
         "axes": {"level": "WARNING"},
     },
 }

@@ -19,6 +19,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from portal import quiet
+
 log = logging.getLogger(__name__)
 
 # Wait per connection already served before accepting on a shared socket, and the most.
@@ -35,7 +37,6 @@ class TcpServer:
         self.handle, self.name = handle, name
         self.max_connections, self.max_per_source = max_connections, max_per_source
         self._sources: Counter[str] = Counter()
-        self._refused_at = 0.0
         if inherited_fd is None:
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,9 +105,7 @@ class TcpServer:
 
     def _refuse(self, conn: socket.socket, source: str) -> None:
         conn.close()
-        now = time.monotonic()
-        if now - self._refused_at > 10:  # a flood is logged once per 10 s, not per connection
-            self._refused_at = now
+        if quiet.due(f"{self.name} refused {source}"):  # a flood: once a minute per source
             log.warning("%s: connection from %s refused: %d open from there, %d in all "
                         "(limits %d, %d)", self.name, source, self._sources[source],
                         self._active, self.max_per_source, self.max_connections)

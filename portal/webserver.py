@@ -25,6 +25,8 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
+from portal import quiet
+
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +50,6 @@ class BoundedServer(TcpWSGIServer):
         self.max_per_source = max_per_source
         self.header_seconds = header_seconds
         self.min_bytes_per_second = min_bytes_per_second
-        self._refused_at = 0.0
         super().__init__(*args, **kwargs)
 
     def handle_accept(self) -> None:
@@ -64,9 +65,7 @@ class BoundedServer(TcpWSGIServer):
                         if _source(channel) == source)
         if open_here >= self.max_per_source:
             conn.close()
-            now = time.monotonic()
-            if now - self._refused_at > 10:  # a flood is logged once per 10 s
-                self._refused_at = now
+            if quiet.due(f"web refused {source}"):  # a flood: once a minute per source
                 log.warning("web: connection from %s refused: %d open from there (limit %d)",
                             source, open_here, self.max_per_source)
             return

@@ -24,6 +24,7 @@ from pynetdicom.presentation import PresentationContext
 
 from pacs.dimse import acse, wire
 from pacs.dimse.policy import Refusal
+from portal import quiet
 from portal.tcp import TcpServer
 
 log = logging.getLogger("pacs.dimse")
@@ -494,8 +495,9 @@ class DimseServer:
         except (wire.PeerClosed, TimeoutError, ConnectionError):
             pass  # the peer went away or took too long; nothing to answer
         except wire.ProtocolError as exc:
-            log.warning("association from %s@%s aborted: %s",
-                        assoc.calling_aet if assoc else "", host, exc)
+            if quiet.due(f"dimse {host}"):  # a broken or hostile client: once a minute
+                log.warning("association from %s@%s aborted: %s",
+                            assoc.calling_aet if assoc else "", host, exc)
             _quietly(conn.sendall, wire.abort_pdu(0x02, 0x00))
         except Exception:
             log.exception("association from %s@%s aborted", assoc.calling_aet if assoc else "",
