@@ -29,6 +29,20 @@ class SopClassMismatch(PacsError):
     http_status = 409
 
 
+class IdentityConflict(PacsError):
+    """An instance that would file images under another patient, study or series than the
+    archive holds them: refused (PS3.4 B.2.3 failure 0xC000 'Cannot understand', with the
+    reason in the Error Comment), the disagreement kept for reconciliation."""
+
+    dimse_status = 0xC000
+    http_status = 409
+
+    def __init__(self, message: str, *, kind: str, study_uid: str, sop_uid: str,
+                 patient: str) -> None:
+        super().__init__(message)
+        self.kind, self.study_uid, self.sop_uid, self.patient = kind, study_uid, sop_uid, patient
+
+
 class StorageFull(PacsError):
     """The bytes could not be written (PS3.4 B.2.3: 0xA700 'Out of resources')."""
 

@@ -105,6 +105,38 @@ class Instance(models.Model):
         return self.sop_instance_uid
 
 
+class Discrepancy(models.Model):
+    """Data that disagree, kept for someone to reconcile (IHE Patient Information
+    Reconciliation): what arrived, what the archive or the registry holds, and from where. The
+    archive never settles them by overwriting: the first received study attributes and the
+    registry's demographics stay, a conflicting instance is refused or kept apart."""
+
+    class Kind(models.TextChoices):
+        DEMOGRAPHICS = "demographics", "images name the patient differently"
+        STUDY = "study", "images describe the study differently"
+        DUPLICATE = "duplicate", "an instance re-sent with another patient, study or series"
+        PATIENT = "patient", "images of another patient for a stored study (refused)"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices, db_index=True)
+    study = models.ForeignKey(Study, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="discrepancies")
+    study_instance_uid = models.CharField(max_length=64, blank=True, db_index=True)
+    sop_instance_uid = models.CharField(max_length=64, blank=True)
+    patient_id = models.CharField(max_length=200, blank=True)  # as the registry has it
+    detail = models.TextField()
+    received_from = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=150, blank=True)
+    note = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.detail}"
+
+
 class ApplicationEntity(models.Model):
     """A remote DICOM node and what it may do with us."""
 

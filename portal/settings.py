@@ -328,8 +328,20 @@ HL7_MAX_PER_SOURCE = env_int("PORTAL_HL7_MAX_PER_SOURCE", 8)
 # Messages from senders that are not registered (MSH-3/MSH-4 and address) are refused with AR,
 # unless this opens the gateway to anyone.
 HL7_ALLOW_UNKNOWN_SENDER = env_bool("PORTAL_HL7_ALLOW_UNKNOWN_SENDER", False)
-# What a re-sent SOP Instance UID does: "keep" the stored one, or "replace" it.
+# What a re-sent SOP Instance UID does: "keep" the stored one, or "replace" it. Either way a
+# re-sent instance of another patient, study or series is a conflict: "warn" keeps the stored
+# one and answers with a warning (0xB000), "refuse" answers with a failure; "replace" replaces
+# across patients, studies or series only with PORTAL_DUPLICATE_REPLACE_ACROSS on.
 DUPLICATE_POLICY = os.environ.get("PORTAL_DUPLICATE_POLICY", "keep")
+DUPLICATE_CONFLICT = os.environ.get("PORTAL_DUPLICATE_CONFLICT", "warn")
+DUPLICATE_REPLACE_ACROSS = env_bool("PORTAL_DUPLICATE_REPLACE_ACROSS", False)
+if DUPLICATE_POLICY not in {"keep", "replace"} or DUPLICATE_CONFLICT not in {"warn", "refuse"}:
+    raise ImproperlyConfigured("PORTAL_DUPLICATE_POLICY is keep or replace, "
+                               "PORTAL_DUPLICATE_CONFLICT warn or refuse")
+# The issuer of this site's patient IDs: given to identifiers that name none (the scheduler's
+# form, images without IssuerOfPatientID, HL7 senders without PID-3.4), so that one patient
+# has one record whichever way they arrive.
+LOCAL_ISSUER = os.environ.get("PORTAL_LOCAL_ISSUER", "").strip()[:64]
 STORAGE_DIR = Path(os.environ.get("PORTAL_STORAGE_DIR", DATA_DIR / "dicom")).resolve()
 # What is on disk before a store is answered (see STORAGE_SYNC above).
 STORAGE_FSYNC = STORAGE_SYNC != "off"

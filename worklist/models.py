@@ -90,7 +90,6 @@ class RequestedProcedure(models.Model):
     coding_scheme_designator = models.CharField(max_length=16, blank=True)
     code_meaning = models.CharField(max_length=64, blank=True)
     study_instance_uid = models.CharField(max_length=64, db_index=True)
-    priority = models.CharField(max_length=8, blank=True)
 
     def __str__(self) -> str:
         return f"{self.requested_procedure_id} {self.description}"

@@ -62,7 +62,8 @@ WORKLIST = Level("WORKLIST", ScheduledProcedureStep, {a.keyword: a for a in (
     Attribute("FillerOrderNumberImagingServiceRequest", f"{_ORDER}filler_order_number"),
     Attribute("RequestedProcedureID", f"{_RP}requested_procedure_id"),
     Attribute("RequestedProcedureDescription", f"{_RP}description"),
-    Attribute("RequestedProcedurePriority", f"{_RP}priority"),
+    # the order's priority as it is now (an edit reaches the worklist), not a copy
+    Attribute("RequestedProcedurePriority", f"{_ORDER}priority"),
     Attribute("StudyInstanceUID", f"{_RP}study_instance_uid", "uid"),
     Attribute("RequestedProcedureCodeSequence", "", "seq", items=_code_item(_RP)),
     Attribute("ScheduledProcedureStepSequence", "", "seq", items=SPS_ITEM),

@@ -16,6 +16,7 @@ from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from pacs import identity
 from pacs.dicomfile import is_multi_value, text
 from pacs.errors import PacsError
 from pacs.models import Patient
@@ -56,7 +57,8 @@ def find_or_create_patient(data: PatientData, *, actor: str = "", source: str = 
         raise WorklistError("a patient ID is required")
     fields = {"patient_name": data.patient_name, "patient_name_norm": data.patient_name.upper(),
               "patient_birth_date": data.birth_date, "patient_sex": data.sex}
-    key = {"patient_id": data.patient_id, "issuer_of_patient_id": data.issuer_of_patient_id}
+    key = {"patient_id": data.patient_id,
+           "issuer_of_patient_id": identity.issuer_or_local(data.issuer_of_patient_id)}
     patient = lean.first(Patient, **key)
     if patient is None:
         created = lean.insert(Patient(**key, **fields), if_new=True)
@@ -164,7 +166,7 @@ def _create_order(*, patient: PatientData, procedure: Procedure | None, step: St
         order=order, requested_procedure_id=identifiers.requested_procedure_id[:16]
         or f"RP{order.pk}", description=description[:64],
         procedure=procedure, study_instance_uid=identifiers.study_instance_uid[:64]
-        or generate_uid(), priority=order.priority,
+        or generate_uid(),
         code_value=code.value[:16] if code else "",
         coding_scheme_designator=code.scheme[:16] if code else "",
         code_meaning=code.meaning[:64] if code else ""))
@@ -352,8 +354,9 @@ def merge_patients(*, prior_id: str, survivor: PatientData, actor: str, source: 
 
     with transaction.atomic():
         target = find_or_create_patient(survivor, actor=actor, source=source)
-        prior = Patient.objects.filter(patient_id=prior_id,
-                                       issuer_of_patient_id=prior_issuer).first()
+        prior = Patient.objects.filter(
+            patient_id=prior_id, issuer_of_patient_id=identity.issuer_or_local(prior_issuer)
+        ).first()
         if prior is None or prior.pk == target.pk:
             return target
         orders = Order.objects.filter(patient=prior).update(patient=target)
@@ -369,6 +372,7 @@ def merge_patients(*, prior_id: str, survivor: PatientData, actor: str, source: 
 def change_patient_id(*, old_id: str, new_id: str, actor: str, source: str,
                       issuer: str = "") -> Patient:
     """ADT^A47: the patient keeps its orders and studies under a new identifier."""
+    issuer = identity.issuer_or_local(issuer)
     with transaction.atomic():
         patient = Patient.objects.filter(patient_id=old_id, issuer_of_patient_id=issuer).first()
         if patient is None:

@@ -179,13 +179,15 @@ def _store(view: DicomWebView, request, study: str | None) -> HttpResponse:
     parts = multipart.iter_parts(request.read, boundary)
     result = stow.store_parts(parts, study_uid=study, origin=f"stow:{request.user}")
     answer = result.response(view.base_url(), study)
-    status = 200 if not result.failed else 409
+    # PS3.18 10.5.3: 202 when an instance was stored with a warning (and none failed)
+    status = 409 if result.failed else 202 if any(o.warning for o in result.stored) else 200
     if media.type == DICOM_XML:
         response = HttpResponse(dataset_xml(answer), status=status, content_type=DICOM_XML)
     else:
         response = HttpResponse(orjson.dumps(answer), status=status, content_type=DICOM_JSON)
     # the reasons, in words, for the failures the response lists by code (PS3.18 8.4.3)
-    reasons = [f"{o.sop_instance_uid or 'part'}: {o.comment}" for o in result.failed][:10]
+    reasons = [f"{o.sop_instance_uid or 'part'}: {o.comment}"
+               for o in (*result.failed, *(o for o in result.stored if o.warning))][:10]
     if reasons:
         response["Warning"] = ", ".join(
             '299 portal: "{}"'.format(r.replace('"', "'").replace("\n", " ")) for r in reasons)

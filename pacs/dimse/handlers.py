@@ -34,6 +34,7 @@ log = logging.getLogger("pacs.dimse")
 
 # Status codes used here (PS3.4 B.2.3, C.4.1.1.4; PS3.7 C).
 STATUS_SUCCESS = 0x0000
+STATUS_STORE_WARNING = 0xB000
 STATUS_PENDING = 0xFF00
 STATUS_CANCEL = 0xFE00
 STATUS_PROCESSING_FAILURE = 0x0110
@@ -151,14 +152,15 @@ def make_store_service(policy: AePolicy) -> Service:
                 finally:
                     spooled.close()
                 try:
-                    store_instance(written=written, storage=storage, received_from=origin,
-                                   expected_sop_class_uid=sop_class,
-                                   expected_sop_instance_uid=sop_instance)
+                    result = store_instance(written=written, storage=storage,
+                                            received_from=origin,
+                                            expected_sop_class_uid=sop_class,
+                                            expected_sop_instance_uid=sop_instance)
                 except BaseException:
                     storage.discard(written)
                     raise
             else:
-                store_instance(
+                result = store_instance(
                     data=prefix + message.dataset, received_from=origin,
                     expected_sop_class_uid=sop_class, expected_sop_instance_uid=sop_instance)
         except PacsError as exc:
@@ -169,6 +171,9 @@ def make_store_service(policy: AePolicy) -> Service:
             log.exception("C-STORE from %s failed", calling)
             assoc.respond(message, STATUS_PROCESSING_FAILURE,
                           comment=f"processing failure: {type(exc).__name__}")
+            return
+        if result.warning:  # PS3.4 B.2.3 warning class; the comment says what happened
+            assoc.respond(message, STATUS_STORE_WARNING, comment=result.warning[:64])
             return
         assoc.respond(message, STATUS_SUCCESS)
 

@@ -46,13 +46,7 @@ def delete(level: str, uid: str, *, actor: str) -> Deleted:
             instances = instances.filter(sop_instance_uid=uid)
         keys = list(instances.values_list("file_key", flat=True))
         instances.delete()
-        # the series deleted, or the one whose last instance was: none is left empty
-        emptied = Series.objects.filter(study=study, instances__isnull=True)
-        n_series = emptied.count()
-        emptied.delete()
-        study_gone = not _recount(study)
-        if study_gone:
-            study.delete()
+        n_series, study_gone = tidy(study)
         transaction.on_commit(lambda: [storage.delete(key) for key in keys])
         deleted = Deleted(int(study_gone), n_series, len(keys), study.study_instance_uid)
         audit.record(category="admin", action=f"{level} deleted", actor=actor,
@@ -93,6 +87,19 @@ def _locked_study(level: str, uid: str) -> Study:
     if study is None:  # deleted meanwhile
         raise NotFound(f"{level} {uid} is not in the archive")
     return study
+
+
+def tidy(study: Study) -> tuple[int, bool]:
+    """After instances left ``study`` (deleted, or moved by a replacing store): its emptied
+    series go, its computed keys are counted again from the rows, and it goes itself when
+    nothing is left. (series deleted, whether the study went)"""
+    emptied = Series.objects.filter(study=study, instances__isnull=True)
+    n_series = emptied.count()
+    emptied.delete()
+    gone = not _recount(study)
+    if gone:
+        study.delete()
+    return n_series, gone
 
 
 def _recount(study: Study) -> int:

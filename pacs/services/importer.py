@@ -107,7 +107,8 @@ def _import_one(path: Path, actor: str, summary: ImportSummary) -> None:
     except OSError as exc:
         summary.add("rejected", path, f"cannot read: {exc.strerror}")
     else:
-        summary.add(result.outcome.value)
+        summary.add(result.outcome.value, path if result.warning else None,
+                    result.warning or None)
 
 
 def _is_dicomdir(path: Path) -> bool:

@@ -27,10 +27,11 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from pacs import identity
 from pacs.dicomfile import ParsedHeader, integer, read_header, text
-from pacs.errors import SopClassMismatch
-from pacs.models import Instance, Patient, Series, Study
-from pacs.services import forwarding
+from pacs.errors import IdentityConflict, SopClassMismatch
+from pacs.models import Discrepancy, Instance, Patient, Series, Study
+from pacs.services import deletion, forwarding, reconciliation
 from pacs.storage import LocalStorage, PendingFile, get_storage
 from portal import lean
 
@@ -52,6 +53,7 @@ class StoreResult:
     sop_class_uid: str
     study_instance_uid: str
     series_instance_uid: str
+    warning: str = ""  # stored (or kept) with a warning, e.g. a conflicting duplicate
 
 
 def store_instance(
@@ -99,13 +101,34 @@ def _store(data, writing: Future[PendingFile], storage: LocalStorage, received_f
         raise
     pending = writing.result()  # StorageFull if the write failed
     key = f"{study_uid}/{series_uid}/{sop_uid}.dcm"
+    place = _Place(header, sop_uid, study_uid, series_uid, received_from,
+                   identity.image_key(header.text("PatientID"),
+                                      header.text("IssuerOfPatientID"), study_uid))
     try:
-        outcome = _index_with_retry(header, sop_uid, series_uid, fields, storage, pending, key,
-                                    received_from)
+        outcome = _index_with_retry(place, fields, storage, pending, key)
+    except IdentityConflict as exc:
+        storage.discard(pending)
+        # kept apart from the refused store's transaction, which rolled back
+        reconciliation.record(kind=exc.kind, study_uid=exc.study_uid, sop_uid=exc.sop_uid,
+                              patient=exc.patient, detail=str(exc), origin=received_from)
+        raise
     except BaseException:
         storage.discard(pending)
         raise
-    return StoreResult(outcome, sop_uid, sop_class, study_uid, series_uid)
+    return StoreResult(outcome, sop_uid, sop_class, study_uid, series_uid, place.warning)
+
+
+@dataclass
+class _Place:
+    """Where an instance goes, and who its header says it belongs to."""
+
+    header: ParsedHeader
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    origin: str
+    patient: identity.PatientKey
+    warning: str = ""
 
 
 def _discard_when_written(storage: LocalStorage, writing: Future[PendingFile]) -> None:
@@ -116,18 +139,16 @@ def _discard_when_written(storage: LocalStorage, writing: Future[PendingFile]) -
     storage.discard(pending)
 
 
-def _index_with_retry(
-    header: ParsedHeader, sop_uid: str, series_uid: str, fields: dict, storage: LocalStorage,
-    pending: PendingFile, key: str, origin: str,
-) -> Outcome:
+def _index_with_retry(place: _Place, fields: dict, storage: LocalStorage, pending: PendingFile,
+                      key: str) -> Outcome:
     """Index and publish the file, in a group commit with the process's other stores
     (``lean.write_together``: concurrent associations do not queue in SQLite's busy handler).
     Concurrent processes storing the same study race on the unique constraints; the loser
     retries and then finds the winner's rows."""
     for attempt in range(1, INDEX_ATTEMPTS + 1):
         published: list[str] = []
-        job = partial(_index_and_publish, header, sop_uid, series_uid, fields, storage, pending,
-                      key, origin, published)
+        place.warning = ""
+        job = partial(_index_and_publish, place, fields, storage, pending, key, published)
         try:
             outcome = lean.write_together(job)
         except BaseException as exc:
@@ -143,12 +164,9 @@ def _index_with_retry(
     raise AssertionError("unreachable")
 
 
-def _index_and_publish(
-    header: ParsedHeader, sop_uid: str, series_uid: str, fields: dict, storage: LocalStorage,
-    pending: PendingFile, key: str, origin: str, published: list[str],
-) -> Outcome:
-    outcome, final_key, old_key = _index(header, sop_uid, series_uid, fields, pending, key,
-                                         origin, storage)
+def _index_and_publish(place: _Place, fields: dict, storage: LocalStorage, pending: PendingFile,
+                       key: str, published: list[str]) -> Outcome:
+    outcome, final_key, old_key = _index(place, fields, pending, key, storage)
     if outcome is not Outcome.DUPLICATE:
         # The file becomes visible as the last step before COMMIT: a crash in between
         # leaves an orphan file (harmless), never a row without a file.
@@ -159,42 +177,75 @@ def _index_and_publish(
     return outcome
 
 
-def _index(
-    header: ParsedHeader, sop_uid: str, series_uid: str, fields: dict, pending: PendingFile,
-    key: str, origin: str, storage: LocalStorage,
-) -> tuple[Outcome, str, str | None]:
+def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
+           storage: LocalStorage) -> tuple[Outcome, str, str | None]:
     """Write the index rows; return the outcome, the file key to publish, the key to delete.
 
     The per-instance statements are plain SQL on the driver's cursor (``lean.execute``):
     through the ORM each costs ~0.6 ms of Python, through Django's cursor wrapper ~0.03 ms
     more than on the driver's (bench/ingest.py). Patients, studies and series are created
     once per study/series through the ORM.
+
+    A re-sent SOP Instance UID (PORTAL_DUPLICATE_POLICY) stays where it is stored unless the
+    policy is replace; one re-sent with another patient, study or series is a conflict:
+    never moved silently (PORTAL_DUPLICATE_CONFLICT, PORTAL_DUPLICATE_REPLACE_ACROSS).
     """
-    existing = lean.execute(_SQL["existing"], [sop_uid]).fetchone()
-    missing = bool(existing) and not storage.exists(existing[1])
-    if missing:
-        log.warning("the stored file of an instance was missing: the re-sent copy replaces it")
-    elif existing and settings.DUPLICATE_POLICY != "replace":
-        return Outcome.DUPLICATE, existing[1], None
-    series_id, study_id = _series_for(header, series_uid)
+    existing = lean.execute(_SQL["existing"], [place.sop_uid]).fetchone()
     if existing:
-        # A new key for the new version: the old file stays valid until this commits.
-        new_key = key.replace(".dcm", f".{time.time_ns()}.dcm")
-        Instance.objects.filter(pk=existing[0]).update(
-            series_id=series_id, file_key=new_key, file_size=pending.size,
-            received_from=origin[:128], **fields,
-        )
-        forwarding.queue(origin, header, sop_uid)
-        return Outcome.REPLACED, new_key, None if missing else existing[1]
+        return _resent(place, existing, fields, pending, key, storage)
+    series_id, study_id = _series_for(place)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     values = {**fields, "metadata": orjson.dumps(fields["metadata"]).decode(),
-              "sop_instance_uid": sop_uid, "series_id": series_id, "file_key": key,
-              "file_size": pending.size, "received_from": origin[:128], "received_at": now}
+              "sop_instance_uid": place.sop_uid, "series_id": series_id, "file_key": key,
+              "file_size": pending.size, "received_from": place.origin[:128],
+              "received_at": now}
     lean.execute(_SQL["insert"], [values[name] for name in _INSERT_FIELDS])
     lean.execute(_SQL["count_series"], [series_id])
     lean.execute(_SQL["count_study"], [now, study_id])
-    forwarding.queue(origin, header, sop_uid)
+    forwarding.queue(place.origin, place.header, place.sop_uid)
     return Outcome.STORED, key, None
+
+
+def _resent(place: _Place, existing: tuple, fields: dict, pending: PendingFile, key: str,
+            storage: LocalStorage) -> tuple[Outcome, str, str | None]:
+    inst_id, old_key, old_series_id, old_series_uid, old_study_uid, old_pid, old_issuer = existing
+    stored_as = identity.PatientKey(old_pid, old_issuer)
+    same = (old_series_uid == place.series_uid and old_study_uid == place.study_uid
+            and stored_as == place.patient)
+    missing = not storage.exists(old_key)
+    replace = settings.DUPLICATE_POLICY == "replace"
+    if not same:
+        detail = (f"SOP Instance {place.sop_uid} is stored as patient {stored_as.label()}, "
+                  f"study {old_study_uid}, series {old_series_uid}; it was sent again as "
+                  f"patient {place.patient.label()}, study {place.study_uid}, series "
+                  f"{place.series_uid}")
+        if not (replace and settings.DUPLICATE_REPLACE_ACROSS):
+            if replace or missing or settings.DUPLICATE_CONFLICT == "refuse":
+                raise IdentityConflict(detail, kind=Discrepancy.Kind.DUPLICATE,
+                                       study_uid=old_study_uid, sop_uid=place.sop_uid,
+                                       patient=stored_as.label())
+            reconciliation.record(kind=Discrepancy.Kind.DUPLICATE, study_uid=old_study_uid,
+                                  sop_uid=place.sop_uid, patient=stored_as.label(),
+                                  detail=detail, origin=place.origin)
+            place.warning = "duplicate SOP Instance UID of another patient, study or " \
+                            "series: the stored instance is kept"
+            return Outcome.DUPLICATE, old_key, None
+    elif missing:
+        log.warning("the stored file of an instance was missing: the re-sent copy replaces it")
+    elif not replace:
+        return Outcome.DUPLICATE, old_key, None
+    series_id, study_id = _series_for(place)
+    # A new key for the new version: the old file stays valid until this commits.
+    new_key = key.replace(".dcm", f".{time.time_ns()}.dcm")
+    Instance.objects.filter(pk=inst_id).update(
+        series_id=series_id, file_key=new_key, file_size=pending.size,
+        received_from=place.origin[:128], **fields,
+    )
+    if series_id != old_series_id:  # moved (an explicit setting): counts follow the rows
+        for study in Study.objects.filter(series__pk__in=(old_series_id, series_id)).distinct():
+            deletion.tidy(study)
+    forwarding.queue(place.origin, place.header, place.sop_uid)
+    return Outcome.REPLACED, new_key, None if missing else old_key
 
 
 _INSERT_FIELDS = [
@@ -203,24 +254,42 @@ _INSERT_FIELDS = [
     "metadata", "received_from", "received_at",
 ]
 
+# What an instance's series lookup reads of its study and patient, to check that it belongs
+# there: (attribute, column of the joined row). The first received values are the study's.
+_STUDY_ATTRIBUTES = (("StudyDate", "study_date"), ("StudyTime", "study_time"),
+                     ("AccessionNumber", "accession_number"), ("StudyID", "study_id"),
+                     ("StudyDescription", "study_description"),
+                     ("ReferringPhysicianName", "referring_physician_name"))
+_PATIENT_ATTRIBUTES = (("PatientName", "patient_name"), ("PatientBirthDate", "patient_birth_date"),
+                       ("PatientSex", "patient_sex"))
+
 
 def _build_sql() -> dict[str, str]:
-    inst, series, study = Instance._meta, Series._meta, Study._meta
+    inst, series, study, patient = (Instance._meta, Series._meta, Study._meta, Patient._meta)
     qn = connection.ops.quote_name
     columns = ", ".join(qn(inst.get_field(name).column) for name in _INSERT_FIELDS)
+    i, se, st, p = (qn(m.db_table) for m in (inst, series, study, patient))
+    joins = (f"JOIN {st} ON {st}.id = {se}.study_id JOIN {p} ON {p}.id = {st}.patient_id")
+    study_columns = ", ".join(f"{st}.{qn(column)}" for _, column in _STUDY_ATTRIBUTES)
+    patient_columns = ", ".join(f"{p}.{qn(column)}" for _, column in _PATIENT_ATTRIBUTES)
     return {
         # FOR UPDATE: a concurrent store of the same instance (PostgreSQL; SQLite has one
         # writer) waits until this one commits, then decides on what it did, so two re-sends
         # never both replace the file and leave one of their files without a row.
-        "existing": f"SELECT id, file_key FROM {qn(inst.db_table)} WHERE sop_instance_uid = %s"
-                    + (" FOR UPDATE" if connection.features.has_select_for_update else ""),
-        "insert": f"INSERT INTO {qn(inst.db_table)} ({columns}) "
+        "existing": f"SELECT {i}.id, {i}.file_key, {se}.id, {se}.series_instance_uid, "
+                    f"{st}.study_instance_uid, {p}.patient_id, {p}.issuer_of_patient_id "
+                    f"FROM {i} JOIN {se} ON {se}.id = {i}.series_id {joins} "
+                    f"WHERE {i}.sop_instance_uid = %s"
+                    + (f" FOR UPDATE OF {i}" if connection.features.has_select_for_update_of
+                       else ""),
+        "insert": f"INSERT INTO {i} ({columns}) "
                   f"VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))})",
-        "series": f"SELECT id, study_id FROM {qn(series.db_table)} "
-                  "WHERE series_instance_uid = %s",
-        "count_series": f"UPDATE {qn(series.db_table)} "
+        "series": f"SELECT {se}.id, {se}.study_id, {st}.study_instance_uid, {p}.patient_id, "
+                  f"{p}.issuer_of_patient_id, {study_columns}, {patient_columns} "
+                  f"FROM {se} {joins} WHERE {se}.series_instance_uid = %s",
+        "count_series": f"UPDATE {se} "
                         "SET number_of_instances = number_of_instances + 1 WHERE id = %s",
-        "count_study": f"UPDATE {qn(study.db_table)} SET number_of_instances = "
+        "count_study": f"UPDATE {st} SET number_of_instances = "
                        "number_of_instances + 1, updated_at = %s WHERE id = %s",
     }
 
@@ -241,17 +310,14 @@ def _instance_fields(header: ParsedHeader, sop_class_uid: str) -> dict:
     }
 
 
-def _patient_for(ds) -> Patient:
-    patient, created = Patient.objects.get_or_create(
-        patient_id=text(ds, "PatientID", 64),
-        issuer_of_patient_id=text(ds, "IssuerOfPatientID", 64),
-        defaults=_patient_fields(ds),
-    )
-    if not created:
-        changed = {k: v for k, v in _patient_fields(ds).items() if v and getattr(patient, k) != v}
-        if changed:
-            Patient.objects.filter(pk=patient.pk).update(**changed)
-    return patient
+def _patient_for(place: _Place) -> tuple[Patient, bool]:
+    """The registry's patient of an image (found or created); whether it was created. Images
+    never change the registry: its demographics come from the first image only when the
+    images bring the patient, and from HL7 ADT and the scheduler otherwise."""
+    fields = _patient_fields(place.header.dataset)
+    return Patient.objects.get_or_create(patient_id=place.patient.patient_id,
+                                         issuer_of_patient_id=place.patient.issuer,
+                                         defaults=fields)
 
 
 def _patient_fields(ds) -> dict:
@@ -264,14 +330,28 @@ def _patient_fields(ds) -> dict:
     }
 
 
-def _study_for(ds) -> Study:
-    study_uid = str(ds.StudyInstanceUID).strip()
-    study = Study.objects.filter(study_instance_uid=study_uid).first()
+def _study_for(place: _Place) -> Study:
+    """The stored study of an image, or a new one (of the image's patient). A stored study
+    of another patient takes no image of this one (IdentityConflict)."""
+    study = Study.objects.filter(study_instance_uid=place.study_uid).select_related(
+        "patient").first()
     if study:
+        holder = identity.PatientKey(study.patient.patient_id,
+                                     study.patient.issuer_of_patient_id)
+        if holder != place.patient:
+            raise _other_patient(place, holder)
+        _compare(place, study.pk, Discrepancy.Kind.STUDY, _STUDY_ATTRIBUTES,
+                 {column: getattr(study, column) for _, column in _STUDY_ATTRIBUTES},
+                 "the study's first images")
+        _compare(place, study.pk, Discrepancy.Kind.DEMOGRAPHICS, _PATIENT_ATTRIBUTES,
+                 {column: getattr(study.patient, column) for _, column in _PATIENT_ATTRIBUTES},
+                 "the registry")
         return study
-    return Study.objects.create(
-        study_instance_uid=study_uid,
-        patient=_patient_for(ds),
+    ds = place.header.dataset
+    patient, created = _patient_for(place)
+    study = Study.objects.create(
+        study_instance_uid=place.study_uid,
+        patient=patient,
         study_date=text(ds, "StudyDate", 8),
         study_time=text(ds, "StudyTime", 16),
         accession_number=text(ds, "AccessionNumber", 16),
@@ -279,6 +359,19 @@ def _study_for(ds) -> Study:
         study_description=text(ds, "StudyDescription", 64),
         referring_physician_name=text(ds, "ReferringPhysicianName", 324),
     )
+    if not created:
+        registry = {column: getattr(patient, column) for _, column in _PATIENT_ATTRIBUTES}
+        _compare(place, study.pk, Discrepancy.Kind.DEMOGRAPHICS, _PATIENT_ATTRIBUTES, registry,
+                 "the registry")
+    return study
+
+
+def _other_patient(place: _Place, holder: identity.PatientKey) -> IdentityConflict:
+    return IdentityConflict(
+        f"study {place.study_uid} is stored for patient {holder.label()}; this image "
+        f"(SOP Instance {place.sop_uid}) names patient {place.patient.label()}: not stored",
+        kind=Discrepancy.Kind.PATIENT, study_uid=place.study_uid, sop_uid=place.sop_uid,
+        patient=holder.label())
 
 
 def _request_attributes(ds) -> dict[str, str]:
@@ -289,16 +382,36 @@ def _request_attributes(ds) -> dict[str, str]:
             "scheduled_procedure_step_id": text(items[0], "ScheduledProcedureStepID", 16)}
 
 
-def _series_for(header: ParsedHeader, series_uid: str) -> tuple[int, int]:
-    """(series id, study id), creating patient/study/series on first sight."""
-    row = lean.execute(_SQL["series"], [series_uid]).fetchone()
+def _series_for(place: _Place) -> tuple[int, int]:
+    """(series id, study id), creating patient/study/series on first sight. An image for a
+    stored series is checked against it: another study or patient is refused; study
+    attributes or demographics that differ from what is stored are kept for reconciliation
+    (the stored ones stay: the first received study attributes, the registry's names)."""
+    row = lean.execute(_SQL["series"], [place.series_uid]).fetchone()
     if row:
-        return row[0], row[1]
-    ds = header.dataset
-    study = _study_for(ds)
+        series_id, study_id, study_uid, pid, issuer = row[:5]
+        if study_uid != place.study_uid:
+            raise IdentityConflict(
+                f"series {place.series_uid} is stored in study {study_uid}; this image "
+                f"(SOP Instance {place.sop_uid}) puts it in study {place.study_uid}: not stored",
+                kind=Discrepancy.Kind.STUDY, study_uid=study_uid, sop_uid=place.sop_uid,
+                patient=identity.PatientKey(pid, issuer).label())
+        holder = identity.PatientKey(pid, issuer)
+        if holder != place.patient:
+            raise _other_patient(place, holder)
+        n = len(_STUDY_ATTRIBUTES)
+        _compare(place, study_id, Discrepancy.Kind.STUDY, _STUDY_ATTRIBUTES,
+                 dict(zip((c for _, c in _STUDY_ATTRIBUTES), row[5:5 + n], strict=True)),
+                 "the study's first images")
+        _compare(place, study_id, Discrepancy.Kind.DEMOGRAPHICS, _PATIENT_ATTRIBUTES,
+                 dict(zip((c for _, c in _PATIENT_ATTRIBUTES), row[5 + n:], strict=True)),
+                 "the registry")
+        return series_id, study_id
+    ds = place.header.dataset
+    study = _study_for(place)
     modality = text(ds, "Modality", 16)
     series = Series.objects.create(
-        series_instance_uid=series_uid,
+        series_instance_uid=place.series_uid,
         study=study,
         modality=modality,
         series_number=integer(ds, "SeriesNumber"),
@@ -316,3 +429,21 @@ def _series_for(header: ParsedHeader, series_uid: str) -> tuple[int, int]:
         number_of_series=F("number_of_series") + 1, modalities_in_study="\\".join(modalities)
     )
     return series.pk, study.pk
+
+
+def _compare(place: _Place, study_id: int, kind: str, attributes, stored: dict[str, str],
+             whose: str) -> None:
+    """Record (for reconciliation, once) the attributes whose value in the image differs from
+    the stored one; nothing stored changes."""
+    differ = []
+    for keyword, column in attributes:
+        value = place.header.value(keyword)
+        mine = identity.person_name(value) if isinstance(value, dict) else place.header.text(
+            keyword).strip()
+        theirs = stored[column] or ""
+        if mine and theirs and not identity.same_value(mine, theirs):
+            differ.append(f"{keyword}: {whose} has {theirs!r}, the images {mine!r}")
+    if differ:
+        reconciliation.record(kind=kind, study_uid=place.study_uid, study_id=study_id,
+                              patient=place.patient.label(), detail="; ".join(differ),
+                              origin=place.origin)

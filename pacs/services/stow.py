@@ -29,6 +29,7 @@ from pacs.services.wado import FRAME_MEDIA_TYPES
 PROCESSING_FAILURE = 0x0110
 STUDY_MISMATCH = 0xA900  # the instance does not belong to the study of the target resource
 UNSUPPORTED_PART = 0xC000  # cannot understand: a part that is not application/dicom
+WARNING = 0xB000  # stored (or kept) with a warning: the comment says which
 
 # Default transfer syntax of a compressed bulk data part that names none
 _DEFAULT_SYNTAX = {
@@ -49,6 +50,7 @@ class InstanceOutcome:
     series_instance_uid: str = ""
     failure: int | None = None  # a failure reason, None when stored
     comment: str = ""
+    warning: int | None = None  # a warning reason (PS3.18 Warning Reason, 0008,1196)
 
 
 @dataclass
@@ -79,7 +81,8 @@ class StowResult:
             result["00081199"] = {"vr": "SQ", "Value": [
                 {**_refs(o), "00081190": {"vr": "UR", "Value": [
                     f"{base}/studies/{o.study_instance_uid}/series/{o.series_instance_uid}"
-                    f"/instances/{o.sop_instance_uid}"]}}
+                    f"/instances/{o.sop_instance_uid}"]},
+                 **({"00081196": {"vr": "US", "Value": [o.warning]}} if o.warning else {})}
                 for o in self.stored]}
         return result
 
@@ -142,8 +145,9 @@ def _store_one(data: bytes, error: InstanceOutcome | None, study_uid: str | None
         return ids
     return InstanceOutcome(stored.sop_class_uid, stored.sop_instance_uid,
                            stored.study_instance_uid, stored.series_instance_uid,
-                           comment="already stored" if stored.outcome is Outcome.DUPLICATE
-                           else "")
+                           comment=stored.warning or ("already stored" if stored.outcome is
+                                                      Outcome.DUPLICATE else ""),
+                           warning=WARNING if stored.warning else None)
 
 
 def _identifiers(data: bytes) -> InstanceOutcome:

@@ -366,3 +366,15 @@ def test_findscu_station_filter_for_an_ae_restricted_to_its_station(dimse_listen
     answers = findscu_w(dimse_listener, dump2dcm(query, tmp_path / "q.dcm"), tmp_path / "rsp",
                         calling="CT1")
     assert [a.PatientID for a in answers] == ["MINE"]
+
+
+def test_an_edited_priority_reaches_the_worklist(dimse_listener):
+    """The worklist answers the order as it is now, not a copy made when it was created."""
+    ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    order = _order("CT1", dt.datetime(2026, 11, 23, 9, 0))
+    ds = _query("CT1")
+    ds.RequestedProcedurePriority = ""
+    assert [d.RequestedProcedurePriority for d in _mwl(dimse_listener, ds)] == ["ROUTINE"]
+    services.update_order(order, changes={"priority": "HIGH"}, actor="sched")
+    assert [d.RequestedProcedurePriority for d in _mwl(dimse_listener, ds)] == ["HIGH"]
