@@ -7,7 +7,6 @@ status change made anywhere is recorded once, with its history.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -32,7 +31,6 @@ from worklist.models import (
 from worklist.signals import step_assigned, step_created, step_status_changed
 
 Status = ScheduledProcedureStep.Status
-log = logging.getLogger(__name__)
 
 
 class WorklistError(PacsError):
@@ -176,7 +174,7 @@ def _create_order(*, patient: PatientData, procedure: Procedure | None, step: St
         ups_instance_uid=identifiers.workitem_uid or generate_uid(),  # (no save() here)
         **_step_fields(step, code)))
     _event(sps, Status.SCHEDULED, "", source=source, actor=actor, note="created")
-    transaction.on_commit(lambda: _notify_created(sps))
+    step_created.send(sender=ScheduledProcedureStep, step=sps)
     audit.record(category="worklist", action="order created", actor=actor,
                  detail=f"accession {order.accession_number}, source {source}")
     return order
@@ -225,22 +223,11 @@ def set_step_status(step: ScheduledProcedureStep, status: str, *, source: str, a
         step.status = status
         step.save(update_fields=["status", "updated_at"])
         _event(step, status, previous, source=source, actor=actor, note=note)
-        transaction.on_commit(lambda: _notify(step, previous, source))
+        # in the change's transaction: the listeners' outbox rows (HL7 status messages, UPS
+        # event reports) commit with it or not at all; their couriers are woken on commit
+        step_status_changed.send(sender=ScheduledProcedureStep, step=step, previous=previous,
+                                 source=source)
     return step
-
-
-def _notify_created(step: ScheduledProcedureStep) -> None:
-    for receiver, result in step_created.send_robust(sender=ScheduledProcedureStep, step=step):
-        if isinstance(result, Exception):
-            log.error("step creation listener %r failed: %r", receiver, result)
-
-
-def _notify(step: ScheduledProcedureStep, previous: str, source: str) -> None:
-    """Listeners (outbound HL7) must not undo or fail a change that is already committed."""
-    for receiver, result in step_status_changed.send_robust(
-            sender=ScheduledProcedureStep, step=step, previous=previous, source=source):
-        if isinstance(result, Exception):
-            log.error("step status listener %r failed: %r", receiver, result)
 
 
 def reschedule(step: ScheduledProcedureStep, *, start: dt.datetime, station: Station | None,
@@ -253,13 +240,13 @@ def reschedule(step: ScheduledProcedureStep, *, start: dt.datetime, station: Sta
         step.scheduled_station_ae_title, step.scheduled_station_name = (station.ae_title,
                                                                        station.name)
         step.modality, step.scheduled_procedure_step_location = station.modality, station.location
-    step.save()
-    _event(step, step.status, step.status, source="portal", actor=actor,
-           note=f"rescheduled to {start:%Y-%m-%d %H:%M}"
-                + (f" on {station.ae_title}" if station else ""))
-    if moved:
-        transaction.on_commit(lambda: step_assigned.send_robust(
-            sender=ScheduledProcedureStep, step=step))
+    with transaction.atomic():
+        step.save()
+        _event(step, step.status, step.status, source="portal", actor=actor,
+               note=f"rescheduled to {start:%Y-%m-%d %H:%M}"
+                    + (f" on {station.ae_title}" if station else ""))
+        if moved:  # the outbox rows with the change, as for a status change
+            step_assigned.send(sender=ScheduledProcedureStep, step=step)
     return step
 
 

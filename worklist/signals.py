@@ -1,16 +1,20 @@
 """Signals other apps listen to (the HL7 gateway sends status messages), so that worklist never
-imports them."""
+imports them.
+
+They are sent inside the transaction of the change they report: a listener writes its outbox
+rows (an HL7 status message, a UPS event report) in that transaction, so they commit with the
+change or not at all (a transactional outbox), and wakes its courier on commit. A listener
+that fails makes the change fail: no change goes out unreported."""
 
 from __future__ import annotations
 
 from django.dispatch import Signal
 
-# Sent after the transaction that changed a step's status commits.
-# kwargs: step (ScheduledProcedureStep), previous (str), source (str)
+# A step's status changed. kwargs: step (ScheduledProcedureStep), previous (str), source (str)
 step_status_changed = Signal()
 
-# Sent after the transaction that created a step commits. kwargs: step
+# A step was created. kwargs: step
 step_created = Signal()
 
-# Sent after a step moved to another station commits (an assignment change). kwargs: step
+# A step moved to another station (an assignment change). kwargs: step
 step_assigned = Signal()

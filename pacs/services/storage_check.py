@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.db.models import Count, F, Q
+
 from pacs.errors import NotFound
-from pacs.models import Instance
+from pacs.models import Instance, Series, Study
 from pacs.services import deletion
 from pacs.services.importer import ImportSummary, import_files
 from pacs.storage import get_storage
@@ -59,11 +61,13 @@ class StorageReport:
     wrong_size: list[WrongSize] = field(default_factory=list)
     # paths of the data dir, database, key and stored files or folders others may read
     open_modes: list[str] = field(default_factory=list)
+    # studies and series whose numbers of series and instances differ from their rows
+    wrong_counts: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         return not (self.orphans or self.leftovers or self.missing or self.wrong_size
-                    or self.open_modes)
+                    or self.open_modes or self.wrong_counts)
 
 
 def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = None
@@ -105,7 +109,43 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
     report.orphans = [key for key in report.orphans if key not in leftovers]
     report.missing = _still_missing(report.missing)
     report.wrong_size = _still_wrong_size(report.wrong_size)
+    report.wrong_counts = wrong_counts()
     return report
+
+
+def wrong_counts() -> list[str]:
+    """Studies and series whose computed keys (PS3.4 C.3.4: numbers of related series and
+    instances) differ from their rows, as 'study UID: stored n, rows m'."""
+    found = []
+    series = (Series.objects.annotate(n=Count("instances"))
+              .exclude(number_of_instances=F("n"))
+              .values_list("series_instance_uid", "number_of_instances", "n"))
+    found += [f"series {uid}: {stored} instance(s) counted, {rows} stored"
+              for uid, stored, rows in series.iterator(chunk_size=2000)]
+    studies = (Study.objects.annotate(n=Count("series__instances"),
+                                      ns=Count("series", distinct=True))
+               .filter(~Q(number_of_instances=F("n")) | ~Q(number_of_series=F("ns")))
+               .values_list("study_instance_uid", "number_of_series", "ns",
+                            "number_of_instances", "n"))
+    found += [f"study {uid}: {s} series and {i} instance(s) counted, {rs} and {ri} stored"
+              for uid, s, rs, i, ri in studies.iterator(chunk_size=2000)]
+    return found
+
+
+def fix_counts(*, actor: str) -> int:
+    """Count the studies' and series' computed keys again from the rows (a study or series
+    left empty goes, as after a deletion); how many studies were counted."""
+    uids = {line.split(" ")[1].rstrip(":") for line in wrong_counts()}
+    studies = Study.objects.filter(Q(study_instance_uid__in=uids)
+                                   | Q(series__series_instance_uid__in=uids)).distinct()
+    fixed = 0
+    for study in studies:
+        deletion.tidy(study)
+        fixed += 1
+    if fixed:
+        audit.record(category="admin", action="counts repaired", actor=actor,
+                     detail=f"{fixed} study(ies) counted again from their rows")
+    return fixed
 
 
 def _open_data_paths() -> list[str]:

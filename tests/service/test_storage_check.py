@@ -246,7 +246,7 @@ def test_a_deletion_finishing_while_checking_leaves_no_false_missing(storage_dir
 
     def rows_go_then_recheck(sop_uids: list[str]) -> dict:
         assert sop_uids == [inst.sop_instance_uid]  # missing when the rows were read
-        Instance.objects.filter(pk=inst.pk).delete()
+        deletion.delete("instance", inst.sop_instance_uid, actor="admin")  # now it finishes
         return recheck(sop_uids)
 
     monkeypatch.setattr(storage_check, "_current_files", rows_go_then_recheck)
@@ -256,3 +256,20 @@ def test_a_deletion_finishing_while_checking_leaves_no_false_missing(storage_dir
 def test_min_age_must_not_be_negative(storage_dir):
     with pytest.raises(CommandError, match="--min-age"):
         call_command("check_storage", "--no-progress", "--min-age", "-1")
+
+
+def test_counters_are_checked_and_counted_again_on_request(storage_dir, capsys):
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        _age(storage_dir / _store(name).file_key)
+    assert storage_check.check().wrong_counts == []
+    Study.objects.filter(patient__patient_id="1CT1").update(number_of_instances=5)
+    Series.objects.filter(study__patient__patient_id="4MR1").update(number_of_instances=0)
+    found = storage_check.check().wrong_counts
+    assert len(found) == 2 and not storage_check.check().clean  # the MR series, the CT study
+    assert any("1 and 1 stored" in line and "5 instance(s) counted" in line for line in found)
+    with pytest.raises(CommandError):
+        call_command("check_storage", "--no-progress")
+    call_command("check_storage", "--no-progress", "--fix-counts")
+    assert "counted 2 study(ies) again" in capsys.readouterr().out
+    assert storage_check.check().clean
+    assert [s.number_of_instances for s in Study.objects.order_by("pk")] == [1, 1]

@@ -24,12 +24,16 @@ class Command(BaseCommand):
                             help="delete the instances whose file is missing")
         parser.add_argument("--fix-modes", action="store_true",
                             help="make data files 0600 and folders 0700")
+        parser.add_argument("--fix-counts", action="store_true",
+                            help="count studies' and series' numbers of series and instances "
+                                 "again from the rows")
         parser.add_argument("--min-age", type=float, default=storage_check.MIN_AGE,
                             help="seconds; younger files are not judged (default %(default)s)")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, reindex_orphans: bool, delete_orphans: bool, forget_missing: bool,
-               fix_modes: bool, min_age: float, no_progress: bool, **options) -> None:
+               fix_modes: bool, fix_counts: bool, min_age: float, no_progress: bool,
+               **options) -> None:
         if min_age < 0:
             raise CommandError("--min-age must be 0 or more")
         actor = "check_storage"
@@ -53,7 +57,10 @@ class Command(BaseCommand):
         if report.open_modes and fix_modes:
             changed = storage_check.make_private(report.open_modes, actor=actor)
             self.stdout.write(f"made {changed} file(s) or folder(s) private")
-        if reindex_orphans or delete_orphans or forget_missing or fix_modes:
+        if report.wrong_counts and fix_counts:
+            counted = storage_check.fix_counts(actor=actor)
+            self.stdout.write(f"counted {counted} study(ies) again")
+        if reindex_orphans or delete_orphans or forget_missing or fix_modes or fix_counts:
             report = storage_check.check(min_age=min_age)
             self.stdout.write("after repair:")
             self._report(report)
@@ -62,7 +69,8 @@ class Command(BaseCommand):
                 f"storage has problems: {len(report.orphans)} orphan file(s), "
                 f"{len(report.leftovers)} left by a deletion, "
                 f"{len(report.missing)} missing file(s), {len(report.wrong_size)} of the "
-                f"wrong size, {len(report.open_modes)} readable by others")
+                f"wrong size, {len(report.open_modes)} readable by others, "
+                f"{len(report.wrong_counts)} wrongly counted")
 
     def _report(self, report: storage_check.StorageReport) -> None:
         self.stdout.write(
@@ -70,7 +78,8 @@ class Command(BaseCommand):
             f"{len(report.orphans)} orphan file(s), {len(report.leftovers)} left by a "
             f"deletion, {len(report.missing)} missing, "
             f"{len(report.wrong_size)} of the wrong size, "
-            f"{len(report.open_modes)} readable by others"
+            f"{len(report.open_modes)} readable by others, "
+            f"{len(report.wrong_counts)} wrongly counted"
             + (f"; {report.too_new} too new to judge" if report.too_new else ""))
         self._list("orphan file", report.orphans)
         self._list("left by a deletion", report.leftovers)
@@ -78,6 +87,7 @@ class Command(BaseCommand):
         self._list("wrong size", [f"{w.file_key} ({w.on_disk} bytes, indexed {w.indexed})"
                                   for w in report.wrong_size])
         self._list("readable by others (chmod go-rwx, or --fix-modes)", report.open_modes)
+        self._list("wrongly counted (--fix-counts)", report.wrong_counts)
 
     def _list(self, what: str, items: list[str]) -> None:
         for item in items[:SHOWN]:

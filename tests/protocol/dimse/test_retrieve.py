@@ -147,6 +147,7 @@ def _compressed_into(study: str) -> dict[str, object]:
     for name in ("MR2_J2KR.dcm", "SC_rgb_jpeg_dcmtk.dcm"):
         ds = dcmread(sample(name))
         ds.StudyInstanceUID = study
+        _same_patient(ds)
         store_instance(data=encoded(ds), received_from="test")
         originals[ds.SOPInstanceUID] = ds
     return originals
@@ -156,9 +157,16 @@ def _damaged_jpeg_into(study: str) -> str:
     """A JPEG baseline instance whose pixel data no decoder can read."""
     ds = dcmread(sample("SC_rgb_jpeg_dcmtk.dcm"))
     ds.StudyInstanceUID, ds.SOPInstanceUID = study, ds.SOPInstanceUID + ".9"
+    _same_patient(ds)
     ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG stream \xff\xd9"])
     store_instance(data=encoded(ds), received_from="test")
     return ds.SOPInstanceUID
+
+
+def _same_patient(ds) -> None:
+    """A study holds one patient's images (the archive refuses others): the CT's patient."""
+    ct = dcmread(sample("CT_small.dcm"), stop_before_pixels=True)
+    ds.PatientID, ds.PatientName = ct.PatientID, ct.PatientName
 
 
 def _same_images(received: list, originals: dict) -> None:
