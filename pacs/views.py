@@ -49,7 +49,8 @@ def study_detail(request, study_uid: str):
         raise Http404("No such study") from exc
     return render(request, "pacs/study_detail.html",
                   {"study": study, "series_list": selectors.series_of_study(study),
-                   "send_form": SendForm()})
+                   "send_form": SendForm(),
+                   "discrepancies": study.discrepancies.filter(resolved_at__isnull=True)})
 
 
 @permission_required("admin")

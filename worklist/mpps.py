@@ -97,6 +97,31 @@ def update_performed_step(*, sop_instance_uid: str, ds: Dataset, calling_aet: st
     return mpps
 
 
+def link(mpps: PerformedProcedureStep, step: ScheduledProcedureStep, *, actor: str
+         ) -> PerformedProcedureStep:
+    """Link an MPPS that matched no step (IHE 'unscheduled' or a mismatching Study Instance
+    UID) to the step it performed, by hand: the step then follows it, as if it had matched."""
+    from portal import audit
+
+    with transaction.atomic():
+        mpps = PerformedProcedureStep.objects.select_for_update().get(pk=mpps.pk)
+        mpps.steps.add(step)
+        note = f"MPPS {mpps.sop_instance_uid}, linked by {actor}"
+        if step.status in (ScheduledProcedureStep.Status.SCHEDULED,
+                           ScheduledProcedureStep.Status.ARRIVED):
+            step = services.set_step_status(step, STEP_STATUS[Status.IN_PROGRESS],
+                                             source="mpps", actor=actor, note=note)
+        if mpps.status != Status.IN_PROGRESS and \
+                step.status == ScheduledProcedureStep.Status.IN_PROGRESS:
+            services.set_step_status(step, STEP_STATUS[mpps.status], source="mpps",
+                                     actor=actor, note=note)
+        audit.record(category="worklist", action="MPPS linked", actor=actor,
+                     detail=f"MPPS {mpps.sop_instance_uid} -> step "
+                            f"{step.scheduled_procedure_step_id} "
+                            f"(accession {step.requested_procedure.order.accession_number})")
+    return mpps
+
+
 def _scheduled_steps(ds: Dataset) -> list[ScheduledProcedureStep]:
     """The steps named in the Scheduled Step Attributes Sequence (PS3.4 F.7.2.1, table F.7.2-1);
     an unscheduled acquisition names none and links to nothing."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from pydicom.dataset import Dataset
 
 from pacs.matching import prefix_q
@@ -25,6 +25,60 @@ def day_board(day: dt.date, *, modality: str = "") -> list[tuple[str, list]]:
     for step in steps:
         board.setdefault(step.scheduled_station_ae_title or "(no station)", []).append(step)
     return list(board.items())
+
+
+def unlinked_mpps(limit: int = 100) -> list:
+    """MPPS that matched no scheduled step, newest first, each with the steps that share its
+    accession number or scheduled step ID (candidates to link it to)."""
+    from worklist.models import PerformedProcedureStep
+
+    found = list(PerformedProcedureStep.objects.filter(steps__isnull=True)
+                 .order_by("-created_at")[:limit])
+    for mpps in found:
+        keys = _mpps_keys(mpps.attributes)
+        q = Q()
+        if keys["accession"]:
+            q |= Q(requested_procedure__order__accession_number__in=keys["accession"])
+        if keys["sps"]:
+            q |= Q(scheduled_procedure_step_id__in=keys["sps"])
+        mpps.candidates = (list(ScheduledProcedureStep.objects.filter(q).select_related(
+            "requested_procedure__order__patient")[:10]) if q else [])
+        mpps.keys = keys
+    return found
+
+
+def _mpps_keys(attributes: dict) -> dict[str, list[str]]:
+    """Accession numbers and scheduled step IDs an MPPS names (Scheduled Step Attributes
+    Sequence, from its DICOM JSON)."""
+    keys: dict[str, list[str]] = {"accession": [], "sps": [], "study": []}
+    for item in (attributes.get("00400270") or {}).get("Value") or []:
+        for key, tag in (("accession", "00080050"), ("sps", "00400009"), ("study", "0020000D")):
+            values = (item.get(tag) or {}).get("Value") or []
+            keys[key] += [str(v) for v in values if v]
+    return keys
+
+
+def studies_without_order(limit: int = 100) -> list[Study]:
+    """Stored studies no order is linked to (neither a requested procedure's Study Instance
+    UID nor a linked MPPS's is theirs: IHE 'unscheduled' images, or a modality that made its
+    own Study Instance UID), newest first, each with candidate orders: the one with its
+    accession number, else the patient's orders without images."""
+    from worklist.models import PerformedProcedureStep, RequestedProcedure
+
+    linked = RequestedProcedure.objects.values("study_instance_uid")
+    performed = PerformedProcedureStep.objects.filter(steps__isnull=False).values(
+        "study_instance_uid")
+    studies = list(Study.objects.exclude(study_instance_uid__in=linked)
+                   .exclude(study_instance_uid__in=performed)
+                   .select_related("patient").order_by("-created_at")[:limit])
+    for study in studies:
+        by_accession = Order.objects.filter(accession_number=study.accession_number) \
+            if study.accession_number else Order.objects.none()
+        same_patient = Order.objects.filter(patient_id=study.patient_id).exclude(
+            procedures__study_instance_uid__in=Study.objects.values("study_instance_uid"))
+        study.candidates = list((by_accession | same_patient).distinct()
+                                .order_by("-created_at")[:10])
+    return studies
 
 
 def stored_studies(order: Order) -> dict[str, Study]:

@@ -275,6 +275,34 @@ def cancel_order(order: Order, *, actor: str, source: str = "portal", note: str 
     return count
 
 
+def link_study(order: Order, study_uid: str, *, actor: str) -> None:
+    """Images that matched no order (their Study Instance UID and accession number are none
+    of the order's) become the order's: its requested procedure takes their Study Instance
+    UID, which links them on the order page, in UPS and in the status messages. Only an order
+    with no images yet: one whose study arrived is linked already."""
+    from pacs.models import Study
+
+    with transaction.atomic():
+        rp = order.procedures.select_for_update().order_by("pk").first()
+        if rp is None:
+            raise WorklistError(f"order {order.accession_number} has no requested procedure")
+        if Study.objects.filter(study_instance_uid=rp.study_instance_uid).exists():
+            raise WorklistError(f"order {order.accession_number} has its images already")
+        study = Study.objects.filter(study_instance_uid=study_uid).select_related(
+            "patient").first()
+        if study is None:
+            raise WorklistError(f"study {study_uid} is not in the archive")
+        if study.patient_id != order.patient_id:
+            raise WorklistError("the study and the order are of different patients: merge "
+                                "the patients first")
+        old = rp.study_instance_uid
+        rp.study_instance_uid = study_uid
+        rp.save(update_fields=["study_instance_uid"])
+        audit.record(category="worklist", action="study linked", actor=actor,
+                     detail=f"study {study_uid} -> order {order.accession_number} "
+                            f"(requested procedure {rp.requested_procedure_id}, was {old})")
+
+
 def record_event(step: ScheduledProcedureStep, *, source: str, actor: str, note: str) -> None:
     """A step's history entry for a change that is not a status change (UPS update, a
     cancellation request)."""

@@ -12,9 +12,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from pacs.errors import PacsError
+from pacs.models import Discrepancy
+from pacs.services import reconciliation as discrepancies
 from portal.crud import list_and_edit
 from portal.roles import permission_required
-from worklist import selectors, services, ups, ups_events
+from worklist import mpps, selectors, services, ups, ups_events
 from worklist.forms import (
     BoardForm,
     OrderEditForm,
@@ -25,6 +27,7 @@ from worklist.forms import (
 )
 from worklist.models import (
     Order,
+    PerformedProcedureStep,
     Procedure,
     ScheduledProcedureStep,
     Station,
@@ -195,3 +198,53 @@ def subscriber_retry(request, ae_title: str):
     count = ups_events.retry_now(ae_title)
     messages.info(request, f"{count} event(s) for {ae_title} are being sent again.")
     return redirect("ups-subscriptions")
+
+
+@permission_required("reconcile")
+def reconciliation(request):
+    """What disagrees and what matches nothing, to be settled by hand (IHE SWF and PIR's
+    'unscheduled' and 'mismatch' cases): open discrepancies, MPPS linked to no step, studies
+    linked to no order."""
+    return render(request, "worklist/reconciliation.html", {
+        "discrepancies": Discrepancy.objects.filter(resolved_at__isnull=True)
+        .select_related("study")[:200],
+        "mpps": selectors.unlinked_mpps(),
+        "studies": selectors.studies_without_order(),
+    })
+
+
+@permission_required("reconcile")
+@require_POST
+def discrepancy_resolve(request, pk: int):
+    found = get_object_or_404(Discrepancy, pk=pk, resolved_at__isnull=True)
+    discrepancies.resolve(found, actor=request.user.username,
+                           note=request.POST.get("note", "").strip())
+    messages.success(request, "Marked as settled.")
+    return redirect("reconciliation")
+
+
+@permission_required("reconcile")
+@require_POST
+def mpps_link(request, pk: int):
+    found = get_object_or_404(PerformedProcedureStep, pk=pk)
+    step = get_object_or_404(ScheduledProcedureStep, pk=request.POST.get("step") or 0)
+    try:
+        mpps.link(found, step, actor=request.user.username)
+    except PacsError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"MPPS linked to step {step.scheduled_procedure_step_id}.")
+    return redirect("reconciliation")
+
+
+@permission_required("reconcile")
+@require_POST
+def study_link(request, study_uid: str):
+    order = get_object_or_404(Order, pk=request.POST.get("order") or 0)
+    try:
+        services.link_study(order, study_uid, actor=request.user.username)
+    except PacsError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Study linked to order {order.accession_number}.")
+    return redirect("reconciliation")

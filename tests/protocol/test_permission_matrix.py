@@ -33,6 +33,7 @@ ALL = {VIEWER, TECH, SCHED}
 RIGHTS = {
     "browse": ALL, "store": {TECH}, "send": {TECH}, "worklist": ALL, "schedule": {SCHED},
     "perform": {TECH}, "status": {TECH, SCHED}, "admin": set(), "subscribe": set(),
+    "reconcile": {SCHED},
     "login": ALL | {None}, "anything": ALL,
 }
 
@@ -65,6 +66,10 @@ PAGES = [
     ("POST", "worklist/steps/<int:pk>/reschedule/", "schedule"),
     ("GET", "worklist/workitems/", "worklist"),
     ("GET", "worklist/workitems/<str:uid>/", "worklist"),
+    ("GET", "reconciliation/", "reconcile"),
+    ("POST", "reconciliation/<int:pk>/resolve/", "reconcile"),
+    ("POST", "reconciliation/mpps/<int:pk>/link/", "reconcile"),
+    ("POST", "reconciliation/studies/<str:study_uid>/link/", "reconcile"),
     ("GET", "worklist/subscriptions/", "admin"),
     ("POST", "worklist/subscriptions/<path:ae_title>/retry/", "admin"),
     ("GET", "worklist/stations/", "admin"), ("GET", "worklist/stations/<int:pk>/", "admin"),
@@ -147,6 +152,13 @@ def world(web, storage_dir):
     message = Message.objects.create(raw=b"MSH|^~\\&|M", peer="127.0.0.1:1")
     outbound = Outbound.objects.create(receiver=receiver, step_id=step.pk, order_status="IP",
                                        text="MSH|^~\\&|", control_id="C1")
+    from pacs.models import Discrepancy
+    from worklist.models import PerformedProcedureStep
+
+    discrepancy = Discrepancy.objects.create(kind="study", study_instance_uid="1.2.3",
+                                             detail="StudyDescription differs")
+    performed = PerformedProcedureStep.objects.create(sop_instance_uid="1.2.3.4.5",
+                                                      status="IN PROGRESS")
     return {
         "study_uid": ds.StudyInstanceUID, "series_uid": ds.SeriesInstanceUID,
         "sop_uid": ds.SOPInstanceUID, "study": ds.StudyInstanceUID,
@@ -156,7 +168,8 @@ def world(web, storage_dir):
         "pk": {"aes": ae.pk, "forwarding": rule.pk, "jobs": job.pk, "orders": order.pk,
                "steps": step.pk, "stations": station.pk, "catalog": procedure.pk,
                "hl7/senders": sender.pk, "hl7/receivers": receiver.pk, "hl7/outbound":
-               outbound.pk, "hl7": message.pk},
+               outbound.pk, "hl7": message.pk, "reconciliation": discrepancy.pk,
+               "reconciliation/mpps": performed.pk},
     }
 
 

@@ -180,3 +180,38 @@ def test_a_merge_after_a_form_and_an_admission_leaves_one_patient(settings, hl7_
     assert b"MSA|AA" in adt("A40", "PID|||P1001^^^HOSP||MÜLLER^ZOË\rMRG|P2099^^^HOSP\r", "C2")
     assert list(Patient.objects.values_list("patient_id", "issuer_of_patient_id")) == [
         ("P1001", "HOSP")]
+
+
+def test_reconciliation_lists_links_and_settles(storage_dir, client):
+    """Images that match no order are linked to the patient's waiting order; a discrepancy is
+    flagged on the study page until someone settles it."""
+    import datetime as dt
+
+    from django.urls import reverse
+
+    from tests.users import user_with
+    from worklist import selectors, services
+
+    order = services.create_order(
+        patient=services.PatientData("1CT1", "CompressedSamples^CT1"), procedure=None,
+        step=services.StepData(modality="CT", start=dt.datetime(2026, 12, 7, 9)), actor="t")
+    stored = store(ct())
+    store(ct(SOPInstanceUID=ct().SOPInstanceUID + ".2", StudyDescription="ANOTHER"))
+    client.force_login(user_with("front", "scheduler"))
+    page = client.get(reverse("reconciliation")).content.decode()
+    unlinked = page.split('id="unlinked-studies"')[1].split("</section>")[0]
+    assert stored.study_instance_uid in unlinked and order.accession_number in unlinked
+    study_page = client.get(reverse("study-detail", args=[stored.study_instance_uid]))
+    assert 'id="discrepancies"' in study_page.content.decode()
+    client.post(reverse("study-link", args=[stored.study_instance_uid]), {"order": order.pk})
+    assert list(selectors.stored_studies(order)) == [stored.study_instance_uid]
+    assert "Every study belongs to an order." in client.get(
+        reverse("reconciliation")).content.decode()
+    (open_one,) = Discrepancy.objects.filter(resolved_at__isnull=True)
+    client.post(reverse("discrepancy-resolve", args=[open_one.pk]), {"note": "typo at CT"})
+    open_one.refresh_from_db()
+    assert open_one.resolved_by == "front" and open_one.note == "typo at CT"
+    study_page = client.get(reverse("study-detail", args=[stored.study_instance_uid]))
+    assert 'id="discrepancies"' not in study_page.content.decode()
+    assert AuditEvent.objects.filter(action__in=["study linked", "discrepancy resolved"]
+                                     ).count() == 2

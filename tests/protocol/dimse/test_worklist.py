@@ -378,3 +378,42 @@ def test_an_edited_priority_reaches_the_worklist(dimse_listener):
     assert [d.RequestedProcedurePriority for d in _mwl(dimse_listener, ds)] == ["ROUTINE"]
     services.update_order(order, changes={"priority": "HIGH"}, actor="sched")
     assert [d.RequestedProcedurePriority for d in _mwl(dimse_listener, ds)] == ["HIGH"]
+
+
+def test_an_mpps_that_matches_no_step_is_listed_and_linked_by_hand(dimse_listener, scheduled,
+                                                                    client):
+    """IHE 'mismatch': the modality names the accession and step but its own Study Instance
+    UID. Answered 0x0000 (the MPPS is kept), the step waits; the Reconciliation page shows the
+    MPPS with its step as candidate, and linking it lets the step follow (then N-SET)."""
+    from django.urls import reverse
+
+    from tests.users import user_with
+
+    uid = generate_uid()
+    create = _in_progress(scheduled)
+    create.ScheduledStepAttributesSequence[0].StudyInstanceUID = generate_uid()
+    assoc = _mpps_assoc(dimse_listener)
+    try:
+        status, _ = assoc.send_n_create(create, MPPS, uid)
+        assert status.Status == 0x0000
+        scheduled.refresh_from_db()
+        assert scheduled.status == "SCHEDULED"
+        client.force_login(user_with("front", "scheduler"))
+        page = client.get(reverse("reconciliation")).content.decode()
+        listed = page.split('id="unlinked-mpps"')[1].split("</section>")[0]
+        assert scheduled.scheduled_procedure_step_id in listed and "Link" in listed
+        mpps = PerformedProcedureStep.objects.get(sop_instance_uid=uid)
+        linked = client.post(reverse("mpps-link", args=[mpps.pk]), {"step": scheduled.pk})
+        assert linked.status_code == 302
+        scheduled.refresh_from_db()
+        assert scheduled.status == "IN PROGRESS"
+        done = Dataset()
+        done.PerformedProcedureStepStatus = "COMPLETED"
+        status, _ = assoc.send_n_set(done, MPPS, uid)
+        assert status.Status == 0x0000
+    finally:
+        assoc.release()
+    scheduled.refresh_from_db()
+    assert scheduled.status == "COMPLETED"
+    page = client.get(reverse("reconciliation")).content.decode()
+    assert "Every MPPS matched its step." in page
