@@ -215,10 +215,11 @@ def _resent(place: _Place, existing: tuple, fields: dict, pending: PendingFile, 
     missing = not storage.exists(old_key)
     replace = settings.DUPLICATE_POLICY == "replace"
     if not same:
-        detail = (f"SOP Instance {place.sop_uid} is stored as patient {stored_as.label()}, "
-                  f"study {old_study_uid}, series {old_series_uid}; it was sent again as "
-                  f"patient {place.patient.label()}, study {place.study_uid}, series "
-                  f"{place.series_uid}")
+        # the gist first: a DIMSE Error Comment keeps 64 characters
+        detail = (f"sent again as patient {place.patient.label()} (stored as patient "
+                  f"{stored_as.label()}): SOP Instance {place.sop_uid}, stored in study "
+                  f"{old_study_uid}, series {old_series_uid}; sent with study "
+                  f"{place.study_uid}, series {place.series_uid}")
         if not (replace and settings.DUPLICATE_REPLACE_ACROSS):
             if replace or missing or settings.DUPLICATE_CONFLICT == "refuse":
                 raise IdentityConflict(detail, kind=Discrepancy.Kind.DUPLICATE,
@@ -227,8 +228,8 @@ def _resent(place: _Place, existing: tuple, fields: dict, pending: PendingFile, 
             reconciliation.record(kind=Discrepancy.Kind.DUPLICATE, study_uid=old_study_uid,
                                   sop_uid=place.sop_uid, patient=stored_as.label(),
                                   detail=detail, origin=place.origin)
-            place.warning = "duplicate SOP Instance UID of another patient, study or " \
-                            "series: the stored instance is kept"
+            place.warning = "re-sent with another patient, study or series: the stored " \
+                            "instance is kept"
             return Outcome.DUPLICATE, old_key, None
     elif missing:
         log.warning("the stored file of an instance was missing: the re-sent copy replaces it")
@@ -368,8 +369,8 @@ def _study_for(place: _Place) -> Study:
 
 def _other_patient(place: _Place, holder: identity.PatientKey) -> IdentityConflict:
     return IdentityConflict(
-        f"study {place.study_uid} is stored for patient {holder.label()}; this image "
-        f"(SOP Instance {place.sop_uid}) names patient {place.patient.label()}: not stored",
+        f"names patient {place.patient.label()}, but study {place.study_uid} is stored for "
+        f"patient {holder.label()}: SOP Instance {place.sop_uid} not stored",
         kind=Discrepancy.Kind.PATIENT, study_uid=place.study_uid, sop_uid=place.sop_uid,
         patient=holder.label())
 
@@ -392,8 +393,8 @@ def _series_for(place: _Place) -> tuple[int, int]:
         series_id, study_id, study_uid, pid, issuer = row[:5]
         if study_uid != place.study_uid:
             raise IdentityConflict(
-                f"series {place.series_uid} is stored in study {study_uid}; this image "
-                f"(SOP Instance {place.sop_uid}) puts it in study {place.study_uid}: not stored",
+                f"puts series {place.series_uid} in study {place.study_uid}, but it is stored "
+                f"in study {study_uid}: SOP Instance {place.sop_uid} not stored",
                 kind=Discrepancy.Kind.STUDY, study_uid=study_uid, sop_uid=place.sop_uid,
                 patient=identity.PatientKey(pid, issuer).label())
         holder = identity.PatientKey(pid, issuer)

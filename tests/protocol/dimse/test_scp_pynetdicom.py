@@ -142,3 +142,29 @@ def test_concurrent_associations_storing_one_study(dimse_listener, known_aes):
     assert Study.objects.count() == 1 and Series.objects.count() == 5
     study = Study.objects.get()
     assert study.number_of_instances == 41 and study.number_of_series == 5
+
+
+def test_conflicting_images_get_a_warning_or_a_failure_with_the_reason(dimse_listener,
+                                                                       known_aes, settings):
+    """A re-sent SOP Instance of another patient: 0xB000, the stored one kept; with
+    PORTAL_DUPLICATE_CONFLICT=refuse, 0xC000. A new image of another patient for a stored
+    study: 0xC000. Nothing moves (PS3.4 B.2.3 statuses, the reason in the Error Comment)."""
+    original = dcmread(sample("CT_small.dcm"))
+    other = dcmread(sample("CT_small.dcm"))
+    other.PatientID, other.PatientName = "B-2", "OTHER^PATIENT"
+    new_image = dcmread(sample("CT_small.dcm"))
+    new_image.PatientID, new_image.SOPInstanceUID = "B-2", original.SOPInstanceUID + ".7"
+    assoc = associate(dimse_listener)
+    try:
+        assert assoc.send_c_store(original).Status == 0x0000
+        status = assoc.send_c_store(other)
+        assert status.Status == 0xB000 and "another patient" in status.ErrorComment
+        settings.DUPLICATE_CONFLICT = "refuse"
+        status = assoc.send_c_store(other)
+        assert status.Status == 0xC000 and "sent again as patient B-2" in status.ErrorComment
+        status = assoc.send_c_store(new_image)
+        assert status.Status == 0xC000 and "names patient B-2, but study" in status.ErrorComment
+    finally:
+        assoc.release()
+    assert Instance.objects.count() == 1
+    assert Study.objects.get().patient.patient_id == original.PatientID
