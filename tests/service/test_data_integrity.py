@@ -215,3 +215,18 @@ def test_reconciliation_lists_links_and_settles(storage_dir, client):
     assert 'id="discrepancies"' not in study_page.content.decode()
     assert AuditEvent.objects.filter(action__in=["study linked", "discrepancy resolved"]
                                      ).count() == 2
+
+
+def test_a_site_that_sets_its_issuer_later_adopts_it_once(storage_dir, settings, capsys):
+    from django.core.management import call_command
+
+    store(ct())  # stored before the setting: no issuer
+    Patient.objects.create(patient_id="TWICE", issuer_of_patient_id="")
+    Patient.objects.create(patient_id="TWICE", issuer_of_patient_id="HOSP")
+    settings.LOCAL_ISSUER = "HOSP"
+    call_command("adopt_local_issuer")
+    out = capsys.readouterr().out
+    assert "1 patient(s) now have issuer HOSP" in out and "TWICE" in out
+    again = ct(SOPInstanceUID=ct().SOPInstanceUID + ".3")
+    assert store(again).outcome is Outcome.STORED  # the study's patient is still theirs
+    assert Study.objects.get().patient.issuer_of_patient_id == "HOSP"
