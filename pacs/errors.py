@@ -9,6 +9,11 @@ class PacsError(Exception):
     dimse_status = 0xC000
     http_status = 400
 
+    def log_text(self) -> str:
+        """The error as a plain log may carry it (no patient data: that goes to the audit
+        trail and the answer to the caller only)."""
+        return str(self)
+
 
 class InvalidDicom(PacsError):
     """The bytes are not a readable DICOM dataset (PS3.4 B.2.3: 0xC000 'Cannot understand')."""
@@ -41,6 +46,10 @@ class IdentityConflict(PacsError):
                  patient: str) -> None:
         super().__init__(message)
         self.kind, self.study_uid, self.sop_uid, self.patient = kind, study_uid, sop_uid, patient
+
+    def log_text(self) -> str:
+        return (f"{self.kind} conflict for SOP Instance {self.sop_uid}: see the "
+                "Reconciliation page")
 
 
 class StorageFull(PacsError):

@@ -126,7 +126,7 @@ def _answered(assoc: Association, message: wire.Message, what: str,
     try:
         return call()
     except PacsError as exc:
-        log.warning("%s from %s refused: %s", what, assoc.calling_aet, exc)
+        log.warning("%s from %s refused: %s", what, assoc.calling_aet, exc.log_text())
         assoc.respond(message, exc.dimse_status, comment=str(exc))
     except Exception as exc:
         log.exception("%s from %s failed", what, assoc.calling_aet)

@@ -49,7 +49,8 @@ def make_commitment_service(policy: AePolicy) -> Service:
             assoc.respond(message, STATUS_PROCESSING_FAILURE, extra=extra, comment=str(exc))
             return
         except PacsError as exc:
-            log.warning("storage commitment from %s refused: %s", assoc.calling_aet, exc)
+            log.warning("storage commitment from %s refused: %s", assoc.calling_aet,
+                        exc.log_text())
             assoc.respond(message, exc.dimse_status, extra=extra, comment=str(exc))
             return
         except Exception as exc:

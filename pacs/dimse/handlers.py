@@ -164,7 +164,7 @@ def make_store_service(policy: AePolicy) -> Service:
                     data=prefix + message.dataset, received_from=origin,
                     expected_sop_class_uid=sop_class, expected_sop_instance_uid=sop_instance)
         except PacsError as exc:
-            log.warning("C-STORE from %s refused: %s", calling, exc)
+            log.warning("C-STORE from %s refused: %s", calling, exc.log_text())
             assoc.respond(message, exc.dimse_status, comment=str(exc))
             return
         except Exception as exc:  # never let one request take the association down
@@ -213,7 +213,7 @@ def make_find_service(policy: AePolicy, *, models: set[str] = FIND_MODELS,
                 record_access(assoc, what, identifier, f"cancelled after {-sent - 1}")
                 return
         except PacsError as exc:
-            log.warning("C-FIND from %s refused: %s", calling, exc)
+            log.warning("C-FIND from %s refused: %s", calling, exc.log_text())
             assoc.respond(message, exc.dimse_status, comment=str(exc))
             record_access(assoc, what, identifier, str(exc), "refused")
             return

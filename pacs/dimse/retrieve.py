@@ -115,7 +115,7 @@ def _final(assoc: Association, message: wire.Message, counts: Progress, status: 
 
 def _refuse(assoc: Association, message: wire.Message, exc: Exception) -> None:
     if isinstance(exc, PacsError):
-        log.warning("retrieve from %s refused: %s", assoc.calling_aet, exc)
+        log.warning("retrieve from %s refused: %s", assoc.calling_aet, exc.log_text())
         assoc.respond(message, exc.dimse_status, comment=str(exc))
     else:
         log.exception("retrieve from %s failed", assoc.calling_aet)

@@ -193,7 +193,7 @@ def _store_from(peer: scu.Peer):
         try:
             store_instance(data=data, received_from=origin)
         except PacsError as exc:
-            log.warning("C-GET from %s: instance refused: %s", peer.ae_title, exc)
+            log.warning("C-GET from %s: instance refused: %s", peer.ae_title, exc.log_text())
             return exc.dimse_status
         return 0x0000
 

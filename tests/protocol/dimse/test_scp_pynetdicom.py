@@ -145,7 +145,8 @@ def test_concurrent_associations_storing_one_study(dimse_listener, known_aes):
 
 
 def test_conflicting_images_get_a_warning_or_a_failure_with_the_reason(dimse_listener,
-                                                                       known_aes, settings):
+                                                                       known_aes, settings,
+                                                                       caplog):
     """A re-sent SOP Instance of another patient: 0xB000, the stored one kept; with
     PORTAL_DUPLICATE_CONFLICT=refuse, 0xC000. A new image of another patient for a stored
     study: 0xC000. Nothing moves (PS3.4 B.2.3 statuses, the reason in the Error Comment)."""
@@ -168,3 +169,7 @@ def test_conflicting_images_get_a_warning_or_a_failure_with_the_reason(dimse_lis
         assoc.release()
     assert Instance.objects.count() == 1
     assert Study.objects.get().patient.patient_id == original.PatientID
+    # the plain log says a conflict was refused, not whose: patient IDs stay out of it
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 2 and all("conflict for SOP Instance" in r for r in refusals)
+    assert not any(original.PatientID in r or "B-2" in r for r in caplog.messages)
