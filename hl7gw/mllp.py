@@ -30,11 +30,11 @@ KEPT_BYTES = 64 * 1024  # of a refused frame, in its log row
 
 
 def _warn(source: str, reason: str) -> None:
-    """A refusal in the log, once per source address and minute (each one is in the message
-    log anyway): a client sending garbage in a loop must not flood the log."""
+    """A refusal in the log, once per source address and minute (a refused frame is in the
+    message log anyway): a client sending garbage in a loop must not flood the log."""
     if quiet.due(f"hl7 {source}"):
-        log.warning("HL7 from %s: %s (further ones for a minute: message log only)", source,
-                    reason)
+        log.warning("HL7 from %s: %s (more from there within a minute: not logged here)",
+                    source, reason)
 
 
 class FrameBuffer:
@@ -139,7 +139,7 @@ class MllpListener:
             conn.settimeout(HANDSHAKE_TIMEOUT)
             conn = tls.server_context().wrap_socket(conn, server_side=True)
         except (OSError, ssl.SSLError) as exc:
-            log.warning("HL7 TLS handshake with %s failed: %s", address[0], exc)
+            _warn(address[0], f"TLS handshake failed: {exc}")
             conn.close()
             return
         self._serve(conn, address)
@@ -176,7 +176,7 @@ class MllpListener:
         finally:
             leftover = buffer.leftover()
             if leftover.strip():  # the peer closed (or stalled) inside a frame: keep what came
-                log.warning("HL7 from %s: connection closed inside a frame", peer)
+                _warn(address[0], "connection closed inside a frame")
                 _keep_truncated(leftover[:settings.HL7_MAX_FRAME_BYTES], peer)
             conn.close()
             connection.close()

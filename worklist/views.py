@@ -227,7 +227,7 @@ def discrepancy_resolve(request, pk: int):
 @require_POST
 def mpps_link(request, pk: int):
     found = get_object_or_404(PerformedProcedureStep, pk=pk)
-    step = get_object_or_404(ScheduledProcedureStep, pk=request.POST.get("step") or 0)
+    step = get_object_or_404(ScheduledProcedureStep, pk=_posted_pk(request, "step"))
     try:
         mpps.link(found, step, actor=request.user.username)
     except PacsError as exc:
@@ -240,7 +240,7 @@ def mpps_link(request, pk: int):
 @permission_required("reconcile")
 @require_POST
 def study_link(request, study_uid: str):
-    order = get_object_or_404(Order, pk=request.POST.get("order") or 0)
+    order = get_object_or_404(Order, pk=_posted_pk(request, "order"))
     try:
         services.link_study(order, study_uid, actor=request.user.username)
     except PacsError as exc:
@@ -248,3 +248,9 @@ def study_link(request, study_uid: str):
     else:
         messages.success(request, f"Study linked to order {order.accession_number}.")
     return redirect("reconciliation")
+
+
+def _posted_pk(request, name: str) -> int:
+    """The row a form's select names; 0 (found nowhere: 404) when it names none or garbage."""
+    value = request.POST.get(name, "")
+    return int(value) if value.isdigit() and len(value) < 19 else 0

@@ -203,6 +203,9 @@ def test_reconciliation_lists_links_and_settles(storage_dir, client):
     assert stored.study_instance_uid in unlinked and order.accession_number in unlinked
     study_page = client.get(reverse("study-detail", args=[stored.study_instance_uid]))
     assert 'id="discrepancies"' in study_page.content.decode()
+    for garbage in ("x", "", "9" * 30):  # a form tampered with: 404, never a 500
+        assert client.post(reverse("study-link", args=[stored.study_instance_uid]),
+                           {"order": garbage}).status_code == 404
     client.post(reverse("study-link", args=[stored.study_instance_uid]), {"order": order.pk})
     assert list(selectors.stored_studies(order)) == [stored.study_instance_uid]
     assert "Every study belongs to an order." in client.get(
