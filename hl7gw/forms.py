@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from hl7gw.models import Receiver, Sender
-from portal.addresses import check_entries, split_list
+from portal import addresses
 
 
 class SenderForm(forms.ModelForm):
@@ -14,12 +14,10 @@ class SenderForm(forms.ModelForm):
                   "default_charset", "accession_field", "default_station_ae_title", "active"]
 
     def clean_addresses(self) -> str:
-        value = self.cleaned_data["addresses"]
-        bad = check_entries(value)
-        if bad:
-            raise forms.ValidationError(
-                f"Not an address, network or host name: {', '.join(bad)}")
-        return ", ".join(split_list(value))
+        try:
+            return addresses.cleaned(self.cleaned_data["addresses"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
     def clean(self):
         data = super().clean()

@@ -5,7 +5,7 @@ import re
 from django import forms
 
 from pacs.models import ApplicationEntity, ForwardingRule
-from portal.addresses import check_entries, split_list
+from portal import addresses
 
 # PS3.5 6.2 AE: up to 16 characters of the default repertoire, no backslash or control codes.
 AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
@@ -30,12 +30,10 @@ class ApplicationEntityForm(forms.ModelForm):
         return value
 
     def clean_calling_addresses(self) -> str:
-        value = self.cleaned_data["calling_addresses"]
-        bad = check_entries(value)
-        if bad:
-            raise forms.ValidationError(
-                f"Not an address, network or host name: {', '.join(bad)}")
-        return ", ".join(split_list(value))
+        try:
+            return addresses.cleaned(self.cleaned_data["calling_addresses"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
     def clean_port(self) -> int:
         port = self.cleaned_data["port"]

@@ -103,3 +103,12 @@ def check_entries(text: str) -> list[str]:
             if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", entry):
                 bad.append(entry)
     return bad
+
+
+def cleaned(text: str) -> str:
+    """An address list as a form keeps it ("a, b, c"); ValueError naming the entries that are
+    neither an address, a network nor a host name."""
+    bad = check_entries(text)
+    if bad:
+        raise ValueError(f"Not an address, network or host name: {', '.join(bad)}")
+    return ", ".join(split_list(text))
