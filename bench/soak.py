@@ -18,7 +18,8 @@ The attackers, from 127.0.0.2-127.0.0.9, each attack of issue 23 in a loop:
 
 Reports for each phase: the legitimate operations per second, errors, the serve process's peak
 resident memory, and at the end whether everything acknowledged is in the archive (every
-stored instance, every order answered AA).
+stored instance, every order answered AA). It exits 1 when the peak exceeds --max-rss
+(400 MB) or anything acknowledged is missing.
 """
 
 from __future__ import annotations
@@ -268,7 +269,6 @@ def missing(portal, stored: list[str], orders: list[str]) -> tuple[int, int]:
     out = portal.shell(
         "from pacs.models import Instance\nfrom worklist.models import Order\n"
         f"lines = open({str(listing)!r}).read().split()\n"
-        "uids = set(lines[1::2][:lines.count('I')])\n"
         "pairs = list(zip(lines[0::2], lines[1::2]))\n"
         "uids = {v for k, v in pairs if k == 'I'}\n"
         "controls = {v for k, v in pairs if k == 'O'}\n"
@@ -281,10 +281,12 @@ def missing(portal, stored: list[str], orders: list[str]) -> tuple[int, int]:
     return int(images), int(orders_missing)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--verbose", action="store_true", help="the portal's warnings")
+    parser.add_argument("--max-rss", type=float, default=400,
+                        help="the bound on the serve process's resident memory, MB")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; {args.seconds:.0f} s per phase")
@@ -311,6 +313,11 @@ def main() -> None:
             lost_images, lost_orders = missing(portal, stored, acked)
             print(f"acknowledged: {len(stored)} images stored ({lost_images} not in the "
                   f"archive), {len(acked)} orders answered AA ({lost_orders} not in it)")
+            peak = max(r[1] for r in results.values())
+            ok = peak <= args.max_rss and not lost_images and not lost_orders
+            print(f"{'PASS' if ok else 'FAIL'}: peak RSS {peak:.0f} MB (bound "
+                  f"{args.max_rss:.0f} MB); acknowledged but lost: "
+                  f"{lost_images + lost_orders}")
         finally:
             portal.stop()
             if "--verbose" in sys.argv:
@@ -318,9 +325,10 @@ def main() -> None:
                          if "WARNING" in line or "ERROR" in line]
                 print("\n".join(sorted(set(re.sub(r"^\S+ \S+ ", "", line)
                                             for line in lines))[:60]))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
     os.environ.update(portal_env(Path(tempfile.gettempdir()) / "unused"))
     socket.setdefaulttimeout(30)
-    main()
+    sys.exit(main())
