@@ -6,7 +6,7 @@ attack every listener of one `manage.py serve` (embedded mode, the production se
 
 Two phases of --seconds each: the legitimate load alone, then the same load while the
 attackers run. The legitimate load, from 127.0.0.1:
-- 4 modalities (pynetdicom as SCU), each sending associations of 20 new CT images (512x512);
+- 4 modalities (DCMTK storescu), each sending associations of 20 new CT images (512x512);
 - an HL7 RIS sending ORM^O01 orders over one MLLP connection (python-hl7's client);
 - a DICOMweb client searching studies (QIDO-RS, API token);
 - a browser-like client loading the study list (session).
@@ -28,7 +28,9 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +42,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.ingest import make_ct_series  # noqa: E402
+from bench.ingest import STORESCU, make_ct_series  # noqa: E402
 from tests import hostile  # noqa: E402
 from tests.portal_process import portal_env, start_portal  # noqa: E402
 
@@ -84,39 +86,56 @@ def setup(portal) -> dict[str, str]:
 
 def legit_store(portal, template: Path, stop: threading.Event, counts: Counts,
                 acked: list[str]) -> None:
-    """A modality (pynetdicom as SCU): associations of 20 new CT images each (fresh UIDs, so
-    that every acknowledged image must be in the archive once)."""
+    """A modality: DCMTK storescu, one association per 20 new CT images (fresh UIDs, so that
+    every acknowledged image must be in the archive once). An image counts as acknowledged
+    when storescu reports its Store Response as Success."""
     from pydicom import dcmread
     from pydicom.uid import generate_uid
-    from pynetdicom import AE
-    from pynetdicom.sop_class import CTImageStorage
 
     ds = dcmread(template)
-    ae = AE(ae_title="STORESCU")
-    ae.add_requested_context(CTImageStorage, ds.file_meta.TransferSyntaxUID)
-    while not stop.is_set():
-        assoc = ae.associate("127.0.0.1", portal.dimse_port, ae_title="PORTAL")
-        if not assoc.is_established:
-            counts.add("stored", False)
-            counts.add("association refused or failed", False)
-            stop.wait(0.5)
-            continue
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-        try:
-            for _ in range(20):
+    folder = Path(tempfile.mkdtemp(prefix="soak-modality-"))
+    paths = [folder / f"{i:02d}.dcm" for i in range(20)]
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    try:
+        while not stop.is_set():
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+            uids = {}
+            for path in paths:
                 ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-                if not assoc.is_established:
-                    counts.add("association aborted", False)
-                    break
-                status = assoc.send_c_store(ds)
-                if status and status.Status == 0x0000:
-                    counts.add("stored")
-                    acked.append(ds.SOPInstanceUID)
-                else:
-                    counts.add("stored", False)
-        finally:
-            if assoc.is_established:
-                assoc.release()
+                ds.save_as(path, enforce_file_format=True)
+                uids[str(path)] = ds.SOPInstanceUID
+            try:
+                run = subprocess.run(
+                    [STORESCU, "-v", "-aet", "STORESCU", "-aec", "PORTAL", "127.0.0.1",
+                     str(portal.dimse_port), *map(str, paths)],
+                    capture_output=True, text=True, timeout=300, env=env)
+                output = run.stdout + run.stderr
+            except subprocess.TimeoutExpired:
+                output = ""
+            done = _acknowledged(output)
+            for path in done:
+                acked.append(uids[path])
+            counts.add("stored", n=len(done))
+            if len(done) < len(paths):
+                counts.add("stored", False, len(paths) - len(done))
+                reason = ("association refused or failed" if "Association Accepted"
+                          not in output else "association aborted")
+                counts.add(reason, False)
+                stop.wait(0.5)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _acknowledged(output: str) -> list[str]:
+    """The files storescu -v says were stored (a Success response after "Sending file")."""
+    done, current = [], None
+    for line in output.splitlines():
+        if line.startswith("I: Sending file: "):
+            current = line.removeprefix("I: Sending file: ").strip()
+        elif line.startswith("I: Received Store Response (Success)") and current:
+            done.append(current)
+            current = None
+    return done
 
 
 def legit_hl7(portal, stop: threading.Event, counts: Counts, acked: list[str]) -> None:
