@@ -51,6 +51,7 @@ class Portal:
             "from django.contrib.auth.models import User;"
             "from rest_framework.authtoken.models import Token;"
             "u, _ = User.objects.get_or_create(username='bench');"
+            "from portal.roles import grant; grant(u, 'viewer');"
             "print(Token.objects.get_or_create(user=u)[0].key)")],
             env=env, check=True, capture_output=True, text=True).stdout
         token = out.strip().splitlines()[-1]
@@ -102,6 +103,8 @@ def curl(url: str, headers: dict[str, str], accept: str) -> tuple[float, int, in
         args += ["-H", f"{name}: {value}"]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
     seconds, size, status = out.split()
+    if status != "200":  # an error answer is fast: never time it as the real one
+        raise RuntimeError(f"GET {url}: HTTP {status}")
     return float(seconds), int(size), int(status)
 
 
@@ -109,7 +112,10 @@ def count_matches(url: str, headers: dict[str, str]) -> int:
     out = subprocess.run(["curl", "-s", "-H", "Accept: application/dicom+json",
                           *[a for k, v in headers.items() for a in ("-H", f"{k}: {v}")], url],
                          capture_output=True, text=True, check=True).stdout
-    return len(json.loads(out or "[]"))
+    answer = json.loads(out or "[]")
+    if not isinstance(answer, list):
+        raise RuntimeError(f"GET {url}: {out[:200]}")
+    return len(answer)
 
 
 def row(label: str, what: str, times: list[float], extra: str) -> None:
