@@ -50,7 +50,7 @@ class LocalStorage:
         several times the cost of memory it reuses. On the CI machine (a VM) a 526 KB
         synced write took 1.2-1.4 ms of system CPU kept in the cache and 0.44 ms dropped;
         the C-STORE benchmark's SCP spent 0.3-0.8 ms less system CPU per instance
-        (docs/benchmarks.md, session 12). It also keeps the index database's pages in the
+        (bench/ingest.py). It also keeps the index database's pages in the
         cache while images stream in. A later read (WADO, C-MOVE, forwarding) reads the
         file from disk once."""
         self.root = Path(root)
