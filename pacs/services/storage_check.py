@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Q, QuerySet
 
 from pacs.errors import NotFound
 from pacs.models import Instance, Series, Study
@@ -113,33 +113,37 @@ def check(*, min_age: float = MIN_AGE, progress: Callable[[], None] | None = Non
     return report
 
 
-def wrong_counts() -> list[str]:
-    """Studies and series whose computed keys (PS3.4 C.3.4: numbers of related series and
-    instances) differ from their rows, as 'study UID: stored n, rows m'."""
-    found = []
-    series = (Series.objects.annotate(n=Count("instances"))
-              .exclude(number_of_instances=F("n"))
-              .values_list("series_instance_uid", "number_of_instances", "n"))
-    found += [f"series {uid}: {stored} instance(s) counted, {rows} stored"
-              for uid, stored, rows in series.iterator(chunk_size=2000)]
+def _miscounted() -> tuple[QuerySet[Series], QuerySet[Study]]:
+    """The series and the studies whose computed keys (PS3.4 C.3.4: numbers of related series
+    and instances) differ from their rows, annotated with the counts of their rows."""
+    series = Series.objects.annotate(n=Count("instances")).exclude(number_of_instances=F("n"))
     studies = (Study.objects.annotate(n=Count("series__instances"),
                                       ns=Count("series", distinct=True))
-               .filter(~Q(number_of_instances=F("n")) | ~Q(number_of_series=F("ns")))
-               .values_list("study_instance_uid", "number_of_series", "ns",
-                            "number_of_instances", "n"))
+               .filter(~Q(number_of_instances=F("n")) | ~Q(number_of_series=F("ns"))))
+    return series, studies
+
+
+def wrong_counts() -> list[str]:
+    """Studies and series whose computed keys differ from their rows, each as a line saying
+    what is counted and what is stored."""
+    series, studies = _miscounted()
+    found = [f"series {uid}: {stored} instance(s) counted, {rows} stored"
+             for uid, stored, rows in series.values_list(
+                 "series_instance_uid", "number_of_instances", "n").iterator(chunk_size=2000)]
     found += [f"study {uid}: {s} series and {i} instance(s) counted, {rs} and {ri} stored"
-              for uid, s, rs, i, ri in studies.iterator(chunk_size=2000)]
+              for uid, s, rs, i, ri in studies.values_list(
+                  "study_instance_uid", "number_of_series", "ns", "number_of_instances",
+                  "n").iterator(chunk_size=2000)]
     return found
 
 
 def fix_counts(*, actor: str) -> int:
     """Count the studies' and series' computed keys again from the rows (a study or series
     left empty goes, as after a deletion); how many studies were counted."""
-    uids = {line.split(" ")[1].rstrip(":") for line in wrong_counts()}
-    studies = Study.objects.filter(Q(study_instance_uid__in=uids)
-                                   | Q(series__series_instance_uid__in=uids)).distinct()
+    series, studies = _miscounted()
+    pks = {*series.values_list("study_id", flat=True), *studies.values_list("pk", flat=True)}
     fixed = 0
-    for study in studies:
+    for study in Study.objects.filter(pk__in=pks):
         deletion.tidy(study)
         fixed += 1
     if fixed:
