@@ -22,7 +22,13 @@ class PatientKey:
     patient_id: str
     issuer: str
 
+    @classmethod
+    def of(cls, patient) -> PatientKey:
+        """The registry key of a stored patient (pacs.models.Patient)."""
+        return cls(patient.patient_id, patient.issuer_of_patient_id)
+
     def label(self) -> str:
+        """How messages and the audit trail name a patient: ID^^^issuer (CX)."""
         return self.patient_id + (f"^^^{self.issuer}" if self.issuer else "")
 
 

@@ -74,9 +74,7 @@ def find_or_create_patient(data: PatientData, *, actor: str = "", source: str = 
 
 
 def _label(patient: Patient) -> str:
-    """How the audit trail names a patient: its identifier (with issuer)."""
-    return patient.patient_id + (f"^^^{patient.issuer_of_patient_id}"
-                                 if patient.issuer_of_patient_id else "")
+    return identity.PatientKey.of(patient).label()
 
 
 def next_accession_number(day: dt.date | None = None) -> str:

@@ -337,8 +337,7 @@ def _study_for(place: _Place) -> Study:
     study = Study.objects.filter(study_instance_uid=place.study_uid).select_related(
         "patient").first()
     if study:
-        holder = identity.PatientKey(study.patient.patient_id,
-                                     study.patient.issuer_of_patient_id)
+        holder = identity.PatientKey.of(study.patient)
         if holder != place.patient:
             raise _other_patient(place, holder)
         _compare(place, study.pk, Discrepancy.Kind.STUDY, _STUDY_ATTRIBUTES,
@@ -391,13 +390,13 @@ def _series_for(place: _Place) -> tuple[int, int]:
     row = lean.execute(_SQL["series"], [place.series_uid]).fetchone()
     if row:
         series_id, study_id, study_uid, pid, issuer = row[:5]
+        holder = identity.PatientKey(pid, issuer)
         if study_uid != place.study_uid:
             raise IdentityConflict(
                 f"puts series {place.series_uid} in study {place.study_uid}, but it is stored "
                 f"in study {study_uid}: SOP Instance {place.sop_uid} not stored",
                 kind=Discrepancy.Kind.STUDY, study_uid=study_uid, sop_uid=place.sop_uid,
-                patient=identity.PatientKey(pid, issuer).label())
-        holder = identity.PatientKey(pid, issuer)
+                patient=holder.label())
         if holder != place.patient:
             raise _other_patient(place, holder)
         n = len(_STUDY_ATTRIBUTES)
