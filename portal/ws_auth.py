@@ -34,13 +34,17 @@ def _header(scope, name: bytes) -> str | None:
     return None
 
 
-def _host_port(value: str, scheme: str) -> tuple[str, int | None]:
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+def _endpoint(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host name, port) of a URL; ("", "", None) when it does not parse."""
     try:
-        parts = urlsplit(f"{scheme}://{value}")
-        port = parts.port or {"http": 80, "ws": 80, "https": 443, "wss": 443}.get(scheme)
+        parts = urlsplit(url)
+        return (parts.scheme, (parts.hostname or "").lower(),
+                parts.port or _DEFAULT_PORTS.get(parts.scheme))
     except ValueError:
-        return "", None
-    return (parts.hostname or "").lower(), port
+        return "", "", None
 
 
 def origin_allowed(origin: str | None, host: str | None, scheme: str) -> bool:
@@ -50,15 +54,10 @@ def origin_allowed(origin: str | None, host: str | None, scheme: str) -> bool:
     origin = origin.strip().rstrip("/")
     if origin in {*settings.CORS_ALLOWED_ORIGINS, *settings.CSRF_TRUSTED_ORIGINS}:
         return True
-    try:
-        parts = urlsplit(origin)
-        origin_host = (parts.hostname or "").lower()
-        origin_port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
+    origin_scheme, origin_host, origin_port = _endpoint(origin)
+    if not host or origin_scheme not in ("http", "https"):
         return False
-    if not host or parts.scheme not in ("http", "https"):
-        return False
-    ws_host, ws_port = _host_port(host, scheme)
+    _, ws_host, ws_port = _endpoint(f"{scheme}://{host}")
     return origin_host == ws_host and origin_port in {ws_port, settings.HTTP_PORT}
 
 
