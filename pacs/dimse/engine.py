@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.db import connection
 from pynetdicom import __version__ as pynetdicom_version
@@ -317,16 +318,8 @@ class Association:
             self._serve()
         except wire.DatasetTooLarge as exc:
             # PS3.7 C-STORE: 0xA700 refused, out of resources; then nothing more of it
-            rq = exc.command
-            command = wire.encode_command({
-                wire.AFFECTED_SOP_CLASS_UID: rq.get(wire.AFFECTED_SOP_CLASS_UID),
-                wire.COMMAND_FIELD: int(rq.get(wire.COMMAND_FIELD, 0)) | 0x8000,  # type: ignore[call-overload]
-                wire.MESSAGE_ID_BEING_RESPONDED_TO: rq.get(wire.MESSAGE_ID),
-                wire.COMMAND_DATA_SET_TYPE: wire.NO_DATASET,
-                wire.STATUS: 0xA700,
-                wire.ERROR_COMMENT: str(exc)[:64],
-                wire.AFFECTED_SOP_INSTANCE_UID: rq.get(wire.AFFECTED_SOP_INSTANCE_UID)})
-            _quietly(self.pdu.send_message, exc.context_id, command, None, self.peer_max_pdu)
+            _quietly(partial(self.respond, wire.Message(exc.context_id, exc.command), 0xA700,
+                             comment=str(exc)[:64]))
             raise
 
     def _serve(self) -> None:
