@@ -151,14 +151,9 @@ def make_store_service(policy: AePolicy) -> Service:
                     written = storage.write_from(prefix, spooled.file, spooled.size)
                 finally:
                     spooled.close()
-                try:
-                    result = store_instance(written=written, storage=storage,
-                                            received_from=origin,
-                                            expected_sop_class_uid=sop_class,
-                                            expected_sop_instance_uid=sop_instance)
-                except BaseException:
-                    storage.discard(written)
-                    raise
+                result = store_instance(written=written, storage=storage, received_from=origin,
+                                        expected_sop_class_uid=sop_class,
+                                        expected_sop_instance_uid=sop_instance)
             else:
                 result = store_instance(
                     data=prefix + message.dataset, received_from=origin,

@@ -67,15 +67,20 @@ def store_instance(
 ) -> StoreResult:
     """Store Part 10 ``data``, or the Part 10 file already ``written`` under a temporary name
     (storage.write_from: a data set too large to hold in memory, read here through a memory
-    map). Raises a PacsError subclass for bad input; nothing is kept then."""
+    map). Raises a PacsError subclass for bad input; nothing is kept then (not ``written``
+    either)."""
     storage = storage or get_storage()
     if written is not None:
-        with open(written.temp_path, "rb") as file, \
-                mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            done: Future[PendingFile] = Future()
-            done.set_result(written)
-            return _store(mapped, done, storage, received_from, expected_sop_class_uid,
-                          expected_sop_instance_uid)
+        try:
+            with open(written.temp_path, "rb") as file, \
+                    mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                done: Future[PendingFile] = Future()
+                done.set_result(written)
+                return _store(mapped, done, storage, received_from, expected_sop_class_uid,
+                              expected_sop_instance_uid)
+        except BaseException:  # an empty or unreadable file too: nothing of it is kept
+            storage.discard(written)
+            raise
     assert data is not None, "data or written"
     writing = storage.write_soon(data)  # the bytes go to disk while the header is parsed
     return _store(data, writing, storage, received_from, expected_sop_class_uid,
