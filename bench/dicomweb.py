@@ -51,7 +51,7 @@ class Portal:
             "from django.contrib.auth.models import User;"
             "from rest_framework.authtoken.models import Token;"
             "u, _ = User.objects.get_or_create(username='bench');"
-            "from portal.roles import grant; grant(u, 'viewer');"
+            "from core.roles import grant; grant(u, 'viewer');"
             "print(Token.objects.get_or_create(user=u)[0].key)")],
             env=env, check=True, capture_output=True, text=True).stdout
         token = out.strip().splitlines()[-1]

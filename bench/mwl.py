@@ -124,7 +124,7 @@ def raw_latency(port: int, pairs: list[tuple[str, str]]) -> tuple[list[float], f
     from pynetdicom.presentation import build_context
 
     sys.path.insert(0, str(ROOT))
-    from pacs.dimse import wire
+    from dicomnet import wire
 
     rq = A_ASSOCIATE()
     rq.application_context_name = "1.2.840.10008.3.1.1.1"

@@ -71,7 +71,7 @@ def setup(portal) -> dict[str, str]:
         "from rest_framework.authtoken.models import Token\n"
         "from pacs.models import ApplicationEntity\n"
         "from hl7gw.models import Sender\n"
-        "from portal.roles import grant\n"
+        "from core.roles import grant\n"
         "ApplicationEntity.objects.create(ae_title='STORESCU', host='127.0.0.1', port=104,"
         " may_store=True, may_query=True)\n"
         "ApplicationEntity.objects.create(ae_title='NORIGHTS', host='127.0.0.0/8', port=104,"

@@ -13,7 +13,7 @@ class Hl7GwConfig(AppConfig):
 
         step_status_changed.connect(on_step_status_changed, dispatch_uid="hl7gw-outbound")
 
+        from core.signals import deliveries_due
         from hl7gw.outbound.service import resume_pending
-        from portal.signals import deliveries_due
 
         deliveries_due.connect(resume_pending, dispatch_uid="hl7gw-resume")

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django import forms
 
+from core import addresses
 from hl7gw.models import Receiver, Sender
-from portal import addresses
 
 
 class SenderForm(forms.ModelForm):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from core.delivery import celery_task
 from hl7gw.outbound.service import courier
-from portal.delivery import celery_task
 
 send_receiver_queue_task = celery_task(
     courier, "hl7gw.send_receiver_queue",

@@ -8,12 +8,12 @@ from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from core.crud import list_and_edit
+from core.roles import admin_required
 from hl7gw.forms import ReceiverForm, SenderForm
 from hl7gw.inbound.service import replay
 from hl7gw.models import Message, Outbound, Receiver, Sender
 from hl7gw.outbound import service as outbound_service
-from portal.crud import list_and_edit
-from portal.roles import admin_required
 
 
 @admin_required

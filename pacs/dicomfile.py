@@ -17,9 +17,9 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from core.errors import InvalidDicom, MissingAttribute
 from pacs.dicomjson import PIXEL_DATA_REFERENCE, header_json
 from pacs.dicomscan import ITEM, PIXEL_TAGS, SEQ_DELIM, scan
-from pacs.errors import InvalidDicom, MissingAttribute
 
 # PS3.5 9.1: UIDs are digits and dots, at most 64 characters.
 UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")

@@ -4,8 +4,8 @@ import re
 
 from django import forms
 
+from core import addresses
 from pacs.models import ApplicationEntity, ForwardingRule
-from portal import addresses
 
 # PS3.5 6.2 AE: up to 16 characters of the default repertoire, no backslash or control codes.
 AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from django.db.models import Count, Q, QuerySet
 from pydicom.dataset import Dataset
 
+from core.errors import ServiceError
 from pacs.dicomfile import is_multi_value
-from pacs.errors import PacsError
 from pacs.matching import (
     date_range_q,
     datetime_range_q,
@@ -25,7 +25,7 @@ from pacs.matching import (
 from pacs.models import Instance, Patient, Series, Study
 
 
-class InvalidQuery(PacsError):
+class InvalidQuery(ServiceError):
     """The identifier cannot be used (PS3.4 C.4.1.1.4: 0xA900 identifier does not match)."""
 
     dimse_status = 0xA900

@@ -13,14 +13,14 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
-from pacs.errors import PacsError
+from core.errors import ServiceError
 
 
-class NotRenderable(PacsError):
+class NotRenderable(ServiceError):
     http_status = 415
 
 
-class TooManyPixels(PacsError):
+class TooManyPixels(ServiceError):
     """An image larger than PORTAL_RENDER_MAX_PIXELS: decoding it would cost gigabytes."""
 
     http_status = 413

@@ -20,7 +20,7 @@ from typing import BinaryIO, TypeVar
 
 from django.conf import settings
 
-from pacs.errors import StorageFull
+from core.errors import StorageFull
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

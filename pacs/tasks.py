@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from core.delivery import celery_task
 from pacs.models import ApplicationEntity
 from pacs.services.aes import echo_application_entity
 from pacs.services.commitment import courier as commitment_courier
 from pacs.services.forwarding import courier as forward_courier
 from pacs.services.jobs import run_job
-from portal.delivery import celery_task
 
 
 @shared_task(name="pacs.echo_ae")

@@ -8,11 +8,11 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from pacs.errors import PacsError
+from core.errors import ServiceError
+from core.roles import permission_required
 from pacs.forms import RemoteQueryForm, SendForm
 from pacs.models import ApplicationEntity, Job, Series, Study
 from pacs.services import jobs, remote
-from portal.roles import permission_required
 
 
 @permission_required("archive.view")
@@ -59,7 +59,7 @@ def _create(request, *, kind: str, remote_ae: ApplicationEntity, level: str,
     try:
         job = jobs.create_job(kind=kind, remote=remote_ae, level=level, keys=keys,
                               actor=request.user.username, description=description)
-    except PacsError as exc:
+    except ServiceError as exc:
         messages.error(request, str(exc))
         return redirect(request.META.get("HTTP_REFERER") or "job-list")
     messages.success(request, f"Job {job.pk} started: {job.get_kind_display()} "
@@ -105,7 +105,7 @@ def remote_search(request):
                 d["remote"], patient_name=d["patient_name"], patient_id=d["patient_id"],
                 date_range=form.date_range(), modality=d["modality"],
                 accession_number=d["accession_number"])
-        except PacsError as exc:
+        except ServiceError as exc:
             error = str(exc)
     return render(request, "pacs/remote_search.html", {
         "form": form, "results": results, "error": error,
@@ -119,7 +119,7 @@ def remote_study(request, ae_pk: int, study_uid: str):
     series, error = [], ""
     try:
         series = remote.find_series(remote_ae, study_uid)
-    except PacsError as exc:
+    except ServiceError as exc:
         error = str(exc)
     return render(request, "pacs/remote_study.html", {
         "remote": remote_ae, "study_uid": study_uid, "series": series, "error": error})

@@ -8,16 +8,16 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from core import audit
+from core.errors import NotFound
+from core.roles import permission_required
 from pacs import selectors
-from pacs.errors import NotFound
 from pacs.forms import ApplicationEntityForm, ForwardingRuleForm, SendForm, StudySearchForm
 from pacs.models import ApplicationEntity, ForwardingRule, Instance, Series, Study
 from pacs.rendering import NotRenderable, TooManyPixels, render_png
 from pacs.services import deletion, forwarding
 from pacs.storage import get_storage
 from pacs.tasks import echo_ae
-from portal import audit
-from portal.roles import permission_required
 
 
 @permission_required("archive.view")

@@ -40,7 +40,8 @@ class ListenersStep(bootsteps.StartStopStep):
         self.running: list = []
 
     def start(self, parent) -> None:
-        from portal.listeners import build_listener, settle_heap
+        from core.process import settle_heap
+        from portal.listeners import build_listener
 
         for name in self.names:
             listener = build_listener(name)
@@ -76,7 +77,7 @@ class DeliverySweepStep(bootsteps.StartStopStep):
     def _sweep(self, every: float) -> None:
         from django.db import close_old_connections
 
-        from portal.signals import deliveries_due
+        from core.signals import deliveries_due
 
         while True:
             close_old_connections()

@@ -1,6 +1,6 @@
 from django.conf import settings
 
-from portal.roles import allowed
+from core.roles import allowed
 
 
 class _Can:

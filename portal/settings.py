@@ -122,6 +122,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "drf_spectacular",
     "axes",
+    "core",
     "portal",
     "pacs",
     "worklist",
@@ -136,7 +137,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "portal.access.AccessAuditMiddleware",  # who read which patient data (audit trail)
+    "core.access.AccessAuditMiddleware",  # who read which patient data (audit trail)
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -217,7 +218,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # --- Login throttling (django-axes) ----------------------------------------------------------
 # After PORTAL_LOGIN_FAILURE_LIMIT wrong passwords for one user name from one address, that
 # pair is locked out for PORTAL_LOGIN_LOCKOUT_MINUTES (429), right password or not. Failures,
-# lockouts and logins go into the audit trail (portal.apps).
+# lockouts and logins go into the audit trail (core.login_audit).
 AXES_FAILURE_LIMIT = env_int("PORTAL_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = env_int("PORTAL_LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -256,7 +257,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# How often each worker looks for deliveries that have no scheduled task (portal.signals)
+# How often each worker looks for deliveries that have no scheduled task (core.signals)
 DELIVERY_SWEEP_SECONDS = env_int("PORTAL_DELIVERY_SWEEP_SECONDS", 300)
 
 # --- Portal: listeners and storage -----------------------------------------------------------
@@ -287,7 +288,7 @@ DIMSE_CHECK_CALLED_AET = env_bool("PORTAL_DIMSE_CHECK_CALLED_AET", False)
 # How long a process keeps the AE table before reading it again (seconds).
 DIMSE_AE_CACHE_SECONDS = float(os.environ.get("PORTAL_DIMSE_AE_CACHE_SECONDS", "") or 2)
 DIMSE_MAX_PDU = env_int("PORTAL_DIMSE_MAX_PDU", 0)  # 0 = unlimited
-# What one caller can make a DICOM listener process spend (pacs.dimse.engine.DimseServer):
+# What one caller can make a DICOM listener process spend (dicomnet.engine.DimseServer):
 # admitted associations in all, per calling AE title and per source address; connections
 # still waiting for their A-ASSOCIATE-RQ in all and per source, each for ARTIM seconds at
 # most (PS3.8 9.1.5); then a PDU must start within the idle time and arrive at the minimum
@@ -303,7 +304,7 @@ DIMSE_MIN_BYTES_PER_SECOND = env_int("PORTAL_DIMSE_MIN_BYTES_PER_SECOND", 64 * 1
 DIMSE_MAX_DATASET_BYTES = env_int("PORTAL_DIMSE_MAX_DATASET_BYTES", 4 << 30)
 DIMSE_SPOOL_BYTES = env_int("PORTAL_DIMSE_SPOOL_BYTES", 32 << 20)
 
-# --- TLS (PS3.15 B.9; portal.tls) --------------------------------------------------------------
+# --- TLS (PS3.15 B.9; core.tls) --------------------------------------------------------------
 # Our certificate and key (PEM), for the TLS listeners and as client certificate; the
 # authorities we trust for peers' certificates; whether a caller must present one.
 TLS_CERT = os.environ.get("PORTAL_TLS_CERT", "")

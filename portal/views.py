@@ -6,11 +6,11 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
+from core import audit
+from core.models import AuditEvent
+from core.roles import admin_required, allowed
 from pacs.forms import DateRangeForm
 from pacs.selectors import archive_totals, recent_studies
-from portal import audit
-from portal.models import AuditEvent
-from portal.roles import admin_required, allowed
 
 
 class AuditFilterForm(DateRangeForm):

@@ -25,7 +25,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
-from portal import quiet
+from core import quiet
 
 log = logging.getLogger(__name__)
 

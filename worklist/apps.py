@@ -9,8 +9,8 @@ class WorklistConfig(AppConfig):
 
     def ready(self) -> None:
         # Modality Worklist C-FIND and MPPS join the one DIMSE listener of pacs.
-        from pacs.dimse import wire
-        from pacs.dimse.registry import Extension, register
+        from dicomnet import wire
+        from dicomnet.registry import Extension, register
         from worklist import dimse
 
         register(Extension(
@@ -32,6 +32,6 @@ class WorklistConfig(AppConfig):
         step_status_changed.connect(ups_events.on_step_status_changed, dispatch_uid="ups-events")
         step_created.connect(ups_events.on_step_created, dispatch_uid="ups-events-created")
         step_assigned.connect(ups_events.on_step_assigned, dispatch_uid="ups-events-assigned")
-        from portal.signals import deliveries_due
+        from core.signals import deliveries_due
 
         deliveries_due.connect(ups_events.resume_pending, dispatch_uid="ups-events-resume")

@@ -15,20 +15,17 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
 from pynetdicom.dsutils import decode, encode
 
+from core.errors import NotAuthorized
+from dicomnet import status, wire
+from dicomnet.engine import Association
 from pacs import query
-from pacs.dimse import wire
-from pacs.dimse.engine import Association
 from pacs.dimse.handlers import (
-    STATUS_PROCESSING_FAILURE,
-    STATUS_SOP_CLASS_NOT_SUPPORTED,
-    STATUS_SUCCESS,
     Service,
     _authorize,
     charset_of,
     make_find_service,
 )
 from pacs.dimse.policy import AePolicy, Permissions
-from pacs.errors import NotAuthorized, PacsError
 from worklist import mpps, ups, ups_events
 from worklist.query import WORKLIST, worklist_search
 
@@ -51,7 +48,6 @@ _UPS_OPERATIONS = {
 CHANGE_STATE, REQUEST_CANCEL, SUBSCRIBE, UNSUBSCRIBE, SUSPEND = 1, 2, 3, 4, 5
 _ACTIONS = {CHANGE_STATE: {UPS_PULL, UPS_PUSH}, REQUEST_CANCEL: {UPS_PUSH, UPS_WATCH},
             SUBSCRIBE: {UPS_WATCH}, UNSUBSCRIBE: {UPS_WATCH}, SUSPEND: {UPS_WATCH}}
-STATUS_NO_SUCH_ACTION = 0x0123
 
 
 # Modality Worklist extended negotiation (PS3.4 K.5.1): bytes 1-2 reserved (1), byte 3 fuzzy
@@ -90,7 +86,7 @@ def _dataset(assoc: Association, message: wire.Message) -> Dataset:
 def _mpps_service(policy: AePolicy, action) -> Service:
     def handle(assoc: Association, message: wire.Message) -> None:
         if assoc.context(message).abstract_syntax != MPPS:
-            assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED,
+            assoc.respond(message, status.SOP_CLASS_NOT_SUPPORTED,
                           comment="only MPPS is supported for N-CREATE/N-SET")
             return
         close_old_connections()
@@ -101,7 +97,7 @@ def _mpps_service(policy: AePolicy, action) -> Service:
 
         uid = _answered(assoc, message, "MPPS", run)
         if uid is not None:
-            assoc.respond(message, STATUS_SUCCESS, extra={wire.AFFECTED_SOP_INSTANCE_UID: uid})
+            assoc.respond(message, status.SUCCESS, extra={wire.AFFECTED_SOP_INSTANCE_UID: uid})
 
     return handle
 
@@ -121,17 +117,12 @@ def _set(assoc: Association, message: wire.Message, ds: Dataset) -> str:
 
 def _answered(assoc: Association, message: wire.Message, what: str,
               call: Callable[[], T]) -> T | None:
-    """Run one request; a refusal (PacsError) or a crash is answered here with its status,
+    """Run one request; a refusal (ServiceError) or a crash is answered here with its status,
     and None returned."""
     try:
         return call()
-    except PacsError as exc:
-        log.warning("%s from %s refused: %s", what, assoc.calling_aet, exc.log_text())
-        assoc.respond(message, exc.dimse_status, comment=str(exc))
     except Exception as exc:
-        log.exception("%s from %s failed", what, assoc.calling_aet)
-        assoc.respond(message, STATUS_PROCESSING_FAILURE,
-                      comment=f"processing failure: {type(exc).__name__}")
+        status.answer_failure(assoc, message, exc, what)
     return None
 
 
@@ -182,7 +173,7 @@ def _ups_service(policy: AePolicy, action: UpsAction) -> Service:
     def handle(assoc: Association, message: wire.Message) -> None:
         sop_class = assoc.context(message).abstract_syntax
         if sop_class not in _UPS_OPERATIONS.get(message.command_field, ()):
-            assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED,
+            assoc.respond(message, status.SOP_CLASS_NOT_SUPPORTED,
                           comment="this operation is not part of the SOP class")
             return
         close_old_connections()
@@ -200,11 +191,11 @@ def _ups_service(policy: AePolicy, action: UpsAction) -> Service:
         result = _answered(assoc, message, "UPS request", run)
         if result is None:
             return
-        status, dataset, uid = result
+        answer, dataset, uid = result
         extra: dict[int, object] = {wire.AFFECTED_SOP_INSTANCE_UID: uid}
         if message.command_field == wire.N_ACTION_RQ:
             extra[wire.ACTION_TYPE_ID] = message.command.get(wire.ACTION_TYPE_ID)
-        assoc.respond(message, status, dataset=dataset, extra=extra)
+        assoc.respond(message, answer, dataset=dataset, extra=extra)
 
     return handle
 
@@ -218,7 +209,7 @@ def _ups_create(assoc: Association, message: wire.Message, ds: Dataset
                 ) -> UpsResult:
     step = ups.create(ds.to_json_dict(), uid=message.text(wire.AFFECTED_SOP_INSTANCE_UID),
                       actor=assoc.calling_aet)
-    return STATUS_SUCCESS, None, step.ups_instance_uid
+    return status.SUCCESS, None, step.ups_instance_uid
 
 
 def _ups_get(assoc: Association, message: wire.Message, ds: Dataset
@@ -231,7 +222,7 @@ def _ups_get(assoc: Association, message: wire.Message, ds: Dataset
         for tag in [e.tag for e in workitem if e.tag not in tags]:
             del workitem[tag]
     syntax = UID(assoc.context(message).transfer_syntax)
-    return STATUS_SUCCESS, encode(workitem, syntax.is_implicit_VR, syntax.is_little_endian,
+    return status.SUCCESS, encode(workitem, syntax.is_implicit_VR, syntax.is_little_endian,
                                   syntax.is_deflated), step.ups_instance_uid
 
 
@@ -242,24 +233,24 @@ def _ups_set(assoc: Association, message: wire.Message, ds: Dataset
     attributes.pop("00081195", None)
     uid = _requested_uid(message)
     ups.update(uid, attributes, transaction_uid, actor=assoc.calling_aet)
-    return STATUS_SUCCESS, None, uid
+    return status.SUCCESS, None, uid
 
 
 def _ups_action(assoc: Association, message: wire.Message, ds: Dataset) -> UpsResult:
     action = int(message.command.get(wire.ACTION_TYPE_ID) or 0)  # type: ignore[arg-type]
     uid = _requested_uid(message)
     if assoc.context(message).abstract_syntax not in _ACTIONS.get(action, ()):
-        raise ups.UpsError(STATUS_NO_SUCH_ACTION,
+        raise ups.UpsError(status.NO_SUCH_ACTION,
                            f"action type {action} is not offered on this SOP class")
     if action == CHANGE_STATE:
         change = ups.change_state(uid, str(ds.get("ProcedureStepState", "") or ""),
                                   str(ds.get("TransactionUID", "") or ""),
                                   actor=assoc.calling_aet, source="ups")
-        return (change.warning or STATUS_SUCCESS), None, uid
+        return (change.warning or status.SUCCESS), None, uid
     if action == REQUEST_CANCEL:
         ups.request_cancel(uid, reason=str(ds.get("ReasonForCancellation", "") or ""),
                            actor=assoc.calling_aet)
-        return STATUS_SUCCESS, None, uid
+        return status.SUCCESS, None, uid
     # UPS Watch: the subscriber is Receiving AE (0074,1236), else the calling AE. An AE
     # subscribes itself only: naming another would send that AE's events where it never asked
     # (an admin subscribes others, over UPS-RS).
@@ -277,7 +268,7 @@ def _ups_action(assoc: Association, message: wire.Message, ds: Dataset) -> UpsRe
         ups_events.unsubscribe(uid, subscriber)
     else:
         ups_events.suspend(subscriber)
-    return STATUS_SUCCESS, None, uid
+    return status.SUCCESS, None, uid
 
 
 def _ups_search(assoc: Association, message: wire.Message, identifier: Dataset,

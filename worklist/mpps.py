@@ -10,31 +10,31 @@ from __future__ import annotations
 from django.db import transaction
 from pydicom.dataset import Dataset
 
+from core.errors import ServiceError
 from pacs.dicomfile import text
-from pacs.errors import PacsError
 from worklist import services
 from worklist.models import PerformedProcedureStep, ScheduledProcedureStep
 
 Status = PerformedProcedureStep.Status
 
 
-class DuplicateInstance(PacsError):
+class DuplicateInstance(ServiceError):
     dimse_status = 0x0111  # Duplicate SOP Instance (PS3.7 C.4.2)
 
 
-class NoSuchInstance(PacsError):
+class NoSuchInstance(ServiceError):
     dimse_status = 0x0112  # No Such SOP Instance
 
 
-class InvalidAttributeValue(PacsError):
+class InvalidAttributeValue(ServiceError):
     dimse_status = 0x0106
 
 
-class MissingAttribute(PacsError):
+class MissingAttribute(ServiceError):
     dimse_status = 0x0120
 
 
-class NoLongerUpdatable(PacsError):
+class NoLongerUpdatable(ServiceError):
     """PS3.4 F.7.2.2.4.2: once COMPLETED or DISCONTINUED an MPPS may not be changed."""
 
     dimse_status = 0x0110
@@ -101,7 +101,7 @@ def link(mpps: PerformedProcedureStep, step: ScheduledProcedureStep, *, actor: s
          ) -> PerformedProcedureStep:
     """Link an MPPS that matched no step (IHE 'unscheduled' or a mismatching Study Instance
     UID) to the step it performed, by hand: the step then follows it, as if it had matched."""
-    from portal import audit
+    from core import audit
 
     with transaction.atomic():
         mpps = PerformedProcedureStep.objects.select_for_update().get(pk=mpps.pk)

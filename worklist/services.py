@@ -15,11 +15,11 @@ from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from core import audit, statements
+from core.errors import ServiceError
 from pacs import identity
 from pacs.dicomfile import is_multi_value, text
-from pacs.errors import PacsError
 from pacs.models import Patient
-from portal import audit, lean
 from worklist.models import (
     Order,
     Procedure,
@@ -33,7 +33,7 @@ from worklist.signals import step_assigned, step_created, step_status_changed
 Status = ScheduledProcedureStep.Status
 
 
-class WorklistError(PacsError):
+class WorklistError(ServiceError):
     """A change the work-item rules do not allow (e.g. a final step changed again)."""
 
     http_status = 409
@@ -57,15 +57,15 @@ def find_or_create_patient(data: PatientData, *, actor: str = "", source: str = 
               "patient_birth_date": data.birth_date, "patient_sex": data.sex}
     key = {"patient_id": data.patient_id,
            "issuer_of_patient_id": identity.issuer_or_local(data.issuer_of_patient_id)}
-    patient = lean.first(Patient, **key)
+    patient = statements.first(Patient, **key)
     if patient is None:
-        created = lean.insert(Patient(**key, **fields), if_new=True)
+        created = statements.insert(Patient(**key, **fields), if_new=True)
         if created is not None:
             return created
-        patient = lean.first(Patient, **key)  # another writer created it meanwhile
+        patient = statements.first(Patient, **key)  # another writer created it meanwhile
     changed = {k: v for k, v in fields.items() if v and getattr(patient, k) != v}
     if changed:
-        lean.update(patient, **changed)
+        statements.update(patient, **changed)
         names = sorted(k for k in changed if k != "patient_name_norm")
         audit.record(category="patient", action="patient updated", actor=actor,
                      source=source[:128], detail=f"patient {_label(patient)}: "
@@ -152,13 +152,13 @@ def _create_order(*, patient: PatientData, procedure: Procedure | None, step: St
         code = Code(procedure.code_value, procedure.coding_scheme_designator,
                     procedure.code_meaning)
     description = order_fields.pop("description", "") or (code.meaning if code else "")
-    order = lean.insert(Order(patient=find_or_create_patient(patient, actor=actor,
+    order = statements.insert(Order(patient=find_or_create_patient(patient, actor=actor,
                                                              source=f"{source} order"),
                               accession_number=accession_number, source=source,
                               created_by=actor, **order_fields), if_new=True)
     if order is None:  # the accession number (the order's one unique key) exists
         return None
-    rp = lean.insert(RequestedProcedure(
+    rp = statements.insert(RequestedProcedure(
         order=order, requested_procedure_id=identifiers.requested_procedure_id[:16]
         or f"RP{order.pk}", description=description[:64],
         procedure=procedure, study_instance_uid=identifiers.study_instance_uid[:64]
@@ -166,7 +166,7 @@ def _create_order(*, patient: PatientData, procedure: Procedure | None, step: St
         code_value=code.value[:16] if code else "",
         coding_scheme_designator=code.scheme[:16] if code else "",
         code_meaning=code.meaning[:64] if code else ""))
-    sps = lean.insert(ScheduledProcedureStep(
+    sps = statements.insert(ScheduledProcedureStep(
         requested_procedure=rp, scheduled_procedure_step_id=(
             identifiers.scheduled_procedure_step_id[:16] or f"SPS{order.pk}"),
         ups_instance_uid=identifiers.workitem_uid or generate_uid(),  # (no save() here)
@@ -309,7 +309,7 @@ def record_event(step: ScheduledProcedureStep, *, source: str, actor: str, note:
 
 def _event(step: ScheduledProcedureStep, status: str, previous: str, *, source: str,
            actor: str, note: str = "") -> None:
-    lean.insert_row(StepEvent, step_id=step.pk, status=status, previous_status=previous,
+    statements.insert_row(StepEvent, step_id=step.pk, status=status, previous_status=previous,
                     source=source, actor=actor[:150], note=note[:255])
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from portal.delivery import celery_task
+from core.delivery import celery_task
 from worklist.ups_events import courier
 
 send_ups_events_task = celery_task(

@@ -27,8 +27,8 @@ from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from core.errors import ServiceError
 from pacs.dicomfile import UID_RE, is_multi_value
-from pacs.errors import PacsError
 from pacs.matching import date_range_q, datetime_range_q
 from pacs.query import Attribute, InvalidQuery, Level, search_level
 from worklist import services
@@ -46,7 +46,7 @@ _UPS_STATE = {Status.SCHEDULED: SCHEDULED, Status.ARRIVED: SCHEDULED,
               Status.CANCELED: CANCELED, Status.DISCONTINUED: CANCELED}
 
 
-class UpsError(PacsError):
+class UpsError(ServiceError):
     """A refused UPS operation, with its PS3.4 CC status (0xC3xx) and the HTTP status of
     PS3.18 11 (409 for a conflict with the workitem's state)."""
 

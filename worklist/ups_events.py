@@ -19,10 +19,10 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from pacs.errors import BadRequest
-from portal import lean
-from portal.delivery import Courier
-from portal.retry import retry_delay
+from core import statements
+from core.delivery import Courier
+from core.errors import BadRequest
+from core.retry import retry_delay
 from worklist import ups
 from worklist.models import ScheduledProcedureStep, UpsEvent, UpsSubscription
 
@@ -124,8 +124,8 @@ def _subscribers(step: ScheduledProcedureStep, *, new: bool = False) -> dict[str
     ``new`` one has none yet), and global subscribers (not suspended) whose filter it
     matches."""
     names = {} if new else {s.ae_title: s.delivery
-                            for s in lean.select(UpsSubscription, step=step.pk)}
-    for subscription in lean.select(UpsSubscription, step=None, suspended=False,
+                            for s in statements.select(UpsSubscription, step=step.pk)}
+    for subscription in statements.select(UpsSubscription, step=None, suspended=False,
                                     order_by="ae_title"):
         if subscription.ae_title in names:
             continue
@@ -214,7 +214,7 @@ def _wake(names: dict[str, str]) -> None:
 
 
 def resume_pending(**kwargs) -> list[str]:
-    """Signal receiver (portal.signals.deliveries_due): send to the DIMSE subscribers whose
+    """Signal receiver (core.signals.deliveries_due): send to the DIMSE subscribers whose
     events are still pending, if no sender has them (those of before a restart, or whose task
     was lost). Returns them."""
     names = sorted(set(UpsEvent.objects.filter(delivery="dimse", delivered_at__isnull=True)
@@ -242,13 +242,13 @@ def send_dimse_events(ae_title: str) -> float | None:
     """Send the AE's pending events as N-EVENT-REPORTs (UPS Event SOP Class) to its address in
     the AE table; what cannot be sent stays pending. Returns the seconds to wait before trying
     again (0: more to send), or None when nothing is left, or when the oldest event has been
-    tried portal.retry.MAX_ATTEMPTS times (then the AE's next event tries again). Run through
-    ``courier`` (portal.delivery): one sender at a time per AE, so that the events go out once
+    tried core.retry.MAX_ATTEMPTS times (then the AE's next event tries again). Run through
+    ``courier`` (core.delivery): one sender at a time per AE, so that the events go out once
     each and in order."""
     from pydicom.dataset import Dataset as PydicomDataset
     from pynetdicom.presentation import build_context
 
-    from pacs.dimse.scu import Peer, PeerUnavailable, associate
+    from dicomnet.scu import Peer, PeerUnavailable, associate
     from pacs.models import ApplicationEntity
 
     events = list(UpsEvent.objects.filter(ae_title=ae_title, delivery="dimse",
@@ -301,8 +301,8 @@ def channel_mode(user, ae_title: str) -> str | None:
     The subscriber is the portal account bound to the AE title in the AE table; where none is
     bound, an admin's channel is the subscriber. An admin watches an AE whose account is
     someone else. Nobody else may read an AE's events."""
+    from core.roles import is_admin
     from pacs.models import ApplicationEntity
-    from portal.roles import is_admin
 
     if user is None or not user.is_authenticated or not user.is_active:
         return None

@@ -12,10 +12,10 @@ from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 
+from core.errors import BadRequest, UnsupportedMediaType
 from pacs.dicomweb import qido
 from pacs.dicomweb.negotiation import accept_of, choose, parse_media_type
 from pacs.dicomweb.views import DICOM_JSON, DicomWebView
-from pacs.errors import BadRequest, UnsupportedMediaType
 from worklist import ups, ups_events
 
 

@@ -11,11 +11,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from pacs.errors import PacsError
+from core.crud import list_and_edit
+from core.errors import ServiceError
+from core.roles import permission_required
 from pacs.models import Discrepancy
 from pacs.services import reconciliation as discrepancies
-from portal.crud import list_and_edit
-from portal.roles import permission_required
 from worklist import mpps, selectors, services, ups, ups_events
 from worklist.forms import (
     BoardForm,
@@ -67,7 +67,7 @@ def order_new(request):
                 step=services.station_step(d["station"], form.start()),
                 actor=request.user.username, referring_physician_name=d["referring_physician"],
                 reason=d["reason"], priority=d["priority"])
-        except PacsError as exc:
+        except ServiceError as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(request, f"Order {order.accession_number} scheduled.")
@@ -116,7 +116,7 @@ def step_status(request, pk: int):
     try:
         services.set_step_status(step, request.POST.get("status", ""), source="portal",
                                  actor=request.user.username)
-    except PacsError as exc:
+    except ServiceError as exc:
         messages.error(request, str(exc))
     return redirect(request.POST.get("next") or "worklist-board")
 
@@ -135,7 +135,7 @@ def step_reschedule(request, pk: int):
     try:
         services.reschedule(step, start=dt.datetime.combine(d["date"], d["time"]),
                             station=d["station"], actor=request.user.username)
-    except PacsError as exc:
+    except ServiceError as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, "Rescheduled.")
@@ -230,7 +230,7 @@ def mpps_link(request, pk: int):
     step = get_object_or_404(ScheduledProcedureStep, pk=_posted_pk(request, "step"))
     try:
         mpps.link(found, step, actor=request.user.username)
-    except PacsError as exc:
+    except ServiceError as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"MPPS linked to step {step.scheduled_procedure_step_id}.")
@@ -243,7 +243,7 @@ def study_link(request, study_uid: str):
     order = get_object_or_404(Order, pk=_posted_pk(request, "order"))
     try:
         services.link_study(order, study_uid, actor=request.user.username)
-    except PacsError as exc:
+    except ServiceError as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Study linked to order {order.accession_number}.")

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
+from core import statements
 from hl7gw import errors
 from hl7gw.er7 import Segment
 from hl7gw.models import Sender
 from pacs.models import Patient
-from portal import lean
 from worklist import services
 from worklist.models import Order, Procedure, ScheduledProcedureStep, Station
 
@@ -191,7 +191,7 @@ def _catalog_entry(code: services.Code) -> Procedure | None:
     coding scheme; else the only one with its code value (HL7 senders often name no scheme or
     another spelling of it, such as L for LOCAL). Two entries of that value in other schemes:
     none, rather than a guess."""
-    entries = lean.select(Procedure, code_value=code.value)
+    entries = statements.select(Procedure, code_value=code.value)
     schemes = {code.scheme, "LOCAL"} if code.scheme == "L" else {code.scheme}
     same_scheme = [p for p in entries if p.coding_scheme_designator in schemes]
     if same_scheme:
@@ -202,7 +202,7 @@ def _catalog_entry(code: services.Code) -> Procedure | None:
 def _default_station(sender: Sender | None, modality: str) -> Station | None:
     if sender and sender.default_station_ae_title:
         return Station(ae_title=sender.default_station_ae_title, modality=modality)
-    return lean.first(Station, modality=modality, active=True, order_by="ae_title")
+    return statements.first(Station, modality=modality, active=True, order_by="ae_title")
 
 
 def _priority(obr: Segment, orc: Segment) -> str:

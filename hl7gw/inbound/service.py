@@ -11,13 +11,13 @@ from django.db import close_old_connections, transaction
 from hl7apy.core import Segment as ApySegment
 from hl7apy.parser import parse_segment
 
+from core import audit, group_commit, statements
+from core.addresses import AddressList, split_list
 from hl7gw import errors
 from hl7gw.ack import build_ack
 from hl7gw.er7 import Segment, codec_for, decode, encoding_of, raw_msh_field, split_segments
 from hl7gw.inbound.mapping import Outcome, Parsed, apply_adt, apply_order
 from hl7gw.models import Message, Sender
-from portal import audit, lean
-from portal.addresses import AddressList, split_list
 
 log = logging.getLogger("hl7gw")
 
@@ -118,7 +118,7 @@ def process(raw: bytes, *, peer: str, replay_of: Message | None = None,
     row), and its log row (raw bytes, outcome, ACK, links) is written in the same transaction,
     whatever the outcome, so the raw text is committed exactly when the effects are. On
     SQLite, messages arriving together on several connections share one commit
-    (``lean.write_together``); each is still all or nothing. The ACK goes out only after the
+    (``group_commit.write_together``); each is still all or nothing. The ACK goes out only after the
     commit: a message is
     acknowledged once it and everything it did are stored; a crash before that leaves it
     unacknowledged, so the sender sends it again (HL7 original acknowledgment mode), and a
@@ -127,7 +127,7 @@ def process(raw: bytes, *, peer: str, replay_of: Message | None = None,
         message = Message(raw=raw, peer=peer[:64], replay_of=replay_of)
         return _process(message, raw, peer_host(peer) if host is None else host), message
 
-    return lean.write_together(job)
+    return group_commit.write_together(job)
 
 
 def _process(message: Message, raw: bytes, host: str) -> bytes:
@@ -287,7 +287,7 @@ def _sender(raw: bytes) -> Sender | None:
     if b"MSH" not in raw:
         return None
     app, facility = raw_msh_field(raw, 3), raw_msh_field(raw, 4)
-    senders = lean.select(Sender, sending_application=app, active=True, order_by="id")
+    senders = statements.select(Sender, sending_application=app, active=True, order_by="id")
     return (next((s for s in senders if s.sending_facility == facility), None)
             or next((s for s in senders if not s.sending_facility), None))
 
@@ -309,11 +309,11 @@ def _finish(message: Message, ack: str, outcome: Outcome | None) -> None:
     message.ack = ack
     if not message.text:
         message.text = bytes(message.raw).decode("latin_1")
-    lean.insert(message)
+    statements.insert(message)
     for order in outcome.orders if outcome else ():
-        lean.insert_row(Message.orders.through, message_id=message.pk, order_id=order.pk)
+        statements.insert_row(Message.orders.through, message_id=message.pk, order_id=order.pk)
     for patient in outcome.patients if outcome else ():
-        lean.insert_row(Message.patients.through, message_id=message.pk,
+        statements.insert_row(Message.patients.through, message_id=message.pk,
                         patient_id=patient.pk)
 
 

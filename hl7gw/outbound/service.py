@@ -1,7 +1,7 @@
 """Outbound status messages: when a scheduled step starts, completes or is discontinued (by
 MPPS, the portal, UPS or HL7 itself), each configured receiver gets an ORM^O01 (or OMI^O23)
 with ORC-1 SC over MLLP. The message is a queue row first; each receiver's queue is sent in
-order, and retried with backoff (portal.delivery), so a receiver that is down loses nothing
+order, and retried with backoff (core.delivery), so a receiver that is down loses nothing
 and gets its messages in the order they were made."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.delivery import Courier
+from core.retry import retry_delay
 from hl7gw.er7 import Encoding, codec_for, escape
-from hl7gw.mllp import END, START
+from hl7gw.framing import END, START
 from hl7gw.models import Outbound, Receiver
-from portal.delivery import Courier
-from portal.retry import retry_delay
 from worklist.models import ScheduledProcedureStep
 
 log = logging.getLogger("hl7gw")
@@ -165,7 +165,7 @@ def _msa_code(ack: str) -> str:
 
 
 def resume_pending(**kwargs) -> int:
-    """Signal receiver (portal.signals.deliveries_due): send the messages still pending, if
+    """Signal receiver (core.signals.deliveries_due): send the messages still pending, if
     no sender has them (those of before a restart, or whose task was lost). Returns how many."""
     pending = Outbound.objects.filter(status=Outbound.Status.PENDING)
     for receiver_id in sorted(set(pending.values_list("receiver_id", flat=True))):

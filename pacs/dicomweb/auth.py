@@ -1,5 +1,5 @@
 """Who may use DICOMweb and UPS-RS: portal users (session) and API tokens, each with the
-roles of its user (``portal.roles``, the check every face asks); anonymous reading only when
+roles of its user (``core.roles``, the check every face asks); anonymous reading only when
 PORTAL_DICOMWEB_ANONYMOUS_READ is on."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.permissions import BasePermission
 
-from portal.roles import allowed, anonymous_may
+from core.roles import allowed, anonymous_may
 
 
 class ApiTokenAuthentication(TokenAuthentication):
@@ -35,7 +35,7 @@ class PortalSessionAuthentication(SessionAuthentication):
 
 class RolePermission(BasePermission):
     """The action a view names for the request's method (``DicomWebView.actions``), asked of
-    portal.roles. Anonymous callers get 401 (the authenticators' challenge); a user or token
+    core.roles. Anonymous callers get 401 (the authenticators' challenge); a user or token
     whose roles do not allow the action gets 403."""
 
     message = "your role does not allow this"

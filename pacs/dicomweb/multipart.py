@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import BadRequest
 from pacs.dicomweb.negotiation import parse_media_type
-from pacs.errors import BadRequest
 
 CRLF = b"\r\n"
 

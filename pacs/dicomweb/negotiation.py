@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pacs.errors import NotAcceptable
+from core.errors import NotAcceptable
 
 
 @dataclass(frozen=True)

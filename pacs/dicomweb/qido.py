@@ -18,9 +18,9 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
+from core.errors import BadRequest
 from pacs import query
 from pacs.dicomjson import pn_json
-from pacs.errors import BadRequest
 from pacs.models import Instance
 
 CONTROL_PARAMS = {"limit", "offset", "fuzzymatching", "includefield", "accept", "charset"}

@@ -1,7 +1,7 @@
 """DICOMweb (PS3.18): QIDO-RS, WADO-RS, WADO-URI and STOW-RS over the archive.
 
 Each view translates HTTP (path, query, Accept, body) into a call of ``qido``, the ``wado``
-service or the ``stow`` service and writes the answer; errors of the one PacsError hierarchy
+service or the ``stow`` service and writes the answer; errors of the one ServiceError hierarchy
 become 4xx answers with a message.
 """
 
@@ -15,6 +15,13 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from core.errors import (
+    BadRequest,
+    NotAcceptable,
+    PayloadTooLarge,
+    ServiceError,
+    UnsupportedMediaType,
+)
 from pacs.dicomweb import multipart, qido
 from pacs.dicomweb.auth import (
     ApiTokenAuthentication,
@@ -23,13 +30,6 @@ from pacs.dicomweb.auth import (
 )
 from pacs.dicomweb.negotiation import MediaType, accept_of, choose, parse_media_type
 from pacs.dicomweb.xml import dataset_xml
-from pacs.errors import (
-    BadRequest,
-    NotAcceptable,
-    PacsError,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-)
 from pacs.rendering import NotRenderable, Window
 from pacs.services import stow, wado
 
@@ -55,7 +55,7 @@ class DicomWebView(APIView):
     # token first: an anonymous request gets 401 with WWW-Authenticate, not 403
     authentication_classes = [ApiTokenAuthentication, PortalSessionAuthentication]
     permission_classes = [RolePermission]
-    # the portal.roles action each method needs; a method not listed needs an admin
+    # the core.roles action each method needs; a method not listed needs an admin
     actions: dict[str, str] = {"GET": "archive.view", "HEAD": "archive.view",
                                "POST": "archive.store"}
     content_negotiation_class = _AnyContent
@@ -65,7 +65,7 @@ class DicomWebView(APIView):
     def handle_exception(self, exc):
         if isinstance(exc, NotRenderable):
             return _error(NotAcceptable(str(exc)))
-        if isinstance(exc, PacsError):
+        if isinstance(exc, ServiceError):
             return _error(exc)
         return super().handle_exception(exc)
 
@@ -76,7 +76,7 @@ class DicomWebView(APIView):
         return settings.DICOMWEB_BASE_URL or self.request.build_absolute_uri("/dicomweb")
 
 
-def _error(exc: PacsError) -> HttpResponse:
+def _error(exc: ServiceError) -> HttpResponse:
     return HttpResponse(orjson.dumps({"error": str(exc)}), status=exc.http_status,
                         content_type="application/json")
 
@@ -176,7 +176,7 @@ def _store(view: DicomWebView, request, study: str | None) -> HttpResponse:
         raise PayloadTooLarge(f"the body is larger than {settings.UPLOAD_MAX_BYTES} bytes "
                               "(PORTAL_UPLOAD_MAX_BYTES)")
     # read part by part: each instance is stored before the next is read
-    parts = multipart.iter_parts(request.read, boundary)
+    parts = (_stow_part(part) for part in multipart.iter_parts(request.read, boundary))
     result = stow.store_parts(parts, study_uid=study, origin=f"stow:{request.user}")
     answer = result.response(view.base_url(), study)
     # PS3.18 10.5.3: 202 when an instance was stored with a warning (and none failed)
@@ -192,6 +192,11 @@ def _store(view: DicomWebView, request, study: str | None) -> HttpResponse:
         response["Warning"] = ", ".join(
             '299 portal: "{}"'.format(r.replace('"', "'").replace("\n", " ")) for r in reasons)
     return response
+
+
+def _stow_part(part: multipart.Part) -> stow.StowPart:
+    media = parse_media_type(part.content_type)
+    return stow.StowPart(media.type, part.body, part.location, media.param("transfer-syntax"))
 
 
 # --- WADO-RS ---------------------------------------------------------------------------------

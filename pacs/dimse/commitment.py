@@ -8,24 +8,16 @@ import logging
 
 from django.db import close_old_connections
 
+from dicomnet import status, wire
+from dicomnet.engine import Association
+from dicomnet.registry import Service
 from pacs import query
-from pacs.dimse import wire
-from pacs.dimse.engine import Association
-from pacs.dimse.handlers import (
-    STATUS_PROCESSING_FAILURE,
-    STATUS_SUCCESS,
-    _authorize,
-    decode_identifier,
-)
+from pacs.dimse.handlers import _authorize, decode_identifier
 from pacs.dimse.policy import AePolicy
-from pacs.dimse.registry import Service
-from pacs.errors import PacsError
 from pacs.services import commitment
 
 log = logging.getLogger("pacs.dimse")
 
-STATUS_NO_SUCH_SOP_INSTANCE = 0x0112
-STATUS_NO_SUCH_ACTION = 0x0123
 
 
 def make_commitment_service(policy: AePolicy) -> Service:
@@ -33,11 +25,11 @@ def make_commitment_service(policy: AePolicy) -> Service:
         extra = {wire.ACTION_TYPE_ID: message.command.get(wire.ACTION_TYPE_ID),
                  wire.AFFECTED_SOP_INSTANCE_UID: commitment.WELL_KNOWN_INSTANCE}
         if message.command.get(wire.ACTION_TYPE_ID) != commitment.REQUEST_ACTION:
-            assoc.respond(message, STATUS_NO_SUCH_ACTION, extra=extra,
+            assoc.respond(message, status.NO_SUCH_ACTION, extra=extra,
                           comment="the only action is 1, Request Storage Commitment")
             return
         if message.text(wire.REQUESTED_SOP_INSTANCE_UID) != commitment.WELL_KNOWN_INSTANCE:
-            assoc.respond(message, STATUS_NO_SUCH_SOP_INSTANCE, extra=extra,
+            assoc.respond(message, status.NO_SUCH_SOP_INSTANCE, extra=extra,
                           comment=f"the SOP Instance is {commitment.WELL_KNOWN_INSTANCE}")
             return
         close_old_connections()
@@ -46,18 +38,11 @@ def make_commitment_service(policy: AePolicy) -> Service:
             ds = decode_identifier(assoc, message)
             commitment.request(assoc.calling_aet, ds)
         except query.InvalidQuery as exc:  # the data set cannot be decoded
-            assoc.respond(message, STATUS_PROCESSING_FAILURE, extra=extra, comment=str(exc))
-            return
-        except PacsError as exc:
-            log.warning("storage commitment from %s refused: %s", assoc.calling_aet,
-                        exc.log_text())
-            assoc.respond(message, exc.dimse_status, extra=extra, comment=str(exc))
+            assoc.respond(message, status.PROCESSING_FAILURE, extra=extra, comment=str(exc))
             return
         except Exception as exc:
-            log.exception("storage commitment from %s failed", assoc.calling_aet)
-            assoc.respond(message, STATUS_PROCESSING_FAILURE, extra=extra,
-                          comment=f"processing failure: {type(exc).__name__}")
+            status.answer_failure(assoc, message, exc, "storage commitment", extra=extra)
             return
-        assoc.respond(message, STATUS_SUCCESS, extra=extra)
+        assoc.respond(message, status.SUCCESS, extra=extra)
 
     return handle

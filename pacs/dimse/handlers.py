@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 
 from django.db import close_old_connections, connection
 from django.db.models import QuerySet
@@ -13,37 +12,24 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import decode, encode
 
-from pacs import query
-from pacs.dicomfile import is_multi_value, part10_prefix
-from pacs.dimse import wire
-from pacs.dimse.engine import (
+from core import access, audit
+from core.errors import NotAuthorized, ServiceError
+from dicomnet import status, wire
+from dicomnet.engine import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION,
     Association,
     Context,
 )
+from dicomnet.registry import Service
+from pacs import query
+from pacs.dicomfile import is_multi_value, part10_prefix
 from pacs.dimse.identifiers import AnswerEncoder
 from pacs.dimse.policy import AePolicy, Permissions, Refusal
-from pacs.dimse.registry import Service
-from pacs.errors import NotAuthorized, PacsError
 from pacs.services.ingest import store_instance
 from pacs.storage import get_storage
-from portal import access, audit
 
 log = logging.getLogger("pacs.dimse")
-
-# Status codes used here (PS3.4 B.2.3, C.4.1.1.4; PS3.7 C).
-STATUS_SUCCESS = 0x0000
-STATUS_STORE_WARNING = 0xB000
-STATUS_PENDING = 0xFF00
-STATUS_CANCEL = 0xFE00
-STATUS_PROCESSING_FAILURE = 0x0110
-STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
-STATUS_UNABLE_TO_PROCESS = 0xC000
-
-STATUS_MOVE_DESTINATION_UNKNOWN = 0xA801
-STATUS_SUB_OPERATIONS_FAILED = 0xA702
-STATUS_SUB_OPERATIONS_WARNING = 0xB000
 
 FIND_MODELS = {
     "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Q/R FIND
@@ -87,7 +73,7 @@ def encode_in(context: Context, ds: Dataset) -> bytes:
     syntax = UID(context.transfer_syntax)
     data = encode(ds, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
     if data is None:
-        raise PacsError("cannot encode the data set")
+        raise ServiceError("cannot encode the data set")
     return data
 
 
@@ -119,7 +105,7 @@ def record_access(assoc: Association, what: str, identifier: Dataset | None,
 
 
 def handle_echo(assoc: Association, message: wire.Message) -> None:
-    assoc.respond(message, STATUS_SUCCESS)
+    assoc.respond(message, status.SUCCESS)
 
 
 def make_store_service(policy: AePolicy) -> Service:
@@ -132,9 +118,9 @@ def make_store_service(policy: AePolicy) -> Service:
         try:
             _authorize(policy, calling, "may_store", "store")
             if message.dataset is None:
-                raise PacsError("C-STORE request without a data set")
+                raise ServiceError("C-STORE request without a data set")
             if sop_class != context.abstract_syntax:
-                assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED,
+                assoc.respond(message, status.SOP_CLASS_NOT_SUPPORTED,
                               comment="SOP class differs from the presentation context's")
                 return
             prefix = part10_prefix(
@@ -158,19 +144,13 @@ def make_store_service(policy: AePolicy) -> Service:
                 result = store_instance(
                     data=prefix + message.dataset, received_from=origin,
                     expected_sop_class_uid=sop_class, expected_sop_instance_uid=sop_instance)
-        except PacsError as exc:
-            log.warning("C-STORE from %s refused: %s", calling, exc.log_text())
-            assoc.respond(message, exc.dimse_status, comment=str(exc))
-            return
         except Exception as exc:  # never let one request take the association down
-            log.exception("C-STORE from %s failed", calling)
-            assoc.respond(message, STATUS_PROCESSING_FAILURE,
-                          comment=f"processing failure: {type(exc).__name__}")
+            status.answer_failure(assoc, message, exc, "C-STORE")
             return
         if result.warning:  # PS3.4 B.2.3 warning class; the comment says what happened
-            assoc.respond(message, STATUS_STORE_WARNING, comment=result.warning[:64])
+            assoc.respond(message, status.STORE_WARNING, comment=result.warning[:64])
             return
-        assoc.respond(message, STATUS_SUCCESS)
+        assoc.respond(message, status.SUCCESS)
 
     return handle_store
 
@@ -190,7 +170,7 @@ def make_find_service(policy: AePolicy, *, models: set[str] = FIND_MODELS,
 
     def handle_find(assoc: Association, message: wire.Message) -> None:
         if assoc.context(message).abstract_syntax not in models:
-            assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED,
+            assoc.respond(message, status.SOP_CLASS_NOT_SUPPORTED,
                           comment="C-FIND is not supported on this SOP class")
             return
         calling = assoc.calling_aet
@@ -202,23 +182,18 @@ def make_find_service(policy: AePolicy, *, models: set[str] = FIND_MODELS,
             level, qs, charset = search(assoc, message, identifier, policy.permissions(calling))
             encoder = AnswerEncoder(level, identifier, charset,
                                     assoc.context(message).transfer_syntax)
-            sent = _send_answers(assoc, message, encoder, query.rows(qs, encoder.columns))
+            sent = assoc.send_pending(message, map(encoder.encode, query.rows(qs, encoder.columns)))
             if sent < 0:
-                assoc.respond(message, STATUS_CANCEL)
+                assoc.respond(message, status.CANCEL)
                 record_access(assoc, what, identifier, f"cancelled after {-sent - 1}")
                 return
-        except PacsError as exc:
-            log.warning("C-FIND from %s refused: %s", calling, exc.log_text())
-            assoc.respond(message, exc.dimse_status, comment=str(exc))
-            record_access(assoc, what, identifier, str(exc), "refused")
-            return
         except Exception as exc:
-            log.exception("C-FIND from %s failed", calling)
-            assoc.respond(message, STATUS_UNABLE_TO_PROCESS,
-                          comment=f"unable to process: {type(exc).__name__}")
-            record_access(assoc, what, identifier, type(exc).__name__, "failure")
+            outcome = status.answer_failure(assoc, message, exc, "C-FIND",
+                                            crash_status=status.UNABLE_TO_PROCESS)
+            detail = str(exc) if outcome == "refused" else type(exc).__name__
+            record_access(assoc, what, identifier, detail, outcome)
             return
-        assoc.respond(message, STATUS_SUCCESS)
+        assoc.respond(message, status.SUCCESS)
         record_access(assoc, what, identifier, f"{sent} match(es)")
 
     return handle_find
@@ -231,42 +206,6 @@ def _qr_search(assoc: Association, message: wire.Message, identifier: Dataset,
                              combine_datetime=assoc.extended_flag(message, COMBINED_DATETIME_BYTE),
                              fuzzy=assoc.extended_flag(message, FUZZY_NAMES_BYTE))
     return level, qs, query.answer_charset(charset_of(identifier))
-
-
-ANSWER_BATCH_BYTES = 64 * 1024
-
-
-def _send_answers(assoc: Association, message: wire.Message, encoder: AnswerEncoder,
-                  rows: Iterable[Sequence[object]]) -> int:
-    """Pending responses, batched into few socket writes: how many, or -1 - how many when the
-    SCU cancelled.
-
-    Each answer normally fits one P-DATA-TF holding two PDVs: the (constant) command set and
-    the identifier (PS3.8 9.3.5 allows several PDVs per PDU)."""
-    pending = assoc.response_command(message, STATUS_PENDING, has_dataset=True)
-    context_id, max_pdu = message.context_id, assoc.peer_max_pdu
-    command_pdv = struct.pack(">IBB", len(pending) + 2, context_id, 0x03) + pending
-    batch: list[bytes] = []
-    size = sent = 0
-    for row in rows:
-        sent += 1
-        data = encoder.encode(row)
-        length = len(command_pdv) + 6 + len(data)
-        if max_pdu and length > max_pdu:
-            pdu = wire.message_bytes(context_id, pending, data, max_pdu)
-        else:
-            pdu = b"".join((struct.pack(">BBI", wire.P_DATA_TF, 0, length), command_pdv,
-                            struct.pack(">IBB", len(data) + 2, context_id, 0x02), data))
-        batch.append(pdu)
-        size += len(pdu)
-        if size >= ANSWER_BATCH_BYTES:
-            assoc.pdu.send_raw(b"".join(batch))
-            batch, size = [], 0
-            if assoc.cancel_requested(message):
-                return -1 - sent
-    if batch:
-        assoc.pdu.send_raw(b"".join(batch))
-    return -1 - sent if assoc.cancel_requested(message) else sent
 
 
 def charset_of(identifier: Dataset) -> str:

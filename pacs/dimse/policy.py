@@ -8,14 +8,14 @@ PORTAL_DIMSE_ANY_HOST open this where a site needs it; both are off by default."
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from django.conf import settings
 from django.db import close_old_connections
 
+from core.addresses import AddressList, split_list
+from core.reloaded import Reloaded
+from dicomnet.engine import Refusal
 from pacs.models import ApplicationEntity
-from portal.addresses import AddressList, split_list
-from portal.reloaded import Reloaded
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,6 @@ def _load_table() -> dict[str, Permissions]:
         )
         for ae in ApplicationEntity.objects.all()
     }
-
-
-class Refusal(NamedTuple):
-    reason: str
-    called: bool = False  # the called AE title is the problem (A-ASSOCIATE-RJ reason 7)
 
 
 class AePolicy:

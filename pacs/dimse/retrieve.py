@@ -9,20 +9,15 @@ from collections.abc import Callable
 from django.db import close_old_connections
 from pydicom.dataset import Dataset
 
+from core.errors import ServiceError
+from dicomnet import status, wire
+from dicomnet.engine import Association, Context
+from dicomnet.scu import UNCOMPRESSED, Peer, PeerUnavailable, Progress, StoreSession
+from dicomnet.transcode import CannotConvert, can_decompress, decompressed
 from pacs.dicomfile import dataset_offset
-from pacs.dimse import wire
-from pacs.dimse.engine import Association, Context
 from pacs.dimse.handlers import (
     GET_MODELS,
     MOVE_MODELS,
-    STATUS_CANCEL,
-    STATUS_MOVE_DESTINATION_UNKNOWN,
-    STATUS_PENDING,
-    STATUS_SOP_CLASS_NOT_SUPPORTED,
-    STATUS_SUB_OPERATIONS_FAILED,
-    STATUS_SUB_OPERATIONS_WARNING,
-    STATUS_SUCCESS,
-    STATUS_UNABLE_TO_PROCESS,
     Service,
     _authorize,
     decode_identifier,
@@ -30,11 +25,8 @@ from pacs.dimse.handlers import (
     record_access,
 )
 from pacs.dimse.policy import AePolicy
-from pacs.dimse.scu import UNCOMPRESSED, Peer, PeerUnavailable, Progress, StoreSession
-from pacs.errors import PacsError
 from pacs.models import ApplicationEntity
 from pacs.selectors import RetrievalItem, retrieval_items
-from pacs.transcode import CannotConvert, can_decompress, decompressed
 
 log = logging.getLogger("pacs.dimse")
 
@@ -70,30 +62,30 @@ def _run(assoc: Association, message: wire.Message, items: list[RetrievalItem],
     counts = Progress(remaining=len(items))
     for index, item in enumerate(items):
         if assoc.cancel_requested(message):
-            _final(assoc, message, counts, STATUS_CANCEL, cancelled=True)
+            _final(assoc, message, counts, status.CANCEL, cancelled=True)
             return counts
         try:
-            status = send(item)
+            outcome = send(item)
         except PeerUnavailable as exc:
             log.warning("retrieve for %s stopped: %s", assoc.calling_aet, exc)
             for rest in items[index:]:
-                counts.record(rest.sop_instance_uid, STATUS_UNABLE_TO_PROCESS)
+                counts.record(rest.sop_instance_uid, status.UNABLE_TO_PROCESS)
             break
         except (wire.ProtocolError, wire.PeerClosed, ConnectionError, TimeoutError):
             raise  # the requestor's association itself failed
         except Exception as exc:  # this instance only: its file unreadable, say
             log.warning("retrieve for %s: %s not sent: %r", assoc.calling_aet,
                         item.sop_instance_uid, exc)
-            status = STATUS_UNABLE_TO_PROCESS
-        counts.record(item.sop_instance_uid, status)
+            outcome = status.UNABLE_TO_PROCESS
+        counts.record(item.sop_instance_uid, outcome)
         if counts.remaining:
-            assoc.respond(message, STATUS_PENDING, extra=_counts(counts, final=False))
+            assoc.respond(message, status.PENDING, extra=_counts(counts, final=False))
     if counts.failed and not (counts.completed or counts.warning):
-        _final(assoc, message, counts, STATUS_SUB_OPERATIONS_FAILED)
+        _final(assoc, message, counts, status.SUB_OPERATIONS_FAILED)
     elif counts.failed or counts.warning:
-        _final(assoc, message, counts, STATUS_SUB_OPERATIONS_WARNING)
+        _final(assoc, message, counts, status.SUB_OPERATIONS_WARNING)
     else:
-        _final(assoc, message, counts, STATUS_SUCCESS)
+        _final(assoc, message, counts, status.SUCCESS)
     return counts
 
 
@@ -103,30 +95,24 @@ def _sent(counts: Progress, destination: str = "") -> str:
             + (f", {counts.remaining} not sent" if counts.remaining else ""))
 
 
-def _final(assoc: Association, message: wire.Message, counts: Progress, status: int,
+def _final(assoc: Association, message: wire.Message, counts: Progress, final: int,
            *, cancelled: bool = False) -> None:
     dataset = None
     if counts.failed_uids:  # PS3.4 C.4.2.1.4.2: Failed SOP Instance UID List
         ds = Dataset()
         ds.FailedSOPInstanceUIDList = counts.failed_uids
         dataset = encode_in(assoc.context(message), ds)
-    assoc.respond(message, status, dataset=dataset, extra=_counts(counts, final=not cancelled))
+    assoc.respond(message, final, dataset=dataset, extra=_counts(counts, final=not cancelled))
 
 
 def _refuse(assoc: Association, message: wire.Message, exc: Exception) -> None:
-    if isinstance(exc, PacsError):
-        log.warning("retrieve from %s refused: %s", assoc.calling_aet, exc.log_text())
-        assoc.respond(message, exc.dimse_status, comment=str(exc))
-    else:
-        log.exception("retrieve from %s failed", assoc.calling_aet)
-        assoc.respond(message, STATUS_UNABLE_TO_PROCESS,
-                      comment=f"unable to process: {type(exc).__name__}")
+    status.answer_failure(assoc, message, exc, "retrieve", crash_status=status.UNABLE_TO_PROCESS)
 
 
 def make_move_service(policy: AePolicy, ae_title: str) -> Service:
     def handle_move(assoc: Association, message: wire.Message) -> None:
         if assoc.context(message).abstract_syntax not in MOVE_MODELS:
-            assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED, comment="not a C-MOVE model")
+            assoc.respond(message, status.SOP_CLASS_NOT_SUPPORTED, comment="not a C-MOVE model")
             return
         destination = message.text(wire.MOVE_DESTINATION).strip()
         asked: list[Dataset] = []
@@ -140,7 +126,7 @@ def make_move_service(policy: AePolicy, ae_title: str) -> Service:
             return
         pairs = {(item.sop_class_uid, item.transfer_syntax_uid) for item in items}
         if not items:
-            _final(assoc, message, Progress(remaining=0), STATUS_SUCCESS)
+            _final(assoc, message, Progress(remaining=0), status.SUCCESS)
             record_access(assoc, "C-MOVE", asked[0], f"nothing to send to {destination}")
             return
         try:
@@ -149,7 +135,7 @@ def make_move_service(policy: AePolicy, ae_title: str) -> Service:
                 counts = _run(assoc, message, items, lambda item: session.send(
                     item.path, item.sop_class_uid, item.transfer_syntax_uid))
         except PeerUnavailable as exc:  # could not associate at all
-            assoc.respond(message, STATUS_SUB_OPERATIONS_FAILED, comment=str(exc))
+            assoc.respond(message, status.SUB_OPERATIONS_FAILED, comment=str(exc))
             record_access(assoc, "C-MOVE", asked[0], f"to {destination}: {exc}", "failure")
             return
         record_access(assoc, "C-MOVE", asked[0], _sent(counts, destination))
@@ -164,14 +150,14 @@ def _destination(ae_title: str) -> Peer:
     return Peer.of(ae)
 
 
-class MoveDestinationUnknown(PacsError):
-    dimse_status = STATUS_MOVE_DESTINATION_UNKNOWN
+class MoveDestinationUnknown(ServiceError):
+    dimse_status = status.MOVE_DESTINATION_UNKNOWN
 
 
 def make_get_service(policy: AePolicy) -> Service:
     def handle_get(assoc: Association, message: wire.Message) -> None:
         if assoc.context(message).abstract_syntax not in GET_MODELS:
-            assoc.respond(message, STATUS_SOP_CLASS_NOT_SUPPORTED, comment="not a C-GET model")
+            assoc.respond(message, status.SOP_CLASS_NOT_SUPPORTED, comment="not a C-GET model")
             return
         asked: list[Dataset] = []
         try:
@@ -192,14 +178,14 @@ def _store_on_association(assoc: Association, message: wire.Message,
     """C-GET sub-operation: C-STORE on the requestor's own association (PS3.4 C.4.3.3)."""
     context, convert = _context_for(assoc, item)
     if context is None:
-        return STATUS_SUB_OPERATIONS_FAILED  # the requestor offered no context for it
+        return status.SUB_OPERATIONS_FAILED  # the requestor offered no context for it
     if convert:
         try:
             body = encode_in(context, decompressed(item.path))
         except CannotConvert as exc:
             log.warning("cannot send %s to %s uncompressed: %s", item.sop_instance_uid,
                         assoc.calling_aet, exc)
-            return STATUS_SUB_OPERATIONS_FAILED
+            return status.SUB_OPERATIONS_FAILED
     else:
         data = item.path.read_bytes()
         body = data[dataset_offset(data):]
@@ -209,7 +195,7 @@ def _store_on_association(assoc: Association, message: wire.Message,
         wire.PRIORITY: 0,
         wire.AFFECTED_SOP_INSTANCE_UID: item.sop_instance_uid,
     }, body, cancel_of=message.message_id)
-    return int(response.command.get(wire.STATUS, STATUS_UNABLE_TO_PROCESS))  # type: ignore[arg-type]
+    return int(response.command.get(wire.STATUS, status.UNABLE_TO_PROCESS))  # type: ignore[arg-type]
 
 
 def _context_for(assoc: Association, item: RetrievalItem) -> tuple[Context | None, bool]:
@@ -218,7 +204,7 @@ def _context_for(assoc: Association, item: RetrievalItem) -> tuple[Context | Non
     for cx in candidates:
         if cx.transfer_syntax == item.transfer_syntax_uid:
             return cx, False
-    if can_decompress(item.transfer_syntax_uid):  # as native pixel data (pacs.transcode)
+    if can_decompress(item.transfer_syntax_uid):  # as native pixel data (dicomnet.transcode)
         for cx in candidates:
             if cx.transfer_syntax in UNCOMPRESSED:
                 return cx, True

@@ -1,5 +1,5 @@
 """The DIMSE SCP listener: one object with start()/stop()/address, used by `serve`, by the
-`dimse_scp` command and by the Celery worker bootstep. The wire work is pacs.dimse.engine's."""
+`dimse_scp` command and by the Celery worker bootstep. The wire work is dicomnet.engine's."""
 
 from __future__ import annotations
 
@@ -20,14 +20,15 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from pacs.dimse import handlers, retrieve, wire
+from core import tls
+from dicomnet import status, wire
+from dicomnet.engine import DimseServer, ServerConfig
+from dicomnet.registry import EXTENSIONS
+from pacs.dimse import handlers, retrieve
 from pacs.dimse.commitment import make_commitment_service
-from pacs.dimse.engine import DimseServer, ServerConfig
 from pacs.dimse.policy import AePolicy
-from pacs.dimse.registry import EXTENSIONS
 from pacs.services.commitment import STORAGE_COMMITMENT
 from pacs.storage import get_storage
-from portal import tls
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def _by_sop_class(services: dict[str, handlers.Service],
     def dispatch(assoc, message) -> None:
         service = services.get(assoc.context(message).abstract_syntax, others)
         if service is None:
-            assoc.respond(message, handlers.STATUS_SOP_CLASS_NOT_SUPPORTED,
+            assoc.respond(message, status.SOP_CLASS_NOT_SUPPORTED,
                           comment="not supported on this SOP class")
             return
         service(assoc, message)

@@ -1,6 +1,6 @@
 """Several SCP processes on one port: one Python process is one core. The children accept on
 the parent's listening socket, and the least busy process takes each new association
-(portal.tcp)."""
+(core.tcp)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import time
 from django.core.management.base import CommandError
 from tqdm import tqdm
 
-from pacs.errors import PacsError
+from core.errors import ServiceError
 from pacs.models import ApplicationEntity, Job
 from pacs.services import jobs
 
@@ -45,7 +45,7 @@ def run_and_follow(command, *, kind: str, remote: ApplicationEntity, level: str,
     try:
         job = jobs.create_job(kind=kind, remote=remote, level=level, keys=keys,
                               actor="cli", description=f"{kind} {level.lower()} (command line)")
-    except PacsError as exc:
+    except ServiceError as exc:
         raise CommandError(str(exc)) from exc
     with tqdm(unit="instance", disable=no_progress or None) as bar:
         while True:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from pacs.dimse.scu import echo
+from core import audit
+from dicomnet.scu import echo
 from pacs.models import ApplicationEntity
-from portal import audit
 
 
 @dataclass(frozen=True)

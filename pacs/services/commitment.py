@@ -3,7 +3,7 @@ stored a list of instances (N-ACTION), and we answer with an N-EVENT-REPORT on a
 we open to it (its address from the AE table), as Orthanc does.
 
 The request is kept as a row, so the answer outlives a restart and a modality that is down:
-the report goes through ``courier`` (portal.delivery), one sender per AE with backoff. What is
+the report goes through ``courier`` (core.delivery), one sender per AE with backoff. What is
 committed is decided when the report is sent: an instance is committed when its row is in the
 index with that SOP class and its file is in storage.
 """
@@ -18,13 +18,13 @@ from django.db.models import F
 from django.utils import timezone
 from pydicom.dataset import Dataset
 
+from core import audit
+from core.delivery import Courier
+from core.errors import ServiceError
+from core.retry import MAX_ATTEMPTS, retry_delay
 from pacs.dicomfile import UID_RE
-from pacs.errors import PacsError
 from pacs.models import CommitmentRequest, Instance
 from pacs.storage import get_storage
-from portal import audit
-from portal.delivery import Courier
-from portal.retry import MAX_ATTEMPTS, retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ NO_SUCH_OBJECT_INSTANCE = 0x0112
 CLASS_INSTANCE_CONFLICT = 0x0119
 
 
-class InvalidRequest(PacsError):
+class InvalidRequest(ServiceError):
     """The N-ACTION's information is missing something or wrong (0x0120 missing attribute,
     0x0121 missing attribute value, 0x0106 invalid attribute value)."""
 
@@ -105,10 +105,10 @@ def report(row: CommitmentRequest) -> tuple[int, Dataset]:
 def send_reports(ae_title: str) -> float | None:
     """Send the AE's pending reports (oldest first) as N-EVENT-REPORTs on one association.
     The seconds before trying again, or None when nothing is left to try (the courier's
-    ``send``, see portal.delivery)."""
+    ``send``, see core.delivery)."""
     from pynetdicom.presentation import build_context, build_role
 
-    from pacs.dimse.scu import Peer, PeerUnavailable, associate
+    from dicomnet.scu import Peer, PeerUnavailable, associate
     from pacs.models import ApplicationEntity
 
     rows = list(CommitmentRequest.objects.filter(ae_title=ae_title, delivered_at__isnull=True)
@@ -163,7 +163,7 @@ def _failed(rows: list[CommitmentRequest], error: str) -> float | None:
 
 
 def resume_pending(**kwargs) -> list[str]:
-    """Signal receiver (portal.signals.deliveries_due): send the reports still pending."""
+    """Signal receiver (core.signals.deliveries_due): send the reports still pending."""
     names = sorted(set(CommitmentRequest.objects.filter(delivered_at__isnull=True)
                        .values_list("ae_title", flat=True)))
     for name in names:

@@ -15,11 +15,11 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import Count
 
-from pacs.errors import NotFound
+from core import audit
+from core.errors import NotFound
+from core.models import AuditEvent
 from pacs.models import Instance, Series, Study
 from pacs.storage import get_storage
-from portal import audit
-from portal.models import AuditEvent
 
 LEVELS = ("study", "series", "instance")
 

@@ -3,12 +3,12 @@ modalities) are sent on to the rule's destination with C-STORE.
 
 An instance is queued (a ForwardItem row) in the same transaction that indexes it, so nothing
 received is forgotten by a crash. Each destination's queue is sent oldest first, in batches on
-one association, by ``courier`` (portal.delivery: one sender per destination, a thread in
+one association, by ``courier`` (core.delivery: one sender per destination, a thread in
 embedded mode, a Celery task in scale mode). While the destination cannot be reached the batch
-is tried again with backoff (portal.retry); after the last attempt it is marked failed, and an
+is tried again with backoff (core.retry); after the last attempt it is marked failed, and an
 admin can send the failed items again. An instance the destination answers with a failure
 status is marked failed with that status; objects it cannot take in their stored syntax are
-sent decoded (pacs.transcode), as C-MOVE does.
+sent decoded (dicomnet.transcode), as C-MOVE does.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core import statements
+from core.delivery import Courier
+from core.errors import ServiceError
+from core.reloaded import Reloaded
+from core.retry import retry_delay
+from dicomnet.scu import Peer, PeerUnavailable, StoreSession
 from pacs.dicomfile import ParsedHeader
-from pacs.dimse.scu import Peer, PeerUnavailable, StoreSession
-from pacs.errors import PacsError
 from pacs.models import ApplicationEntity, ForwardingRule, ForwardItem, Instance
 from pacs.storage import get_storage
-from portal import lean
-from portal.delivery import Courier
-from portal.reloaded import Reloaded
-from portal.retry import retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def queue(origin: str, header: ParsedHeader, sop_instance_uid: str) -> None:
         if rule.matches(source, modality):
             destinations.setdefault(rule.destination_id, rule.pk)
     for destination_id, rule_id in destinations.items():
-        lean.insert_row(ForwardItem, destination_id=destination_id, rule_id=rule_id,
+        statements.insert_row(ForwardItem, destination_id=destination_id, rule_id=rule_id,
                         sop_instance_uid=sop_instance_uid)
         transaction.on_commit(lambda key=str(destination_id): courier.wake(key))
 
@@ -121,7 +121,7 @@ def send_queue(key: str) -> float | None:
                 sent += 1
     except PeerUnavailable as exc:
         return _unreachable(items[sent:], str(exc))
-    except PacsError as exc:  # e.g. more SOP class/syntax pairs than one association holds
+    except ServiceError as exc:  # e.g. more SOP class/syntax pairs than one association holds
         _finish(items[sent:], ForwardItem.Status.FAILED, str(exc))
     return 0
 
@@ -157,7 +157,7 @@ def retry_failed(destination: ApplicationEntity) -> int:
 
 
 def resume_pending(**kwargs) -> list[int]:
-    """Signal receiver (portal.signals.deliveries_due): send the queues still pending."""
+    """Signal receiver (core.signals.deliveries_due): send the queues still pending."""
     keys = sorted(set(ForwardItem.objects.filter(status=ForwardItem.Status.PENDING)
                       .values_list("destination_id", flat=True)))
     for key in keys:

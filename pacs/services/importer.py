@@ -12,11 +12,11 @@ from pathlib import Path
 
 from pydicom import dcmread
 
+from core import audit
+from core.errors import ServiceError
 from pacs.dicomfile import to_part10
-from pacs.errors import PacsError
 from pacs.services.ingest import store_instance
 from pacs.storage import get_storage
-from portal import audit
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
@@ -102,7 +102,7 @@ def _import_one(path: Path, actor: str, summary: ImportSummary) -> None:
     try:
         data = to_part10(path.read_bytes())
         result = store_instance(data=data, received_from=f"import:{actor}")
-    except PacsError as exc:
+    except ServiceError as exc:
         summary.add("rejected", path, str(exc))
     except OSError as exc:
         summary.add("rejected", path, f"cannot read: {exc.strerror}")

@@ -1,6 +1,6 @@
 """The one store path for every face (DIMSE C-STORE, import, later STOW-RS).
 
-Order of work (see ARCHITECTURE.md, "the hot path"):
+Order of work (docs/architecture.md, "The store path"):
 1. parse the header strictly from the received bytes (a malformed file is refused here);
 2. write the bytes durably under a temporary name;
 3. index in one short transaction and make the file visible by rename inside it;
@@ -27,13 +27,13 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core import group_commit, statements
+from core.errors import IdentityConflict, SopClassMismatch
 from pacs import identity
 from pacs.dicomfile import ParsedHeader, integer, read_header, text
-from pacs.errors import IdentityConflict, SopClassMismatch
 from pacs.models import Discrepancy, Instance, Patient, Series, Study
 from pacs.services import deletion, forwarding, reconciliation
 from pacs.storage import LocalStorage, PendingFile, get_storage
-from portal import lean
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def store_instance(
 ) -> StoreResult:
     """Store Part 10 ``data``, or the Part 10 file already ``written`` under a temporary name
     (storage.write_from: a data set too large to hold in memory, read here through a memory
-    map). Raises a PacsError subclass for bad input; nothing is kept then (not ``written``
+    map). Raises a ServiceError subclass for bad input; nothing is kept then (not ``written``
     either)."""
     storage = storage or get_storage()
     if written is not None:
@@ -147,7 +147,8 @@ def _discard_when_written(storage: LocalStorage, writing: Future[PendingFile]) -
 def _index_with_retry(place: _Place, fields: dict, storage: LocalStorage, pending: PendingFile,
                       key: str) -> Outcome:
     """Index and publish the file, in a group commit with the process's other stores
-    (``lean.write_together``: concurrent associations do not queue in SQLite's busy handler).
+    (``group_commit.write_together``: concurrent associations do not queue in SQLite's busy
+    handler).
     Concurrent processes storing the same study race on the unique constraints; the loser
     retries and then finds the winner's rows."""
     for attempt in range(1, INDEX_ATTEMPTS + 1):
@@ -155,7 +156,7 @@ def _index_with_retry(place: _Place, fields: dict, storage: LocalStorage, pendin
         place.warning = ""
         job = partial(_index_and_publish, place, fields, storage, pending, key, published)
         try:
-            outcome = lean.write_together(job)
+            outcome = group_commit.write_together(job)
         except BaseException as exc:
             if published:
                 storage.uncommit(pending, published[0])
@@ -186,7 +187,7 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
            storage: LocalStorage) -> tuple[Outcome, str, str | None]:
     """Write the index rows; return the outcome, the file key to publish, the key to delete.
 
-    The per-instance statements are plain SQL on the driver's cursor (``lean.execute``):
+    The per-instance statements are plain SQL on the driver's cursor (``statements.execute``):
     through the ORM each costs ~0.6 ms of Python, through Django's cursor wrapper ~0.03 ms
     more than on the driver's (bench/ingest.py). Patients, studies and series are created
     once per study/series through the ORM.
@@ -195,7 +196,7 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
     policy is replace; one re-sent with another patient, study or series is a conflict:
     never moved silently (PORTAL_DUPLICATE_CONFLICT, PORTAL_DUPLICATE_REPLACE_ACROSS).
     """
-    existing = lean.execute(_SQL["existing"], [place.sop_uid]).fetchone()
+    existing = statements.execute(_SQL["existing"], [place.sop_uid]).fetchone()
     if existing:
         return _resent(place, existing, fields, pending, key, storage)
     series_id, study_id = _series_for(place)
@@ -204,9 +205,9 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
               "sop_instance_uid": place.sop_uid, "series_id": series_id, "file_key": key,
               "file_size": pending.size, "received_from": place.origin[:128],
               "received_at": now}
-    lean.execute(_SQL["insert"], [values[name] for name in _INSERT_FIELDS])
-    lean.execute(_SQL["count_series"], [series_id])
-    lean.execute(_SQL["count_study"], [now, study_id])
+    statements.execute(_SQL["insert"], [values[name] for name in _INSERT_FIELDS])
+    statements.execute(_SQL["count_series"], [series_id])
+    statements.execute(_SQL["count_study"], [now, study_id])
     forwarding.queue(place.origin, place.header, place.sop_uid)
     return Outcome.STORED, key, None
 
@@ -392,7 +393,7 @@ def _series_for(place: _Place) -> tuple[int, int]:
     stored series is checked against it: another study or patient is refused; study
     attributes or demographics that differ from what is stored are kept for reconciliation
     (the stored ones stay: the first received study attributes, the registry's names)."""
-    row = lean.execute(_SQL["series"], [place.series_uid]).fetchone()
+    row = statements.execute(_SQL["series"], [place.series_uid]).fetchone()
     if row:
         series_id, study_id, study_uid, pid, issuer = row[:5]
         holder = identity.PatientKey(pid, issuer)

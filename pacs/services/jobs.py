@@ -14,12 +14,12 @@ from django.db.models import F
 from django.utils import timezone
 from pydicom.dataset import Dataset
 
-from pacs.dimse import scu
-from pacs.errors import PacsError
+from core import audit
+from core.errors import ServiceError
+from dicomnet import scu
 from pacs.models import ApplicationEntity, Job
 from pacs.selectors import retrieval_items
 from pacs.services.ingest import store_instance
-from portal import audit
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ PROGRESS_INTERVAL = 0.3  # seconds between progress writes
 def create_job(*, kind: str, remote: ApplicationEntity, level: str, keys: dict[str, str],
                actor: str, description: str = "") -> Job:
     if level not in LEVEL_KEYS or not all(keys.get(k) for k in LEVEL_KEYS[level]):
-        raise PacsError(f"a {level} job needs {', '.join(LEVEL_KEYS.get(level, ('a level',)))}")
+        raise ServiceError(f"a {level} job needs {', '.join(LEVEL_KEYS.get(level, ('a level',)))}")
     with transaction.atomic():
         job = Job.objects.create(kind=kind, remote=remote, level=level, keys=keys,
                                  description=description[:255], created_by=actor)
@@ -96,7 +96,7 @@ def run_job(job_id: int) -> Job | None:
             _send(job, reporter)
         else:
             _retrieve(job, reporter)
-    except PacsError as exc:
+    except ServiceError as exc:
         job.error = str(exc)
     except Exception as exc:  # a job failure must be visible on the page, not only in logs
         log.exception("job %s failed", job_id)
@@ -163,7 +163,7 @@ def _peer(job: Job) -> scu.Peer:
 def _send(job: Job, reporter: _Reporter) -> None:
     items = retrieval_items(job.level, identifier_for(job))
     if not items:
-        raise PacsError("nothing in the archive matches this job")
+        raise ServiceError("nothing in the archive matches this job")
     progress = scu.Progress(remaining=len(items))
     pairs = {(item.sop_class_uid, item.transfer_syntax_uid) for item in items}
     with scu.StoreSession(_peer(job), calling_aet=settings.DIMSE_AET, pairs=pairs) as session:
@@ -192,7 +192,7 @@ def _store_from(peer: scu.Peer):
     def store(data: bytes) -> int:
         try:
             store_instance(data=data, received_from=origin)
-        except PacsError as exc:
+        except ServiceError as exc:
             log.warning("C-GET from %s: instance refused: %s", peer.ae_title, exc.log_text())
             return exc.dimse_status
         return 0x0000

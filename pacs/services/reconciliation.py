@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from core import audit
 from pacs.models import Discrepancy, Study
-from portal import audit
 
 
 def record(*, kind: str, study_uid: str, detail: str, sop_uid: str = "", patient: str = "",

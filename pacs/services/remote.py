@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from pydicom.dataset import Dataset
 
+from dicomnet import scu
 from pacs.dicomfile import is_multi_value
-from pacs.dimse import scu
 from pacs.models import ApplicationEntity
 
 STUDY_KEYS = ("StudyInstanceUID", "PatientName", "PatientID", "StudyDate", "StudyTime",

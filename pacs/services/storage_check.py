@@ -24,12 +24,12 @@ from pathlib import Path
 
 from django.db.models import Count, F, Q, QuerySet
 
-from pacs.errors import NotFound
+from core import audit
+from core.errors import NotFound
 from pacs.models import Instance, Series, Study
 from pacs.services import deletion
 from pacs.services.importer import ImportSummary, import_files
 from pacs.storage import get_storage
-from portal import audit
 
 MIN_AGE = 60.0  # seconds; a store or a deletion in progress takes milliseconds
 _CHUNK = 500

@@ -19,9 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from pacs.dicomweb.multipart import Part
-from pacs.dicomweb.negotiation import parse_media_type
-from pacs.errors import BadRequest, InvalidDicom, PacsError
+from core.errors import BadRequest, InvalidDicom, ServiceError
 from pacs.services.ingest import Outcome, store_instance
 from pacs.services.wado import FRAME_MEDIA_TYPES
 
@@ -87,6 +85,16 @@ class StowResult:
         return result
 
 
+@dataclass(frozen=True)
+class StowPart:
+    """One part of a STOW-RS request body, as the HTTP face read it."""
+
+    media_type: str  # lower case, without parameters ("" when the part has none)
+    body: bytes
+    location: str = ""  # Content-Location (or Content-ID): what a BulkDataURI names
+    transfer_syntax: str = ""  # the media type's transfer-syntax parameter, if any
+
+
 def _refs(o: InstanceOutcome) -> dict[str, Any]:
     return {
         "00081150": {"vr": "UI", "Value": [o.sop_class_uid]} if o.sop_class_uid else {"vr": "UI"},
@@ -95,17 +103,17 @@ def _refs(o: InstanceOutcome) -> dict[str, Any]:
     }
 
 
-def store_parts(parts: Iterable[Part], *, study_uid: str | None, origin: str) -> StowResult:
+def store_parts(parts: Iterable[StowPart], *, study_uid: str | None, origin: str) -> StowResult:
     """Store each instance of a STOW-RS request body. ``parts`` may be read as they come
-    (multipart.iter_parts): Part 10 parts are stored one by one, so the request is never in
-    memory whole. If the body turns out to be cut off, the instances before the cut stay
+    (the face parses them one by one): Part 10 parts are stored one by one, so the request is
+    never in memory whole. If the body turns out to be cut off, the instances before the cut stay
     stored and the cut is one failure of the response; with none before it, BadRequest."""
     result = StowResult()
     parts = iter(parts)
     first = next(parts, None)
     if first is None:
         raise BadRequest("the request has no parts")
-    if parse_media_type(first.content_type).type == "application/dicom+json":
+    if first.media_type == "application/dicom+json":
         # the metadata refer to bulk data parts that come after them: all are needed
         for data, error in _from_json([first, *parts]):
             result.outcomes.append(_store_one(data, error, study_uid, origin))
@@ -119,11 +127,11 @@ def store_parts(parts: Iterable[Part], *, study_uid: str | None, origin: str) ->
     return result
 
 
-def _instance_of(part: Part) -> tuple[bytes, InstanceOutcome | None]:
-    if parse_media_type(part.content_type).type in ("application/dicom", ""):
+def _instance_of(part: StowPart) -> tuple[bytes, InstanceOutcome | None]:
+    if part.media_type in ("application/dicom", ""):
         return part.body, None
     return b"", InstanceOutcome("", "", failure=UNSUPPORTED_PART,
-                                comment=f"a part of type {part.content_type!r}")
+                                comment=f"a part of type {part.media_type!r}")
 
 
 def _store_one(data: bytes, error: InstanceOutcome | None, study_uid: str | None,
@@ -137,7 +145,7 @@ def _store_one(data: bytes, error: InstanceOutcome | None, study_uid: str | None
         return ids
     try:
         stored = store_instance(data=data, received_from=origin)
-    except PacsError as exc:
+    except ServiceError as exc:
         ids.failure, ids.comment = exc.dimse_status, str(exc)
         return ids
     except Exception as exc:  # a bug must fail this instance, not the whole request
@@ -165,7 +173,7 @@ def _identifiers(data: bytes) -> InstanceOutcome:
         return InstanceOutcome("", "")
 
 
-def _from_json(parts: list[Part]) -> list[tuple[bytes, InstanceOutcome | None]]:
+def _from_json(parts: list[StowPart]) -> list[tuple[bytes, InstanceOutcome | None]]:
     """Part 10 bytes for each dataset of a metadata + bulk data request."""
     try:
         datasets = orjson.loads(parts[0].body)
@@ -181,7 +189,7 @@ def _from_json(parts: list[Part]) -> list[tuple[bytes, InstanceOutcome | None]]:
         except Exception as exc:
             uid = _json_value(item, "00080018")
             cls = _json_value(item, "00080016")
-            status = exc.dimse_status if isinstance(exc, PacsError) else 0xC000
+            status = exc.dimse_status if isinstance(exc, ServiceError) else 0xC000
             out.append((b"", InstanceOutcome(cls, uid, failure=status, comment=str(exc))))
     return out
 
@@ -193,7 +201,7 @@ def _json_value(item: Any, tag: str) -> str:
         return ""
 
 
-def _part10_from_json(item: dict[str, Any], bulk: dict[str, Part]) -> bytes:
+def _part10_from_json(item: dict[str, Any], bulk: dict[str, StowPart]) -> bytes:
     syntax = {"value": ExplicitVRLittleEndian}
 
     def load(tag: str, vr: str, uri: str) -> bytes:
@@ -201,9 +209,8 @@ def _part10_from_json(item: dict[str, Any], bulk: dict[str, Part]) -> bytes:
         if part is None:
             raise InvalidDicom(f"no part has the Content-Location {uri!r} of BulkDataURI "
                                f"of {tag}")
-        media = parse_media_type(part.content_type)
-        if tag.upper() == "7FE00010" and media.type in _DEFAULT_SYNTAX:
-            syntax["value"] = media.param("transfer-syntax") or _DEFAULT_SYNTAX[media.type]
+        if tag.upper() == "7FE00010" and part.media_type in _DEFAULT_SYNTAX:
+            syntax["value"] = part.transfer_syntax or _DEFAULT_SYNTAX[part.media_type]
             return encapsulate([part.body])
         return part.body
 

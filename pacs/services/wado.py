@@ -2,7 +2,7 @@
 transfer syntax, their metadata from the index, frames, bulk data and rendered images.
 
 Files are sent as received whenever the client accepts that; anything else is converted here
-by pacs.transcode.
+by dicomnet.transcode.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from pacs import transcode
+from core.errors import BadRequest, NotAcceptable, NotFound
+from dicomnet import transcode
 from pacs.dicomjson import LONG_TEXT_VRS
-from pacs.errors import BadRequest, NotAcceptable, NotFound
 from pacs.models import Instance
 from pacs.rendering import Window, render
 from pacs.storage import get_storage
@@ -133,7 +133,7 @@ def metadata_json(study_uid: str, series_uid: str | None, sop_uid: str | None,
 
 def can_convert(item: StoredInstance, target: str) -> bool:
     """Can the stored object be sent in ``target``? As stored always; to Explicit VR Little
-    Endian when its pixel data, if any, can be decoded here (pacs.transcode)."""
+    Endian when its pixel data, if any, can be decoded here (dicomnet.transcode)."""
     stored = item.transfer_syntax_uid
     if target in ("*", stored):
         return True

@@ -14,8 +14,8 @@ from django.test import Client
 from django.urls import reverse
 from pydicom import dcmread
 
+from core.models import AuditEvent
 from pacs.models import ApplicationEntity
-from portal.models import AuditEvent
 from tests.protocol.dimse.test_retrieve import _ct_series, storescp  # noqa: F401
 from tests.users import user_with
 

@@ -9,9 +9,9 @@ import re
 import requests
 from pydicom.uid import generate_uid
 
+from core.models import AuditEvent
 from pacs.dicomweb import multipart
 from pacs.models import Instance
-from portal.models import AuditEvent
 from tests.samples import sample
 from tests.users import PASSWORD, user_with
 

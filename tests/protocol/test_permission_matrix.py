@@ -4,7 +4,7 @@ status each gets is the one the roles allow.
 
 The expected rights are written here from the role definitions (viewer: browse and retrieve;
 technologist: store, send, perform workitems; scheduler: orders, create and cancel workitems;
-admin: everything), not read from portal.roles, so a change of the table shows here. A route
+admin: everything), not read from core.roles, so a change of the table shows here. A route
 the matrix does not know fails the test: a new page must say who may open it."""
 
 from __future__ import annotations

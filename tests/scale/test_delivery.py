@@ -1,4 +1,4 @@
-"""portal.delivery's scale-mode scheduling against the real Redis of the scale slice: one
+"""core.delivery's scale-mode scheduling against the real Redis of the scale slice: one
 scheduled task per peer however many messages wake it, and no wake lost between the last
 pass and the end of the task."""
 
@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from portal.delivery import Courier, _redis
+from core.delivery import Courier, _redis
 
 pytestmark = [pytest.mark.scale]
 

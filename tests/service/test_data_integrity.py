@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 from pydicom import dcmread
 
-from pacs.errors import IdentityConflict
+from core.errors import IdentityConflict
+from core.models import AuditEvent
 from pacs.models import Discrepancy, Instance, Patient, Series, Study
 from pacs.services import storage_check
 from pacs.services.ingest import Outcome, store_instance
-from portal.models import AuditEvent
 from tests.samples import encoded, sample
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,13 +7,13 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from pydicom import dcmread
 
+from core.errors import NotFound
+from core.models import AuditEvent
 from pacs import query
-from pacs.errors import NotFound
 from pacs.models import Instance, Patient, Series, Study
 from pacs.services import deletion
 from pacs.services.ingest import Outcome, store_instance
 from pacs.storage import get_storage
-from portal.models import AuditEvent
 from tests.samples import encoded, sample
 from tests.users import user_with
 

@@ -6,8 +6,8 @@ import pytest
 from django.core.management import call_command
 from pydicom import dcmread
 
+from core.models import AuditEvent
 from pacs.models import Instance, Study
-from portal.models import AuditEvent
 from tests.samples import dicomdir_tests, sample
 
 pytestmark = pytest.mark.django_db

@@ -6,8 +6,8 @@ import time
 import pytest
 from pydicom import dcmread
 
+from core.errors import InvalidDicom, MissingAttribute, SopClassMismatch, StorageFull
 from pacs.dicomfile import to_part10
-from pacs.errors import InvalidDicom, MissingAttribute, SopClassMismatch, StorageFull
 from pacs.models import Instance, Patient, Series, Study
 from pacs.services.ingest import Outcome, store_instance
 from pacs.storage import INCOMING, _write_all, get_storage

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from portal.roles import allowed, grant, roles_of
+from core.roles import allowed, grant, roles_of
 from tests.portal_process import ROOT, portal_env
 from tests.users import user_with
 

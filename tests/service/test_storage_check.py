@@ -11,10 +11,10 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
+from core.models import AuditEvent
 from pacs.models import Instance, Series, Study
 from pacs.services import deletion, storage_check
 from pacs.services.ingest import store_instance
-from portal.models import AuditEvent
 from tests.samples import sample
 
 pytestmark = pytest.mark.django_db

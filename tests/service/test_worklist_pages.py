@@ -261,7 +261,7 @@ def test_subscriptions_page_for_admins(admin_client, scheduler, catalog):
 
 @pytest.mark.django_db(transaction=True)
 def test_accession_numbers_given_twice_and_generated_ones_taken_meanwhile(catalog, monkeypatch):
-    from portal.models import AuditEvent
+    from core.models import AuditEvent
     from worklist.models import StepEvent
 
     station = Station.objects.get(ae_title="CT1")

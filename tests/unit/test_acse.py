@@ -1,4 +1,4 @@
-"""pacs.dimse.acse against pynetdicom: its PDU classes encode the requests and decode our
+"""dicomnet.acse against pynetdicom: its PDU classes encode the requests and decode our
 answers, and its negotiate_as_acceptor is the oracle for results and roles (with the
 requestor's transfer syntax order preferred, our one deliberate difference)."""
 
@@ -19,8 +19,8 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, build_context, negotiate_as_acceptor
 
-from pacs.dimse import acse
-from pacs.dimse.wire import ProtocolError
+from dicomnet import acse
+from dicomnet.wire import ProtocolError
 
 CT, MR, US = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.6.1"
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"

@@ -6,9 +6,9 @@ import io
 
 import pytest
 
+from core.errors import BadRequest
 from pacs.dicomweb import multipart
 from pacs.dicomweb.negotiation import parse_accept
-from pacs.errors import BadRequest
 
 
 def test_stream_then_parse_round_trip():

@@ -1,4 +1,4 @@
-"""pacs.transcode: stored objects with native pixel data for peers that take no other syntax."""
+"""dicomnet.transcode: stored objects with native pixel data for peers that take no other syntax."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
 from pynetdicom.dsutils import decode, encode
 
-from pacs.transcode import CannotConvert, can_decompress, decompressed
+from dicomnet.transcode import CannotConvert, can_decompress, decompressed
 from tests.samples import COMPRESSED, UNCOMPRESSED, encoded, sample
 
 

@@ -8,8 +8,8 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from core.process import settle_heap
 from hl7gw.mllp import MllpListener
-from portal.listeners import settle_heap
 
 
 class Command(BaseCommand):

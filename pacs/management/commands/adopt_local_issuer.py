@@ -4,8 +4,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from core import audit
 from pacs.models import Patient
-from portal import audit
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from pacs.errors import PacsError
+from core.errors import ServiceError
 from pacs.management.jobcli import remote_ae
 from pacs.services import remote
 
@@ -26,7 +26,7 @@ class Command(BaseCommand):
                 remote_ae(opts["ae"]), patient_name=opts["name"], patient_id=opts["id"],
                 date_range=opts["date"], modality=opts["modality"],
                 accession_number=opts["accession"])
-        except PacsError as exc:
+        except ServiceError as exc:
             raise CommandError(str(exc)) from exc
         for r in rows:
             self.stdout.write("\t".join([r["StudyDate"], r["PatientID"], r["PatientName"],

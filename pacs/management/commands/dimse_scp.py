@@ -7,9 +7,9 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from core.process import settle_heap
 from pacs.dimse.scp import DimseListener
 from pacs.dimse.workers import report_ready, spawn_scp_processes, stop_processes
-from portal.listeners import settle_heap
 
 
 class Command(BaseCommand):

@@ -9,10 +9,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from core.process import settle_heap
+from core.signals import deliveries_due
 from pacs.dimse.workers import spawn_scp_processes, stop_processes
 from portal.bootstrap import ensure_admin
-from portal.listeners import build_listener, settle_heap
-from portal.signals import deliveries_due
+from portal.listeners import build_listener
 from portal.webserver import create_web_server
 from portal.websocket import WebSocketServer
 from portal.wsgi import application

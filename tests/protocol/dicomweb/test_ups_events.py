@@ -185,7 +185,7 @@ def account(portal, name: str, *roles: str, ae_title: str = "") -> dict[str, str
         "from django.contrib.auth.models import User\n"
         "from rest_framework.authtoken.models import Token\n"
         "from pacs.models import ApplicationEntity\n"
-        "from portal.roles import grant\n"
+        "from core.roles import grant\n"
         f"user = User.objects.create_user({name!r}, password='Pw-{name}-12345')\n"
         f"grant(user, *{list(roles)!r})\n"
         f"if {ae_title!r}: ApplicationEntity.objects.create(ae_title={ae_title!r}, "

@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
+from core.models import AuditEvent
 from pacs.models import ApplicationEntity, Instance
-from portal.models import AuditEvent
 from tests.samples import sample
 from tests.users import user_with
 

@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
+from core.models import AuditEvent
 from pacs.models import ApplicationEntity, CommitmentRequest
-from portal.models import AuditEvent
 from tests.peers import start_commitment_listener
 from tests.samples import free_port, sample
 from tests.waiting import wait_until

@@ -15,7 +15,7 @@ from pynetdicom.presentation import build_role
 from pynetdicom.sop_class import CTImageStorage, Verification
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as StudyGet
 
-from pacs.dimse import wire
+from dicomnet import wire
 from pacs.models import ApplicationEntity
 from pacs.services.ingest import store_instance
 from tests.samples import sample

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from pacs.dimse import wire
-from pacs.dimse.engine import NegotiationCache
+from core.models import AuditEvent
+from dicomnet import wire
+from dicomnet.engine import NegotiationCache
 from pacs.models import ApplicationEntity, Instance
-from portal.models import AuditEvent
 from tests import hostile
 from tests.samples import sample
 

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 from pydicom import dcmread
 
+from core.models import AuditEvent
 from pacs.models import Instance
-from portal.models import AuditEvent
 from tests.samples import COMPRESSED, UNCOMPRESSED, sample
 
 pytestmark = pytest.mark.interop

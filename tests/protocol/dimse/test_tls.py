@@ -12,11 +12,11 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from core import tls
+from core.models import AuditEvent
 from pacs.models import ApplicationEntity, Instance, Job
 from pacs.services.aes import echo_application_entity
 from pacs.services.ingest import store_instance
-from portal import tls
-from portal.models import AuditEvent
 from tests.peers import Storescp, start_commitment_listener, start_event_scp
 from tests.samples import free_port, sample
 from tests.tls_pki import make_pki

@@ -253,7 +253,7 @@ def test_events_for_a_subscriber_that_is_down_are_sent_once_it_is_up(assoc, step
                                                                      monkeypatch):
     import time
 
-    from portal import retry
+    from core import retry
     from tests.peers import start_event_scp
     from tests.samples import free_port
     from worklist.models import UpsEvent
@@ -290,7 +290,7 @@ def test_retry_now_on_the_subscriptions_page_sends_what_was_given_up(assoc, step
 
     from django.urls import reverse
 
-    from portal import retry
+    from core import retry
     from tests.peers import start_event_scp
     from tests.samples import free_port
     from worklist.models import UpsEvent

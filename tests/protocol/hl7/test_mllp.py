@@ -262,25 +262,25 @@ def test_a_message_that_cannot_be_stored_gets_ar_and_the_listener_lives(hl7, sam
     half-done is kept."""
     from django.db import OperationalError
 
-    from portal import lean
+    from core import statements
 
     payload = load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7")
     control_id = payload.split(b"\r")[0].split(b"|")[9].decode()
-    real_insert = lean.insert
+    real_insert = statements.insert
 
     def failing_insert(obj):
         if isinstance(obj, Message):
             raise OperationalError("disk I/O error")
         return real_insert(obj)
 
-    monkeypatch.setattr(lean, "insert", failing_insert)
+    monkeypatch.setattr(statements, "insert", failing_insert)
     with MLLPClient(*hl7.address) as client:
         client.socket.sendall(b"\x0b" + payload + b"\x1c\r")
         first = client.socket.recv(65536).decode("latin-1")
         assert msa(first)[1] == "AR" and "message not stored (OperationalError)" in first
         assert msa(first)[2] == control_id  # MSA-2 echoes MSH-10
         assert Message.objects.count() == 0 and Order.objects.count() == 0
-        monkeypatch.setattr(lean, "insert", real_insert)
+        monkeypatch.setattr(statements, "insert", real_insert)
         client.socket.sendall(b"\x0b" + payload + b"\x1c\r")  # same connection, sent again
         second = client.socket.recv(65536).decode("latin-1")
     assert msa(second)[1] == "AA"

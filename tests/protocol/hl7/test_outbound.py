@@ -14,9 +14,9 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
 
+from core import retry
 from hl7gw.models import Outbound, Receiver
 from pacs.models import ApplicationEntity
-from portal import retry
 from tests.peers import Hl7Server
 from tests.samples import free_port
 from tests.waiting import wait_until

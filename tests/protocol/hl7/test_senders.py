@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from hl7.client import MLLPClient
 
+from core.models import AuditEvent
 from hl7gw.models import Message, Sender
 from pacs.models import Patient, Study
 from pacs.services.ingest import store_instance
-from portal.models import AuditEvent
 from tests.samples import sample
 
 pytestmark = pytest.mark.interop
@@ -137,8 +137,8 @@ def test_mllp_over_tls(transactional_db, settings, tmp_path):
     import socket
     import ssl
 
+    from core import tls
     from hl7gw.mllp import MllpListener
-    from portal import tls
     from tests.tls_pki import make_pki
 
     pki = make_pki(tmp_path / "pki")

@@ -7,7 +7,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from pydicom import dcmread
 
-from pacs.errors import PacsError
+from core.errors import ServiceError
 from worklist.services import import_worklist_item
 
 
@@ -28,7 +28,7 @@ class Command(BaseCommand):
         for path in files:
             try:
                 order = import_worklist_item(dcmread(path, force=True), actor="import_worklist")
-            except (PacsError, ValueError, OSError) as exc:
+            except (ServiceError, ValueError, OSError) as exc:
                 failed += 1
                 self.stderr.write(f"{path}: {exc}")
                 continue

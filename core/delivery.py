@@ -3,7 +3,7 @@ the UPS event reports of each DIMSE subscriber.
 
 Each peer's queue is rows in the database, sent oldest first by one sender at a time, so that
 messages go out once each and in order (a RIS must not see "completed" before "in progress").
-While the peer cannot be reached the sender tries again with backoff (``portal.retry``), and
+While the peer cannot be reached the sender tries again with backoff (``core.retry``), and
 what comes after the oldest message waits for it.
 
 - Embedded mode: one thread per peer while its queue has something to send; a new message
@@ -30,7 +30,7 @@ from django.db import close_old_connections, connection
 log = logging.getLogger(__name__)
 
 LOCK_SECONDS = 900  # longer than one pass over a queue can take; freed if its holder dies
-FLAG_SECONDS = 900  # longer than the longest retry countdown (portal.retry: 300 s)
+FLAG_SECONDS = 900  # longer than the longest retry countdown (core.retry: 300 s)
 BUSY_DELAY = 1.0  # another process sends this queue now: look again after this long
 
 
@@ -166,7 +166,7 @@ class Courier:
 def celery_task(courier: Courier, name: str, doc: str):
     """The Celery task (registered as ``name``) that runs ``courier`` for one peer in scale
     mode: a pass over its queue and, while the peer cannot be reached, the same task again
-    after the backoff (portal.retry). Nothing is lost meanwhile: the queue is rows."""
+    after the backoff (core.retry). Nothing is lost meanwhile: the queue is rows."""
     from celery import shared_task
 
     def send(self, key: str, token: str = "") -> None:

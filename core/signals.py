@@ -8,7 +8,7 @@ from django.dispatch import Signal
 # Deliveries (HL7 status messages, UPS event reports, forwarded instances, Storage Commitment
 # reports) may be pending with no sender on them:
 # those of before a restart, and in scale mode those whose Celery task was lost with the
-# broker. The receivers start a sender for each such peer (portal.delivery: one per peer, so
+# broker. The receivers start a sender for each such peer (core.delivery: one per peer, so
 # a peer that has one is left alone). Sent by `manage.py serve` in embedded mode once its
 # listeners run, and in scale mode by every Celery worker when it starts and then every
 # PORTAL_DELIVERY_SWEEP_SECONDS (portal.celery.DeliverySweepStep).

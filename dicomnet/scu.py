@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,19 +19,20 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as St
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as StudyRootMove
 from pynetdicom.sop_class import Verification
 
-from pacs.dicomfile import is_multi_value
-from pacs.errors import PacsError
-from pacs.transcode import CannotConvert, decompressed
-from portal import tls
+from core import tls
+from core.errors import ServiceError
+from dicomnet.transcode import CannotConvert, decompressed
 
-log = logging.getLogger("pacs.dimse")
+log = logging.getLogger("dicomnet")
 
 # pynetdicom's "standard" log handlers run on every PDU and log identifiers (PHI): off.
 _config.LOG_HANDLER_LEVEL = "none"
 
 
 def set_nodelay(assoc: Association) -> None:
-    """TCP_NODELAY on a requestor association's socket (pynetdicom leaves Nagle on)."""
+    """TCP_NODELAY on a requestor association's socket (pynetdicom leaves Nagle on, and has
+    no option for it). Reached through documented attributes: Association.dul (the
+    DULServiceProvider), its AssociationSocket, and that one's socket."""
     sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -70,7 +71,7 @@ def echo(*, host: str, port: int, called_aet: str, calling_aet: str,
 @dataclass(frozen=True)
 class Peer:
     """Where to connect: a remote AE (from the AE table or typed in); ``tls``: over DICOM TLS
-    (portal.tls.client_context)."""
+    (core.tls.client_context)."""
 
     ae_title: str
     host: str
@@ -98,7 +99,7 @@ def storage_contexts(pairs: set[tuple[str, str]]) -> list[PresentationContext]:
         if ts not in UNCOMPRESSED:
             contexts.append(build_context(sop_class, [ts]))
     if len(contexts) > MAX_CONTEXTS:
-        raise PacsError(f"too many SOP class/transfer syntax pairs ({len(contexts)})")
+        raise ServiceError(f"too many SOP class/transfer syntax pairs ({len(contexts)})")
     return contexts
 
 
@@ -170,7 +171,7 @@ class StoreSession:
 STATUS_NO_CONTEXT = 0xA702  # our failure code for a sub-operation we could not even send
 
 
-class PeerUnavailable(PacsError):
+class PeerUnavailable(ServiceError):
     """The remote AE could not be reached or dropped the association."""
 
     dimse_status = 0xA702
@@ -192,7 +193,7 @@ def associate(peer: Peer, calling_aet: str, contexts: list[PresentationContext],
     return assoc
 
 
-def _failed(status: Dataset | None, what: str, peer: Peer) -> PacsError:
+def _failed(status: Dataset | None, what: str, peer: Peer) -> ServiceError:
     if status is None or "Status" not in status:
         return PeerUnavailable(f"no {what} response from {peer.ae_title}")
     comment = str(status.get("ErrorComment", "") or "")
@@ -200,7 +201,7 @@ def _failed(status: Dataset | None, what: str, peer: Peer) -> PacsError:
                          + (f": {comment}" if comment else ""))
 
 
-class RemoteFailure(PacsError):
+class RemoteFailure(ServiceError):
     """The remote AE answered with a failure status."""
 
 
@@ -260,7 +261,8 @@ def _progress(status: Dataset, identifier: Dataset | None) -> Progress:
     failed_uids: list[str] = []
     if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
         value = identifier.FailedSOPInstanceUIDList
-        failed_uids = [str(v) for v in (value if is_multi_value(value) else [value]) if v]
+        values = value if isinstance(value, MutableSequence | tuple) else [value]
+        failed_uids = [str(v) for v in values if v]
     return Progress(
         remaining=status.get("NumberOfRemainingSuboperations"),
         completed=int(status.get("NumberOfCompletedSuboperations", 0) or 0),

@@ -26,7 +26,7 @@ from pydicom.uid import (
     JPEGExtended12Bit,
 )
 
-from pacs.errors import NotAcceptable
+from core.errors import NotAcceptable
 
 UNCOMPRESSED = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
 DEFLATED = DeflatedExplicitVRLittleEndian

@@ -1,9 +1,11 @@
-"""One error hierarchy for the archive; each protocol face maps it once (DIMSE status, HTTP)."""
+"""One error hierarchy for the services of every app. Each error carries the DIMSE status
+(PS3.4, PS3.7; STOW-RS and UPS-RS report it too) and the HTTP status it is answered with;
+dicomnet.status answers it on a DIMSE association, the DICOMweb exception handler over HTTP."""
 
 from __future__ import annotations
 
 
-class PacsError(Exception):
+class ServiceError(Exception):
     """Base class. ``dimse_status`` is the PS3.4/PS3.7 status a DIMSE face answers with."""
 
     dimse_status = 0xC000
@@ -15,26 +17,26 @@ class PacsError(Exception):
         return str(self)
 
 
-class InvalidDicom(PacsError):
+class InvalidDicom(ServiceError):
     """The bytes are not a readable DICOM dataset (PS3.4 B.2.3: 0xC000 'Cannot understand')."""
 
     dimse_status = 0xC000
 
 
-class MissingAttribute(PacsError):
+class MissingAttribute(ServiceError):
     """A required identifying attribute is missing or not a valid UID."""
 
     dimse_status = 0xC000
 
 
-class SopClassMismatch(PacsError):
+class SopClassMismatch(ServiceError):
     """The dataset does not match the SOP class/instance of the request (0xA900)."""
 
     dimse_status = 0xA900
     http_status = 409
 
 
-class IdentityConflict(PacsError):
+class IdentityConflict(ServiceError):
     """An instance that would file images under another patient, study or series than the
     archive holds them: refused (PS3.4 B.2.3 failure 0xC000 'Cannot understand', with the
     reason in the Error Comment), the disagreement kept for reconciliation."""
@@ -52,46 +54,46 @@ class IdentityConflict(PacsError):
                 "Reconciliation page")
 
 
-class StorageFull(PacsError):
+class StorageFull(ServiceError):
     """The bytes could not be written (PS3.4 B.2.3: 0xA700 'Out of resources')."""
 
     dimse_status = 0xA700
     http_status = 503
 
 
-class NotAuthorized(PacsError):
+class NotAuthorized(ServiceError):
     """The peer is not allowed to do this (PS3.7 C: 0x0124 'Refused: Not authorized')."""
 
     dimse_status = 0x0124
     http_status = 403
 
 
-class NotFound(PacsError):
+class NotFound(ServiceError):
     """The study, series, instance or frame asked for is not in the archive."""
 
     dimse_status = 0xA801  # retrieve: unknown; HTTP faces answer 404
     http_status = 404
 
 
-class NotAcceptable(PacsError):
+class NotAcceptable(ServiceError):
     """None of the media types or transfer syntaxes the client accepts can be produced."""
 
     http_status = 406
 
 
-class UnsupportedMediaType(PacsError):
+class UnsupportedMediaType(ServiceError):
     """The request body's media type is not one this resource takes."""
 
     http_status = 415
 
 
-class BadRequest(PacsError):
+class BadRequest(ServiceError):
     """A request that cannot be understood (bad parameter, malformed body)."""
 
     http_status = 400
 
 
-class PayloadTooLarge(PacsError):
+class PayloadTooLarge(ServiceError):
     """The request body is larger than the configured limit."""
 
     http_status = 413

@@ -1,18 +1,19 @@
-"""DIMSE services other apps add to the one listener (the worklist's MWL and MPPS), so that
-pacs never imports them (ARCHITECTURE.md: hl7gw -> worklist -> pacs). Apps register in their
-AppConfig.ready()."""
+"""DIMSE services that apps add to the one listener (the worklist's MWL, MPPS and UPS), so
+that the archive's listener never imports them (the apps' order: hl7gw -> worklist -> pacs).
+Apps register in their AppConfig.ready()."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from pacs.dimse.engine import Association
-from pacs.dimse.policy import AePolicy
-from pacs.dimse.wire import Message
+from dicomnet.engine import Association
+from dicomnet.wire import Message
 
 Service = Callable[[Association, Message], None]
-ServiceFactory = Callable[[AePolicy], Service]
+# made with the listener's admission policy (the archive's AePolicy)
+ServiceFactory = Callable[[Any], Service]
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from portal import lean
-from portal.models import AuditEvent
+from core import statements
+from core.models import AuditEvent
 
 
 def record(
@@ -16,5 +16,5 @@ def record(
     detail: str = "",
 ) -> int:
     """The new row's id."""
-    return lean.insert_row(AuditEvent, category=category, action=action, outcome=outcome,
+    return statements.insert_row(AuditEvent, category=category, action=action, outcome=outcome,
                            actor=actor[:128], source=source[:128], detail=detail)

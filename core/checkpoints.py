@@ -54,7 +54,7 @@ def _on_connection_created(sender, connection, **kwargs) -> None:
             cursor.execute(f"PRAGMA wal_autocheckpoint={WRITER_PAGES}")
 
 
-connection_created.connect(_on_connection_created, dispatch_uid="portal.checkpoints")
+connection_created.connect(_on_connection_created, dispatch_uid="core.checkpoints")
 
 
 def start() -> None:

@@ -1,10 +1,10 @@
-"""portal.lean's tests again, on PostgreSQL (RETURNING, psycopg's adapters, jsonb)."""
+"""core.statements's tests again, on PostgreSQL (RETURNING, psycopg's adapters, jsonb)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_lean import (  # noqa: F401  (collected here too)
+from tests.service.test_statements import (  # noqa: F401  (collected here too)
     test_errors_are_djangos_and_atomic_blocks_hold,
     test_execute_takes_djangos_placeholders_and_raises_djangos_errors,
     test_insert_if_new_leaves_an_existing_row_alone,

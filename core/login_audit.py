@@ -3,8 +3,8 @@ django-axes's lockout signal), whichever page or backend they came through."""
 
 from __future__ import annotations
 
-from portal import audit
-from portal.models import AuditEvent
+from core import audit
+from core.models import AuditEvent
 
 
 def _address(request) -> str:

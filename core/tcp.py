@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from portal import quiet
+from core import quiet
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Why not pynetdicom's PDU classes and ``negotiate_as_acceptor`` (the acceptor onc
 build and validate a pydicom UID for every name in the request several times over. DCMTK's
 storescu proposes 128 contexts; answering it took 23-27 ms of CPU in a warm process and 50-60
 ms in a new one, on the CI machine, and every SCP process pays it for each new kind of
-request (the answers are cached by request bytes in pacs.dimse.engine). Here it is plain
+request (the answers are cached by request bytes in dicomnet.engine). Here it is plain
 struct work. The outcome is pynetdicom's, except the transfer syntax choice, which honours the
 requestor's order; ``tests/unit/test_acse.py`` compares both on generated requests.
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from pynetdicom.presentation import SCP_SCU_ROLES
 
-from pacs.dimse.wire import A_ASSOCIATE_AC, ProtocolError
+from dicomnet.wire import A_ASSOCIATE_AC, ProtocolError
 
 # Item types (PS3.8 9.3.2, Annex D)
 APPLICATION_CONTEXT_ITEM = 0x10

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from portal import audit
+from core import audit
 
 # The pages and routes that return patient data (GET/HEAD): what each request is called.
 READS = [

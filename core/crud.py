@@ -10,7 +10,7 @@ from django.forms import ModelForm
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
-from portal import audit
+from core import audit
 
 
 def list_and_edit(request, *, model: type[Model], form_class: type[ModelForm], pk: int | None,

@@ -4,7 +4,7 @@ Why not pynetdicom's DUL: its reactors poll with 1 ms sleeps and push every PDU 
 event queue and a state machine, which caps one association at ~150 C-STOREs/s on the CI
 machine before any work is done (docs/benchmarks.md). Our acceptor reads PDUs with blocking
 socket calls in one thread per association. This module frames PDUs and encodes the small
-group-0000 command sets; pacs.dimse.acse reads and answers the A-ASSOCIATE-RQ.
+group-0000 command sets; dicomnet.acse reads and answers the A-ASSOCIATE-RQ.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The DIMSE acceptor: one thread per association, blocking reads, no polling.
 
 The engine negotiates the association (policy from the AE table), reads DIMSE messages and
-hands each to the service registered for its command field (pacs.dimse.handlers). Services
-answer through Association.respond() / request(); they never see PDUs.
+hands each to the service registered for its command field (the apps' SCP handlers). Services
+answer through Association.respond(), request() and send_pending(); they never see PDUs.
 """
 
 from __future__ import annotations
@@ -12,27 +12,30 @@ import logging
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 from django.db import connection
-from pynetdicom import __version__ as pynetdicom_version
 from pynetdicom.presentation import PresentationContext
 
-from pacs.dimse import acse, wire
-from pacs.dimse.policy import Refusal
-from portal import quiet
-from portal.tcp import TcpServer
+from core import quiet
+from core.tcp import TcpServer
+from dicomnet import acse, status, wire
 
-log = logging.getLogger("pacs.dimse")
+log = logging.getLogger("dicomnet")
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1456.1"
-IMPLEMENTATION_VERSION = "PORTAL_" + pynetdicom_version.replace(".", "")[:9]
+# Ours, not the version of a library we use: the pyproject version (PS3.7 D.3.3.2.3: 16 chars)
+IMPLEMENTATION_VERSION = "RADPORTAL_0_1_0"
+
+ANSWER_BATCH_BYTES = 64 * 1024  # pending responses per socket write, about
 
 # A-ASSOCIATE-RJ (result, source, reason), PS3.8 9.3.4
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
@@ -49,6 +52,13 @@ class Context:
     abstract_syntax: str
     transfer_syntax: str
     as_scu: bool  # we may send requests on it (C-GET's C-STOREs)
+
+
+class Refusal(NamedTuple):
+    """Why the admission policy turns a caller away."""
+
+    reason: str
+    called: bool = False  # the called AE title is the problem (A-ASSOCIATE-RJ reason 7)
 
 
 class Refused(Exception):
@@ -131,7 +141,7 @@ class _Negotiated:
     """What an A-ASSOCIATE-RQ gave once, for the next identical one.
 
     A modality opens an association per study or series and proposes the same contexts each
-    time; storescu proposes 128. Decoding and negotiating them (pacs.dimse.acse) takes ~2 ms
+    time; storescu proposes 128. Decoding and negotiating them (dicomnet.acse) takes ~2 ms
     of CPU on the CI machine, so an identical request (same bytes: same AE titles, contexts,
     roles and user items) reuses the answer. Admission (the AE table) is still checked every
     time; the answer depends only on the request and on this server's fixed configuration."""
@@ -358,6 +368,37 @@ class Association:
                                         comment=comment, extra=extra)
         self.pdu.send_message(message.context_id, command, dataset, self.peer_max_pdu)
 
+    def send_pending(self, message: wire.Message, datasets: Iterable[bytes]) -> int:
+        """Pending responses (0xFF00) to ``message``, one per encoded data set, batched into
+        few socket writes: how many were sent, or -1 - how many when the requestor cancelled
+        (C-CANCEL-RQ) meanwhile.
+
+        Each answer normally fits one P-DATA-TF holding two PDVs: the (constant) command set
+        and the data set (PS3.8 9.3.5 allows several PDVs per PDU)."""
+        pending = self.response_command(message, status.PENDING, has_dataset=True)
+        context_id, max_pdu = message.context_id, self.peer_max_pdu
+        command_pdv = struct.pack(">IBB", len(pending) + 2, context_id, 0x03) + pending
+        batch: list[bytes] = []
+        size = sent = 0
+        for data in datasets:
+            sent += 1
+            length = len(command_pdv) + 6 + len(data)
+            if max_pdu and length > max_pdu:
+                pdu = wire.message_bytes(context_id, pending, data, max_pdu)
+            else:
+                pdu = b"".join((struct.pack(">BBI", wire.P_DATA_TF, 0, length), command_pdv,
+                                struct.pack(">IBB", len(data) + 2, context_id, 0x02), data))
+            batch.append(pdu)
+            size += len(pdu)
+            if size >= ANSWER_BATCH_BYTES:
+                self.pdu.send_raw(b"".join(batch))
+                batch, size = [], 0
+                if self.cancel_requested(message):
+                    return -1 - sent
+        if batch:
+            self.pdu.send_raw(b"".join(batch))
+        return -1 - sent if self.cancel_requested(message) else sent
+
     def response_command(self, message: wire.Message, status: int, *, has_dataset: bool,
                          comment: str | None = None, extra: dict[int, object] | None = None
                          ) -> bytes:
@@ -424,7 +465,7 @@ def _readable(sock: socket.socket) -> bool:
 
 
 class DimseServer:
-    """The acceptor on a (shareable) port: portal.tcp.TcpServer with an association each.
+    """The acceptor on a (shareable) port: core.tcp.TcpServer with an association each.
     With ``tls`` (a server SSLContext) every connection speaks TLS (PS3.15 B.9).
 
     What a caller can make it spend is bounded: connections in all and per source address
