@@ -2,7 +2,7 @@
 # Install what the tests need (DCMTK, Orthanc, PostgreSQL, Redis, Chromium, npm, nginx, openssl,
 # Python packages),
 # run:
-#   1. ruff, 2. the embedded suite (SQLite), 3. the scale slice against real PostgreSQL,
+#   1. ruff and the import layers, 2. the embedded suite (SQLite), 3. the scale slice against real PostgreSQL,
 #   Redis and a Celery worker process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,9 @@ PY=.venv/bin/python
 
 echo "== ruff"
 .venv/bin/ruff check .
+
+echo "== import layers (pyproject.toml [tool.importlinter])"
+.venv/bin/lint-imports --no-cache
 
 echo "== embedded suite (SQLite)"
 export PORTAL_DATA_DIR="$(mktemp -d)/var"
