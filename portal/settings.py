@@ -286,7 +286,11 @@ DIMSE_ANY_HOST = env_bool("PORTAL_DIMSE_ANY_HOST", False)
 # Refuse associations whose called AE title is not PORTAL_DIMSE_AET (A-ASSOCIATE-RJ 1/1/7).
 DIMSE_CHECK_CALLED_AET = env_bool("PORTAL_DIMSE_CHECK_CALLED_AET", False)
 # How long a process keeps the AE table before reading it again (seconds).
-DIMSE_AE_CACHE_SECONDS = float(os.environ.get("PORTAL_DIMSE_AE_CACHE_SECONDS", "") or 2)
+# How long a process keeps the AE table and the forwarding rules before reading them again: a
+# change made in another process applies within this long. (The older name of the variable,
+# PORTAL_DIMSE_AE_CACHE_SECONDS, is still read.)
+CONFIG_CACHE_SECONDS = float(os.environ.get("PORTAL_CONFIG_CACHE_SECONDS", "")
+                             or os.environ.get("PORTAL_DIMSE_AE_CACHE_SECONDS", "") or 2)
 DIMSE_MAX_PDU = env_int("PORTAL_DIMSE_MAX_PDU", 0)  # 0 = unlimited
 # What one caller can make a DICOM listener process spend (dicomnet.engine.DimseServer):
 # admitted associations in all, per calling AE title and per source address; connections

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.samples import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +53,7 @@ def portal_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PORTAL_", "DJANGO_", "DATABASE_URL", "REDIS_URL"))}
     env["PORTAL_DATA_DIR"] = str(data_dir)
+    env["PORTAL_CONFIG_CACHE_SECONDS"] = "0"  # a change to the AE table applies at once
     return env
 
 
@@ -76,12 +77,12 @@ def start_portal(data_dir: Path, **extra_env: str) -> PortalProcess:
         cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
     )
     portal = PortalProcess(proc, http_port, dimse_port, hl7_port, ws_port, data_dir, log)
-    deadline = time.monotonic() + 60
-    while "Stop with Ctrl+C" not in portal.output():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            portal.stop()
-            raise RuntimeError(f"serve did not start:\n{portal.output()}")
-        time.sleep(0.2)
+    try:
+        wait_until(lambda: "Stop with Ctrl+C" in portal.output(), 60, 0.2,
+                   "serve to start", alive=proc)
+    except AssertionError as exc:
+        portal.stop()
+        raise RuntimeError(f"serve did not start:\n{portal.output()}") from exc
     return portal
 
 

@@ -49,7 +49,7 @@ class AePolicy:
     """Answers 'may this calling AE title do X?' without a query per request."""
 
     def __init__(self) -> None:
-        self._table = Reloaded(_load_table, settings.DIMSE_AE_CACHE_SECONDS)
+        self._table = Reloaded(_load_table, settings.CONFIG_CACHE_SECONDS)
 
     def invalidate(self) -> None:
         self._table.forget()

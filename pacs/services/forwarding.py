@@ -35,7 +35,6 @@ from pacs.storage import get_storage
 log = logging.getLogger(__name__)
 
 BATCH = 100
-RULES_SECONDS = 2.0  # a changed rule applies within this long (as the AE table does)
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def _load_rules() -> list[_Rule]:
 
 
 # the enabled rules: a store with no rules to apply costs a clock reading, not a query
-rules = Reloaded(_load_rules, RULES_SECONDS)
+rules = Reloaded(_load_rules, settings.CONFIG_CACHE_SECONDS)
 
 
 def queue(origin: str, header: ParsedHeader, sop_instance_uid: str) -> None:

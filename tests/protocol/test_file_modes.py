@@ -9,12 +9,12 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.portal_process import ROOT, portal_env, start_portal
 from tests.samples import sample
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -39,10 +39,7 @@ def test_data_files_are_private_and_checked(tmp_path):
                                "127.0.0.1", str(portal.dimse_port), str(sample("CT_small.dcm"))],
                               capture_output=True, text=True, timeout=60)
         assert sent.returncode == 0, sent.stderr
-        deadline = time.monotonic() + 10
-        while not list((data_dir / "dicom").rglob("*.dcm")):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: list((data_dir / "dicom").rglob("*.dcm")), 10, what="the file")
         assert mode(data_dir) == 0o700
         for name in ("portal.sqlite3", "portal.sqlite3-wal", "secret_key"):
             assert mode(data_dir / name) == 0o600, name

@@ -9,7 +9,6 @@ import json
 import re
 import ssl
 import subprocess
-import time
 
 import pytest
 import requests
@@ -18,6 +17,7 @@ from websockets.sync.client import connect
 from tests.portal_process import start_portal
 from tests.samples import free_port
 from tests.tls_pki import make_pki
+from tests.waiting import wait_for_port
 
 pytestmark = pytest.mark.interop
 
@@ -78,15 +78,7 @@ def proxied(tmp_path_factory):
         http_port=portal.http_port))
     nginx = subprocess.Popen(["/usr/sbin/nginx", "-c", str(conf), "-g", "daemon off;"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            requests.get(f"https://localhost:{port}/login/", verify=str(pki.ca), timeout=2)
-            break
-        except requests.ConnectionError:
-            assert nginx.poll() is None, nginx.stderr.read().decode()
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.1)
+    wait_for_port(port, 15, host="localhost", alive=nginx)
     yield f"https://localhost:{port}", portal, pki
     nginx.terminate()
     nginx.wait(timeout=10)

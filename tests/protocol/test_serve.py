@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +12,7 @@ import pytest
 
 from tests.portal_process import ROOT, start_portal
 from tests.samples import sample
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -50,8 +50,7 @@ def test_unknown_ae_refused_then_known_ae_stores_over_two_processes(portal):
     manage(portal, "shell", "-c",
            "from pacs.models import ApplicationEntity as A;"
            "A.objects.create(ae_title='STORESCU', host='127.0.0.1', port=104)")
-    # The AE table is re-read within seconds by every SCP process.
-    time.sleep(2.5)
+    # every SCP process reads the AE table again (at once: PORTAL_CONFIG_CACHE_SECONDS=0)
     files = [str(sample(n)) for n in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm",
                                       "reportsi.dcm")]
 
@@ -89,10 +88,12 @@ def test_the_least_busy_scp_process_takes_each_new_association(portal):
     assert len(pids) == 2  # serve and one more SCP process
 
     def spread(total: int) -> list[int]:
-        deadline = time.monotonic() + 10
-        while sum((counts := connections_by_process(pids, portal.dimse_port)).values()) != total:
-            assert time.monotonic() < deadline, counts
-            time.sleep(0.05)
+        def spread_over_all() -> dict | None:
+            counts = connections_by_process(pids, portal.dimse_port)
+            return counts if sum(counts.values()) == total else None
+
+        counts = wait_until(spread_over_all, 10, 0.05,
+                            lambda: connections_by_process(pids, portal.dimse_port))
         return sorted(counts.values())
 
     # Four modalities connect at once, as the ingest benchmark's storescu processes do.
@@ -160,10 +161,7 @@ CommitmentRequest.objects.create(ae_title="MODALITY", transaction_uid="1.2.3.9",
         assert (event_type, report.TransactionUID) == (1, "1.2.3.9")
         uid, kind, info = events.get(timeout=30)
         assert (uid, kind, info.ProcedureStepState) == ("1.2.3.4", 1, "SCHEDULED")
-        deadline = time.monotonic() + 30
-        while not hl7_server.received:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: hl7_server.received, 30, what="the HL7 status message")
         assert str(hl7_server.received[0].segment("MSH")[10]) == "LEFT1"
     finally:
         portal.stop()

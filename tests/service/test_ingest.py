@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from pydicom import dcmread
@@ -12,6 +11,7 @@ from pacs.models import Instance, Patient, Series, Study
 from pacs.services.ingest import Outcome, store_instance
 from pacs.storage import INCOMING, _write_all, get_storage
 from tests.samples import COMPRESSED, UNCOMPRESSED, dataset_bytes, encoded, sample
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -211,10 +211,7 @@ def test_dimse_listener_sweeps_stale_temporary_files_on_start_and_while_running(
         later = storage_dir / INCOMING / "d.tmp"  # left by a web process, say, while it runs
         later.write_bytes(b"x")
         os.utime(later, (1, 1))
-        deadline = time.monotonic() + 10
-        while later.exists():
-            assert time.monotonic() < deadline, "not swept while running"
-            time.sleep(0.05)
+        wait_until(lambda: not later.exists(), 10, 0.05, "the sweep while running")
     finally:
         listener.stop()
 

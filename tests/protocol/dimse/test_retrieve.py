@@ -3,9 +3,7 @@ and pynetdicom (exact statuses, sub-operation counts, cancel)."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ from pynetdicom.sop_class import (
 from pacs.models import ApplicationEntity
 from pacs.services.ingest import store_instance
 from tests.samples import encoded, free_port, sample
+from tests.waiting import wait_for_port
 
 pytestmark = pytest.mark.interop
 
@@ -61,10 +60,7 @@ def storescp(tmp_path):
     out.mkdir()
     proc = subprocess.Popen(["/usr/bin/storescp", "-aet", "DEST", "-od", str(out), str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-        assert time.monotonic() < deadline, "storescp did not start"
-        time.sleep(0.05)
+    wait_for_port(port, 10, alive=proc)
     ApplicationEntity.objects.create(ae_title="DEST", host="127.0.0.1", port=port,
                                      is_move_destination=True)
     yield out

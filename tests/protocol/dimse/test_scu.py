@@ -4,9 +4,7 @@ process and Orthanc (Debian package)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from pacs.services import jobs, remote
 from pacs.services.ingest import store_instance
 from tests.portal_process import start_portal
 from tests.samples import encoded, free_port, sample
+from tests.waiting import wait_for_port, wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -46,13 +45,12 @@ def _storescu(port: int, called: str, paths: list[Path]) -> None:
 
 
 def _wait(job: Job, timeout: float = 60) -> Job:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def final() -> bool:
         job.refresh_from_db()
-        if job.is_final:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job.pk} still {job.state}")
+        return job.is_final
+
+    wait_until(final, timeout, what=lambda: f"job {job.pk}, still {job.state}")
+    return job
 
 
 @pytest.fixture
@@ -80,10 +78,7 @@ def orthanc(tmp_path, dimse_listener):
     }))
     proc = subprocess.Popen(["/usr/sbin/Orthanc", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-        assert proc.poll() is None and time.monotonic() < deadline, "Orthanc did not start"
-        time.sleep(0.1)
+    wait_for_port(port, 30, alive=proc)
     yield ApplicationEntity.objects.create(ae_title="ORTHANC", host="127.0.0.1", port=port,
                                            kind="pacs", may_store=True)
     proc.terminate()

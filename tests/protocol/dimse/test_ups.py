@@ -251,7 +251,6 @@ def test_watcher_gets_a_progress_report_when_the_performer_updates_progress(
 
 def test_events_for_a_subscriber_that_is_down_are_sent_once_it_is_up(assoc, step, ups_ae,
                                                                      monkeypatch):
-    import time
 
     from core import retry
     from tests.peers import start_event_scp
@@ -265,10 +264,9 @@ def test_events_for_a_subscriber_that_is_down_are_sent_once_it_is_up(assoc, step
     subscribe.DeletionLock = "FALSE"
     status, _ = assoc.send_n_action(subscribe, 3, WATCH, step.ups_instance_uid)
     assert status.Status == 0x0000
-    deadline = time.monotonic() + 15
-    while (event := UpsEvent.objects.get()).attempts < 2:  # tried again without a new event
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    # tried again without a new event
+    event = wait_until(lambda: (e := UpsEvent.objects.get()).attempts >= 2 and e, 15, 0.05,
+                       "a second attempt")
     assert event.delivered_at is None and "no association" in event.last_error
     server, received = start_event_scp(ups_ae.port)
     try:
@@ -276,10 +274,7 @@ def test_events_for_a_subscriber_that_is_down_are_sent_once_it_is_up(assoc, step
         assert (uid, kind, info.ProcedureStepState) == (step.ups_instance_uid, 1, "SCHEDULED")
     finally:
         server.shutdown()
-    deadline = time.monotonic() + 5
-    while UpsEvent.objects.get().delivered_at is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: UpsEvent.objects.get().delivered_at, 5, 0.05, "the delivery")
 
 
 def test_retry_now_on_the_subscriptions_page_sends_what_was_given_up(assoc, step, ups_ae,
