@@ -21,7 +21,7 @@ from pynetdicom.sop_class import Verification
 
 from core import tls
 from core.errors import ServiceError
-from dicomnet.transcode import CannotConvert, decompressed
+from dicomnet.transcode import CannotConvert, decompressed, sending_syntax
 
 log = logging.getLogger("dicomnet")
 
@@ -151,17 +151,17 @@ class StoreSession:
         if self.move_originator:
             extra = {"originator_aet": self.move_originator[0],
                      "originator_id": self.move_originator[1]}
-        if (sop_class, transfer_syntax) in accepted:
-            dataset: Path | Dataset = path  # sent as stored, without decoding
-        elif any((sop_class, ts) in accepted for ts in UNCOMPRESSED):
-            # pynetdicom encodes it for the accepted uncompressed context
+        syntax, convert = sending_syntax(transfer_syntax,
+                                         {ts for cls, ts in accepted if cls == sop_class})
+        if syntax is None:
+            return self._not_sent(path, "the destination took neither its transfer syntax "
+                                        "nor an uncompressed one it can be decoded to")
+        dataset: Path | Dataset = path  # sent as stored, without decoding
+        if convert:  # pynetdicom encodes it for the accepted uncompressed context
             try:
                 dataset = decompressed(path)
             except CannotConvert as exc:
                 return self._not_sent(path, str(exc))
-        else:
-            return self._not_sent(path, "the destination took neither its transfer syntax "
-                                        "nor an uncompressed one")
         status = self.assoc.send_c_store(dataset, **extra)
         if not status or "Status" not in status:
             raise PeerUnavailable(f"no C-STORE response from {self.peer.ae_title}")

@@ -10,6 +10,7 @@ Lossy Image Compression "01" (PS3.3 C.7.6.1.1.5), which most lossy files already
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,20 @@ def can_decompress(transfer_syntax: str) -> bool:
         return get_decoder(UID(transfer_syntax)).is_available
     except (NotImplementedError, ValueError):
         return False
+
+
+def sending_syntax(stored: str, accepted: Collection[str]) -> tuple[str | None, bool]:
+    """The transfer syntax to send a stored object in, of those the peer ``accepted`` for its
+    SOP class, and whether it must be decompressed for it: as stored when the peer takes that,
+    else in an uncompressed syntax when the pixel data can be decoded here; (None, False) when
+    it cannot be sent. Every C-STORE sender asks this (send jobs, forwarding, C-MOVE, C-GET)."""
+    if stored in accepted:
+        return stored, False
+    if can_decompress(stored):
+        for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            if syntax in accepted:
+                return syntax, True
+    return None, False
 
 
 def decompressed(path: Path | str) -> Dataset:

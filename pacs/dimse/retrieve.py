@@ -12,8 +12,8 @@ from pydicom.dataset import Dataset
 from core.errors import ServiceError
 from dicomnet import status, wire
 from dicomnet.engine import Association, Context
-from dicomnet.scu import UNCOMPRESSED, Peer, PeerUnavailable, Progress, StoreSession
-from dicomnet.transcode import CannotConvert, can_decompress, decompressed
+from dicomnet.scu import Peer, PeerUnavailable, Progress, StoreSession
+from dicomnet.transcode import CannotConvert, decompressed, sending_syntax
 from pacs.dicomfile import dataset_offset
 from pacs.dimse.handlers import (
     GET_MODELS,
@@ -199,13 +199,7 @@ def _store_on_association(assoc: Association, message: wire.Message,
 
 
 def _context_for(assoc: Association, item: RetrievalItem) -> tuple[Context | None, bool]:
-    candidates = [cx for cx in assoc.contexts.values()
-                  if cx.abstract_syntax == item.sop_class_uid and cx.as_scu]
-    for cx in candidates:
-        if cx.transfer_syntax == item.transfer_syntax_uid:
-            return cx, False
-    if can_decompress(item.transfer_syntax_uid):  # as native pixel data (dicomnet.transcode)
-        for cx in candidates:
-            if cx.transfer_syntax in UNCOMPRESSED:
-                return cx, True
-    return None, False
+    candidates = {cx.transfer_syntax: cx for cx in assoc.contexts.values()
+                  if cx.abstract_syntax == item.sop_class_uid and cx.as_scu}
+    syntax, convert = sending_syntax(item.transfer_syntax_uid, candidates)
+    return (None, False) if syntax is None else (candidates[syntax], convert)

@@ -63,3 +63,16 @@ def test_can_decompress():
     assert can_decompress("1.2.840.10008.1.2.1.99") and can_decompress("1.2.840.10008.1.2.2")
     assert not can_decompress("1.2.840.10008.1.2.4.100")
     assert not can_decompress("1.2.3.4")
+
+
+def test_one_choice_of_syntax_for_every_cstore_sender():
+    from dicomnet.transcode import sending_syntax
+
+    jpeg, explicit, implicit = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1",
+                                "1.2.840.10008.1.2")
+    assert sending_syntax(jpeg, {jpeg, explicit}) == (jpeg, False)  # as stored first
+    assert sending_syntax(jpeg, {implicit, explicit}) == (explicit, True)
+    assert sending_syntax(jpeg, {implicit}) == (implicit, True)
+    assert sending_syntax(explicit, {implicit}) == (implicit, True)  # native: re-encoded only
+    assert sending_syntax(jpeg, {"1.2.840.10008.1.2.4.90"}) == (None, False)
+    assert sending_syntax("1.2.3.4.5", {explicit}) == (None, False)  # no decoder for it
