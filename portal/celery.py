@@ -1,13 +1,14 @@
 """Celery app. In scale mode a worker started with ``--listeners dimse,hl7`` also runs the DIMSE
-SCP and the HL7 MLLP listener as a bootstep, next to ordinary task execution."""
+SCP and the HL7 MLLP listener as a bootstep, next to ordinary task execution. Periodic work
+(the delivery sweep) is Celery beat's: settings.CELERY_BEAT_SCHEDULE."""
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 
 from celery import Celery, bootsteps
+from celery.signals import worker_ready
 from click import Option
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -55,41 +56,13 @@ class ListenersStep(bootsteps.StartStopStep):
             self.running.pop().stop()
 
 
-class DeliverySweepStep(bootsteps.StartStopStep):
-    """Scale mode: when the worker starts and every PORTAL_DELIVERY_SWEEP_SECONDS, start a
-    sender for each peer whose deliveries are pending with none scheduled (a task lost with
-    the broker, or messages of before a restart). A peer that has one is left alone, so
-    several workers sweeping do no harm."""
+@worker_ready.connect
+def sweep_deliveries_at_start(**kwargs) -> None:
+    """Messages queued before a restart go out now, not at beat's next sweep."""
+    from django.conf import settings
 
-    requires = {"celery.worker.components:Pool"}
-
-    def __init__(self, parent, **options) -> None:
-        super().__init__(parent, **options)
-        self._stopping = threading.Event()
-
-    def start(self, parent) -> None:
-        from django.conf import settings
-
-        if settings.SCALE_MODE and settings.DELIVERY_SWEEP_SECONDS > 0:
-            threading.Thread(target=self._sweep, args=(settings.DELIVERY_SWEEP_SECONDS,),
-                             daemon=True, name="delivery-sweep").start()
-
-    def _sweep(self, every: float) -> None:
-        from django.db import close_old_connections
-
-        from core.signals import deliveries_due
-
-        while True:
-            close_old_connections()
-            for receiver, result in deliveries_due.send_robust(sender=type(self)):
-                if isinstance(result, Exception):
-                    log.error("delivery sweep: %s failed: %r", receiver.__qualname__, result)
-            if self._stopping.wait(every):
-                return
-
-    def stop(self, parent) -> None:
-        self._stopping.set()
+    if settings.SCALE_MODE and settings.DELIVERY_SWEEP_SECONDS > 0:
+        app.send_task("core.sweep_deliveries")
 
 
 app.steps["worker"].add(ListenersStep)
-app.steps["worker"].add(DeliverySweepStep)

@@ -257,8 +257,15 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# How often each worker looks for deliveries that have no scheduled task (core.signals)
+# How often Celery beat looks for deliveries that have no scheduled task (core.tasks); every
+# worker also looks once when it starts. Run beat once per site: `celery -A portal beat`, or
+# one worker with -B.
 DELIVERY_SWEEP_SECONDS = env_int("PORTAL_DELIVERY_SWEEP_SECONDS", 300)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-deliveries": {"task": "core.sweep_deliveries",
+                         "schedule": float(max(DELIVERY_SWEEP_SECONDS, 1))},
+} if DELIVERY_SWEEP_SECONDS > 0 else {}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- Portal: listeners and storage -----------------------------------------------------------
 HTTP_HOST = os.environ.get("PORTAL_HTTP_HOST", "127.0.0.1")

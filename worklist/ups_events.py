@@ -20,7 +20,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from core import statements
-from core.delivery import Courier
+from core.delivery import courier as make_courier
 from core.errors import BadRequest
 from core.retry import retry_delay
 from worklist import ups
@@ -279,7 +279,7 @@ def send_dimse_events(ae_title: str) -> float | None:
     return 0 if len(events) == BATCH else None
 
 
-courier = Courier("ups-events", send_dimse_events, task="worklist.tasks.send_ups_events_task")
+courier = make_courier("ups-events", send_dimse_events, task="worklist.send_ups_events")
 
 
 def _failed(events: list[UpsEvent], error: str) -> float | None:

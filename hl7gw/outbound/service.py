@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core.delivery import Courier
+from core import delivery
 from core.retry import retry_delay
 from hl7gw.er7 import Encoding, codec_for, escape
 from hl7gw.framing import END, START
@@ -140,7 +140,7 @@ def send(outbound: Outbound) -> float | None:
     return None
 
 
-courier = Courier("hl7-out", send_queue, task="hl7gw.tasks.send_receiver_queue_task")
+courier = delivery.courier("hl7-out", send_queue, task="hl7gw.send_receiver_queue")
 
 
 def exchange(host: str, port: int, payload: bytes, timeout: float = 10) -> str:

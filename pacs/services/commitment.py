@@ -18,8 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 from pydicom.dataset import Dataset
 
-from core import audit
-from core.delivery import Courier
+from core import audit, delivery
 from core.errors import ServiceError
 from core.retry import MAX_ATTEMPTS, retry_delay
 from pacs.dicomfile import UID_RE
@@ -139,7 +138,7 @@ def send_reports(ae_title: str) -> float | None:
     return 0 if len(rows) == 100 else None
 
 
-courier = Courier("stgcmt", send_reports, task="pacs.tasks.send_commitment_reports_task")
+courier = delivery.courier("stgcmt", send_reports, task="pacs.send_commitment_reports")
 
 
 def _delivered(row: CommitmentRequest, info: Dataset) -> None:

@@ -22,8 +22,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core import statements
-from core.delivery import Courier
+from core import delivery, statements
 from core.errors import ServiceError
 from core.reloaded import Reloaded
 from core.retry import retry_delay
@@ -125,7 +124,7 @@ def send_queue(key: str) -> float | None:
     return 0
 
 
-courier = Courier("forward", send_queue, task="pacs.tasks.send_forward_queue_task")
+courier = delivery.courier("forward", send_queue, task="pacs.send_forward_queue")
 
 
 def _finish(items: list[ForwardItem], status: str, error: str = "") -> None:

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 
 from core import audit
 from core.errors import ServiceError
+from core.tasks import send_task
 from dicomnet import scu
 from pacs.models import ApplicationEntity, Job
 from pacs.selectors import retrieval_items
@@ -46,9 +47,7 @@ def create_job(*, kind: str, remote: ApplicationEntity, level: str, keys: dict[s
 
 def enqueue(job_id: int) -> None:
     if settings.SCALE_MODE:
-        from pacs.tasks import run_job_task
-
-        run_job_task.delay(job_id)
+        send_task("pacs.run_job", job_id)
     else:
         threading.Thread(target=_run_in_thread, args=(job_id,), name=f"job-{job_id}",
                          daemon=True).start()

@@ -8,22 +8,18 @@ import uuid
 
 import pytest
 
-from core.delivery import Courier, _redis
+from core.delivery import TaskCourier, _redis
 
 pytestmark = [pytest.mark.scale]
 
 scheduled: list[tuple[str, str]] = []  # (key, token) of each task scheduled
 
 
-class _Task:
-    """Stands in for the Celery task: records what would be scheduled."""
+class _RecordingCourier(TaskCourier):
+    """Records what it would schedule instead of sending the Celery task."""
 
-    @staticmethod
-    def delay(key: str, token: str) -> None:
+    def _schedule(self, key: str, token: str) -> None:
         scheduled.append((key, token))
-
-
-task = _Task()
 
 
 @pytest.fixture
@@ -32,8 +28,8 @@ def key():
     return uuid.uuid4().hex
 
 
-def _courier(send) -> Courier:
-    return Courier(f"test-{uuid.uuid4().hex[:8]}", send, task=f"{__name__}.task")
+def _courier(send) -> TaskCourier:
+    return _RecordingCourier(f"test-{uuid.uuid4().hex[:8]}", send, task="test.unused")
 
 
 def test_many_wakes_schedule_one_task_until_it_is_done(key):

@@ -41,7 +41,7 @@ def worker(tmp_path, settings, worker_env):
     settings.STORAGE_DIR = tmp_path / "dicom"
     log = open(tmp_path / "worker.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--listeners", "dimse,hl7",
+        [sys.executable, "-m", "celery", "-A", "portal", "worker", "-B", "--listeners", "dimse,hl7",
          "--concurrency", "2", "--loglevel", "INFO", "-n", f"scale-{port}@%h"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
