@@ -1,6 +1,6 @@
 """One list + add/edit page for the small admin tables (stations, catalog, HL7 senders and
-receivers): the items, and a form for a new or the chosen item. Every save is in the audit
-trail, with the fields it changed: these tables decide who may send what."""
+receivers): the items, and a form for a new or the chosen item, saved through core.records
+(audited)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.forms import ModelForm
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
-from core import audit
+from core import records
 
 
 def list_and_edit(request, *, model: type[Model], form_class: type[ModelForm], pk: int | None,
@@ -18,12 +18,8 @@ def list_and_edit(request, *, model: type[Model], form_class: type[ModelForm], p
     instance = get_object_or_404(model, pk=pk) if pk else None
     form = form_class(request.POST or None, instance=instance)
     if request.method == "POST" and form.is_valid():
-        changed = form.changed_data
-        obj = form.save()
-        audit.record(category="admin", action=f"{model._meta.verbose_name} "
-                     + ("changed" if instance else "added"), actor=request.user.get_username(),
-                     source=request.META.get("REMOTE_ADDR", ""),
-                     detail=f"{obj}: {', '.join(changed) or 'nothing changed'}")
+        obj = records.save(form, actor=request.user.get_username(),
+                           source=request.META.get("REMOTE_ADDR", ""))
         messages.success(request, f"Saved {obj}.")
         return redirect(list_url)
     return render(request, "crud.html", {

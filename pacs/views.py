@@ -8,7 +8,7 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from core import audit
+from core import records
 from core.errors import NotFound
 from core.roles import permission_required
 from pacs import selectors
@@ -163,9 +163,8 @@ def ae_edit(request, pk: int | None = None):
     instance = get_object_or_404(ApplicationEntity, pk=pk) if pk else None
     form = ApplicationEntityForm(request.POST or None, instance=instance)
     if request.method == "POST" and form.is_valid():
-        ae = form.save()
-        audit.record(category="admin", action="AE saved", actor=request.user.username,
-                     detail=str(ae))
+        ae = records.save(form, actor=request.user.username,
+                          source=request.META.get("REMOTE_ADDR", ""))
         messages.success(request, f"Saved {ae.ae_title}.")
         return redirect("ae-list")
     return render(request, "pacs/ae_form.html", {"form": form, "ae": instance})
@@ -176,13 +175,12 @@ def ae_edit(request, pk: int | None = None):
 def ae_delete(request, pk: int):
     ae = get_object_or_404(ApplicationEntity, pk=pk)
     try:
-        ae.delete()
+        records.delete(ae, actor=request.user.username,
+                       source=request.META.get("REMOTE_ADDR", ""))
     except ProtectedError as exc:  # transfer jobs name it: their history stays
         messages.error(request, f"{ae.ae_title} is not deleted: {len(exc.protected_objects)} "
                                 "transfer job(s) refer to it. Remove its rights instead.")
         return redirect("ae-list")
-    audit.record(category="admin", action="AE deleted", actor=request.user.username,
-                 detail=str(ae))
     messages.success(request, f"Deleted {ae.ae_title}.")
     return redirect("ae-list")
 
@@ -204,10 +202,8 @@ def forwarding_rules(request, pk: int | None = None):
     rule = get_object_or_404(ForwardingRule, pk=pk) if pk else None
     form = ForwardingRuleForm(request.POST or None, instance=rule)
     if request.method == "POST" and form.is_valid():
-        saved = form.save()
-        forwarding.rules.forget()  # this process applies it at once
-        audit.record(category="admin", action="forwarding rule saved",
-                     actor=request.user.username, detail=str(saved))
+        saved = forwarding.save_rule(form, actor=request.user.username,
+                                     source=request.META.get("REMOTE_ADDR", ""))
         messages.success(request, f"Saved {saved.name}.")
         return redirect("forwarding")
     return render(request, "pacs/forwarding.html", {
@@ -220,10 +216,8 @@ def forwarding_rules(request, pk: int | None = None):
 @require_POST
 def forwarding_delete(request, pk: int):
     rule = get_object_or_404(ForwardingRule, pk=pk)
-    rule.delete()
-    forwarding.rules.forget()
-    audit.record(category="admin", action="forwarding rule deleted",
-                 actor=request.user.username, detail=str(rule.name))
+    forwarding.delete_rule(rule, actor=request.user.username,
+                           source=request.META.get("REMOTE_ADDR", ""))
     messages.success(request, f"Deleted {rule.name}.")
     return redirect("forwarding")
 

@@ -6,9 +6,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
-from core import audit
 from core.models import AuditEvent
-from core.roles import admin_required, allowed
+from core.roles import admin_required, allowed, issue_token
 from pacs.forms import DateRangeForm
 from pacs.selectors import archive_totals, recent_studies
 
@@ -72,10 +71,6 @@ def api_token(request):
 
     token = Token.objects.filter(user=request.user).first()
     if request.method == "POST":
-        if token:
-            token.delete()
-        token = Token.objects.create(user=request.user)
-        audit.record(category=AuditEvent.Category.AUTH, action="api token issued",
-                     actor=request.user.get_username(), source="web")
+        token = issue_token(request.user)
     base = settings.DICOMWEB_BASE_URL or request.build_absolute_uri("/dicomweb")
     return render(request, "portal/api_token.html", {"token": token, "base_url": base})

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.forms import ModelForm
 from django.utils import timezone
 
-from core import delivery, statements
+from core import delivery, records, statements
 from core.errors import ServiceError
 from core.reloaded import Reloaded
 from core.retry import retry_delay
@@ -62,6 +63,19 @@ def _load_rules() -> list[_Rule]:
 
 # the enabled rules: a store with no rules to apply costs a clock reading, not a query
 rules = Reloaded(_load_rules, settings.CONFIG_CACHE_SECONDS)
+
+
+def save_rule(form: ModelForm, *, actor: str, source: str = "") -> ForwardingRule:
+    """Add or change a rule (audited); this process applies it at once, the others within
+    PORTAL_CONFIG_CACHE_SECONDS."""
+    rule = records.save(form, actor=actor, source=source)
+    rules.forget()
+    return rule  # type: ignore[return-value]
+
+
+def delete_rule(rule: ForwardingRule, *, actor: str, source: str = "") -> None:
+    records.delete(rule, actor=actor, source=source)
+    rules.forget()
 
 
 def queue(origin: str, header: ParsedHeader, sop_instance_uid: str) -> None:

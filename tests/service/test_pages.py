@@ -112,6 +112,12 @@ def test_ae_create_validate_echo_delete(admin_client, dimse_listener):
     assert "cannot connect" in page
     admin_client.post(reverse("ae-delete", args=[dead.pk]))
     assert not ApplicationEntity.objects.filter(ae_title="DEAD").exists()
+    # every change of the AE table is in the audit trail, with the fields it set
+    from core.models import AuditEvent
+
+    trail = {e.action: e for e in AuditEvent.objects.filter(category="admin")}
+    assert {"application entity added", "application entity deleted"} <= set(trail)
+    assert trail["application entity added"].detail.endswith("ae_title, host, port, kind")
 
 
 def test_send_form_creates_a_job_and_the_job_pages_show_it(admin_client, stored):

@@ -126,6 +126,11 @@ def test_rules_page_adds_validates_and_deletes(dest, client):
     assert (rule.source_ae_titles, rule.modalities) == ("CT1 CT2", "CT")
     assert client.post(reverse("forwarding-delete", args=[rule.pk])).status_code == 302
     assert not ForwardingRule.objects.exists()
+    from core.models import AuditEvent
+
+    assert list(AuditEvent.objects.filter(category="admin").order_by("pk").values_list(
+        "action", "actor")) == [("forwarding rule added", "boss"),
+                                ("forwarding rule deleted", "boss")]
     client.force_login(user_with("viewer", "viewer"))
     assert client.get(reverse("forwarding")).status_code == 403
 
