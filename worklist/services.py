@@ -20,6 +20,7 @@ from core.errors import ServiceError
 from pacs import identity
 from pacs.dicomfile import is_multi_value, text
 from pacs.models import Patient
+from pacs.services import patients
 from worklist.models import (
     Order,
     Procedure,
@@ -55,14 +56,10 @@ def find_or_create_patient(data: PatientData, *, actor: str = "", source: str = 
         raise WorklistError("a patient ID is required")
     fields = {"patient_name": data.patient_name, "patient_name_norm": data.patient_name.upper(),
               "patient_birth_date": data.birth_date, "patient_sex": data.sex}
-    key = {"patient_id": data.patient_id,
-           "issuer_of_patient_id": identity.issuer_or_local(data.issuer_of_patient_id)}
-    patient = statements.first(Patient, **key)
-    if patient is None:
-        created = statements.insert(Patient(**key, **fields), if_new=True)
-        if created is not None:
-            return created
-        patient = statements.first(Patient, **key)  # another writer created it meanwhile
+    patient, created = patients.find_or_create(
+        identity.key(data.patient_id, data.issuer_of_patient_id), fields)
+    if created:
+        return patient
     changed = {k: v for k, v in fields.items() if v and getattr(patient, k) != v}
     if changed:
         statements.update(patient, **changed)

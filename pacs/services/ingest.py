@@ -32,7 +32,7 @@ from core.errors import IdentityConflict, SopClassMismatch
 from pacs import identity
 from pacs.dicomfile import ParsedHeader, integer, read_header, text
 from pacs.models import Discrepancy, Instance, Patient, Series, Study
-from pacs.services import deletion, forwarding, reconciliation
+from pacs.services import deletion, forwarding, patients, reconciliation
 from pacs.storage import LocalStorage, PendingFile, get_storage
 
 log = logging.getLogger(__name__)
@@ -321,10 +321,7 @@ def _patient_for(place: _Place) -> tuple[Patient, bool]:
     """The registry's patient of an image (found or created); whether it was created. Images
     never change the registry: its demographics come from the first image only when the
     images bring the patient, and from HL7 ADT and the scheduler otherwise."""
-    fields = _patient_fields(place.header.dataset)
-    return Patient.objects.get_or_create(patient_id=place.patient.patient_id,
-                                         issuer_of_patient_id=place.patient.issuer,
-                                         defaults=fields)
+    return patients.find_or_create(place.patient, _patient_fields(place.header.dataset))
 
 
 def _patient_fields(ds) -> dict:
