@@ -7,13 +7,9 @@ answered with the failure status the service's part of PS3.4 names for it."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from core.errors import ServiceError
-
-if TYPE_CHECKING:
-    from dicomnet.engine import Association
-    from dicomnet.wire import Message
 
 SUCCESS = 0x0000
 PENDING = 0xFF00
@@ -31,7 +27,16 @@ SUB_OPERATIONS_FAILED = 0xA702
 log = logging.getLogger("dicomnet")
 
 
-def answer_failure(assoc: Association, message: Message, exc: BaseException, what: str, *,
+class Answering(Protocol):
+    """What answer_failure needs of an association (dicomnet.engine.Association)."""
+
+    calling_aet: str
+
+    def respond(self, message, status: int, *, dataset: bytes | None = None,
+                comment: str | None = None, extra: dict[int, object] | None = None) -> None: ...
+
+
+def answer_failure(assoc: Answering, message: object, exc: BaseException, what: str, *,
                    crash_status: int = PROCESSING_FAILURE,
                    extra: dict[int, object] | None = None) -> str:
     """Answer the request ``message`` that failed with ``exc``: a ServiceError with its own

@@ -26,15 +26,16 @@ from pacs.dimse.handlers import (
     make_find_service,
 )
 from pacs.dimse.policy import AePolicy, Permissions
-from worklist import mpps, ups, ups_events
+from worklist import mpps, ups_events
 from worklist.query import WORKLIST, worklist_search
+from worklist.ups import changes, lookup, rendering, states, tags
 
 log = logging.getLogger("pacs.dimse")
 T = TypeVar("T")
 
 MWL_FIND = "1.2.840.10008.5.1.4.31"
 MPPS = "1.2.840.10008.3.1.2.3.3"
-UPS_PUSH = ups.UPS_PUSH
+UPS_PUSH = states.UPS_PUSH
 UPS_PULL = "1.2.840.10008.5.1.4.34.6.3"
 UPS_QUERY = "1.2.840.10008.5.1.4.34.6.5"
 UPS_WATCH = "1.2.840.10008.5.1.4.34.6.2"
@@ -207,15 +208,15 @@ def _requested_uid(message: wire.Message) -> str:
 
 def _ups_create(assoc: Association, message: wire.Message, ds: Dataset
                 ) -> UpsResult:
-    step = ups.create(ds.to_json_dict(), uid=message.text(wire.AFFECTED_SOP_INSTANCE_UID),
+    step = changes.create(ds.to_json_dict(), uid=message.text(wire.AFFECTED_SOP_INSTANCE_UID),
                       actor=assoc.calling_aet)
     return status.SUCCESS, None, step.ups_instance_uid
 
 
 def _ups_get(assoc: Association, message: wire.Message, ds: Dataset
              ) -> UpsResult:
-    step = ups.get_workitem(_requested_uid(message))
-    workitem = Dataset.from_json(ups.workitem_json(step))
+    step = states.get_workitem(_requested_uid(message))
+    workitem = Dataset.from_json(rendering.workitem_json(step))
     wanted = message.command.get(wire.ATTRIBUTE_IDENTIFIER_LIST)
     if wanted:
         tags = {int(t) for t in (wanted if isinstance(wanted, list | tuple) else [wanted])}
@@ -230,9 +231,9 @@ def _ups_set(assoc: Association, message: wire.Message, ds: Dataset
              ) -> UpsResult:
     attributes = ds.to_json_dict()
     transaction_uid = str(ds.get("TransactionUID", "") or "")
-    attributes.pop("00081195", None)
+    attributes.pop(tags.TRANSACTION_UID, None)
     uid = _requested_uid(message)
-    ups.update(uid, attributes, transaction_uid, actor=assoc.calling_aet)
+    changes.update(uid, attributes, transaction_uid, actor=assoc.calling_aet)
     return status.SUCCESS, None, uid
 
 
@@ -240,15 +241,15 @@ def _ups_action(assoc: Association, message: wire.Message, ds: Dataset) -> UpsRe
     action = int(message.command.get(wire.ACTION_TYPE_ID) or 0)  # type: ignore[arg-type]
     uid = _requested_uid(message)
     if assoc.context(message).abstract_syntax not in _ACTIONS.get(action, ()):
-        raise ups.UpsError(status.NO_SUCH_ACTION,
+        raise states.UpsError(status.NO_SUCH_ACTION,
                            f"action type {action} is not offered on this SOP class")
     if action == CHANGE_STATE:
-        change = ups.change_state(uid, str(ds.get("ProcedureStepState", "") or ""),
+        change = states.change_state(uid, str(ds.get("ProcedureStepState", "") or ""),
                                   str(ds.get("TransactionUID", "") or ""),
                                   actor=assoc.calling_aet, source="ups")
         return (change.warning or status.SUCCESS), None, uid
     if action == REQUEST_CANCEL:
-        ups.request_cancel(uid, reason=str(ds.get("ReasonForCancellation", "") or ""),
+        changes.request_cancel(uid, reason=str(ds.get("ReasonForCancellation", "") or ""),
                            actor=assoc.calling_aet)
         return status.SUCCESS, None, uid
     # UPS Watch: the subscriber is Receiving AE (0074,1236), else the calling AE. An AE
@@ -274,4 +275,4 @@ def _ups_action(assoc: Association, message: wire.Message, ds: Dataset) -> UpsRe
 def _ups_search(assoc: Association, message: wire.Message, identifier: Dataset,
                 permissions: Permissions) -> tuple[query.Level, QuerySet, str]:
     charset = permissions.worklist_charset or query.answer_charset(charset_of(identifier))
-    return ups.UPS_LEVEL, ups.search(identifier), charset
+    return lookup.UPS_LEVEL, lookup.search(identifier), charset

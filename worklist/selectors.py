@@ -8,8 +8,8 @@ from pydicom.dataset import Dataset
 
 from pacs.matching import prefix_q
 from pacs.models import Patient, Study
-from worklist import ups
 from worklist.models import Order, ScheduledProcedureStep, Station, StepEvent
+from worklist.ups import lookup
 
 
 def day_board(day: dt.date, *, modality: str = "") -> list[tuple[str, list]]:
@@ -127,5 +127,5 @@ def workitems(*, states: list[str], patient: str = "") -> QuerySet[ScheduledProc
         identifier.PatientName = patient if "*" in patient else f"{patient}*"
     claimed_by = StepEvent.objects.filter(step=OuterRef("pk"), status="IN PROGRESS"
                                           ).order_by("-at").values("actor")[:1]
-    return ups.search(identifier).annotate(performer=Subquery(claimed_by)).order_by(
+    return lookup.search(identifier).annotate(performer=Subquery(claimed_by)).order_by(
         "start_date", "start_time", "pk")

@@ -23,8 +23,8 @@ from core import statements
 from core.delivery import courier as make_courier
 from core.errors import BadRequest
 from core.retry import retry_delay
-from worklist import ups
 from worklist.models import ScheduledProcedureStep, UpsEvent, UpsSubscription
+from worklist.ups import lookup, rendering, states, tags
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def subscribe(target: str, ae_title: str, *, deletion_lock: bool = False,
                 _event(ae_title, delivery, step, UpsEvent.Type.STATE_REPORT,
                        _state_report(step))
         else:
-            step = ups.get_workitem(target)
+            step = states.get_workitem(target)
             subscription, _ = UpsSubscription.objects.update_or_create(
                 ae_title=ae_title, step=step,
                 defaults={"deletion_lock": deletion_lock, "created_by": actor,
@@ -83,7 +83,7 @@ def unsubscribe(target: str, ae_title: str) -> int:
     if target in (GLOBAL, GLOBAL_FILTERED):
         deleted, _ = UpsSubscription.objects.filter(ae_title=ae_title).delete()
     else:
-        step = ups.get_workitem(target)
+        step = states.get_workitem(target)
         deleted, _ = UpsSubscription.objects.filter(ae_title=ae_title, step=step).delete()
     return deleted
 
@@ -95,7 +95,7 @@ def suspend(ae_title: str) -> None:
     with transaction.atomic():
         subscription = UpsSubscription.objects.filter(ae_title=ae_title, step=None).first()
         if subscription is None:
-            raise ups.UpsError(0xC314, f"{ae_title} has no global subscription",
+            raise states.UpsError(0xC314, f"{ae_title} has no global subscription",
                                http_status=404)
         covered = _matching(subscription.filter).exclude(
             status__in=ScheduledProcedureStep.FINAL)
@@ -116,7 +116,7 @@ def _matching(filter_keys: dict[str, str]):
         if tag is None:
             raise BadRequest(f"unknown filter attribute {keyword!r}")
         identifier[tag] = DataElement(tag, dictionary_VR(tag), value)
-    return ups.search(identifier)
+    return lookup.search(identifier)
 
 
 def _subscribers(step: ScheduledProcedureStep, *, new: bool = False) -> dict[str, str]:
@@ -135,15 +135,15 @@ def _subscribers(step: ScheduledProcedureStep, *, new: bool = False) -> dict[str
 
 
 def _state_report(step: ScheduledProcedureStep) -> dict[str, Any]:
-    return {"00741000": {"vr": "CS", "Value": [ups.ups_state(step)]},
-            "00404041": {"vr": "CS", "Value": ["READY"]}}
+    return {tags.PROCEDURE_STEP_STATE: {"vr": "CS", "Value": [states.ups_state(step)]},
+            tags.INPUT_READINESS_STATE: {"vr": "CS", "Value": ["READY"]}}
 
 
 def _event(ae_title: str, delivery: str, step: ScheduledProcedureStep, event_type: int,
            info: dict[str, Any]) -> None:
     payload = {
-        "00001000": {"vr": "UI", "Value": [step.ups_instance_uid]},  # Affected SOP Instance
-        "00001002": {"vr": "US", "Value": [int(event_type)]},  # Event Type ID
+        tags.AFFECTED_SOP_INSTANCE_UID: {"vr": "UI", "Value": [step.ups_instance_uid]},
+        tags.EVENT_TYPE_ID: {"vr": "US", "Value": [int(event_type)]},
         **info,
     }
     UpsEvent.objects.create(ae_title=ae_title, delivery=delivery,
@@ -176,19 +176,21 @@ def on_step_created(sender, step: ScheduledProcedureStep, **kwargs) -> None:
 def on_step_assigned(sender, step: ScheduledProcedureStep, **kwargs) -> None:
     """A step moved to another station: UPS Assigned with the new station (PS3.4 CC.2.4.3)."""
     stations = [s for s in step.scheduled_station_ae_title.split("\\") if s]
-    publish(step, UpsEvent.Type.UPS_ASSIGNED, {"00404025": {"vr": "SQ", "Value": [
-        {"00080100": {"vr": "SH", "Value": [s]}, "00080102": {"vr": "SH", "Value": ["DCM_AET"]}}
-        for s in stations]}})
+    publish(step, UpsEvent.Type.UPS_ASSIGNED, {
+        tags.SCHEDULED_STATION_NAME_CODE_SEQUENCE: {"vr": "SQ", "Value": [
+            {tags.CODE_VALUE: {"vr": "SH", "Value": [s]},
+             tags.CODING_SCHEME_DESIGNATOR: {"vr": "SH", "Value": ["DCM_AET"]}}
+            for s in stations]}})
 
 
 def progress_report(step: ScheduledProcedureStep) -> None:
     """The performer updated the progress: UPS Progress Report with the Procedure Step
     Progress Information Sequence as it now is (PS3.4 CC.2.4, Event Type ID 3)."""
-    publish(step, UpsEvent.Type.PROGRESS_REPORT, ups.progress_information(step))
+    publish(step, UpsEvent.Type.PROGRESS_REPORT, rendering.progress_information(step))
 
 
 def cancel_requested(step: ScheduledProcedureStep, reason: str) -> None:
-    info = {"00741238": {"vr": "LT", "Value": [reason]}} if reason else {}
+    info = {tags.REASON_FOR_CANCELLATION: {"vr": "LT", "Value": [reason]}} if reason else {}
     publish(step, UpsEvent.Type.CANCEL_REQUESTED, info)
 
 
@@ -267,7 +269,7 @@ def send_dimse_events(ae_title: str) -> float | None:
         for event in events:
             info = {k: v for k, v in event.payload.items() if not k.startswith("0000")}
             status, _ = assoc.send_n_event_report(
-                PydicomDataset.from_json(info), event.event_type, ups.UPS_PUSH,
+                PydicomDataset.from_json(info), event.event_type, states.UPS_PUSH,
                 event.workitem_uid, meta_uid=UPS_EVENT)
             if status is None or status.get("Status", 0xFFFF) != 0x0000:
                 code = status.Status if status is not None and "Status" in status else None

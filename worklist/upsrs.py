@@ -16,7 +16,8 @@ from core.errors import BadRequest, UnsupportedMediaType
 from pacs.dicomweb import qido
 from pacs.dicomweb.negotiation import accept_of, choose, parse_media_type
 from pacs.dicomweb.views import DICOM_JSON, DicomWebView
-from worklist import ups, ups_events
+from worklist import ups_events
+from worklist.ups import changes, lookup, rendering, states, tags
 
 
 def _warning(text: str) -> str:
@@ -26,7 +27,7 @@ def _warning(text: str) -> str:
 class UpsView(DicomWebView):
     def handle_exception(self, exc):
         response = super().handle_exception(exc)
-        if isinstance(exc, ups.UpsError):
+        if isinstance(exc, states.UpsError):
             response["Warning"] = _warning(f"{exc} (0x{exc.dimse_status:04X})")
         return response
 
@@ -38,11 +39,11 @@ class WorkitemsView(UpsView):
     def get(self, request):
         choose(accept_of(request), [DICOM_JSON, "application/json"])
         search = qido.parse(request.GET, {})
-        qs = ups.search(search.identifier, fuzzy=search.fuzzy)
+        qs = lookup.search(search.identifier, fuzzy=search.fuzzy)
         maximum = settings.QIDO_MAX_RESULTS
         wanted = min(search.limit, maximum) if search.limit is not None else maximum
         steps = list(qs[search.offset:search.offset + wanted + 1])
-        response = HttpResponse(orjson.dumps([ups.workitem_json(s) for s in steps[:wanted]]),
+        response = HttpResponse(orjson.dumps([rendering.workitem_json(s) for s in steps[:wanted]]),
                                 content_type=DICOM_JSON)
         if len(steps) > wanted and (search.limit is None or search.limit > maximum):
             response["Warning"] = _warning("The number of results exceeded the maximum "
@@ -54,7 +55,7 @@ class WorkitemsView(UpsView):
                    responses={201: None})
     def post(self, request):
         # the workitem UID may come as the bare query string: POST /workitems?1.2.3
-        step = ups.create(_dataset(request), uid=_bare_query(request, "workitem"),
+        step = changes.create(_dataset(request), uid=_bare_query(request, "workitem"),
                           actor=request.user.get_username())
         response = HttpResponse(status=201)
         response["Location"] = request.build_absolute_uri(
@@ -68,16 +69,17 @@ class WorkitemView(UpsView):
     @extend_schema(summary="UPS-RS retrieve workitem", responses={(200, DICOM_JSON): dict})
     def get(self, request, workitem: str):
         choose(accept_of(request), [DICOM_JSON, "application/json"])
-        step = ups.get_workitem(workitem)
-        return HttpResponse(orjson.dumps([ups.workitem_json(step)]), content_type=DICOM_JSON)
+        step = states.get_workitem(workitem)
+        return HttpResponse(orjson.dumps([rendering.workitem_json(step)]), content_type=DICOM_JSON)
 
 
     @extend_schema(summary="UPS-RS update workitem", request={DICOM_JSON: dict},
                    responses={200: None})
     def post(self, request, workitem: str):
         dataset = _dataset(request)
-        transaction_uid = _bare_query(request, "transaction") or _text(dataset, "00081195")
-        result = ups.update(workitem, dataset, transaction_uid,
+        transaction_uid = (_bare_query(request, "transaction")
+                           or _text(dataset, tags.TRANSACTION_UID))
+        result = changes.update(workitem, dataset, transaction_uid,
                             actor=request.user.get_username())
         response = HttpResponse(status=200)
         if result.ignored:
@@ -93,7 +95,7 @@ class CancelRequestView(UpsView):
                    responses={202: None})
     def post(self, request, workitem: str):
         dataset = _dataset(request) if request.body else {}
-        ups.request_cancel(workitem, reason=_text(dataset, "00741238"),
+        changes.request_cancel(workitem, reason=_text(dataset, tags.REASON_FOR_CANCELLATION),
                            actor=request.user.get_username())
         return HttpResponse(status=202)
 
@@ -111,10 +113,10 @@ class WorkitemStateView(UpsView):
                    responses={200: None})
     def put(self, request, workitem: str):
         dataset = _dataset(request)
-        state = _text(dataset, "00741000")
+        state = _text(dataset, tags.PROCEDURE_STEP_STATE)
         if not state:
             raise BadRequest("Procedure Step State (0074,1000) is required")
-        change = ups.change_state(workitem, state, _text(dataset, "00081195"),
+        change = states.change_state(workitem, state, _text(dataset, tags.TRANSACTION_UID),
                                   actor=request.user.get_username())
         response = HttpResponse(status=200)
         if change.warning is not None:

@@ -16,7 +16,7 @@ from core.errors import ServiceError
 from core.roles import permission_required
 from pacs.models import Discrepancy
 from pacs.services import reconciliation as discrepancies
-from worklist import mpps, selectors, services, ups, ups_events
+from worklist import mpps, selectors, services, ups_events
 from worklist.forms import (
     BoardForm,
     OrderEditForm,
@@ -34,6 +34,7 @@ from worklist.models import (
     UpsEvent,
     UpsSubscription,
 )
+from worklist.ups import states
 
 
 @permission_required("worklist.view")
@@ -174,7 +175,7 @@ def workitem_list(request):
 def workitem_detail(request, uid: str):
     step = get_object_or_404(selectors.workitems(states=[]), ups_instance_uid=uid)
     return render(request, "worklist/workitem_detail.html", {
-        "step": step, "ups_state": ups.ups_state(step),
+        "step": step, "ups_state": states.ups_state(step),
         "events": step.events.order_by("at", "pk")})
 
 

@@ -209,7 +209,7 @@ def test_find_a_registry_patient_and_prefill_the_order(scheduler, catalog):
 def test_workitem_pages_show_state_performer_and_progress(scheduler, catalog):
     from pydicom.uid import generate_uid
 
-    from worklist import ups
+    from worklist.ups import changes, states
 
     _post(scheduler, catalog, "CT1")
     services.create_order(patient=services.PatientData("P200", "ROE^RICHARD"), procedure=None,
@@ -218,15 +218,15 @@ def test_workitem_pages_show_state_performer_and_progress(scheduler, catalog):
                           actor="sched")
     first, second = ScheduledProcedureStep.objects.order_by("pk")
     mine = generate_uid()
-    ups.change_state(first.ups_instance_uid, "IN PROGRESS", mine, actor="AINODE")
-    ups.update(first.ups_instance_uid, {"00741002": {"vr": "SQ", "Value": [
+    states.change_state(first.ups_instance_uid, "IN PROGRESS", mine, actor="AINODE")
+    changes.update(first.ups_instance_uid, {"00741002": {"vr": "SQ", "Value": [
         {"00741004": {"vr": "DS", "Value": [60]}}]}}, mine, actor="AINODE")
     theirs = generate_uid()
-    ups.change_state(second.ups_instance_uid, "IN PROGRESS", theirs, actor="X")
-    ups.update(second.ups_instance_uid, {"00741216": {"vr": "SQ", "Value": [{
+    states.change_state(second.ups_instance_uid, "IN PROGRESS", theirs, actor="X")
+    changes.update(second.ups_instance_uid, {"00741216": {"vr": "SQ", "Value": [{
         "00404050": {"vr": "DT", "Value": ["20261123100000"]},
         "00404051": {"vr": "DT", "Value": ["20261123101500"]}}]}}, theirs, actor="X")
-    ups.change_state(second.ups_instance_uid, "COMPLETED", theirs, actor="X")
+    states.change_state(second.ups_instance_uid, "COMPLETED", theirs, actor="X")
 
     page = scheduler.get(reverse("workitem-list")).content.decode()
     assert "IN PROGRESS" in page and "AINODE" in page and 'value="60"' in page
