@@ -1,13 +1,13 @@
 """A-ASSOCIATE-RQ decoding, presentation context negotiation and A-ASSOCIATE-AC encoding
 (PS3.8 9.3.2-9.3.3, Annex D; PS3.7 D.3.3).
 
-Why not pynetdicom's PDU classes and ``negotiate_as_acceptor`` (the acceptor once used them): they
-build and validate a pydicom UID for every name in the request several times over. DCMTK's
-storescu proposes 128 contexts; answering it took 23-27 ms of CPU in a warm process and 50-60
-ms in a new one, on the CI machine, and every SCP process pays it for each new kind of
-request (the answers are cached by request bytes in dicomnet.engine). Here it is plain
-struct work. The outcome is pynetdicom's, except the transfer syntax choice, which honours the
-requestor's order; ``tests/unit/test_acse.py`` compares both on generated requests.
+Why not pynetdicom's PDU classes and ``negotiate_as_acceptor``: they build and validate a
+pydicom UID for every name in the request several times over. DCMTK's storescu proposes 128
+contexts; answering it took 23-27 ms of CPU in a warm process and 50-60 ms in a new one, on the
+CI machine, and every SCP process pays it for each new kind of request (the answers are cached
+by request bytes in dicomnet.engine). Here it is plain struct work. The outcome is pynetdicom's,
+except the transfer syntax choice, which honours the requestor's order;
+``tests/unit/test_acse.py`` compares both on generated requests.
 
 Negotiation rules:
 - an abstract syntax we do not support: result 3 (abstract-syntax-not-supported);

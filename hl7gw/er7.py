@@ -1,8 +1,10 @@
 """HL7 v2 ER7 text: segments, fields, repetitions, components, escapes (HL7 v2.5 ch. 2.7).
 
-hl7apy parses and checks the message structure (hl7gw.inbound); field values are read here
-from each segment's ER7 text, with the message's own encoding characters, so that the mapping
-reads `pid[5][0][1]` the same way in every version from 2.1 to 2.5.1.
+hl7apy checks the header (MSH) and names the segments each version knows (hl7gw.inbound); the
+whole message is not run through its parser, which costs more than everything else together.
+Field values are read here from each segment's ER7 text, with the message's own encoding
+characters, so that the mapping reads `pid[5][0][1]` the same way in every version from 2.1 to
+2.5.1.
 """
 
 from __future__ import annotations

@@ -476,8 +476,8 @@ def test_hl7_status_messages_reach_a_receiver_that_was_down_in_order_once_each(w
 @pytest.mark.parametrize("worker_env", [{"PORTAL_DELIVERY_SWEEP_SECONDS": "1"}])
 def test_a_status_message_whose_task_was_lost_is_still_sent(worker, monkeypatch):
     """The message is queued but its task never reaches the broker (as when Redis loses it):
-    the worker's delivery sweep finds the pending message with no task and sends it. Before,
-    it waited for the receiver's next message, however long that took."""
+    the delivery sweep (Celery beat) finds the pending message with no task and sends it;
+    without the sweep it would wait for the receiver's next message, however long that took."""
     import datetime as dt
 
     from hl7gw.models import Outbound, Receiver

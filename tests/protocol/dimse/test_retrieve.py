@@ -215,7 +215,7 @@ def test_getscu_gets_compressed_instances_decoded(archive, tmp_path):
 
 def test_move_goes_on_past_an_instance_whose_file_is_gone(archive, storescp):
     """The file of one instance was lost from the disk: that sub-operation fails and is listed;
-    the others go, and the requestor gets its final response (before: A-ABORT)."""
+    the others go, and the requestor gets its final response, not an A-ABORT."""
     from pacs.models import Instance
     from pacs.storage import get_storage
 
