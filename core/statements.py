@@ -9,6 +9,13 @@ booleans, time zones) and come back through the backend's converters; the statem
 Django's connection and transaction (``atomic`` blocks hold), and driver errors become
 Django's (``IntegrityError``...). What is not: model signals and ``save()`` overrides (callers
 do what those would do; this project registers no signals), query logging in DEBUG.
+
+What it leans on beyond Django's documented API, all in this module: the backend wrapper's
+``connection``, ``wrap_database_errors``, ``validate_no_broken_transaction`` and
+``ops.get_db_converters``, ``Field.get_col`` and ``Model._state``. Django is pinned
+(requirements.txt); ``tests/service/test_statements.py`` compares every function with the ORM
+on SQLite, and ``tests/scale/test_statements_postgresql.py`` on PostgreSQL, so an upgrade that
+changes one of them fails there first.
 """
 
 from __future__ import annotations
