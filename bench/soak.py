@@ -311,7 +311,9 @@ def main() -> int:
           f"Python {platform.python_version()}; {args.seconds:.0f} s per phase")
     with tempfile.TemporaryDirectory() as tmp:
         files = make_ct_series(Path(tmp) / "ct", 1)
-        portal = start_portal(Path(tmp) / "var", PORTAL_STORAGE_FSYNC="on")
+        # production settings: fsync on, the AE table cached as by default
+        portal = start_portal(Path(tmp) / "var", PORTAL_STORAGE_FSYNC="on",
+                              PORTAL_CONFIG_CACHE_SECONDS="2")
         try:
             token = setup(portal)["token"]
             results = {}
