@@ -16,7 +16,7 @@ from pacs.models import ApplicationEntity, Instance, Study
 from pacs.tasks import echo_ae
 from tests.portal_process import ROOT
 from tests.samples import free_port, sample
-from tests.waiting import wait_until
+from tests.waiting import wait_for_port, wait_until
 
 pytestmark = [pytest.mark.scale, pytest.mark.django_db(transaction=True)]
 
@@ -539,16 +539,10 @@ def test_two_web_processes_send_each_ups_event_once_to_a_subscribers_two_channel
         with contextlib.ExitStack() as stack:
             channels = []
             for port in ports:
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        channels.append(stack.enter_context(connect(
-                            f"ws://127.0.0.1:{port}/dicomweb/subscribers/TWIN2",
-                            additional_headers={"Authorization": f"Token {key}"})))
-                        break
-                    except OSError:
-                        assert time.monotonic() < deadline
-                        time.sleep(0.2)
+                wait_for_port(port, 30)  # uvicorn has started
+                channels.append(stack.enter_context(connect(
+                    f"ws://127.0.0.1:{port}/dicomweb/subscribers/TWIN2",
+                    additional_headers={"Authorization": f"Token {key}"})))
             for n in range(5):
                 services.create_order(
                     patient=services.PatientData(f"PG-WS-{n}", "CHANNEL^TEST"), procedure=None,
