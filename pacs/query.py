@@ -310,7 +310,11 @@ def rows(qs: QuerySet, columns: list[str]) -> Iterator[tuple]:
 
 
 def answer_charset(requested: str) -> str:
-    """Answer in the request's character set when it is one we write, else UTF-8."""
+    """Answer in the request's character set when it is one we write, else UTF-8; "" for a
+    request that named none: the default repertoire where the answer is ASCII, and UTF-8
+    only for an answer that needs it (the encoder decides per answer)."""
+    if not requested.strip():
+        return ""
     return requested if requested in ANSWER_CHARSETS else "ISO_IR 192"
 
 

@@ -14,6 +14,7 @@ import struct
 from collections.abc import Sequence
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import decode, encode
@@ -77,9 +78,12 @@ class AnswerEncoder:
                 constant = level_name
             elif attr is not None and attr.kind == "seq":
                 item = first_item(ds, keyword)
-                if item is not None and requested_keywords(item):
-                    # one item with the requested keys of the query's item
-                    items = self._plan(level_name, {a.keyword: a for a in attr.items}, item)
+                if item is None or not requested_keywords(item):
+                    # PS3.4 C.2.2.2.6: a sequence key with no item, or with one empty item,
+                    # is a universal match and asks for every attribute of the item
+                    item = _every_key(attr.items)
+                # one item with the requested keys of the query's item
+                items = self._plan(level_name, {a.keyword: a for a in attr.items}, item)
             elif attr is not None and attr.field:
                 column = len(self.columns)
                 self.columns.append(attr.field)
@@ -98,9 +102,24 @@ class AnswerEncoder:
                       self.syntax.is_deflated) or b""
 
     def _encode(self, row: Sequence[object], charset: str) -> bytes:
+        if not charset:
+            # the request named no character set: none in an ASCII answer (the default
+            # repertoire, PS3.5 6.1.2.2); an answer that needs more is UTF-8, and says so
+            return _elements(self.keys, row, "ascii")
         codec = _CODECS.get(charset, "utf_8")
         return self._charset_key.element(charset.encode("ascii")) + _elements(
             self.keys, row, codec)
+
+
+def _every_key(attributes: Sequence[Attribute]) -> Dataset:
+    """A query item asking for each of ``attributes`` (universally, sequences too)."""
+    item = Dataset()
+    for attribute in attributes:
+        tag = tag_for_keyword(attribute.keyword)
+        if tag is not None:
+            vr = dictionary_VR(tag)
+            item.add(DataElement(tag, vr, [] if vr == "SQ" else None))
+    return item
 
 
 def _elements(keys: list[_Key], row: Sequence[object], codec: str) -> bytes:

@@ -231,3 +231,18 @@ def test_sequence_matching_on_request_attributes(archive, tmp_path):
     universal = findscu(archive, tmp_path, "QueryRetrieveLevel=SERIES", "SeriesInstanceUID",
                         "RequestAttributesSequence")
     assert len(universal) == 6  # every series; the empty sequence asks for nothing inside
+
+
+def test_a_key_with_several_values_matches_any_of_them(archive, tmp_path, web, auth):
+    """PS3.4 C.2.2.2.8 (multiple value matching): a key of several values matches an entity
+    holding any of them; QIDO-RS writes the values separated by commas (PS3.18 8.3.4.1)."""
+    import requests
+
+    series = findscu(archive, tmp_path, "QueryRetrieveLevel=SERIES", "Modality=CT\\MR",
+                     "SeriesInstanceUID")
+    assert len(series) == 4  # two CT, two MR; not the RT plan
+    studies = findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY",
+                      "ModalitiesInStudy=CT\\MR", "StudyInstanceUID")
+    assert len(studies) == 4
+    answer = requests.get(f"{web}/dicomweb/series?Modality=CT,MR", headers=auth, timeout=10)
+    assert answer.status_code == 200 and len(answer.json()) == 4

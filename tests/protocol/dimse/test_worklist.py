@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
@@ -176,7 +177,8 @@ def test_cancelled_steps_leave_the_worklist(dimse_listener):
 
 
 @pytest.mark.parametrize("charset,expected", [("ISO_IR 100", "ISO_IR 100"),
-                                               ("ISO_IR 192", "ISO_IR 192")])
+                                               ("ISO_IR 192", "ISO_IR 192"),
+                                               (None, "ISO_IR 192")])
 def test_answer_character_set(dimse_listener, charset, expected):
     ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
                                      may_query_worklist=True)
@@ -184,6 +186,16 @@ def test_answer_character_set(dimse_listener, charset, expected):
     (answer,) = _mwl(dimse_listener, _query("CT1", charset=charset))
     assert answer.SpecificCharacterSet == expected
     assert str(answer.PatientName) == "MÜLLER^JÖRG"
+
+
+def test_an_ascii_answer_to_a_request_without_charset_names_none(dimse_listener):
+    """PS3.5 6.1.2.2: without Specific Character Set the default repertoire (ASCII) applies;
+    an answer that needs no more does not name one (as the request did not)."""
+    ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    _order("CT1", dt.datetime(2026, 11, 23, 9, 0), name="DOE^JOHN")
+    (answer,) = _mwl(dimse_listener, _query("CT1"))
+    assert "SpecificCharacterSet" not in answer and str(answer.PatientName) == "DOE^JOHN"
 
 
 def test_ae_charset_setting_overrides_the_request(dimse_listener):
@@ -417,3 +429,38 @@ def test_an_mpps_that_matches_no_step_is_listed_and_linked_by_hand(dimse_listene
     assert scheduled.status == "COMPLETED"
     page = client.get(reverse("reconciliation")).content.decode()
     assert "Every MPPS matched its step." in page
+
+
+def test_an_empty_sequence_key_asks_for_every_attribute_of_its_item(dimse_listener):
+    """PS3.4 C.2.2.2.6: a sequence key with zero items, or one item that holds no attributes,
+    is a universal match, and every attribute of the item comes back (as DCMTK wlmscpfs
+    answers dcmjs-dimse's default worklist request), nested sequences included."""
+    from worklist.query import SPS_ITEM
+
+    ApplicationEntity.objects.create(ae_title="CT1", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    order = services.create_order(
+        patient=services.PatientData("P9", "ROE^RICHARD"), procedure=None, actor="test",
+        step=services.StepData(modality="CT", start=dt.datetime(2026, 11, 23, 9),
+                               station_ae_title="CT1", station_name="ct1"),
+        code=services.Code("CTHEAD", "LOCAL", "CT of the head"))
+    ScheduledProcedureStep.objects.filter(requested_procedure__order=order).update(
+        protocol_code_value="P1", protocol_coding_scheme="LOCAL",
+        protocol_code_meaning="head protocol")
+    for sps in ([Dataset()], []):  # one empty item, then no item at all
+        query = Dataset()
+        query.PatientID = "P9"
+        query.ScheduledProcedureStepSequence = sps
+        query.RequestedProcedureCodeSequence = []
+        (answer,) = _mwl(dimse_listener, query)
+        (step,) = answer.ScheduledProcedureStepSequence
+        assert [e.keyword for e in step] == sorted(
+            (a.keyword for a in SPS_ITEM), key=tag_for_keyword)
+        assert (step.Modality, step.ScheduledStationAETitle, step.ScheduledStationName) == (
+            "CT", "CT1", "ct1")
+        (protocol,) = step.ScheduledProtocolCodeSequence
+        assert (protocol.CodeValue, protocol.CodingSchemeDesignator,
+                protocol.CodeMeaning) == ("P1", "LOCAL", "head protocol")
+        (code,) = answer.RequestedProcedureCodeSequence
+        assert (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning) == (
+            "CTHEAD", "LOCAL", "CT of the head")
