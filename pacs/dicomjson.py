@@ -38,6 +38,8 @@ def header_json(ds: Dataset, *, has_pixel_data: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     codec = _simple_codec(ds)
     for tag, raw in ds._dict.items():
+        if not tag & 0xFFFF:
+            continue  # group length: never in DICOM JSON (PS3.18 F.2.2)
         key = f"{tag:08X}"
         if _long_text(raw):
             result[key] = {"vr": raw.VR, "BulkDataURI": f"bulkdata/{tag:08X}"}
@@ -64,12 +66,14 @@ def _long_text(raw) -> bool:
 
 def _drop_empty_sequences(element: dict[str, Any]) -> None:
     """pydicom gives an empty sequence ``"Value": []``; an empty attribute has no Value
-    (PS3.18 F.2.5), as our other paths write it."""
+    (PS3.18 F.2.5), as our other paths write it. Group lengths inside items go too (F.2.2)."""
     items = element.get("Value")
     if items == []:
         del element["Value"]
         return
     for item in items or ():
+        for key in [k for k in item if k.endswith("0000")]:
+            del item[key]
         for child in item.values():
             if child.get("vr") == "SQ":
                 _drop_empty_sequences(child)

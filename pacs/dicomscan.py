@@ -183,6 +183,8 @@ class _Reader:
                     raise _Fallback  # a character set of the item's own
                 self.codec = SIMPLE_CHARSETS.get(
                     value.decode("ascii").strip(" \x00"))  # type: ignore[assignment]
+            if not element:
+                continue  # group length: never in DICOM JSON (PS3.18 F.2.2)
             out[f"{tag:08X}"] = converted = self.element(tag, vr, value)
             if tag == PIXEL_REPRESENTATION and top and vr == "US" and converted.get("Value"):
                 self.pixel_rep = converted["Value"][0]

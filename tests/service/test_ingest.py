@@ -244,3 +244,39 @@ def test_file_without_meta_is_given_one_on_import(storage_dir):
     assert data[128:132] == b"DICM"
     result = store_instance(data=data, received_from="import")
     assert result.outcome is Outcome.STORED
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"])
+def test_group_lengths_stay_out_of_the_stored_metadata(storage_dir, syntax):
+    """PS3.18 F.2.2: group length attributes (gggg,0000) are not included in DICOM JSON, at
+    the top level or in sequence items; both header readers (the fast scan for Explicit VR
+    Little Endian, pydicom for Big Endian) leave them out."""
+    import io
+
+    from pydicom import dcmwrite
+    from pydicom.dataset import Dataset
+    from pydicom.uid import UID
+
+    ds = dcmread(sample("CT_small.dcm"))
+    ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.1456.9.{syntax[-1]}"
+    ds.add_new(0x00080000, "UL", 0)
+    ds.add_new(0x00100000, "UL", 0)
+    item = Dataset()
+    item.add_new(0x00080000, "UL", 0)
+    item.CodeValue, item.CodingSchemeDesignator = "T-A0100", "SRT"
+    ds.AnatomicRegionSequence = [item]
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    out = io.BytesIO()
+    dcmwrite(out, ds, little_endian=not syntax.endswith(".2"), implicit_vr=False,
+             enforce_file_format=True)
+    store_instance(data=out.getvalue(), received_from="t")
+    metadata = Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID).metadata
+
+    def keys(element_map):
+        for key, element in element_map.items():
+            yield key
+            for child in element.get("Value", []) if element.get("vr") == "SQ" else []:
+                yield from keys(child)
+
+    assert "00080060" in metadata and "00082218" in metadata
+    assert [k for k in keys(metadata) if k.endswith("0000")] == []
