@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import IsAuthenticated
 
@@ -88,6 +88,8 @@ urlpatterns = [
          upsrs.SubscriptionView.as_view()),
     path("dicomweb/workitems/<uid:workitem>/subscribers/<str:aetitle>/suspend",
          upsrs.SuspendView.as_view()),
+    # below every DICOMweb and UPS-RS route: any other path there gets a DICOMweb error
+    re_path(r"^dicomweb/", pacs_dicomweb_views.unknown_resource),
     # WADO-URI is also reached at /wado, where older clients look for it
     path("wado", pacs_dicomweb_views.WadoUriView.as_view()),
     # the API description is for the portal's users, not for anyone on the network

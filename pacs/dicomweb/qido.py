@@ -247,7 +247,10 @@ def _out(attributes: dict[str, query.Attribute], keyword: str, columns: list[str
     tag = tag_for_keyword(keyword) if not keyword[:1].isdigit() else int(keyword, 16)
     if tag is None or keyword == "SpecificCharacterSet":
         return None
-    vr, tag_hex = _vr(tag), f"{tag:08X}"
+    tag_hex = f"{tag:08X}"
+    if (tag >> 16) & 1:  # private: returned as stored, with the VR it was stored with
+        return _Out(tag_hex, "UN", keyword, from_metadata=True)
+    vr = _vr(tag)
     if keyword in ("RetrieveURL", "InstanceAvailability"):
         return _Out(tag_hex, vr, keyword)
     attr = attributes.get(keyword)

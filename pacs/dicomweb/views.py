@@ -10,6 +10,7 @@ from __future__ import annotations
 import orjson
 from django.conf import settings
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
@@ -18,10 +19,12 @@ from rest_framework.views import APIView
 from core.errors import (
     BadRequest,
     NotAcceptable,
+    NotFound,
     PayloadTooLarge,
     ServiceError,
     UnsupportedMediaType,
 )
+from dicomnet import transcode
 from pacs.dicomweb import multipart, qido
 from pacs.dicomweb.auth import (
     ApiTokenAuthentication,
@@ -79,6 +82,16 @@ class DicomWebView(APIView):
 def _error(exc: ServiceError) -> HttpResponse:
     return HttpResponse(orjson.dumps({"error": str(exc)}), status=exc.http_status,
                         content_type="application/json")
+
+
+@csrf_exempt  # it changes nothing, and a POST must get this answer, not a CSRF refusal
+def unknown_resource(request) -> HttpResponse:
+    """Any path under /dicomweb that names no resource: a 404 that says why, in JSON like
+    every other DICOMweb error, not the site's HTML page (PS3.18 8.6: the body describes the
+    error). Nothing of the archive is read, so it needs no login."""
+    return _error(NotFound(
+        f"no DICOMweb resource at {request.path}: study, series and instance UIDs are digits "
+        "and dots (PS3.5 9.1), and the resources are those of PS3.18 10.4-10.6 and 11"))
 
 
 # --- QIDO-RS ---------------------------------------------------------------------------------
@@ -281,6 +294,11 @@ def _pixel_choice(accepted: list[MediaType], item: wado.StoredInstance) -> tuple
     for media in accepted:
         is_multipart = media.type == MULTIPART
         want = media.param("type", wado.OCTET) if is_multipart else media.type
+        if media.type in ("*/*", "*"):
+            # no preference (or no Accept header): the default of PS3.18 for pixel data is
+            # uncompressed application/octet-stream in a multipart body, where it can be
+            # decoded here; as stored otherwise
+            return not transcode.can_decompress(item.transfer_syntax_uid), True
         if want in ("*/*", "*", "multipart/*"):
             return True, True
         if want == stored:

@@ -109,7 +109,8 @@ API = [
     ("POST", f"{W}/subscribers/<str:aetitle>/suspend", "subscribe"),
     ("GET", "api/schema/", "login"),
 ]
-PUBLIC = {"login/", "logout/"}  # and django-admin/, Django's own (staff only)
+# and django-admin/, Django's own (staff only); an unknown DICOMweb path reads nothing
+PUBLIC = {"login/", "logout/", "^dicomweb/"}
 
 
 def all_routes(patterns=None, prefix: str = ""):

@@ -152,6 +152,26 @@ def test_single_part_bulk_data_and_frames(web, auth, ct):
     assert part.body == ct.PixelData
 
 
+def test_frames_without_a_preference_come_uncompressed(web, auth):
+    """PS3.18: pixel data defaults to uncompressed application/octet-stream. A request with
+    no Accept header, or Accept: */* (curl's and requests' default), gets the RLE frames of
+    a lossless source decoded, little endian, in a multipart/related body."""
+    store_instance(data=sample("MR_small_RLE.dcm").read_bytes(), received_from="test")
+    mr = dcmread(sample("MR_small_RLE.dcm"))
+    inst = (f"/studies/{mr.StudyInstanceUID}/series/{mr.SeriesInstanceUID}/instances/"
+            f"{mr.SOPInstanceUID}")
+    for accept in (None, "*/*"):
+        answer = requests.get(f"{web}/dicomweb{inst}/frames/1", timeout=10,
+                              headers={**auth, "Accept": accept})
+        assert answer.status_code == 200
+        assert answer.headers["Content-Type"].startswith("multipart/related")
+        (part,) = multipart.parse(answer.content,
+                                  multipart.boundary_of(answer.headers["Content-Type"]))
+        assert part.content_type.startswith("application/octet-stream")
+        pixels = mr.pixel_array
+        assert part.body == pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+
+
 def test_any_type_gives_stored_frames_and_xml_metadata(web, auth):
     store_instance(data=sample("MR_small_RLE.dcm").read_bytes(), received_from="test")
     mr = dcmread(sample("MR_small_RLE.dcm"))
@@ -179,6 +199,18 @@ def test_unknown_resources_are_404(web, auth, ct):
     assert get(web, f"{inst}/frames/0", auth).status_code == 400
     assert get(web, f"{inst}/frames/a,b", auth).status_code == 400
     assert get(web, f"{inst}/bulkdata/00100010", auth).status_code == 404
+
+
+def test_a_path_that_names_no_resource_gets_a_dicomweb_error(web, auth, ct):
+    """PS3.18 8.6: an error response's body describes the error; the site's HTML 404 page
+    is no answer for a DICOMweb client (a STOW to a study path that is not a UID, say)."""
+    for method, path in (("POST", "/studies/not-a-uid"), ("GET", "/studies/x/series"),
+                         ("GET", "/nothing-here"), ("DELETE", "/workitems/1.2/x")):
+        answer = requests.request(method, f"{web}/dicomweb{path}", headers=auth, timeout=10,
+                                  data=b"" if method == "POST" else None)
+        assert answer.status_code == 404, (method, path)
+        assert answer.headers["Content-Type"] == "application/json"
+        assert "no DICOMweb resource at /dicomweb" + path in answer.json()["error"]
 
 
 def test_wado_uri(web, auth, ct):
@@ -399,3 +431,18 @@ def test_a_long_text_is_bulk_data_in_the_metadata(web, auth):
     assert meta["00204000"]["Value"] == ["short text stays inline"]
     bulk = get(web, f"{base}/bulkdata/{tag}", auth, Accept="application/octet-stream")
     assert bulk.status_code == 200 and bulk.content == text.encode()
+
+
+def test_includefield_takes_a_private_tag(web, auth):
+    """PS3.18 8.3.4.3: includefield names any attribute by keyword or tag; a private tag
+    comes back as it was stored (its VR and value from the instance's header)."""
+    ds = dcmread(sample("CT_small.dcm"))
+    block = ds.private_block(0x0077, "ACME 1.0", create=True)
+    block.add_new(0x01, "LO", "kept as stored")
+    store_instance(data=encoded(ds), received_from="test")
+    answer = get(web, "/instances?includefield=00771001", auth)
+    assert answer.status_code == 200, answer.text
+    (found,) = answer.json()
+    assert found["00771001"] == {"vr": "LO", "Value": ["kept as stored"]}
+    studies = get(web, "/studies?includefield=00771001", auth)
+    assert studies.status_code == 200
