@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hl7gw.errors import DATA_TYPE_ERROR, Hl7Error
+
 # HL7 v2 MSH-18 -> Python codec (HL7 table 0211)
 CHARSETS = {"": None, "ASCII": "ascii", "8859/1": "latin_1", "8859/2": "iso8859_2",
             "8859/5": "iso8859_5", "8859/7": "iso8859_7", "8859/8": "iso8859_8",
@@ -25,6 +27,7 @@ class Encoding:
     repetition: str = "~"
     escape: str = "\\"
     subcomponent: str = "&"
+    codec: str = "latin_1"  # of the message (MSH-18): what \Xhh..\ escapes are decoded with
 
 
 class Segment:
@@ -73,6 +76,11 @@ class Segment:
             else:
                 first = reps[repetition][component - 1].split(self.enc.subcomponent)[0]
                 found = unescape(first, self.enc).strip()
+                if "\\" in found and not (self.name == "MSH" and n <= 2):
+                    # DICOM reads a backslash as the separator of values (PS3.5 6.4)
+                    raise Hl7Error(DATA_TYPE_ERROR, f"{self.name}-{n} holds a backslash "
+                                   "(an \\E\\ escape), which DICOM reads as a separator of "
+                                   "values", location=f"{self.name}-{n}")
             self._got[key] = found
         return found
 
@@ -81,13 +89,35 @@ class Segment:
 
 
 def unescape(value: str, enc: Encoding) -> str:
-    if enc.escape not in value:
-        return value
+    """An ER7 value with its escape sequences resolved (HL7 v2.5 2.7.4-2.7.6): the delimiters
+    (F S T R E), hexadecimal data (Xhh..., bytes in the message's character set), and the
+    formatting ones, which a DICOM value cannot carry (H N, .br and the other commands of
+    2.7.6; a line break becomes a space). An unknown sequence is left as it came."""
     e = enc.escape
-    for code, char in (("F", enc.field), ("S", enc.component), ("T", enc.subcomponent),
-                       ("R", enc.repetition), ("E", enc.escape)):
-        value = value.replace(f"{e}{code}{e}", char)
-    return value
+    if e not in value:
+        return value
+    out, pos = [], 0
+    while True:
+        start = value.find(e, pos)
+        end = value.find(e, start + 1) if start >= 0 else -1
+        if end < 0:
+            out.append(value[pos:])
+            return "".join(out)
+        out.append(value[pos:start])
+        out.append(_escaped(value[start + 1:end], enc) if end > start + 1 else e + e)
+        pos = end + 1
+
+
+def _escaped(code: str, enc: Encoding) -> str:
+    simple = {"F": enc.field, "S": enc.component, "T": enc.subcomponent, "R": enc.repetition,
+              "E": enc.escape, "H": "", "N": "", ".br": " "}
+    if code in simple:
+        return simple[code]
+    if code[0] == "X" and len(code) % 2 and all(c in "0123456789ABCDEFabcdef" for c in code[1:]):
+        return bytes.fromhex(code[1:]).decode(enc.codec, errors="replace")
+    if code[:1] == "." and code[1:3] in ("sp", "in", "ti", "sk", "ce", "fi", "nf"):
+        return ""
+    return f"{enc.escape}{code}{enc.escape}"
 
 
 def escape(value: str, enc: Encoding = Encoding()) -> str:
@@ -99,12 +129,12 @@ def escape(value: str, enc: Encoding = Encoding()) -> str:
     return value
 
 
-def encoding_of(msh_text: str) -> Encoding:
+def encoding_of(msh_text: str, codec: str = "latin_1") -> Encoding:
     if len(msh_text) < 8 or not msh_text.startswith("MSH"):
         raise ValueError("the message does not start with an MSH segment")
     chars = msh_text[4:8]
     return Encoding(msh_text[3], chars[0], chars[1], chars[2],
-                    chars[3] if len(chars) > 3 else "&")
+                    chars[3] if len(chars) > 3 else "&", codec)
 
 
 def split_segments(text: str) -> list[str]:

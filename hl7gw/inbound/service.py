@@ -165,7 +165,7 @@ def _parse_and_apply(message: Message, raw: bytes, host: str
             raise errors.Hl7Error(errors.SEGMENT_SEQUENCE, "the message does not start with MSH",
                                   location="MSH", reject=True)
         try:
-            enc = encoding_of(segments[0])
+            enc = encoding_of(segments[0], codec_for(charset))
         except ValueError as exc:
             raise errors.Hl7Error(errors.SEGMENT_SEQUENCE, str(exc), location="MSH",
                                   reject=True) from exc

@@ -237,6 +237,32 @@ def test_names_in_the_declared_charset_reach_the_worklist(hl7, samples, charset,
     assert Patient.objects.get(patient_id="583295").patient_name == "MÜLLER^JÖRG"
 
 
+@pytest.mark.parametrize("charset,hexed", [("8859/1", "C9"), ("UNICODE UTF-8", "C389")])
+def test_hex_escapes_are_decoded_in_the_messages_charset(hl7, samples, charset, hexed):
+    """HL7 v2.5 2.7.5: \\Xhh..\\ is hexadecimal data in the message's character set; the
+    worklist gets the decoded name, with no backslash to split it into DICOM values."""
+    nw = load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7").decode("ascii")
+    segments = nw.split("\r")
+    msh = segments[0].split("|")
+    msh[17] = charset
+    segments[0] = "|".join(msh)
+    segments[1] = segments[1].replace("DOE^J1", f"SMITH^M\\X{hexed}\\LANIE^^MRS")
+    (ack,) = send(hl7, "\r".join(segments).encode("ascii"))
+    assert msa(ack)[1] == "AA", ack
+    # XPN-4 is the suffix, the fifth DICOM PN component
+    assert Patient.objects.get(patient_id="583295").patient_name == "SMITH^MÉLANIE^^^MRS"
+
+
+def test_an_escaped_backslash_is_refused_not_split_into_values(hl7, samples):
+    """A decoded \\E\\ is a backslash, the separator of DICOM values (PS3.5 6.4): the
+    message gets AE naming the field, nothing is applied, and its text is kept."""
+    nw = load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7").decode("ascii")
+    (ack,) = send(hl7, nw.replace("DOE^J1", "DOE\\E\\SMITH^J1").encode("ascii"))
+    assert msa(ack)[1] == "AE" and "PID-5" in ack and "backslash" in ack
+    assert not Order.objects.exists()
+    assert b"DOE\\E\\SMITH" in bytes(Message.objects.get().raw)
+
+
 def test_sender_settings_choose_the_accession_field_and_station(hl7, samples):
     Sender.objects.filter(sending_application="MESA_OF").update(
         accession_field="ORC-3", default_station_ae_title="MRSTATION")
