@@ -34,8 +34,11 @@ class Segment:
     """One segment; ``seg[n]`` is field n (MSH-1 is the field separator, as in the standard),
     as a list of repetitions, each a list of components (strings, unescaped)."""
 
-    def __init__(self, text: str, enc: Encoding) -> None:
-        self.text, self.enc = text, enc
+    def __init__(self, text: str, enc: Encoding, *, for_dicom: bool = False) -> None:
+        """``for_dicom``: the values read go into DICOM attributes (the worklist, the patient
+        registry), so get() refuses one that holds a backslash, DICOM's separator of values;
+        the ACK and the log read the same segments without that rule."""
+        self.text, self.enc, self.for_dicom = text, enc, for_dicom
         parts = text.split(enc.field)
         self.name = parts[0][:3]
         if self.name == "MSH":
@@ -76,7 +79,7 @@ class Segment:
             else:
                 first = reps[repetition][component - 1].split(self.enc.subcomponent)[0]
                 found = unescape(first, self.enc).strip()
-                if "\\" in found and not (self.name == "MSH" and n <= 2):
+                if self.for_dicom and "\\" in found and not (self.name == "MSH" and n <= 2):
                     # DICOM reads a backslash as the separator of values (PS3.5 6.4)
                     raise Hl7Error(DATA_TYPE_ERROR, f"{self.name}-{n} holds a backslash "
                                    "(an \\E\\ escape), which DICOM reads as a separator of "

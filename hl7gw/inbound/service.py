@@ -173,7 +173,8 @@ def _parse_and_apply(message: Message, raw: bytes, host: str
         message.text, message.sender = text, sender
         message.control_id, message.version = msh.get(10)[:64], msh.get(12)[:16]
         message.message_type = "^".join(p for p in (msh.get(9, 1), msh.get(9, 2)) if p)[:32]
-        return msh, charset, _apply(message, msh, [Segment(s, enc) for s in segments], host)
+        return msh, charset, _apply(message, msh, [Segment(s, enc, for_dicom=True)
+                                                    for s in segments], host)
     except errors.Hl7Error as exc:
         raise _Failed(msh, charset, exc) from exc
     except Exception as exc:  # a bug must cost one AE, not the listener
