@@ -100,10 +100,27 @@ def _prior_id(msg: Parsed) -> tuple[str, str]:
 
 
 def apply_order(msg: Parsed, sender: Sender | None, actor: str) -> Outcome:
+    """Every order of the message: ORM^O01 and OMI^O23 repeat the order group (ORC with its
+    OBR, TQ1, IPC, ...) under one patient. All of them are applied, in the message's one
+    transaction, or none: one that fails refuses the whole message."""
+    msg.require("ORC")
+    return Outcome(orders=[_apply_one(group, sender, actor) for group in order_groups(msg)])
+
+
+def order_groups(msg: Parsed) -> list[Parsed]:
+    """One Parsed per order group: the segments before the first ORC (MSH, PID, PV1...),
+    then the group's own, from its ORC up to the next ORC."""
+    starts = [i for i, s in enumerate(msg.segments) if s.name == "ORC"]
+    shared = msg.segments[:starts[0]] if starts else msg.segments
+    return [Parsed(shared + msg.segments[start:end])
+            for start, end in zip(starts, [*starts[1:], len(msg.segments)], strict=True)]
+
+
+def _apply_one(msg: Parsed, sender: Sender | None, actor: str) -> Order:
     orc = msg.require("ORC")
     control = orc.get(1).upper()
     if control == "NW":
-        return Outcome(orders=[_new_order(msg, orc, sender, actor)])
+        return _new_order(msg, orc, sender, actor)
     order = _find_order(msg, orc, sender)
     if control in ("CA", "OC", "DC", "OD"):
         _stop(order, control, actor)
@@ -114,7 +131,7 @@ def apply_order(msg: Parsed, sender: Sender | None, actor: str) -> Outcome:
     else:
         raise errors.Hl7Error(errors.TABLE_VALUE_NOT_FOUND,
                               f"order control {control!r} is not supported", location="ORC-1")
-    return Outcome(orders=[order])
+    return order
 
 
 def _accession(msg: Parsed, orc: Segment, sender: Sender | None) -> str:

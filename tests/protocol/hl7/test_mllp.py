@@ -263,6 +263,43 @@ def test_an_escaped_backslash_is_refused_not_split_into_values(hl7, samples):
     assert b"DOE\\E\\SMITH" in bytes(Message.objects.get().raw)
 
 
+def test_every_order_group_of_a_message_becomes_an_order(hl7, samples):
+    """ORM^O01 and OMI^O23 repeat the order group ({ORC [TQ1] OBR [IPC] ...}) under one patient
+    (HL7 v2.5 4.4.1, IHE RAD-4): every group becomes an order, in one transaction."""
+    orm = load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7").decode("ascii").strip("\r")
+    segments = orm.split("\r")
+    group = [s for s in segments if s[:3] in ("ORC", "OBR", "ZDS")]
+    second = "\r".join(group).replace("A103Z", "A104Z").replace("B103Z", "B104Z").replace(
+        "MOF5026", "MOF5027").replace("1.113654.3.13.1026", "1.113654.3.13.1027").replace(
+        "|MR|", "|CT|")
+    (ack,) = send(hl7, (orm + "\r" + second + "\r").encode("ascii"))
+    assert msa(ack)[1] == "AA", ack
+    orders = {o.accession_number: o for o in Order.objects.all()}
+    assert set(orders) == {"MOF5026", "MOF5027"}  # OBR-18
+    steps = {s.requested_procedure.order.accession_number: s
+             for s in ScheduledProcedureStep.objects.select_related("requested_procedure__order")}
+    assert (steps["MOF5026"].modality, steps["MOF5027"].modality) == ("MR", "CT")
+    assert {o.patient.patient_id for o in orders.values()} == {"583295"}
+    omi = load(samples, "dcm4che_OMI_O23_v251_ipc.hl7").decode("ascii").strip("\r")
+    segments = omi.split("\r")
+    start = next(i for i, s in enumerate(segments) if s.startswith("ORC"))
+    second = "\r".join(segments[start:]).replace("A100Z", "A101Z").replace(
+        "B100Z", "B101Z").replace("IPC|ACC|", "IPC|ACC2|")
+    (ack,) = send(hl7, (omi + "\r" + second + "\r").encode("ascii"))
+    assert msa(ack)[1] == "AA", ack
+    assert {"ACC", "ACC2"} <= set(Order.objects.values_list("accession_number", flat=True))
+
+
+def test_a_message_whose_second_order_fails_applies_neither(hl7, samples):
+    """All the orders of a message or none: the second group repeats the first's accession
+    number, so the message gets AE and the first order is not kept either."""
+    orm = load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7").decode("ascii").strip("\r")
+    group = "\r".join(s for s in orm.split("\r") if s[:3] in ("ORC", "OBR", "ZDS"))
+    (ack,) = send(hl7, (orm + "\r" + group + "\r").encode("ascii"))
+    assert msa(ack)[1] == "AE", ack
+    assert not Order.objects.exists()
+
+
 def test_sender_settings_choose_the_accession_field_and_station(hl7, samples):
     Sender.objects.filter(sending_application="MESA_OF").update(
         accession_field="ORC-3", default_station_ae_title="MRSTATION")
