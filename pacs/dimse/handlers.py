@@ -6,6 +6,7 @@ import io
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import close_old_connections, connection
 from django.db.models import QuerySet
 from pydicom.dataset import Dataset
@@ -166,6 +167,8 @@ def make_find_service(policy: AePolicy, *, models: set[str] = FIND_MODELS,
     """A C-FIND SCP over the shared query engine: Query/Retrieve (PS3.4 C.4.1) by default,
     the Modality Worklist (K.4) with the worklist's ``search``. ``what``: its name in the audit
     trail."""
+    # Query/Retrieve answers name where to retrieve from (PS3.4 C.4.1.1.3.2); MWL and UPS not
+    retrieve_aet = settings.DIMSE_AET if search is None else ""
     search = search or _qr_search
 
     def handle_find(assoc: Association, message: wire.Message) -> None:
@@ -181,7 +184,8 @@ def make_find_service(policy: AePolicy, *, models: set[str] = FIND_MODELS,
             identifier = decode_identifier(assoc, message)
             level, qs, charset = search(assoc, message, identifier, policy.permissions(calling))
             encoder = AnswerEncoder(level, identifier, charset,
-                                    assoc.context(message).transfer_syntax)
+                                    assoc.context(message).transfer_syntax,
+                                    retrieve_aet=retrieve_aet)
             sent = assoc.send_pending(message, map(encoder.encode, query.rows(qs, encoder.columns)))
             if sent < 0:
                 assoc.respond(message, status.CANCEL)

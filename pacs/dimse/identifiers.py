@@ -25,6 +25,7 @@ _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR
 _CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
 UTF8 = "ISO_IR 192"
 _CHARSET_TAG = 0x00080005
+_RETRIEVE_AET_TAG = 0x00080054
 
 
 class _Key:
@@ -55,14 +56,20 @@ class AnswerEncoder:
     """Encodes the requested keys of each matching row, in the requested character set."""
 
     def __init__(self, level: Level, identifier: Dataset, charset: str,
-                 transfer_syntax: str) -> None:
+                 transfer_syntax: str, *, retrieve_aet: str = "") -> None:
+        """``retrieve_aet``: the AE title a Query/Retrieve answer names as where to retrieve
+        from (Retrieve AE Title, which PS3.4 C.4.1.1.3.2 puts in every such answer)."""
         syntax = UID(transfer_syntax)
         self.native = syntax.is_little_endian and not syntax.is_deflated
         self.syntax = syntax
         self.implicit = syntax.is_implicit_VR and self.native
         self.charset = charset
+        self.retrieve_aet = retrieve_aet
         self.columns: list[str] = []
         self.keys = self._plan(level.name, level.attributes, identifier)
+        if retrieve_aet and all(key.tag != _RETRIEVE_AET_TAG for key in self.keys):
+            self.keys = sorted([*self.keys, _Key(_RETRIEVE_AET_TAG, "AE", None, retrieve_aet,
+                                                 self.implicit)], key=lambda k: k.tag)
         self._charset_key = _Key(_CHARSET_TAG, "CS", None, None, self.implicit)
 
     def _plan(self, level_name: str, attributes: dict[str, Attribute], ds: Dataset
@@ -70,12 +77,14 @@ class AnswerEncoder:
         keys: list[_Key] = []
         for keyword in dict.fromkeys(requested_keywords(ds)):
             tag = tag_for_keyword(keyword)
-            if tag is None or keyword == "SpecificCharacterSet":
-                continue
+            if tag is None or keyword == "SpecificCharacterSet" or tag >> 16 == 0x0002:
+                continue  # group 0002 is the file meta of a Part 10 file, not a query key
             attr = attributes.get(keyword)
             column = constant = items = None
             if keyword == "QueryRetrieveLevel":
                 constant = level_name
+            elif keyword == "RetrieveAETitle" and self.retrieve_aet:
+                constant = self.retrieve_aet
             elif attr is not None and attr.kind == "seq":
                 item = first_item(ds, keyword)
                 if item is None or not requested_keywords(item):

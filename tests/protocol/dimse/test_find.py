@@ -246,3 +246,20 @@ def test_a_key_with_several_values_matches_any_of_them(archive, tmp_path, web, a
     assert len(studies) == 4
     answer = requests.get(f"{web}/dicomweb/series?Modality=CT,MR", headers=auth, timeout=10)
     assert answer.status_code == 200 and len(answer.json()) == 4
+
+
+def test_answers_name_the_retrieve_ae_and_leave_file_meta_keys_out(archive):
+    """PS3.4 C.4.1.1.3.2: each answer carries Retrieve AE Title (0008,0054), asked for or
+    not. Group 0002 is the file meta information of a Part 10 file, never part of a data set
+    (PS3.10 7.1): a query built from a file that carries it gets answers without it."""
+    query = Dataset()
+    query.add_new(0x00020010, "UI", "1.2.840.10008.1.2.1")  # as a query saved from a file
+    query.QueryRetrieveLevel = "STUDY"
+    query.PatientID = "1CT1"
+    query.StudyInstanceUID = ""
+    answers = [ds for status, ds in _pynetdicom_find(archive, query)
+               if status.Status == 0xFF00]
+    (answer,) = answers
+    assert answer.RetrieveAETitle == "PORTAL"
+    tags = [element.tag for element in answer]
+    assert tags == sorted(tags) and not [t for t in tags if t.group == 0x0002]
