@@ -10,6 +10,6 @@ from django.dispatch import Signal
 # those of before a restart, and in scale mode those whose Celery task was lost with the
 # broker. The receivers start a sender for each such peer (core.delivery: one per peer, so
 # a peer that has one is left alone). Sent by `manage.py serve` in embedded mode once its
-# listeners run, and in scale mode by every Celery worker when it starts and then every
-# PORTAL_DELIVERY_SWEEP_SECONDS (portal.celery.DeliverySweepStep).
+# listeners run, and in scale mode by the core.sweep_deliveries task, which each Celery worker
+# queues when it starts and Celery beat runs every PORTAL_DELIVERY_SWEEP_SECONDS.
 deliveries_due = Signal()

@@ -137,6 +137,6 @@ def test_bad_requests_get_failure_statuses(modality):
     assert _request(listener, _info("1.2.3.4.105", ref), action=2) == 0x0123  # no such action
     assert _request(listener, _info("1.2.3.4.106", ref), instance="1.2.3") == 0x0112
     ApplicationEntity.objects.filter(ae_title="MODALITY").update(may_store=False)
-    listener.policy.invalidate()  # as the AE page does in its own process
+    listener.policy.invalidate()  # this test's listener reads the AE table again now
     assert _request(listener, _info("1.2.3.4.107", ref)) == 0x0124  # not authorized
     assert not CommitmentRequest.objects.exists()
