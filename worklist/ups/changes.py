@@ -15,12 +15,12 @@ from worklist import services, ups_events
 from worklist.models import ScheduledProcedureStep, Station
 from worklist.ups import tags
 from worklist.ups.states import (
-    _PRIORITIES,
     CANCELED,
     COMPLETED,
     IN_PROGRESS,
     INVALID_VALUE,
     MISSING_ATTRIBUTE,
+    PRIORITIES,
     SCHEDULED,
     Status,
     UpsError,
@@ -84,7 +84,7 @@ def update(uid: str, dataset: dict[str, Any], transaction_uid: str, *, actor: st
             step.save(update_fields=[*fields, "updated_at"])
         priority = tags.first(dataset, tags.SCHEDULED_PROCEDURE_STEP_PRIORITY)
         if priority:
-            if priority not in _PRIORITIES:
+            if priority not in PRIORITIES:
                 raise UpsError(INVALID_VALUE, "ScheduledProcedureStepPriority must be STAT, "
                                "HIGH, MEDIUM or LOW", http_status=400)
             order = step.requested_procedure.order
@@ -151,7 +151,7 @@ def create(dataset: dict[str, Any], *, uid: str, actor: str) -> ScheduledProcedu
         raise UpsError(0x0111, f"workitem {uid} already exists")
     start = _datetime(tags.first(dataset, tags.SCHEDULED_PROCEDURE_STEP_START_DATE_TIME))
     priority = tags.first(dataset, tags.SCHEDULED_PROCEDURE_STEP_PRIORITY)
-    if priority not in _PRIORITIES:
+    if priority not in PRIORITIES:
         raise UpsError(INVALID_VALUE,
                        "ScheduledProcedureStepPriority must be STAT, HIGH, MEDIUM or LOW",
                        http_status=400)

@@ -11,12 +11,12 @@ from pacs.matching import date_range_q, datetime_range_q
 from pacs.query import Attribute, InvalidQuery, Level, search_level
 from worklist.models import ScheduledProcedureStep
 from worklist.ups.states import (
-    _PRIORITIES,
-    _UPS_STATE,
     CANCELED,
     COMPLETED,
     IN_PROGRESS,
+    PRIORITIES,
     SCHEDULED,
+    UPS_STATE,
     Status,
 )
 
@@ -56,10 +56,10 @@ def _annotate(qs: QuerySet) -> QuerySet:
     """Return keys computed from the step's columns (C-FIND answers are encoded from rows)."""
     return qs.annotate(
         ups_state=Case(*(When(status=status, then=Value(state))
-                         for status, state in _UPS_STATE.items()), default=Value("")),
+                         for status, state in UPS_STATE.items()), default=Value("")),
         ups_start=Concat("start_date", "start_time"),
         ups_priority=Case(*(When(**{f"{_ORDER}priority": p}, then=Value(p))
-                            for p in _PRIORITIES), default=Value("MEDIUM")))
+                            for p in PRIORITIES), default=Value("MEDIUM")))
 
 
 _STEP_STATUSES = {SCHEDULED: (Status.SCHEDULED, Status.ARRIVED),

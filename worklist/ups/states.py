@@ -14,11 +14,11 @@ from worklist.ups import tags
 Status = ScheduledProcedureStep.Status
 UPS_PUSH = "1.2.840.10008.5.1.4.34.6.1"  # UPS Push SOP Class: the SOP class of a workitem
 
-_PRIORITIES = ("STAT", "HIGH", "MEDIUM", "LOW")
+PRIORITIES = ("STAT", "HIGH", "MEDIUM", "LOW")
 MISSING_ATTRIBUTE, INVALID_VALUE = 0x0120, 0x0106  # PS3.7 C.4.2 (N-CREATE/N-SET failures)
 SCHEDULED, IN_PROGRESS = "SCHEDULED", "IN PROGRESS"
 COMPLETED, CANCELED = "COMPLETED", "CANCELED"
-_UPS_STATE = {Status.SCHEDULED: SCHEDULED, Status.ARRIVED: SCHEDULED,
+UPS_STATE = {Status.SCHEDULED: SCHEDULED, Status.ARRIVED: SCHEDULED,
               Status.IN_PROGRESS: IN_PROGRESS, Status.COMPLETED: COMPLETED,
               Status.CANCELED: CANCELED, Status.DISCONTINUED: CANCELED}
 
@@ -47,7 +47,7 @@ class StateChange:
 
 
 def ups_state(step: ScheduledProcedureStep) -> str:
-    return _UPS_STATE[Status(step.status)]
+    return UPS_STATE[Status(step.status)]
 
 
 def get_workitem(uid: str, *, lock: bool = False) -> ScheduledProcedureStep:
