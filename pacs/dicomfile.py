@@ -125,6 +125,7 @@ def read_header(data: bytes) -> ParsedHeader:
     implicit = tsyntax == ImplicitVRLittleEndian
     little = tsyntax != "1.2.840.10008.1.2.2"
     has_pixels = False
+    tail: Dataset | None = None
     if tsyntax == "1.2.840.10008.1.2.1.99":  # deflated: the body is zlib, pydicom checked it
         try:
             has_pixels = "PixelData" in dcmread(io.BytesIO(data))
@@ -133,7 +134,7 @@ def read_header(data: bytes) -> ParsedHeader:
     elif pos < len(data):
         end = _check_pixel_element(data, pos, implicit=implicit, little=little)
         has_pixels = end > pos
-        _check_trailing_elements(data[end:], implicit=implicit, little=little)
+        tail = _trailing_elements(data[end:], implicit=implicit, little=little)
     if scanned is not None:
         metadata = scanned.metadata
         if has_pixels:
@@ -141,18 +142,27 @@ def read_header(data: bytes) -> ParsedHeader:
     else:
         assert ds is not None
         metadata = header_json(ds, has_pixel_data=has_pixels)
+    if tail is not None:
+        # elements stored after the pixel data (private groups such as 7FE1) are part of the
+        # instance's metadata too; trailing padding (FFFC,FFFC) is not
+        tail_json = header_json(tail, has_pixel_data=False)
+        tail_json.pop("FFFCFFFC", None)
+        metadata.update(tail_json)
     return ParsedHeader(data, tsyntax, has_pixels, metadata, ds)
 
 
-def _check_trailing_elements(tail: bytes, *, implicit: bool, little: bool) -> None:
-    """Elements after the pixel data (e.g. padding) must be complete too."""
-    if tail:
-        try:
-            read_dataset(_StrictBytesIO(tail), implicit, little)
-        except InvalidDicom:
-            raise
-        except Exception as exc:
-            raise InvalidDicom(f"unreadable data after the pixel data: {_short(exc)}") from exc
+def _trailing_elements(tail: bytes, *, implicit: bool, little: bool) -> Dataset | None:
+    """The elements after the pixel data (private groups, padding), which must be complete
+    too; None when there are none."""
+    if not tail:
+        return None
+    try:
+        ds = read_dataset(_StrictBytesIO(tail), implicit, little)
+    except InvalidDicom:
+        raise
+    except Exception as exc:
+        raise InvalidDicom(f"unreadable data after the pixel data: {_short(exc)}") from exc
+    return ds
 
 
 def _check_pixel_element(data: bytes, pos: int, *, implicit: bool, little: bool) -> int:

@@ -280,3 +280,21 @@ def test_group_lengths_stay_out_of_the_stored_metadata(storage_dir, syntax):
 
     assert "00080060" in metadata and "00082218" in metadata
     assert [k for k in keys(metadata) if k.endswith("0000")] == []
+
+
+def test_elements_after_the_pixel_data_are_in_the_metadata(storage_dir):
+    """The metadata of an instance (PS3.18 10.4.1.1.2) holds every attribute of its header,
+    those stored after the pixel data too (a private group 7FE1, as some vendors write),
+    bulk ones as BulkDataURI; trailing padding (FFFC,FFFC) is no attribute of the instance."""
+    ds = dcmread(sample("CT_small.dcm"))
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.10.1456.9.71"
+    block = ds.private_block(0x7FE1, "VENDOR AFTER", create=True)
+    block.add_new(0x01, "LO", "after the pixels")
+    block.add_new(0x02, "OB", bytes(range(256)) * 8)
+    ds.add_new(0xFFFCFFFC, "OB", b"\0" * 16)
+    store_instance(data=encoded(ds), received_from="t")
+    metadata = Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID).metadata
+    assert metadata["7FE11001"] == {"vr": "LO", "Value": ["after the pixels"]}
+    assert metadata["7FE11002"] == {"vr": "OB", "BulkDataURI": "bulkdata/7FE11002"}
+    assert "7FE00010" in metadata and "FFFCFFFC" not in metadata
+    assert list(metadata) == sorted(metadata)
