@@ -4,7 +4,6 @@ SCP and the HL7 MLLP listener as a bootstep, next to ordinary task execution. Pe
 
 from __future__ import annotations
 
-import logging
 import os
 
 from celery import Celery, bootsteps
@@ -12,7 +11,6 @@ from celery.signals import worker_ready
 from click import Option
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-log = logging.getLogger(__name__)
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
