@@ -65,20 +65,29 @@ def peer_portal(tmp_path):
 @pytest.fixture
 def orthanc(tmp_path, dimse_listener):
     """Orthanc that knows our AE (for C-MOVE to us) and accepts stores from anyone."""
-    port, http = free_port(), free_port()
-    conf = tmp_path / "orthanc.json"
-    conf.write_text(json.dumps({
-        "Name": "test", "StorageDirectory": str(tmp_path / "orthanc"),
-        "IndexDirectory": str(tmp_path / "orthanc"), "DicomAet": "ORTHANC",
-        "DicomPort": port, "HttpPort": http, "RemoteAccessAllowed": False,
-        "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
-        "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True,
-        "DicomModalities": {"portal": ["PORTAL", "127.0.0.1", dimse_listener.address[1]]},
-        "Plugins": [],
-    }))
-    proc = subprocess.Popen(["/usr/sbin/Orthanc", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_for_port(port, 30, alive=proc)
+    for attempt in range(3):  # a port taken meanwhile by another process: try new ones
+        port, http = free_port(), free_port()
+        conf = tmp_path / "orthanc.json"
+        conf.write_text(json.dumps({
+            "Name": "test", "StorageDirectory": str(tmp_path / "orthanc"),
+            "IndexDirectory": str(tmp_path / "orthanc"), "DicomAet": "ORTHANC",
+            "DicomPort": port, "HttpPort": http, "RemoteAccessAllowed": False,
+            "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True,
+            "DicomModalities": {"portal": ["PORTAL", "127.0.0.1", dimse_listener.address[1]]},
+            "Plugins": [],
+        }))
+        proc = subprocess.Popen(["/usr/sbin/Orthanc", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:  # Orthanc is up once both its servers listen; it exits if it cannot open one
+            wait_for_port(port, 30, alive=proc)
+            wait_for_port(http, 30, alive=proc)
+            break
+        except AssertionError:
+            proc.kill()
+            proc.wait(timeout=20)
+            if attempt == 2:
+                raise
     yield ApplicationEntity.objects.create(ae_title="ORTHANC", host="127.0.0.1", port=port,
                                            kind="pacs", may_store=True)
     proc.terminate()
