@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hl7.mllp import start_hl7_server
 
-from tests.waiting import wait_until
+from tests.waiting import wait_for_port, wait_until
 
 
 class Hl7Server:
@@ -112,7 +112,6 @@ class Storescp:
     ``out``; ``tls``: its DCMTK TLS options (it then requires our client certificate)."""
 
     def __init__(self, port: int, out: Path, tls: list[str] | None = None) -> None:
-        import socket
         import subprocess
 
         self.port, self.out = port, out
@@ -120,8 +119,7 @@ class Storescp:
         self.proc = subprocess.Popen(["/usr/bin/storescp", *(tls or []), "-aet", "DEST",
                                       "-od", str(out), str(port)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, timeout=10,
-                   interval=0.05, what="storescp to start")
+        wait_for_port(port, 10, alive=self.proc)
 
     def received(self, count: int, timeout: float = 15) -> list:
         import time
