@@ -21,7 +21,7 @@ from pynetdicom.sop_class import Verification
 
 from core import tls
 from core.errors import ServiceError
-from dicomnet.transcode import CannotConvert, decompressed, sending_syntax
+from dicomnet.transcode import SENT_UNCOMPRESSED, CannotConvert, decompressed, sending_syntax
 
 log = logging.getLogger("dicomnet")
 
@@ -84,7 +84,6 @@ class Peer:
         return cls(ae.ae_title, ae.host, ae.port, ae.use_tls)
 
 
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1..255
 
 
@@ -94,9 +93,9 @@ def storage_contexts(pairs: set[tuple[str, str]]) -> list[PresentationContext]:
     contexts: list[PresentationContext] = []
     classes = sorted({sop_class for sop_class, _ts in pairs})
     for sop_class in classes:
-        contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
+        contexts.append(build_context(sop_class, list(SENT_UNCOMPRESSED)))
     for sop_class, ts in sorted(pairs):
-        if ts not in UNCOMPRESSED:
+        if ts not in SENT_UNCOMPRESSED:
             contexts.append(build_context(sop_class, [ts]))
     if len(contexts) > MAX_CONTEXTS:
         raise ServiceError(f"too many SOP class/transfer syntax pairs ({len(contexts)})")

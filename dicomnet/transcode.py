@@ -30,6 +30,8 @@ from pydicom.uid import (
 from core.errors import NotAcceptable
 
 UNCOMPRESSED = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
+# the uncompressed syntaxes an object is sent in when the peer takes not its own, preferred first
+SENT_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 DEFLATED = DeflatedExplicitVRLittleEndian
 NATIVE = UNCOMPRESSED | {DEFLATED}  # the pixel data, if any, is not encapsulated
 
@@ -61,7 +63,7 @@ def sending_syntax(stored: str, accepted: Collection[str]) -> tuple[str | None, 
     if stored in accepted:
         return stored, False
     if can_decompress(stored):
-        for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        for syntax in SENT_UNCOMPRESSED:
             if syntax in accepted:
                 return syntax, True
     return None, False
