@@ -189,8 +189,8 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
 
     The per-instance statements are plain SQL on the driver's cursor (``statements.execute``):
     through the ORM each costs ~0.6 ms of Python, through Django's cursor wrapper ~0.03 ms
-    more than on the driver's (bench/ingest.py). Patients, studies and series are created
-    once per study/series through the ORM.
+    more than on the driver's (bench/ingest.py). Studies and series are created once each
+    through the ORM, a patient on first sight through pacs.services.patients.
 
     A re-sent SOP Instance UID (PORTAL_DUPLICATE_POLICY) stays where it is stored unless the
     policy is replace; one re-sent with another patient, study or series is a conflict:
