@@ -298,6 +298,10 @@ DIMSE_CHECK_CALLED_AET = env_bool("PORTAL_DIMSE_CHECK_CALLED_AET", False)
 # PORTAL_DIMSE_AE_CACHE_SECONDS, is still read.)
 CONFIG_CACHE_SECONDS = float(os.environ.get("PORTAL_CONFIG_CACHE_SECONDS", "")
                              or os.environ.get("PORTAL_DIMSE_AE_CACHE_SECONDS", "") or 2)
+# Private storage SOP classes accepted besides every standard one (comma-separated UIDs).
+DIMSE_PRIVATE_STORAGE_CLASSES = [
+    uid.strip() for uid in os.environ.get("PORTAL_DIMSE_PRIVATE_STORAGE_CLASSES", "").split(",")
+    if uid.strip()]
 DIMSE_MAX_PDU = env_int("PORTAL_DIMSE_MAX_PDU", 0)  # 0 = unlimited
 # What one caller can make a DICOM listener process spend (dicomnet.engine.DimseServer):
 # admitted associations in all, per calling AE title and per source address; connections

@@ -6,8 +6,11 @@ import io
 import socket
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 _PYDICOM = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -97,3 +100,38 @@ def shared_testdata(name: str) -> Path:
         if base and (Path(base) / name).exists():
             return Path(base) / name
     pytest.skip(f"oracle data {name!r} not found (set PORTAL_TESTDATA)")
+
+
+def synthetic_image(kind: str, frames: int = 1) -> Dataset:
+    """A made-up image with edges and gradients (to exercise every DCT coefficient):
+    ``kind`` is grey8, grey12, grey16 or rgb8; a Secondary Capture in Explicit VR LE."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID, ds.StudyInstanceUID = generate_uid(), generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID, ds.Modality = "CODEC", "OT"
+    ds.Rows, ds.Columns = 48, 40
+    y, x = np.mgrid[0:48, 0:40]
+    bits = {"grey8": 8, "rgb8": 8, "grey12": 12, "grey16": 16}[kind]
+    top = (1 << bits) - 1
+    plane = ((x * 97 + y * 31) % (top + 1)) ^ ((x // 8 + y // 8) % 2 * (top // 3))
+    plane = np.clip(plane, 0, top)
+    ds.BitsAllocated = 8 if bits == 8 else 16
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
+    dtype = np.uint8 if bits == 8 else np.uint16
+    if kind == "rgb8":
+        pixels = np.stack([plane, top - plane, (plane * 3) % 256], axis=-1).astype(dtype)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 3, "RGB"
+        ds.PlanarConfiguration = 0
+    else:
+        pixels = plane.astype(dtype)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    if frames > 1:
+        pixels = np.stack([pixels] * frames)
+        ds.NumberOfFrames = frames
+    ds.PixelData = pixels.tobytes()
+    return ds

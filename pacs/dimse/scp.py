@@ -8,7 +8,7 @@ import signal
 import threading
 
 from django.conf import settings
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from pynetdicom import ALL_TRANSFER_SYNTAXES
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -21,7 +21,7 @@ from pynetdicom.sop_class import (
 )
 
 from core import tls
-from dicomnet import status, wire
+from dicomnet import status, storage_classes, wire
 from dicomnet.engine import DimseServer, ServerConfig
 from dicomnet.registry import EXTENSIONS
 from pacs.dimse import handlers, retrieve
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def supported_contexts() -> list[PresentationContext]:
-    """What we accept. Storage contexts allow both roles: SCP for C-STORE, SCU for C-GET."""
+    """What we accept. Storage contexts allow both roles: SCP for C-STORE, SCU for C-GET.
+    Every storage SOP class is accepted, retired ones too, and the private ones that
+    PORTAL_DIMSE_PRIVATE_STORAGE_CLASSES names."""
     contexts = [build_context(Verification, ALL_TRANSFER_SYNTAXES),
                 build_context(STORAGE_COMMITMENT, ALL_TRANSFER_SYNTAXES)]
     for model in (PatientRootQueryRetrieveInformationModelFind,
@@ -47,8 +49,8 @@ def supported_contexts() -> list[PresentationContext]:
     for extension in EXTENSIONS:
         contexts += [build_context(uid, ALL_TRANSFER_SYNTAXES)
                      for uid in extension.abstract_syntaxes]
-    for storage in AllStoragePresentationContexts:
-        context = build_context(storage.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    for storage in storage_classes.accepted(settings.DIMSE_PRIVATE_STORAGE_CLASSES):
+        context = build_context(storage, ALL_TRANSFER_SYNTAXES)
         context.scu_role = context.scp_role = True
         contexts.append(context)
     return contexts

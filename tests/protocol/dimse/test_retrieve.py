@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
 
 from pacs.models import ApplicationEntity
 from pacs.services.ingest import store_instance
-from tests.samples import encoded, free_port, sample
+from tests.samples import encoded, free_port, sample, synthetic_image
 from tests.waiting import wait_for_port
 
 pytestmark = pytest.mark.interop
@@ -187,6 +187,29 @@ def test_move_decompresses_for_a_destination_that_takes_uncompressed_only(archiv
     (jpeg,) = [d for d in received if d.SOPInstanceUID in originals
                and originals[d.SOPInstanceUID].file_meta.TransferSyntaxUID == JPEGBaseline8Bit]
     assert jpeg.LossyImageCompression == "01" and jpeg.PhotometricInterpretation == "RGB"
+
+
+def test_move_decodes_jpeg_extended_12_bit_for_an_uncompressed_destination(
+        archive, storescp, tmp_path):
+    """A 12-bit JPEG Extended (process 2+4) CT, compressed by DCMTK, reaches storescp
+    decoded: as DCMTK's own dcmdjpeg decodes it, within two IDCTs' rounding."""
+    study, _ = _ct_series(1)
+    ds = synthetic_image("grey12")
+    ds.StudyInstanceUID = study
+    _same_patient(ds)
+    ds.save_as(tmp_path / "plain.dcm", enforce_file_format=True)
+    subprocess.run(["dcmcjpeg", "+ee", "+un", str(tmp_path / "plain.dcm"),
+                    str(tmp_path / "jpeg12.dcm")], check=True, timeout=60)
+    subprocess.run(["dcmdjpeg", str(tmp_path / "jpeg12.dcm"), str(tmp_path / "ref.dcm")],
+                   check=True, timeout=60)
+    store_instance(data=(tmp_path / "jpeg12.dcm").read_bytes(), received_from="test")
+    status, _ = _move(archive, _study_identifier(study), "DEST")[-1]
+    assert status.Status == 0x0000 and status.NumberOfCompletedSuboperations == 2
+    (got,) = [d for p in storescp.iterdir() if (d := dcmread(p)).SOPInstanceUID
+              == ds.SOPInstanceUID]
+    assert not got.file_meta.TransferSyntaxUID.is_compressed and got.BitsStored == 12
+    reference = dcmread(tmp_path / "ref.dcm").pixel_array.astype(np.int32)
+    assert np.abs(got.pixel_array.astype(np.int32) - reference).mean() <= 1.0
 
 
 def test_move_partial_failure_lists_failed_instances(archive, storescp):

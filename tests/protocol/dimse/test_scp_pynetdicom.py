@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from pacs.models import ApplicationEntity, Instance, Series, Study
-from tests.samples import COMPRESSED, UNCOMPRESSED, sample
+from tests.samples import COMPRESSED, UNCOMPRESSED, sample, synthetic_image
 
 pytestmark = pytest.mark.interop
 
@@ -173,3 +175,55 @@ def test_conflicting_images_get_a_warning_or_a_failure_with_the_reason(dimse_lis
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 2 and all("conflict for SOP Instance" in r for r in refusals)
     assert not any(original.PatientID in r or "B-2" in r for r in caplog.messages)
+
+
+def _with_sop_class(uid: str) -> Dataset:
+    ds = synthetic_image("grey8")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = uid
+    ds.Modality = "US"
+    return ds
+
+
+def test_retired_storage_classes_are_accepted(dimse_listener, known_aes, tmp_path):
+    """Ultrasound Image Storage (Retired, PS3.6 Annex A) from a 1990s scanner, sent by DCMTK
+    storescu -R, which proposes the files' own SOP classes: stored, not refused at association."""
+    retired = {"1.2.840.10008.5.1.4.1.1.6": "us.dcm", "1.2.840.10008.5.1.4.1.1.3": "usmf.dcm",
+               "1.2.840.10008.5.1.4.1.1.5": "nm.dcm"}
+    for uid, name in retired.items():
+        _with_sop_class(uid).save_as(tmp_path / name, enforce_file_format=True)
+    host, port = dimse_listener.address
+    done = subprocess.run(["storescu", "-R", "-aet", "STORESCU", "-aec", "PORTAL", host, str(port),
+                           *(str(tmp_path / n) for n in retired.values())],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert set(Instance.objects.values_list("sop_class_uid", flat=True)) == set(retired)
+
+
+def test_private_storage_classes_only_when_configured(transactional_db, storage_dir,
+                                                      known_aes, settings):
+    from pacs.dimse.scp import DimseListener
+
+    private = "1.3.6.1.4.1.99999.1.1"
+
+    def store() -> int | None:
+        listener = DimseListener(host="127.0.0.1", port=0, ae_title="PORTAL")
+        listener.start()
+        try:
+            ae = AE(ae_title="PYNETDICOM")
+            ae.add_requested_context(private, ExplicitVRLittleEndian)
+            assoc = ae.associate(*listener.address, ae_title="PORTAL")
+            if not assoc.is_established:
+                return None
+            try:
+                if not assoc.accepted_contexts:
+                    return None
+                return assoc.send_c_store(_with_sop_class(private)).Status
+            finally:
+                assoc.release()
+        finally:
+            listener.stop()
+
+    assert store() is None  # the only context proposed is refused
+    settings.DIMSE_PRIVATE_STORAGE_CLASSES = [private]
+    assert store() == 0x0000
+    assert Instance.objects.get().sop_class_uid == private
