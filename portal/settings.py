@@ -80,12 +80,12 @@ HTTPS_MODE = os.environ.get("PORTAL_HTTPS", "off").strip().lower() or "off"
 if HTTPS_MODE not in {"off", "proxy"}:
     raise ImproperlyConfigured("PORTAL_HTTPS must be off or proxy")
 # The proxy's address: only its X-Forwarded-* headers are believed (`serve` passes it to
-# waitress, which otherwise drops them).
+# waitress, which otherwise drops them). Waitress puts the forwarded host and port into the
+# Host header and the scheme into the WSGI environment, so Django does not read
+# X-Forwarded-Host itself: its get_host() would take that header and drop X-Forwarded-Port.
 TRUSTED_PROXY = os.environ.get("PORTAL_TRUSTED_PROXY", "127.0.0.1")
 if HTTPS_MODE == "proxy":
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    USE_X_FORWARDED_HOST = True
-    USE_X_FORWARDED_PORT = True
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("PORTAL_HSTS_SECONDS", 31536000)
     SECURE_SSL_REDIRECT = env_bool("PORTAL_HTTPS_REDIRECT", True)

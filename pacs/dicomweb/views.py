@@ -76,7 +76,15 @@ class DicomWebView(APIView):
         return self.actions.get(method, "admin")
 
     def base_url(self) -> str:
+        """Where links in answers point: PORTAL_DICOMWEB_BASE_URL when set (a proxy that
+        rewrites paths), else this request's scheme, host and port, which a trusted proxy's
+        X-Forwarded-Proto/Host/Port replace in proxy mode (`serve` tells waitress to)."""
         return settings.DICOMWEB_BASE_URL or self.request.build_absolute_uri("/dicomweb")
+
+    def location(self) -> str:
+        """This resource's URL under ``base_url`` (a Content-Location)."""
+        path = self.request.path
+        return self.base_url().rstrip("/") + path[path.index("/dicomweb") + len("/dicomweb"):]
 
 
 def _error(exc: ServiceError) -> HttpResponse:
@@ -340,7 +348,7 @@ class FramesView(DicomWebView):
         as_stored, is_multipart = _pixel_choice(accept_of(request), item)
         data = wado.frames(item, numbers, as_stored=as_stored)
         media = _frame_type(item, as_stored)
-        return _parts_response([(media, d) for d in data], request.build_absolute_uri(),
+        return _parts_response([(media, d) for d in data], self.location(),
                                single=not is_multipart)
 
 
@@ -348,7 +356,7 @@ class BulkDataView(DicomWebView):
     @extend_schema(summary="WADO-RS bulk data", responses={(200, MULTIPART): bytes})
     def get(self, request, study: str, series: str, instance: str, tag: str):
         item = wado.instances(study, series, instance)[0]
-        location = request.build_absolute_uri()
+        location = self.location()
         if tag.upper() == "7FE00010" and item.has_pixel_data:
             as_stored, is_multipart = _pixel_choice(accept_of(request), item)
             count = item.number_of_frames or 1

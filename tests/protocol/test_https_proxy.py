@@ -1,7 +1,8 @@
 """HTTPS the way the user guide sets it up: nginx ends TLS in front of `serve` (the real
 process, PORTAL_HTTPS=proxy), with a certificate authority made for the test. Over HTTPS the
 portal answers with HSTS and Secure cookies; plain HTTP to `serve` itself is redirected; the UPS
-event channel works as wss:// through the same proxy."""
+event channel works as wss:// through the same proxy; DICOMweb links name the proxy's scheme,
+host and port, which it tells in X-Forwarded-* headers (its Host header has no port)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import subprocess
 
 import pytest
 import requests
+from pydicom import dcmread
 from websockets.sync.client import connect
 
+from pacs.dicomweb import multipart
 from tests.portal_process import start_portal
-from tests.samples import free_port
+from tests.samples import free_port, sample
 from tests.tls_pki import make_pki
 from tests.waiting import wait_for_port
 
@@ -51,7 +54,9 @@ http {{
     }}
     location / {{
       proxy_pass http://127.0.0.1:{http_port};
-      proxy_set_header Host $host:$server_port;
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Forwarded-Port $server_port;
       proxy_set_header X-Forwarded-Proto https;
       proxy_set_header X-Forwarded-For $remote_addr;
     }}
@@ -142,3 +147,30 @@ def test_the_event_channel_through_the_proxy_is_wss(proxied):
         assert created.headers["Location"].startswith(f"{base}/dicomweb/workitems/")
         event = json.loads(ws.recv(timeout=10))
         assert event["00001000"]["Value"] == [uid]
+
+
+def test_dicomweb_links_name_the_proxy_host_and_port(proxied):
+    base, portal, pki = proxied
+    key = portal.shell("from django.contrib.auth.models import User\n"
+                       "from rest_framework.authtoken.models import Token\n"
+                       "print(Token.objects.get_or_create(user=User.objects.get("
+                       "username='chief'))[0].key)").split()[-1]
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(pki.ca)
+    session.headers["Authorization"] = f"Token {key}"
+    ct = dcmread(sample("CT_small.dcm"), stop_before_pixels=True)
+    stored = session.post(f"{base}/dicomweb/studies", timeout=20, data=b"".join(
+        multipart.stream("b0undary", [(multipart.part_header("b0undary", "application/dicom"),
+                                       [sample("CT_small.dcm").read_bytes()])])),
+        headers={"Content-Type": multipart.content_type("b0undary", "application/dicom"),
+                 "Accept": "application/dicom+json"})
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["00081190"]["Value"][0].startswith(f"{base}/dicomweb/studies/")
+    (study,) = session.get(f"{base}/dicomweb/studies", timeout=10).json()
+    assert study["00081190"]["Value"] == [f"{base}/dicomweb/studies/{ct.StudyInstanceUID}"]
+    inst = (f"/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/"
+            f"{ct.SOPInstanceUID}")
+    frame = session.get(f"{base}/dicomweb{inst}/frames/1", timeout=10)
+    (part,) = multipart.parse(frame.content, multipart.boundary_of(frame.headers["Content-Type"]))
+    assert part.location == f"{base}/dicomweb{inst}/frames/1"

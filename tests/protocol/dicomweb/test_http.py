@@ -446,3 +446,22 @@ def test_includefield_takes_a_private_tag(web, auth):
     assert found["00771001"] == {"vr": "LO", "Value": ["kept as stored"]}
     studies = get(web, "/studies?includefield=00771001", auth)
     assert studies.status_code == 200
+
+
+def test_every_link_follows_the_base_url_setting(web, auth, ct, settings):
+    """PORTAL_DICOMWEB_BASE_URL (a proxy that serves the archive under another host and
+    path) is where every link in an answer points: QIDO RetrieveURL, metadata BulkDataURI,
+    frame and bulk data Content-Location."""
+    settings.DICOMWEB_BASE_URL = "https://pacs.example.org:8443/archive/dicomweb"
+    base = settings.DICOMWEB_BASE_URL
+    inst = (f"/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/"
+            f"{ct.SOPInstanceUID}")
+    (study,) = get(web, "/studies", auth).json()
+    assert study["00081190"]["Value"] == [f"{base}/studies/{ct.StudyInstanceUID}"]
+    (metadata,) = get(web, f"{inst}/metadata", auth).json()
+    assert metadata["7FE00010"]["BulkDataURI"].startswith(f"{base}{inst}/")
+    frame = get(web, f"{inst}/frames/1", auth)
+    (part,) = multipart.parse(frame.content, multipart.boundary_of(frame.headers["Content-Type"]))
+    assert part.location == f"{base}{inst}/frames/1"
+    bulk = get(web, f"{inst}/bulkdata/7FE00010", auth, Accept="application/octet-stream")
+    assert bulk.headers["Content-Location"] == f"{base}{inst}/bulkdata/7FE00010"
