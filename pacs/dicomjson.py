@@ -52,6 +52,7 @@ def header_json(ds: Dataset, *, has_pixel_data: bool) -> dict[str, Any]:
                 continue
             if converted.get("vr") == "SQ":
                 _drop_empty_sequences(converted)
+                item_bulk_uris(converted, f"bulkdata/{key}")
         result[key] = converted
     if has_pixel_data:
         result["7FE00010"] = dict(PIXEL_DATA_REFERENCE)
@@ -77,6 +78,19 @@ def _drop_empty_sequences(element: dict[str, Any]) -> None:
         for child in item.values():
             if child.get("vr") == "SQ":
                 _drop_empty_sequences(child)
+
+
+def item_bulk_uris(element: dict[str, Any], prefix: str) -> None:
+    """Each bulk value inside a sequence item gets its own URI, by its path: the sequence's
+    tag, the item's index from 0, the element's tag (``bulkdata/60031010/1/60031011``), as
+    PS3.18 F.2.6 needs one URI per value (pydicom names only the innermost tag)."""
+    for index, item in enumerate(element.get("Value") or ()):
+        for key, child in item.items():
+            path = f"{prefix}/{index}/{key}"
+            if "BulkDataURI" in child:
+                child["BulkDataURI"] = path
+            elif child.get("vr") == "SQ":
+                item_bulk_uris(child, path)
 
 
 # Character sets whose text decodes with one Python codec (no ISO 2022 code extensions).

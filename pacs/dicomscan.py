@@ -30,6 +30,7 @@ from pacs.dicomjson import (
     SIMPLE_CHARSETS,
     TEXT_BULK_THRESHOLD,
     convert_value,
+    item_bulk_uris,
 )
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
@@ -172,7 +173,10 @@ class _Reader:
             if vr == "SQ":
                 items, pos = self.sequence(pos, length, end)
                 # no items: no Value, like any empty attribute (PS3.18 F.2.5)
-                out[f"{tag:08X}"] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+                key = f"{tag:08X}"
+                out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+                if top and items:
+                    item_bulk_uris(out[key], f"bulkdata/{key}")
                 continue
             if length == UNDEFINED or pos + length > end:
                 raise _Fallback

@@ -43,6 +43,6 @@ urlpatterns = [
     path(f"{I}/frames/<str:frames>", views.FramesView.as_view()),
     path(f"{I}/frames/<str:frames>/rendered", views.RenderedView.as_view()),
     path(f"{I}/frames/<str:frames>/thumbnail", views.ThumbnailView.as_view()),
-    path(f"{I}/bulkdata/<str:tag>", views.BulkDataView.as_view()),
+    path(f"{I}/bulkdata/<path:tag>", views.BulkDataView.as_view()),  # tag or tag/item/tag
     path("wado", views.WadoUriView.as_view(), name="wado-uri"),
 ]

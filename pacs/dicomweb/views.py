@@ -366,9 +366,18 @@ class BulkDataView(DicomWebView):
             media = _frame_type(item, as_stored)
             return _parts_response([(media, d) for d in data], location,
                                    single=not is_multipart)
-        media, _ = choose(accept_of(request), [MULTIPART, wado.OCTET])
-        return _parts_response(wado.bulkdata(item, tag), location,
-                               single=media.type == wado.OCTET)
+        parts = wado.bulkdata(item, tag)
+        own = parts[0][0]  # an encapsulated document's own type, else octet-stream
+        kinds = list(dict.fromkeys((own, wado.OCTET)))
+        media, chosen = choose(accept_of(request), [MULTIPART, *kinds])
+        in_multipart = chosen == MULTIPART
+        if in_multipart:
+            wanted = media.param("type") or own
+            chosen = own if wanted in ("*/*", "*") else wanted
+            if chosen not in kinds:
+                raise NotAcceptable(f"this bulk data is {' or '.join(kinds)}, not {wanted}")
+        return _parts_response([(chosen, data) for _, data in parts], location,
+                               single=not in_multipart)
 
 
 # --- rendered and thumbnails -----------------------------------------------------------------
@@ -416,15 +425,66 @@ class RenderedView(DicomWebView):
                    responses={(200, "image/jpeg"): bytes})
     def get(self, request, study: str, series: str | None = None,
             instance: str | None = None, frames: str | None = None):
-        _, media = choose(accept_of(request), RENDERED_TYPES)
         items = wado.instances(study, series, instance)
-        item = wado.representative(items)
+        accepted = accept_of(request)
+        if not self.thumbnail and instance is None:
+            media, chosen = choose(accepted, [MULTIPART, *RENDERED_TYPES])
+            if chosen == MULTIPART:
+                return self._every_instance(items, media.param("type") or "image/jpeg")
+        item = wado.representative(items)  # a thumbnail, or one image asked for
+        document = wado.document(item) if not item.has_pixel_data else None
+        if document is not None:  # its rendered form is the document (PS3.18 8.7.4)
+            media_type, data = document
+            choose(accepted, [media_type])
+            return self._cached(HttpResponse(data, content_type=media_type))
+        _, media = choose(accepted, RENDERED_TYPES)
         frame = wado.parse_frame_list(frames)[0] if frames else 1
-        data = wado.rendered(
-            item, frame=frame, media_type=media, window=_window(request.GET),
-            size=_viewport(request.GET, 128 if self.thumbnail else None),
-            quality=_int_param(request.GET, "quality", 90))
-        response = HttpResponse(data, content_type=media)
+        return self._cached(HttpResponse(self._render(item, media, frame), content_type=media))
+
+    def _render(self, item: wado.StoredInstance, media: str, frame: int = 1) -> bytes:
+        params = self.request.GET
+        return wado.rendered(
+            item, frame=frame, media_type=media, window=_window(params),
+            size=_viewport(params, 128 if self.thumbnail else None),
+            quality=_int_param(params, "quality", 90))
+
+    def _every_instance(self, items: list[wado.StoredInstance], wanted: str
+                        ) -> StreamingHttpResponse:
+        """Study and series /rendered (PS3.18 10.4.1.1.3): every instance rendered, one part
+        each, made as the body is sent. Images in the image type asked for, encapsulated
+        documents as themselves; objects with neither (SR, plans) have no rendered form and
+        are left out."""
+        if wanted not in RENDERED_TYPES and wanted not in ("*/*", "*"):
+            raise NotAcceptable(f"study and series are rendered as {', '.join(RENDERED_TYPES)}")
+        image_type = wanted if wanted in RENDERED_TYPES else RENDERED_TYPES[0]
+        _window(self.request.GET)  # a bad parameter is a 400 before the body starts
+        _viewport(self.request.GET, None)
+        _int_param(self.request.GET, "quality", 90)
+        base = self.base_url().rstrip("/")
+        boundary = multipart.new_boundary()
+
+        def parts():
+            for item in items:
+                url = (f"{base}/studies/{item.study_uid}/series/{item.series_uid}"
+                       f"/instances/{item.sop_instance_uid}/rendered")
+                if item.has_pixel_data:
+                    try:
+                        data, media = self._render(item, image_type), image_type
+                    except (ServiceError, NotRenderable):
+                        continue  # pixel data that cannot be decoded: no rendered form
+                else:
+                    document = wado.document(item)
+                    if document is None or wanted not in ("*/*", "*", document[0]):
+                        continue
+                    media, data = document
+                yield multipart.part_header(boundary, media, location=url), [data]
+
+        response = StreamingHttpResponse(multipart.stream(boundary, parts()),
+                                         content_type=multipart.content_type(boundary, image_type))
+        return self._cached(response)
+
+    @staticmethod
+    def _cached(response):
         response["Cache-Control"] = "private, max-age=3600"
         return response
 

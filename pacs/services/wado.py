@@ -234,24 +234,83 @@ def _le_bytes(array: np.ndarray) -> bytes:
 
 def bulkdata(item: StoredInstance, tag_text: str) -> list[tuple[str, bytes]]:
     """The value of a bulk data element (the BulkDataURIs of /metadata) as (media type, bytes)
-    parts. Pixel data gives its frames: as stored when compressed, else one raw part."""
-    try:
-        tag = int(tag_text, 16)
-    except ValueError as exc:
-        raise BadRequest(f"{tag_text!r} is not a tag") from exc
-    if tag == 0x7FE00010 and item.has_pixel_data:
+    parts. Pixel data gives its frames: as stored when compressed, else one raw part.
+    ``tag_text`` is a tag, or a path into sequence items: ``60031010/1/60031011`` (the
+    sequence, the item's index from 0, the element)."""
+    path = _bulk_path(tag_text)
+    tag = path[-1]
+    if len(path) == 1 and tag == 0x7FE00010 and item.has_pixel_data:
         media = frame_media_type(item)
         if media != OCTET:
             count = item.number_of_frames or 1
             return [(media, f) for f in frames(item, list(range(1, count + 1)), as_stored=True)]
     ds = dcmread(item.path)
-    raw = ds.get_item(tag) if tag in ds else None
-    if raw is not None and raw.VR in LONG_TEXT_VRS and isinstance(raw.value, bytes):
-        return [(OCTET, raw.value)]  # a long text, as encoded in the file
-    element = _find(ds, tag)
+    if len(path) == 1:
+        raw = ds.get_item(tag) if tag in ds else None
+        if raw is not None and raw.VR in LONG_TEXT_VRS and isinstance(raw.value, bytes):
+            return [(_media_of(ds, tag), raw.value)]  # a long text, as encoded in the file
+        # an older index names an element inside a sequence by its tag alone: the first
+        element = _find(ds, tag)
+    else:
+        element = _at(ds, path)
     if element is None or not isinstance(element.value, bytes):
         raise NotFound(f"instance {item.sop_instance_uid} has no bulk data {tag_text}")
-    return [(OCTET, element.value)]
+    return [(_media_of(ds, tag) if len(path) == 1 else OCTET, element.value)]
+
+
+ENCAPSULATED_DOCUMENT = 0x00420011
+_PADDED_PDF_END = re.compile(rb"%%EOF(\r\n|\r|\n)?\x00$")
+_DOCUMENT_MIME = 0x00420012
+
+
+def _media_of(ds: Dataset, tag: int) -> str:
+    """The media type of a bulk value: an encapsulated document's own (PDF, CDA, STL, OBJ,
+    MTL...: MIME Type of Encapsulated Document, PS3.3 C.24.2), else application/octet-stream."""
+    if tag == ENCAPSULATED_DOCUMENT:
+        mime = str(ds.get(_DOCUMENT_MIME, "") and ds[_DOCUMENT_MIME].value or "").strip()
+        if mime and "/" in mime:
+            return mime.lower()
+    return OCTET
+
+
+def document(item: StoredInstance) -> tuple[str, bytes] | None:
+    """An encapsulated document's media type and bytes, or None for another object. Its
+    rendered form is the document itself (PS3.18 8.7.4)."""
+    ds = dcmread(item.path, specific_tags=[ENCAPSULATED_DOCUMENT, _DOCUMENT_MIME])
+    if ENCAPSULATED_DOCUMENT not in ds or not isinstance(ds[ENCAPSULATED_DOCUMENT].value,
+                                                         bytes):
+        return None
+    data, media = ds[ENCAPSULATED_DOCUMENT].value, _media_of(ds, ENCAPSULATED_DOCUMENT)
+    if media == "application/pdf" and _PADDED_PDF_END.search(data[-8:]):
+        data = data[:-1]  # the padding of an odd-length value (PS3.5 7.1.1), not the PDF's
+    return media, data
+
+
+def _bulk_path(text: str) -> list[int]:
+    """``TAG`` or ``TAG/INDEX/TAG/...`` as [tag, index, tag, ...]."""
+    pieces = text.strip("/").split("/")
+    if len(pieces) % 2 == 0 or len(pieces) > 31:
+        raise BadRequest(f"{text!r} is not a tag or a tag/item/tag path")
+    path = []
+    for number, piece in enumerate(pieces):
+        try:
+            path.append(int(piece, 16) if number % 2 == 0 else int(piece))
+        except ValueError as exc:
+            raise BadRequest(f"{text!r} is not a tag or a tag/item/tag path") from exc
+        if number % 2 == 0 and len(piece) != 8:
+            raise BadRequest(f"{piece!r} is not an 8-digit tag")
+    return path
+
+
+def _at(ds: Dataset, path: list[int]):
+    """The element at ``path`` ([sequence tag, item index, ..., tag]), or None."""
+    for position in range(0, len(path) - 1, 2):
+        sequence, index = path[position], path[position + 1]
+        if sequence not in ds or ds[sequence].VR != "SQ" or not \
+                0 <= index < len(ds[sequence].value):
+            return None
+        ds = ds[sequence].value[index]
+    return ds[path[-1]] if path[-1] in ds else None
 
 
 def _find(ds: Dataset, tag: int):

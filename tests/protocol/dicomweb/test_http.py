@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 
 from pacs.dicomweb import multipart
@@ -465,3 +466,130 @@ def test_every_link_follows_the_base_url_setting(web, auth, ct, settings):
     assert part.location == f"{base}{inst}/frames/1"
     bulk = get(web, f"{inst}/bulkdata/7FE00010", auth, Accept="application/octet-stream")
     assert bulk.headers["Content-Location"] == f"{base}{inst}/bulkdata/7FE00010"
+
+
+def _with_item_bulk_data() -> Dataset:
+    """A CT with two items of a private sequence, each holding its own bulk value, and an
+    icon image (pixel data inside an item)."""
+    ds = dcmread(sample("CT_small.dcm"))
+    ds.SOPInstanceUID += ".77"
+    ds.private_block(0x6003, "BULK TEST", create=True)
+    items = []
+    for size, fill in ((12_288, 1), (92_160, 2)):
+        item = Dataset()
+        item.private_block(0x6003, "BULK TEST", create=True).add_new(0x11, "OB",
+                                                                      bytes([fill]) * size)
+        items.append(item)
+    ds.add_new(0x60031010, "SQ", items)
+    icon = Dataset()
+    icon.Rows = icon.Columns = 64
+    icon.SamplesPerPixel, icon.PhotometricInterpretation = 1, "MONOCHROME2"
+    icon.BitsAllocated = icon.BitsStored = 8
+    icon.HighBit, icon.PixelRepresentation = 7, 0
+    icon.PixelData = bytes(range(64)) * 64
+    ds.IconImageSequence = [icon]
+    return ds
+
+
+def test_bulk_data_in_sequence_items_has_one_uri_per_value(web, auth):
+    """PS3.18 F.2.6: every bulk value has a BulkDataURI that retrieves it, inside sequence
+    items too (a private sequence of two items, an icon image's pixel data)."""
+    ds = _with_item_bulk_data()
+    store_instance(data=encoded(ds), received_from="test")
+    inst = (f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+            f"{ds.SOPInstanceUID}")
+    (metadata,) = get(web, f"{inst}/metadata", auth).json()
+    items = metadata["60031010"]["Value"]
+    uris = [item["60031011"]["BulkDataURI"] for item in items]
+    assert len(set(uris)) == 2
+    for uri, item in zip(uris, ds[0x60031010].value, strict=True):
+        answer = requests.get(uri, headers={**auth, "Accept": "application/octet-stream"},
+                              timeout=10)
+        assert answer.status_code == 200
+        assert answer.content == item[0x60031011].value
+    icon_uri = metadata["00880200"]["Value"][0]["7FE00010"]["BulkDataURI"]
+    icon = requests.get(icon_uri, headers={**auth, "Accept": "application/octet-stream"},
+                        timeout=10)
+    assert icon.content == ds.IconImageSequence[0].PixelData
+    assert get(web, f"{inst}/bulkdata/60031010/2/60031011", auth).status_code == 404
+    assert get(web, f"{inst}/bulkdata/60031010/x/60031011", auth).status_code == 400
+
+
+PDF = (b"%PDF-1.4\n1 0 obj <</Type /Catalog /Pages 2 0 R>> endobj\n"
+       b"2 0 obj <</Type /Pages /Kids [] /Count 0>> endobj\n"
+       b"% " + b"padding " * 200 + b"\ntrailer <</Root 1 0 R>>\n%%EOF\n")
+
+
+def _encapsulated_pdf() -> Dataset:
+    ds = dcmread(sample("CT_small.dcm"), stop_before_pixels=True)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".104"
+    ds.SeriesInstanceUID += ".104"
+    ds.Modality = "DOC"
+    for keyword in ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
+                    "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation"):
+        delattr(ds, keyword)
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = PDF
+    return ds
+
+
+def test_encapsulated_documents_come_in_their_own_media_type(web, auth):
+    """PS3.18 8.7.3/8.7.4: an encapsulated PDF's bulk data in application/pdf, and its
+    rendered form the PDF itself; a type it is not is refused."""
+    ds = _encapsulated_pdf()
+    store_instance(data=encoded(ds), received_from="test")
+    inst = (f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+            f"{ds.SOPInstanceUID}")
+    (metadata,) = get(web, f"{inst}/metadata", auth).json()
+    uri = metadata["00420011"]["BulkDataURI"]
+    in_multipart = requests.get(uri, headers={**auth, "Accept":
+                                              'multipart/related; type="application/pdf"'},
+                                timeout=10)
+    assert in_multipart.status_code == 200
+    (part,) = multipart.parse(in_multipart.content,
+                              multipart.boundary_of(in_multipart.headers["Content-Type"]))
+    # the attribute's value: the document padded to even length (PS3.5 7.1.1)
+    assert part.content_type == "application/pdf" and part.body == PDF + b"\x00"
+    single = requests.get(uri, headers={**auth, "Accept": "application/pdf"}, timeout=10)
+    assert single.headers["Content-Type"] == "application/pdf"
+    assert single.content == PDF + b"\x00"
+    octets = requests.get(uri, headers={**auth, "Accept": "application/octet-stream"},
+                          timeout=10)
+    assert octets.headers["Content-Type"] == "application/octet-stream"
+    refused = requests.get(uri, headers={**auth, "Accept": 'multipart/related; type="text/xml"'},
+                           timeout=10)
+    assert refused.status_code == 406
+    rendered = get(web, f"{inst}/rendered", auth, Accept="application/pdf")
+    assert rendered.status_code == 200
+    assert rendered.headers["Content-Type"] == "application/pdf"
+    assert rendered.content == PDF  # the document itself, without the padding byte
+    assert get(web, f"{inst}/rendered", auth, Accept="image/jpeg").status_code == 406
+
+
+def test_study_and_series_rendered_give_every_instance(web, auth, ct):
+    """PS3.18 10.4.1.1.3: /rendered of a study or series is every instance rendered, in a
+    multipart/related body; an image type alone still gets the one representative image."""
+    second = dcmread(sample("CT_small.dcm"))
+    second.SOPInstanceUID += ".2"
+    store_instance(data=encoded(second), received_from="test")
+    pdf = _encapsulated_pdf()
+    store_instance(data=encoded(pdf), received_from="test")
+    study = f"/studies/{ct.StudyInstanceUID}"
+    answer = get(web, f"{study}/rendered", auth,
+                 Accept='multipart/related; type="image/png"')
+    assert answer.status_code == 200
+    parts = multipart.parse(answer.content, multipart.boundary_of(answer.headers["Content-Type"]))
+    assert [p.content_type for p in parts] == ["image/png", "image/png"]
+    assert all(p.body.startswith(b"\x89PNG") for p in parts)
+    assert {p.location.split("/instances/")[1].split("/")[0] for p in parts} == {
+        ct.SOPInstanceUID, second.SOPInstanceUID}
+    everything = get(web, f"{study}/rendered", auth, Accept="multipart/related; type=*/*")
+    types = [p.content_type for p in multipart.parse(
+        everything.content, multipart.boundary_of(everything.headers["Content-Type"]))]
+    assert sorted(types) == ["application/pdf", "image/jpeg", "image/jpeg"]
+    series = get(web, f"{study}/series/{ct.SeriesInstanceUID}/rendered", auth)  # no Accept
+    assert len(multipart.parse(series.content,
+                               multipart.boundary_of(series.headers["Content-Type"]))) == 2
+    one = get(web, f"{study}/rendered", auth, Accept="image/jpeg")
+    assert one.headers["Content-Type"] == "image/jpeg" and one.content[:2] == b"\xff\xd8"
