@@ -258,6 +258,21 @@ def text(ds: Dataset, keyword: str, max_length: int) -> str:
     return str(value).strip().rstrip("\x00")[:max_length]
 
 
+def as_date(value: str) -> str:
+    """A DA value as YYYYMMDD: the retired ACR-NEMA form YYYY.MM.DD (PS3.5 6.2, still in
+    old files) is the same date, so it is indexed, matched and returned in the DICOM form."""
+    value = value.strip()
+    if len(value) == 10 and value[4] == value[7] == "." and value.replace(".", "").isdigit():
+        return value.replace(".", "")
+    return value
+
+
+def date_text(ds: Dataset, keyword: str) -> str:
+    """A DA header value for an index column (YYYYMMDD; at most 8 characters kept of a value
+    that is no date)."""
+    return as_date(text(ds, keyword, 10))[:8]
+
+
 def integer(ds: Dataset, keyword: str) -> int | None:
     return _as_int(ds.get(keyword))
 

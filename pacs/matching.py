@@ -121,3 +121,134 @@ def fuzzy_name_q(field: str, value: str, *, upper: bool) -> Q:
         lookup = f"{field}__regex" if upper else f"{field}__iregex"
         q &= Q(**{lookup: rf"(^|[\^ =\-]){body}"})
     return q
+
+
+# --- matching against a stored DICOM JSON header (attributes without an index column) ---------
+
+# VRs whose values are never matched (PS3.4 C.2.2.2: binary and sequence-free bulk types);
+# a key of one of these with a value cannot be matched.
+UNMATCHABLE_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
+# wildcards apply to these (C.2.2.2.4); elsewhere * and ? are literal characters
+_WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+
+
+class Unmatchable(ValueError):
+    """A key whose value cannot be matched against what is stored (binary data)."""
+
+
+def header_matches(vr: str, key: object, stored: dict | None, *, fuzzy: bool = False) -> bool:
+    """PS3.4 C.2.2.2 matching of one key (``vr``, its value as a string, or a list of
+    datasets-as-dicts for a sequence) against one stored DICOM JSON attribute (or None when
+    the object has none). An empty key is universal matching."""
+    if vr == "SQ":
+        return _sequence_matches(key, stored, fuzzy)  # type: ignore[arg-type]
+    text = "" if key is None else str(key).strip()
+    if not text or text == "*":
+        return True
+    if vr in UNMATCHABLE_VRS:
+        raise Unmatchable("binary values are not matched")
+    if stored is not None and ("BulkDataURI" in stored or "InlineBinary" in stored):
+        return False  # a value kept as bulk data (a long text) is not matched
+    if text == '""':  # empty value matching (C.2.2.2.1.1): the attribute is empty
+        return stored is None or not stored.get("Value")
+    values = [] if stored is None else stored.get("Value") or []
+    if not values:
+        return False
+    if vr == "PN" or (stored is not None and stored.get("vr") == "PN"):
+        names = [_pn_text(v) for v in values]
+        if fuzzy:
+            pattern = re.compile(fuzzy_name_regex(text), re.IGNORECASE)
+            return any(pattern.search(name) for name in names)
+        return any(_one_of(text, name, vr="PN") for name in names for name in _pn_forms(name))
+    strings = [str(v).strip() for v in values]
+    if vr == "UI":
+        uids = {u.strip() for u in text.split("\\")}
+        return any(s in uids for s in strings)
+    if vr in ("DA", "TM", "DT"):
+        return any(_range_matches(vr, item.strip(), s) for item in text.split("\\")
+                   for s in strings)
+    if vr in _NUMERIC_VRS:
+        return any(_same_number(item, v) for item in text.split("\\") for v in values)
+    return any(_one_of(text, s, vr=vr) for s in strings)
+
+
+def _one_of(key: str, value: str, *, vr: str) -> bool:
+    """Single value, wildcard or multiple value matching (C.2.2.2.1, .4, .8) of a text
+    value; person names case-insensitively, as the indexed columns match them."""
+    flags = re.IGNORECASE if vr == "PN" else 0
+    for item in key.split("\\") if vr not in ("LT", "ST", "UT") else [key]:
+        item = item.strip()
+        if vr in _WILDCARD_VRS and WILDCARDS.search(item):
+            if re.fullmatch(wildcard_regex(item), value, flags | re.DOTALL):
+                return True
+        elif (value.upper() == item.upper()) if flags else value == item:
+            return True
+    return False
+
+
+def _pn_text(value: object) -> str:
+    if isinstance(value, dict):
+        groups = [value.get(g, "") for g in ("Alphabetic", "Ideographic", "Phonetic")]
+        return "=".join(groups).rstrip("=")
+    return str(value)
+
+
+def _pn_forms(name: str) -> list[str]:
+    """A stored name as a whole and each of its component groups (a key may name one)."""
+    groups = [g for g in name.split("=") if g]
+    return [name, *groups] if len(groups) > 1 else [name]
+
+
+def fuzzy_name_regex(value: str) -> str:
+    words = [w.strip("*") for w in re.split(r"[\s^=,]+", value.strip()) if w.strip("*")]
+    return "".join(rf"(?=.*(^|[\^ =\-]){wildcard_regex(w)})" for w in words)
+
+
+def _range_matches(vr: str, key: str, value: str) -> bool:
+    """DA, TM and DT single value and range matching (C.2.2.2.5), on normalized strings:
+    dates YYYYMMDD (ACR-NEMA YYYY.MM.DD read as such), times without colons."""
+    def norm(text: str) -> str:
+        text = text.strip()
+        if vr == "DA" and len(text) == 10 and text[4] == text[7] == ".":
+            return text.replace(".", "")
+        return text.replace(":", "") if vr == "TM" else text
+
+    value = norm(value)
+    if "-" not in key:
+        single = norm(key)
+        if vr == "DA":
+            return value == single
+        return value.startswith(single.split(".")[0])  # 1200 matches 120000.5
+    start, _, end = key.partition("-")
+    start, end = norm(start), norm(end)
+    if start and value < start:
+        return False
+    return not end or value <= (end if vr == "DA" else end + "\x7f")
+
+
+def _same_number(key: str, value: object) -> bool:
+    try:
+        return float(key) == float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(key).strip() == str(value).strip()
+
+
+def _sequence_matches(items: list[dict] | None, stored: dict | None, fuzzy: bool) -> bool:
+    """Sequence matching (C.2.2.2.6): some stored item matches every key of the query's
+    (one) item; no item, or an empty one, is universal matching."""
+    if not items or not any(_has_value(k) for k in items[0].values()):
+        return True
+    for stored_item in (stored or {}).get("Value") or []:
+        if all(header_matches(k["vr"], k.get("key"), stored_item.get(tag), fuzzy=fuzzy)
+               for tag, k in items[0].items()):
+            return True
+    return False
+
+
+def _has_value(key: dict) -> bool:
+    if key["vr"] == "SQ":
+        items = key.get("key") or []
+        return bool(items) and any(_has_value(k) for k in items[0].values())
+    value = key.get("key")
+    return value is not None and str(value).strip() not in ("", "*")

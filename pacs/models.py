@@ -32,9 +32,9 @@ class Study(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
     study_date = models.CharField(max_length=8, blank=True, db_index=True)  # DA, YYYYMMDD
     study_time = models.CharField(max_length=16, blank=True)  # TM
-    accession_number = models.CharField(max_length=16, blank=True, db_index=True)
-    study_id = models.CharField(max_length=16, blank=True)
-    study_description = models.CharField(max_length=64, blank=True)
+    accession_number = models.CharField(max_length=64, blank=True, db_index=True)
+    study_id = models.CharField(max_length=64, blank=True)
+    study_description = models.CharField(max_length=256, blank=True)
     referring_physician_name = models.CharField(max_length=324, blank=True)
     # Maintained on ingest so study lists never count rows (PS3.4 C.3.4 computed keys).
     modalities_in_study = models.CharField(max_length=128, blank=True)  # backslash-joined
@@ -58,17 +58,17 @@ class Study(models.Model):
 class Series(models.Model):
     series_instance_uid = models.CharField(max_length=64, unique=True)
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
-    modality = models.CharField(max_length=16, blank=True, db_index=True)
+    modality = models.CharField(max_length=64, blank=True, db_index=True)
     series_number = models.IntegerField(null=True, blank=True)
-    series_description = models.CharField(max_length=64, blank=True)
-    body_part_examined = models.CharField(max_length=16, blank=True)
+    series_description = models.CharField(max_length=256, blank=True)
+    body_part_examined = models.CharField(max_length=64, blank=True)
     series_date = models.CharField(max_length=8, blank=True)
     series_time = models.CharField(max_length=16, blank=True)
-    station_name = models.CharField(max_length=16, blank=True)
+    station_name = models.CharField(max_length=64, blank=True)
     # From the first item of RequestAttributesSequence (0040,0275): links the series to the
     # worklist's requested procedure / scheduled step it was acquired for (MPPS, PS3.4 F.7).
-    requested_procedure_id = models.CharField(max_length=16, blank=True, db_index=True)
-    scheduled_procedure_step_id = models.CharField(max_length=16, blank=True)
+    requested_procedure_id = models.CharField(max_length=64, blank=True, db_index=True)
+    scheduled_procedure_step_id = models.CharField(max_length=64, blank=True)
     number_of_instances = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 

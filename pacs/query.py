@@ -8,17 +8,24 @@ the attributes they can match and return (own level and, for Study Root, the lev
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+import orjson
+from django.db.models import Aggregate, Count, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.functions import Cast
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from core.errors import ServiceError
 from pacs.dicomfile import is_multi_value
 from pacs.matching import (
+    UNMATCHABLE_VRS,
+    Unmatchable,
     date_range_q,
     datetime_range_q,
     fuzzy_name_q,
+    header_matches,
     one_of_q,
     single_value_q,
 )
@@ -104,6 +111,44 @@ class Level:
     attributes: dict[str, Attribute]
     unique: str  # the level's unique key
     annotate: Callable[[QuerySet], QuerySet] | None = None  # computed return keys
+    # the stored DICOM JSON header that stands for a row (an instance's own; a series',
+    # study's or patient's first instance's): attributes without a column are matched and
+    # returned from it. None: the level has no stored headers (the worklist).
+    metadata: Callable[[], Any] | None = None
+    # columns made by a query only when asked for (field name -> annotation)
+    computed: dict[str, Callable[[QuerySet], QuerySet]] = field(default_factory=dict)
+
+
+def _own_header():
+    return Cast("metadata", TextField())
+
+
+def _first_header(path: str) -> Callable[[], Any]:
+    """The stored header of the first instance (by arrival) whose ``path`` is the row."""
+    def expression():
+        first = Instance.objects.order_by("pk").annotate(
+            text=Cast("metadata", TextField())).values("text")
+        return Subquery(first.filter(**{path: OuterRef("pk")})[:1])
+    return expression
+
+
+class _UidList(Aggregate):
+    """The distinct values of a UID column, backslash-separated (a multi-valued answer)."""
+
+    template = "REPLACE(GROUP_CONCAT(DISTINCT %(expressions)s), ',', '\\')"
+    output_field = TextField()
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection,
+                           template="STRING_AGG(DISTINCT %(expressions)s, '\\')", **extra)
+
+
+def _sop_classes_in_study(qs: QuerySet) -> QuerySet:
+    """SOP Classes in Study (0008,0062): computed from the study's instances (C.6.1.1.3)."""
+    per_study = (Instance.objects.filter(series__study=OuterRef("pk")).order_by()
+                 .values("series__study").annotate(uids=_UidList("sop_class_uid"))
+                 .values("uids"))
+    return qs.annotate(sop_classes=Subquery(per_study))
 
 
 def _patient_counts(qs: QuerySet) -> QuerySet:
@@ -114,25 +159,30 @@ def _patient_counts(qs: QuerySet) -> QuerySet:
     )
 
 
+# computed at study level only, and only when asked for (Level.computed)
+_SOP_CLASSES = Attribute("SOPClassesInStudy", "sop_classes", "multi")
+
 LEVELS = {
     "PATIENT": Level("PATIENT", Patient, _attrs(
         *_patient(""),
         Attribute("NumberOfPatientRelatedStudies", "n_studies", "int"),
         Attribute("NumberOfPatientRelatedSeries", "n_series", "int"),
         Attribute("NumberOfPatientRelatedInstances", "n_instances", "int"),
-    ), "PatientID", annotate=_patient_counts),
-    "STUDY": Level("STUDY", Study, _attrs(*_patient("patient__"), *_study("")),
-                   "StudyInstanceUID"),
+    ), "PatientID", annotate=_patient_counts,
+        metadata=_first_header("series__study__patient_id")),
+    "STUDY": Level("STUDY", Study, _attrs(*_patient("patient__"), *_study(""), _SOP_CLASSES),
+                   "StudyInstanceUID", metadata=_first_header("series__study_id"),
+                   computed={"sop_classes": _sop_classes_in_study}),
     "SERIES": Level("SERIES", Series, _attrs(
         *_series(""), Attribute("StudyInstanceUID", "study__study_instance_uid", "uid"),
         Attribute("PatientID", "study__patient__patient_id"),
-    ), "SeriesInstanceUID"),
+    ), "SeriesInstanceUID", metadata=_first_header("series_id")),
     "IMAGE": Level("IMAGE", Instance, _attrs(
         *_instance(""),
         Attribute("SeriesInstanceUID", "series__series_instance_uid", "uid"),
         Attribute("StudyInstanceUID", "series__study__study_instance_uid", "uid"),
         Attribute("PatientID", "series__study__patient__patient_id"),
-    ), "SOPInstanceUID"),
+    ), "SOPInstanceUID", metadata=_own_header),
 }
 # Patient Root at STUDY level has the same attributes as Study Root.
 
@@ -142,10 +192,10 @@ FLAT_LEVELS = {
     "STUDY": LEVELS["STUDY"],
     "SERIES": Level("SERIES", Series, _attrs(
         *_patient("study__patient__"), *_study("study__"), *_series("")),
-        "SeriesInstanceUID"),
+        "SeriesInstanceUID", metadata=_first_header("series_id")),
     "IMAGE": Level("IMAGE", Instance, _attrs(
         *_patient("series__study__patient__"), *_study("series__study__"),
-        *_series("series__"), *_instance("")), "SOPInstanceUID"),
+        *_series("series__"), *_instance("")), "SOPInstanceUID", metadata=_own_header),
 }
 ANSWER_CHARSETS = ("ISO_IR 100", "ISO_IR 192")
 
@@ -280,10 +330,11 @@ def search_level(level: Level, identifier: Dataset, *, combine_datetime: bool = 
     for element in identifier:
         attr = level.attributes.get(element.keyword)
         if attr is None or element.keyword in done:
-            continue  # unsupported keys are not matched (C.2.2.1.2): returned empty
+            continue  # matched from the stored headers (header_keys), or not at all
         if attr.kind == "seq":
             q &= sequence_q(attr, element.value)
-        elif attr.field and not attr.field.startswith("n_") and element.VR != "SQ":
+        elif attr.field and not attr.field.startswith("n_") and element.VR != "SQ" \
+                and attr.field not in level.computed:
             q &= attribute_q(attr, element.value, fuzzy=fuzzy)
     qs = level.model.objects.filter(q)
     if level.annotate:
@@ -344,3 +395,135 @@ def retrieve_instances(level_name: str, identifier: Dataset) -> QuerySet:
         uids = [str(v).strip() for v in values if str(v).strip()]
         q &= Q(**{f"{path}__in": uids})
     return Instance.objects.filter(q).order_by("series__study_id", "series_id", "pk")
+
+
+# --- keys matched against the stored headers ---------------------------------------------------
+
+# Keys that say how to query or what to return, never matched against an object (PS3.4
+# C.4.1.1.3, C.6): besides these, the computed counts of each level.
+NOT_MATCHED = frozenset({
+    "QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "InstanceAvailability",
+    "TimezoneOffsetFromUTC", "StorageMediaFileSetID", "StorageMediaFileSetUID", "RetrieveURL",
+    "QueryRetrieveView", "ModalitiesInStudy", "SOPClassesInStudy",
+    "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries",
+    "NumberOfPatientRelatedInstances", "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances", "NumberOfSeriesRelatedInstances",
+})
+
+
+@dataclass
+class HeaderKeys:
+    """The keys of a query that no index column holds, matched against each row's stored
+    header (``Level.metadata``), and those that cannot be matched at all (binary values)."""
+
+    keys: dict[str, dict[str, Any]] = field(default_factory=dict)  # tag hex -> key
+    unmatchable: list[str] = field(default_factory=list)  # their names
+
+    def match(self, header: dict[str, Any], *, fuzzy: bool = False) -> bool:
+        try:
+            return all(header_matches(key["vr"], key.get("key"), header.get(tag), fuzzy=fuzzy)
+                       for tag, key in self.keys.items())
+        except Unmatchable:
+            return False
+
+
+def header_keys(level: Level, identifier: Dataset) -> HeaderKeys:
+    """Which keys of ``identifier`` are matched from the stored headers at ``level``: those
+    with a value (not universal) that name no attribute of the level's index."""
+    found = HeaderKeys()
+    if level.metadata is None:
+        return found
+    for element in identifier:
+        group = element.tag >> 16
+        if group in (0x0000, 0x0002) or element.keyword in NOT_MATCHED:
+            continue
+        if element.keyword and element.keyword in level.attributes:
+            continue
+        if group & 1 and (element.tag & 0xFFFF) < 0x1000:
+            continue  # a private creator: it names a block, it is not matched
+        key = _key(element)
+        if not _has_value(key):
+            continue
+        name = element.keyword or f"({group:04X},{element.tag & 0xFFFF:04X})"
+        if _binary(key):
+            found.unmatchable.append(name)
+            continue
+        found.keys[f"{element.tag:08X}"] = key
+    return found
+
+
+def _key(element: DataElement) -> dict[str, Any]:
+    if element.VR == "SQ":
+        return {"vr": "SQ", "key": [{f"{e.tag:08X}": _key(e) for e in item}
+                                    for item in element.value or []]}
+    value = element.value
+    if isinstance(value, bytes):
+        value = value.decode("latin-1").strip(" \x00")
+    elif is_multi_value(value):
+        value = "\\".join(str(v) for v in value)
+    return {"vr": element.VR, "key": "" if value is None else str(value)}
+
+
+def _has_value(key: dict[str, Any]) -> bool:
+    if key["vr"] == "SQ":
+        items = key["key"]
+        return bool(items) and any(_has_value(k) for k in items[0].values())
+    return key["key"].strip() not in ("", "*")
+
+
+def _binary(key: dict[str, Any]) -> bool:
+    if key["vr"] == "SQ":
+        return any(_binary(k) for item in key["key"][:1] for k in item.values() if _has_value(k))
+    return key["vr"] in UNMATCHABLE_VRS and key["vr"] != "UN"
+
+
+def matching_rows(level: Level, qs: QuerySet, columns: list[str], *,
+                  header: HeaderKeys | None = None, fuzzy: bool = False,
+                  with_metadata: bool = False, offset: int = 0, limit: int | None = None
+                  ) -> Iterator[tuple]:
+    """The rows of ``qs`` (the index's matches) whose stored header also matches the
+    ``header`` keys, as the values of ``columns``, from ``offset``, at most ``limit``; with
+    the parsed header last when ``with_metadata``. Computed columns are added as asked."""
+    for column in columns:
+        if column in level.computed:
+            qs = level.computed[column](qs)
+    keys = header.keys if header is not None else {}
+    if (not keys and not with_metadata) or level.metadata is None:
+        window = qs[offset:offset + limit] if limit is not None else qs[offset:]
+        yield from rows(window, columns)
+        return
+    qs = qs.annotate(_metadata=level.metadata())
+    every = [*columns, "_metadata"]
+    if not keys:
+        window = qs[offset:offset + limit] if limit is not None else qs[offset:]
+        for row in rows(window, every):
+            yield (*row[:-1], _parsed(row[-1]))
+        return
+    skipped = sent = 0
+    for row in rows(qs, every):
+        stored = _parsed(row[-1])
+        if not header.match(stored, fuzzy=fuzzy):  # type: ignore[union-attr]
+            continue
+        if skipped < offset:
+            skipped += 1
+            continue
+        if limit is not None and sent >= limit:
+            return
+        sent += 1
+        yield (*row[:-1], stored) if with_metadata else row[:-1]
+
+
+def _parsed(text: str | None) -> dict[str, Any]:
+    return orjson.loads(text) if text else {}
+
+
+def find(level: Level, qs: QuerySet, identifier: Dataset, columns: list[str], *,
+         fuzzy: bool = False, with_metadata: bool = False) -> Iterator[tuple]:
+    """C-FIND's matches (``matching_rows``). A key that cannot be matched refuses the query
+    (0xA900), since ignoring it would widen the answer."""
+    header = header_keys(level, identifier)
+    if header.unmatchable:
+        raise InvalidQuery(f"{', '.join(header.unmatchable)}: binary values cannot be "
+                           "matched (PS3.4 C.2.2.2); send the key empty to have it returned")
+    return matching_rows(level, qs, columns, header=header, fuzzy=fuzzy,
+                         with_metadata=with_metadata)

@@ -2,7 +2,7 @@
 
 Answers are built from index columns; attributes without a column (``includefield``) come
 from the stored DICOM JSON of the instance (at series and study level: of the first instance),
-never from files.
+never from files. Keys without a column are matched against that same stored header.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from django.conf import settings
-from django.db.models import OuterRef, Subquery, TextField
-from django.db.models.functions import Cast
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -21,7 +18,6 @@ from pydicom.dataset import Dataset
 from core.errors import BadRequest
 from pacs import query
 from pacs.dicomjson import pn_json
-from pacs.models import Instance
 
 CONTROL_PARAMS = {"limit", "offset", "fuzzymatching", "includefield", "accept", "charset"}
 
@@ -73,6 +69,7 @@ class SearchRequest:
 class SearchResult:
     datasets: list[dict[str, Any]]
     truncated: bool  # more matches than the server returns at most
+    unmatched: list[str] = field(default_factory=list)  # keys that could not be matched
 
 
 def _tag_of(name: str) -> int:
@@ -189,20 +186,20 @@ def search(level_name: str, request: SearchRequest, *, defaults: tuple[str, ...]
     """Run a QIDO-RS search at STUDY, SERIES or IMAGE level."""
     level = query.FLAT_LEVELS[level_name]
     qs = query.search_level(level, request.identifier, fuzzy=request.fuzzy)
+    header = query.header_keys(level, request.identifier)  # keys without an index column
     columns = list(_LINK_COLUMNS[level_name])
     outs = _plan(level, request, defaults, columns)
     needs_metadata = request.includefields is _ALL or any(o.from_metadata for o in outs)
-    if needs_metadata:
-        columns.append("_metadata")
-        qs = qs.annotate(_metadata=_metadata_expression(level_name))
     maximum = settings.QIDO_MAX_RESULTS
     wanted = min(request.limit, maximum) if request.limit is not None else maximum
-    rows = list(query.rows(qs[request.offset:request.offset + wanted + 1], columns))
+    rows = list(query.matching_rows(level, qs, columns, header=header, fuzzy=request.fuzzy,
+                                    with_metadata=needs_metadata, offset=request.offset,
+                                    limit=wanted + 1))
     truncated = len(rows) > wanted and (request.limit is None or request.limit > maximum)
     rows = rows[:wanted]
     encode = _Encoder(level_name, outs, base_url, request.includefields is _ALL,
                       needs_metadata)
-    return SearchResult([encode(row) for row in rows], truncated)
+    return SearchResult([encode(row) for row in rows], truncated, header.unmatchable)
 
 
 # Columns every answer needs for its RetrieveURL, first in each row.
@@ -212,16 +209,6 @@ _LINK_COLUMNS = {
     "IMAGE": ("series__study__study_instance_uid", "series__series_instance_uid",
               "sop_instance_uid"),
 }
-
-
-def _metadata_expression(level_name: str):
-    text = Cast("metadata", TextField())
-    if level_name == "IMAGE":
-        return text
-    first = Instance.objects.order_by("pk").annotate(text=text).values("text")
-    if level_name == "SERIES":
-        return Subquery(first.filter(series_id=OuterRef("pk"))[:1])
-    return Subquery(first.filter(series__study_id=OuterRef("pk"))[:1])
 
 
 def _plan(level: query.Level, request: SearchRequest, defaults: tuple[str, ...],
@@ -272,7 +259,7 @@ class _Encoder:
         self.has_metadata = has_metadata
 
     def __call__(self, row: tuple) -> dict[str, Any]:
-        metadata = orjson.loads(row[-1]) if self.has_metadata and row[-1] else {}
+        metadata = row[-1] if self.has_metadata else {}
         if self.everything:
             result = {k: v for k, v in metadata.items()
                       if "BulkDataURI" not in v and "InlineBinary" not in v}

@@ -137,10 +137,15 @@ class QidoView(DicomWebView):
                                                                               DICOM_XML))
         else:
             response = HttpResponse(orjson.dumps(result.datasets), content_type=DICOM_JSON)
+        warnings = []
         if result.truncated:
-            response["Warning"] = ('299 portal: "The number of results exceeded the maximum '
-                                   'supported by the server. Additional results can be '
-                                   'requested."')
+            warnings.append('299 portal: "The number of results exceeded the maximum '
+                            'supported by the server. Additional results can be requested."')
+        if result.unmatched:  # those keys were ignored: the answer may be wider
+            warnings.append('299 portal: "The following attributes are not supported for '
+                            f'matching: {", ".join(result.unmatched)}"')
+        if warnings:
+            response["Warning"] = ", ".join(warnings)
         return response
 
 

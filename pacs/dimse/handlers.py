@@ -186,7 +186,10 @@ def make_find_service(policy: AePolicy, *, models: set[str] = FIND_MODELS,
             encoder = AnswerEncoder(level, identifier, charset,
                                     assoc.context(message).transfer_syntax,
                                     retrieve_aet=retrieve_aet)
-            sent = assoc.send_pending(message, map(encoder.encode, query.rows(qs, encoder.columns)))
+            matches = query.find(level, qs, identifier, encoder.columns,
+                                 fuzzy=assoc.extended_flag(message, FUZZY_NAMES_BYTE),
+                                 with_metadata=encoder.needs_metadata)
+            sent = assoc.send_pending(message, map(encoder.encode, matches))
             if sent < 0:
                 assoc.respond(message, status.CANCEL)
                 record_access(assoc, what, identifier, f"cancelled after {-sent - 1}")

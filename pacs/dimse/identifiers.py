@@ -9,14 +9,17 @@ query, and every row becomes bytes with a few struct.pack calls. Other transfer 
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from pydicom.valuerep import format_number_as_ds
 from pynetdicom.dsutils import decode, encode
 
 from pacs.query import Attribute, Level, first_item, requested_keywords
@@ -29,12 +32,17 @@ _RETRIEVE_AET_TAG = 0x00080054
 
 
 class _Key:
-    __slots__ = ("column", "constant", "empty", "header", "implicit", "items", "tag", "vr")
+    __slots__ = ("column", "constant", "empty", "header", "implicit", "items", "stored", "tag",
+                 "vr", "wanted")
 
     def __init__(self, tag: int, vr: str, column: int | None, constant: str | None,
-                 implicit: bool, items: list[_Key] | None = None) -> None:
+                 implicit: bool, items: list[_Key] | None = None, stored: str | None = None,
+                 wanted: frozenset[str] | None = None) -> None:
+        """``stored``: the tag (hex) whose value comes from the row's stored header, for a
+        key without an index column; ``wanted``: for such a sequence, the item keys asked
+        for (None: all, as for an empty item, C.2.2.2.6)."""
         self.tag, self.vr, self.column, self.constant = tag, vr, column, constant
-        self.implicit, self.items = implicit, items
+        self.implicit, self.items, self.stored, self.wanted = implicit, items, stored, wanted
         group, element = tag >> 16, tag & 0xFFFF
         if implicit:
             self.header = struct.pack("<HH", group, element)
@@ -66,6 +74,10 @@ class AnswerEncoder:
         self.charset = charset
         self.retrieve_aet = retrieve_aet
         self.columns: list[str] = []
+        # keys without an index column come from each row's stored header, the last value
+        # of a row (query.matching_rows with_metadata), where the level keeps headers
+        self.from_headers = level.metadata is not None
+        self.needs_metadata = False
         self.keys = self._plan(level.name, level.attributes, identifier)
         if retrieve_aet and all(key.tag != _RETRIEVE_AET_TAG for key in self.keys):
             self.keys = sorted([*self.keys, _Key(_RETRIEVE_AET_TAG, "AE", None, retrieve_aet,
@@ -96,6 +108,14 @@ class AnswerEncoder:
             elif attr is not None and attr.field:
                 column = len(self.columns)
                 self.columns.append(attr.field)
+            elif attr is None and self.from_headers and keyword != "RetrieveAETitle":
+                self.needs_metadata = True
+                item = first_item(ds, keyword) if dictionary_VR(tag) == "SQ" else None
+                wanted = frozenset(f"{e.tag:08X}" for e in item) if item is not None and \
+                    len(item) else None
+                keys.append(_Key(tag, dictionary_VR(tag), None, None, self.implicit,
+                                 stored=f"{tag:08X}", wanted=wanted))
+                continue
             keys.append(_Key(tag, dictionary_VR(tag), column, constant, self.implicit, items))
         return sorted(keys, key=lambda k: k.tag)
 
@@ -135,6 +155,15 @@ def _elements(keys: list[_Key], row: Sequence[object], codec: str) -> bytes:
     parts = []
     append = parts.append
     for key in keys:
+        if key.stored is not None:
+            header: dict[str, Any] = row[-1]  # type: ignore[assignment]
+            attribute = header.get(key.stored)
+            if key.vr == "SQ" and attribute:
+                append(key.element(_json_items(attribute, codec, key.implicit, key.wanted)))
+            else:
+                append(key.element(_json_value(key.vr, attribute, codec)) if attribute
+                       else key.empty)
+            continue
         if key.items is not None:
             if all(_empty(row, item) for item in key.items):
                 continue  # nothing known for this (type 1C/3) sequence: leave it out, as DCMTK
@@ -171,3 +200,67 @@ def _raw(value: object, vr: str, codec: str) -> bytes:
         return struct.pack("<I", int(value))  # type: ignore[call-overload]
     return str(value).encode(codec)
 
+
+
+# --- values from a stored DICOM JSON header (PS3.18 F.2) ---------------------------------------
+
+_PACKED = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d", "UV": "Q",
+           "SV": "q"}
+
+
+def _json_value(vr: str, attribute: dict[str, Any], codec: str) -> bytes:
+    """One stored DICOM JSON attribute's value, encoded as ``vr`` (little endian)."""
+    vr = attribute.get("vr", vr)
+    if "InlineBinary" in attribute:
+        return base64.b64decode(attribute["InlineBinary"])
+    values = attribute.get("Value") or []
+    if not values or "BulkDataURI" in attribute:
+        return b""  # bulk data is not in the header: the key comes back empty
+    if vr in _PACKED:
+        return struct.pack(f"<{len(values)}{_PACKED[vr]}", *values)
+    if vr == "AT":
+        return b"".join(struct.pack("<HH", int(v[:4], 16), int(v[4:], 16)) for v in values)
+    if vr == "PN":
+        text = "\\".join(_pn(v) for v in values)
+    elif vr == "DS":
+        text = "\\".join(v if isinstance(v, str) else format_number_as_ds(v) for v in values)
+    else:
+        text = "\\".join("" if v is None else str(v) for v in values)
+    return text.encode(codec)
+
+
+def _pn(value: object) -> str:
+    if not isinstance(value, dict):
+        return str(value)
+    groups = [value.get(g, "") for g in ("Alphabetic", "Ideographic", "Phonetic")]
+    return "=".join(groups).rstrip("=")
+
+
+def _json_items(attribute: dict[str, Any], codec: str, implicit: bool,
+                wanted: frozenset[str] | None) -> bytes:
+    """A stored sequence's items (each with the ``wanted`` attributes, or all), encoded with
+    defined lengths."""
+    out = []
+    for item in attribute.get("Value") or []:
+        content = b"".join(
+            _json_element(int(tag, 16), child, codec, implicit)
+            for tag, child in sorted(item.items())
+            if (wanted is None or tag in wanted) and int(tag[4:], 16) != 0)
+        out.append(_ITEM + _pack_ul(len(content)) + content)
+    return b"".join(out)
+
+
+def _json_element(tag: int, attribute: dict[str, Any], codec: str, implicit: bool) -> bytes:
+    vr = attribute.get("vr", "UN")
+    if vr == "SQ":
+        raw = _json_items(attribute, codec, implicit, None)
+    else:
+        raw = _json_value(vr, attribute, codec)
+        if len(raw) % 2:
+            raw += b"\x00" if vr in ("UI", "OB", "UN") else b" "
+    group, element = tag >> 16, tag & 0xFFFF
+    if implicit:
+        return struct.pack("<HHI", group, element, len(raw)) + raw
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2s2xI", group, element, vr.encode(), len(raw)) + raw
+    return struct.pack("<HH2sH", group, element, vr.encode(), len(raw)) + raw

@@ -30,7 +30,7 @@ from django.utils import timezone
 from core import group_commit, statements
 from core.errors import IdentityConflict, SopClassMismatch
 from pacs import identity
-from pacs.dicomfile import ParsedHeader, integer, read_header, text
+from pacs.dicomfile import ParsedHeader, as_date, date_text, integer, read_header, text
 from pacs.models import Discrepancy, Instance, Patient, Series, Study
 from pacs.services import deletion, forwarding, patients, reconciliation
 from pacs.storage import LocalStorage, PendingFile, get_storage
@@ -267,6 +267,7 @@ _STUDY_ATTRIBUTES = (("StudyDate", "study_date"), ("StudyTime", "study_time"),
                      ("AccessionNumber", "accession_number"), ("StudyID", "study_id"),
                      ("StudyDescription", "study_description"),
                      ("ReferringPhysicianName", "referring_physician_name"))
+_DATES = frozenset({"StudyDate", "PatientBirthDate"})
 _PATIENT_ATTRIBUTES = (("PatientName", "patient_name"), ("PatientBirthDate", "patient_birth_date"),
                        ("PatientSex", "patient_sex"))
 
@@ -329,7 +330,7 @@ def _patient_fields(ds) -> dict:
     return {
         "patient_name": name,
         "patient_name_norm": name.upper(),
-        "patient_birth_date": text(ds, "PatientBirthDate", 8),
+        "patient_birth_date": date_text(ds, "PatientBirthDate"),
         "patient_sex": text(ds, "PatientSex", 16),
     }
 
@@ -355,11 +356,11 @@ def _study_for(place: _Place) -> Study:
     study = Study.objects.create(
         study_instance_uid=place.study_uid,
         patient=patient,
-        study_date=text(ds, "StudyDate", 8),
+        study_date=date_text(ds, "StudyDate"),
         study_time=text(ds, "StudyTime", 16),
-        accession_number=text(ds, "AccessionNumber", 16),
-        study_id=text(ds, "StudyID", 16),
-        study_description=text(ds, "StudyDescription", 64),
+        accession_number=text(ds, "AccessionNumber", 64),
+        study_id=text(ds, "StudyID", 64),
+        study_description=text(ds, "StudyDescription", 256),
         referring_physician_name=text(ds, "ReferringPhysicianName", 324),
     )
     if not created:
@@ -381,8 +382,8 @@ def _request_attributes(ds) -> dict[str, str]:
     items = ds.get("RequestAttributesSequence") or []
     if not items:
         return {}
-    return {"requested_procedure_id": text(items[0], "RequestedProcedureID", 16),
-            "scheduled_procedure_step_id": text(items[0], "ScheduledProcedureStepID", 16)}
+    return {"requested_procedure_id": text(items[0], "RequestedProcedureID", 64),
+            "scheduled_procedure_step_id": text(items[0], "ScheduledProcedureStepID", 64)}
 
 
 def _series_for(place: _Place) -> tuple[int, int]:
@@ -412,17 +413,17 @@ def _series_for(place: _Place) -> tuple[int, int]:
         return series_id, study_id
     ds = place.header.dataset
     study = _study_for(place)
-    modality = text(ds, "Modality", 16)
+    modality = text(ds, "Modality", 64)
     series = Series.objects.create(
         series_instance_uid=place.series_uid,
         study=study,
         modality=modality,
         series_number=integer(ds, "SeriesNumber"),
-        series_description=text(ds, "SeriesDescription", 64),
-        body_part_examined=text(ds, "BodyPartExamined", 16),
-        series_date=text(ds, "SeriesDate", 8),
+        series_description=text(ds, "SeriesDescription", 256),
+        body_part_examined=text(ds, "BodyPartExamined", 64),
+        series_date=date_text(ds, "SeriesDate"),
         series_time=text(ds, "SeriesTime", 16),
-        station_name=text(ds, "StationName", 16),
+        station_name=text(ds, "StationName", 64),
         **_request_attributes(ds),
     )
     modalities = study.modalities
@@ -443,6 +444,8 @@ def _compare(place: _Place, study_id: int, kind: str, attributes, stored: dict[s
         value = place.header.value(keyword)
         mine = identity.person_name(value) if isinstance(value, dict) else place.header.text(
             keyword).strip()
+        if keyword in _DATES:
+            mine = as_date(mine)
         theirs = stored[column] or ""
         if mine and theirs and not identity.same_value(mine, theirs):
             differ.append(f"{keyword}: {whose} has {theirs!r}, the images {mine!r}")

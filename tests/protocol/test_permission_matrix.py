@@ -99,7 +99,7 @@ API = [
     ("GET", f"{IN}/thumbnail", "browse"), ("GET", f"{IN}/frames/<str:frames>", "browse"),
     ("GET", f"{IN}/frames/<str:frames>/rendered", "browse"),
     ("GET", f"{IN}/frames/<str:frames>/thumbnail", "browse"),
-    ("GET", f"{IN}/bulkdata/<str:tag>", "browse"), ("GET", "dicomweb/wado", "browse"),
+    ("GET", f"{IN}/bulkdata/<path:tag>", "browse"), ("GET", "dicomweb/wado", "browse"),
     ("GET", "wado", "browse"),
     ("GET", "dicomweb/workitems", "worklist"), ("POST", "dicomweb/workitems", "schedule"),
     ("GET", W, "worklist"), ("POST", W, "perform"), ("PUT", f"{W}/state", "perform"),

@@ -593,3 +593,29 @@ def test_study_and_series_rendered_give_every_instance(web, auth, ct):
                                multipart.boundary_of(series.headers["Content-Type"]))) == 2
     one = get(web, f"{study}/rendered", auth, Accept="image/jpeg")
     assert one.headers["Content-Type"] == "image/jpeg" and one.content[:2] == b"\xff\xd8"
+
+
+def test_qido_matches_attributes_without_an_index_column(web, auth, ct):
+    """PS3.18 8.3.4 / PS3.4 C.2.2.2: a matching key the index has no column for is matched
+    against the stored header, not ignored; one that cannot be matched (binary) is ignored
+    with a Warning 299 naming it, so the client knows the answer may be wider."""
+    store_instance(data=sample("rtplan.dcm").read_bytes(), received_from="test")
+    store_instance(data=sample("MR_small.dcm").read_bytes(), received_from="test")
+    assert len(get(web, "/studies", auth).json()) == 3
+    (study,) = get(web, "/studies?Rows=128", auth).json()
+    assert study["0020000D"]["Value"] == [ct.StudyInstanceUID]
+    assert "Warning" not in get(web, "/studies?Rows=128", auth).headers
+    (series,) = get(web, "/series?InstitutionName=TOSHIBA", auth).json()
+    assert series["00080060"]["Value"] == ["MR"]
+    assert get(web, "/instances?SliceThickness=0.8", auth).json()[0]["00080060"]["Value"] == \
+        ["MR"]
+    assert get(web, "/studies?InstitutionName=NOWHERE", auth).json() == []
+    binary = get(web, "/instances?RedPaletteColorLookupTableData=AAE", auth)
+    assert binary.status_code == 200 and len(binary.json()) == 3
+    assert "not supported for matching: RedPaletteColorLookupTableData" in \
+        binary.headers["Warning"]
+    # paging counts matches, after the header keys are applied (the plan lies between)
+    both = "/instances?InstitutionName=TOSHIBA%5CJFK*"
+    (second,) = get(web, f"{both}&limit=1&offset=1", auth).json()
+    assert second["00080060"]["Value"] == ["MR"]
+    assert get(web, f"{both}&offset=2", auth).json() == []

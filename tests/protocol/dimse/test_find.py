@@ -263,3 +263,99 @@ def test_answers_name_the_retrieve_ae_and_leave_file_meta_keys_out(archive):
     assert answer.RetrieveAETitle == "PORTAL"
     tags = [element.tag for element in answer]
     assert tags == sorted(tags) and not [t for t in tags if t.group == 0x0002]
+
+
+def _with_extras(suffix: str, **attrs) -> Dataset:
+    """A copy of the CT in a study of its own, with more attributes than the index keeps."""
+    ds = dcmread(sample("CT_small.dcm"))
+    ds.StudyInstanceUID += f".{suffix}"
+    ds.SeriesInstanceUID += f".{suffix}"
+    ds.SOPInstanceUID += f".{suffix}"
+    ds.PatientID = f"X{suffix}"
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    store_instance(data=encoded(ds), received_from="test")
+    return ds
+
+
+def test_keys_without_an_index_column_are_matched_not_ignored(archive, tmp_path):
+    """PS3.4 C.2.2.2: every key with a value constrains the matches. Keys the index has no
+    column for are matched against the stored header (the instance's own, or the first
+    instance's of a series or study), with the same matching rules; before, they were
+    ignored and every entity matched."""
+    series = findscu(archive, tmp_path, "QueryRetrieveLevel=SERIES",
+                     "PatientName=CompressedSamples^CT1", "SeriesInstanceUID")
+    assert len(series) == 1  # not all five series
+    images = findscu(archive, tmp_path, "QueryRetrieveLevel=IMAGE", "PatientName=compressed*",
+                     "SOPInstanceUID")
+    assert len(images) == 2  # case-insensitive wildcard on a person name, as indexed ones
+    dated = findscu(archive, tmp_path, "QueryRetrieveLevel=IMAGE",
+                    "ContentDate=19970101-19971231", "SOPInstanceUID")
+    assert len(dated) == 2  # the CT and its copy; the MR and plan have no ContentDate
+    later = findscu(archive, tmp_path, "QueryRetrieveLevel=IMAGE", "ContentDate=19980101-",
+                    "SOPInstanceUID")
+    assert [d.ContentDate for d in later] == ["20000101"]  # the multi-frame MR
+    thick = findscu(archive, tmp_path, "QueryRetrieveLevel=IMAGE", "SliceThickness=5",
+                    "SOPInstanceUID")  # DS matched as a number: 5 is 5.000000
+    assert len(thick) == 2
+    institutions = findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY",
+                           "InstitutionName=TOSHIBA\\Here", "StudyInstanceUID")
+    assert len(institutions) == 2  # multiple value matching on a header attribute
+
+
+def test_sequence_keys_match_the_stored_items(archive, tmp_path):
+    other = Dataset()
+    other.PatientID, other.IssuerOfPatientID = "ALT9", "OTHER"
+    _with_extras("91", OtherPatientIDsSequence=[other])
+    found = findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY",
+                    "(0010,1002)[0].(0010,0020)=ALT9", "PatientID")
+    assert [d.PatientID for d in found] == ["X91"]
+    assert findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY",
+                   "(0010,1002)[0].(0010,0020)=NOPE", "PatientID") == []
+
+
+def test_a_binary_key_with_a_value_is_refused_not_ignored(archive):
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.add_new(0x00880200, "SQ", [])  # fine: universal
+    query.add_new(0x00281201, "OW", b"\x01\x02")  # a palette: binary, cannot be matched
+    status, _ = _pynetdicom_find(archive, query)[-1]
+    assert status.Status == 0xA900
+    assert "RedPaletteColorLookupTableData" in status.ErrorComment
+
+
+def test_return_keys_without_a_column_come_from_the_stored_header(archive, tmp_path):
+    """PS3.4 C.4.1.1.3.2: the answer holds a value for each key asked for; keys the index
+    has no column for come from the stored header (QIDO-RS returns the same). SOP Classes
+    in Study (C.6.1.1.3) is computed from the study's instances."""
+    other = Dataset()
+    other.PatientID, other.IssuerOfPatientID = "ALT7", "OTHER"
+    _with_extras("92", OtherPatientIDsSequence=[other], PatientWeight="71.5")
+    (found,) = findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY", "PatientID=X92",
+                       "InstitutionName", "PatientAge", "PatientWeight", "SOPClassesInStudy",
+                       "(0010,1002)")
+    assert found.InstitutionName == "JFK IMAGING CENTER" and found.PatientAge == "000Y"
+    assert float(found.PatientWeight) == 71.5
+    assert found.SOPClassesInStudy == "1.2.840.10008.5.1.4.1.1.2"
+    assert found.OtherPatientIDsSequence[0].PatientID == "ALT7"
+    assert found.OtherPatientIDsSequence[0].IssuerOfPatientID == "OTHER"
+    series = findscu(archive, tmp_path, "QueryRetrieveLevel=SERIES", "PatientID=X92",
+                     "StudyInstanceUID=" + found.StudyInstanceUID if "StudyInstanceUID" in found
+                     else "StudyInstanceUID", "Manufacturer", "SliceThickness")
+    assert series and series[0].Manufacturer == "GE MEDICAL SYSTEMS"
+    assert float(series[0].SliceThickness) == 5.0
+
+
+def test_values_the_index_cannot_hold_come_back_whole(archive, tmp_path):
+    """A body part longer than CS allows (real files have them) comes back whole, and an
+    old ACR-NEMA date (YYYY.MM.DD) matches and comes back as the date it is, in the DA form
+    of PS3.5 6.2, not cut to '1997.04.'."""
+    _with_extras("93", BodyPartExamined="CHEST_ABDOMEN_PELVIS", StudyDate="1997.04.24")
+    (study,) = findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY", "StudyDate=19970424",
+                       "PatientID")
+    assert study.StudyDate == "19970424" and study.PatientID == "X93"
+    assert len(findscu(archive, tmp_path, "QueryRetrieveLevel=STUDY",
+                       "StudyDate=19970401-19970430", "PatientID")) == 1
+    (series,) = findscu(archive, tmp_path, "QueryRetrieveLevel=SERIES", "PatientID=X93",
+                        "BodyPartExamined")
+    assert series.BodyPartExamined == "CHEST_ABDOMEN_PELVIS"
