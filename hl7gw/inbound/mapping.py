@@ -60,10 +60,23 @@ def patient_data(pid: Segment) -> services.PatientData:
 
 def person_name(seg: Segment, n: int, *, xcn: bool = False) -> str:
     """XPN family^given^middle^suffix^prefix (XCN: ID first) -> DICOM PN
-    family^given^middle^prefix^suffix, without trailing empty components."""
+    family^given^middle^prefix^suffix, without trailing empty components.
+
+    Repetitions of the field that name one person in other writings become the PN's
+    component groups (PS3.5 6.2.1.1): by their name representation code (XPN-8, XCN-15;
+    HL7 table 0465), A alphabetic, I ideographic, P phonetic: ``YAMADA^TARO=山田^太郎=
+    やまだ^たろう``. A repetition without a code is alphabetic; of several of one kind the
+    first is kept (the others are aliases, maiden or display names)."""
     off = 1 if xcn else 0
-    parts = [seg.get(n, i + off) for i in (1, 2, 3, 5, 4)]
-    return "^".join(parts).rstrip("^")[:324]
+    code_at = 15 if xcn else 8
+    groups: dict[str, str] = {}
+    for repetition in range(max(len(seg[n]), 1)):
+        kind = seg.get(n, code_at, repetition).upper()[:1] or "A"
+        if kind not in ("A", "I", "P") or kind in groups:
+            continue
+        parts = [seg.get(n, i + off, repetition) for i in (1, 2, 3, 5, 4)]
+        groups[kind] = "^".join(parts).rstrip("^")[:64]
+    return "=".join(groups.get(kind, "") for kind in "AIP").rstrip("=")[:324]
 
 
 def apply_adt(msg: Parsed, trigger: str, actor: str, source: str) -> Outcome:

@@ -368,3 +368,36 @@ def test_the_catalog_entry_is_the_one_of_the_ordered_code_and_scheme(hl7, sample
     rp = ScheduledProcedureStep.objects.get().requested_procedure
     assert rp.procedure is None
     assert (rp.code_value, rp.coding_scheme_designator) == ("P1", "ERL_MESA")  # as ordered
+
+
+def test_name_repetitions_become_the_pn_component_groups(hl7, samples, dimse_listener):
+    """HL7 XPN-8 (name representation code, table 0465) tells alphabetic, ideographic and
+    phonetic writings of one name apart; DICOM keeps them as the three component groups of
+    one PN value (PS3.5 6.2.1.1, the Japanese example of H.3.1), which the modality gets."""
+    nw = load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7").decode("ascii")
+    segments = nw.split("\r")
+    msh = segments[0].split("|")
+    msh[17] = "UNICODE UTF-8"
+    segments[0] = "|".join(msh)
+    segments[1] = segments[1].replace(
+        "DOE^J1", "Yamada^Tarou^^^^^L^A~山田^太郎^^^^^L^I~やまだ^たろう^^^^^L^P~Yama^T^^^^^A^A")
+    (ack,) = send(hl7, "\r".join(segments).encode("utf-8"))
+    assert msa(ack)[1] == "AA", ack
+    expected = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    assert Patient.objects.get(patient_id="583295").patient_name == expected
+    ApplicationEntity.objects.create(ae_title="MR1", host="127.0.0.1", port=104,
+                                     may_query_worklist=True)
+    query = Dataset()
+    query.SpecificCharacterSet = "ISO_IR 192"
+    query.AccessionNumber = "MOF5026"
+    query.PatientName = ""
+    ae = AE(ae_title="MR1")
+    ae.add_requested_context(MWL)
+    assoc = ae.associate(*dimse_listener.address, ae_title="PORTAL")
+    try:
+        (found,) = [a for s, a in assoc.send_c_find(query, MWL) if s.Status == 0xFF00]
+    finally:
+        assoc.release()
+    name = found.PatientName
+    assert (str(name.alphabetic), name.ideographic, name.phonetic) == (
+        "Yamada^Tarou", "山田^太郎", "やまだ^たろう")
