@@ -11,6 +11,9 @@ from pacs.models import Patient, Study
 from worklist.models import Order, ScheduledProcedureStep, Station, StepEvent
 from worklist.ups import lookup
 
+# steps with no station AE title: no modality asking by its own AE title sees them
+UNROUTABLE = "Unroutable: no station"
+
 
 def day_board(day: dt.date, *, modality: str = "") -> list[tuple[str, list]]:
     """The day's steps grouped by station (stations without steps included), in time order."""
@@ -23,7 +26,7 @@ def day_board(day: dt.date, *, modality: str = "") -> list[tuple[str, list]]:
         stations = stations.filter(modality=modality)
     board: OrderedDict[str, list] = OrderedDict((s.ae_title, []) for s in stations)
     for step in steps:
-        board.setdefault(step.scheduled_station_ae_title or "(no station)", []).append(step)
+        board.setdefault(step.scheduled_station_ae_title or UNROUTABLE, []).append(step)
     return list(board.items())
 
 

@@ -47,6 +47,7 @@ def board(request):
     return render(request, "worklist/board.html", {
         "form": form, "day": day, "modality": modality,
         "stations": selectors.day_board(day, modality=modality),
+        "unroutable": selectors.UNROUTABLE,
     })
 
 

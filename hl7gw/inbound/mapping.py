@@ -42,6 +42,9 @@ class Parsed:
 class Outcome:
     orders: list[Order] = field(default_factory=list)
     patients: list[Patient] = field(default_factory=list)
+    # (text, location) of what was applied but needs a person: the ACK carries each as an
+    # ERR segment of severity W
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
 
 # --- patients ------------------------------------------------------------------------------
@@ -117,7 +120,16 @@ def apply_order(msg: Parsed, sender: Sender | None, actor: str) -> Outcome:
     OBR, TQ1, IPC, ...) under one patient. All of them are applied, in the message's one
     transaction, or none: one that fails refuses the whole message."""
     msg.require("ORC")
-    return Outcome(orders=[_apply_one(group, sender, actor) for group in order_groups(msg)])
+    outcome = Outcome(orders=[_apply_one(group, sender, actor) for group in order_groups(msg)])
+    for order in outcome.orders:
+        for step in ScheduledProcedureStep.objects.filter(
+                requested_procedure__order=order, scheduled_station_ae_title=""):
+            outcome.warnings.append((
+                f"order {order.accession_number}: no station for modality {step.modality} "
+                "(no IPC-9, no station of that modality, no sender default), so no modality "
+                "asking by its AE title sees it; it is on the day board as unroutable",
+                "IPC-9"))
+    return outcome
 
 
 def order_groups(msg: Parsed) -> list[Parsed]:

@@ -143,7 +143,7 @@ def _process(message: Message, raw: bytes, host: str) -> bytes:
                          actor=_sender_name(msh), source=host, detail=exc.text)
         return _answer(message, msh, charset, exc)
     message.status = Message.Status.PROCESSED
-    ack = build_ack(msh, "AA", charset=charset)
+    ack = build_ack(msh, "AA", charset=charset, warnings=outcome.warnings)
     _finish(message, ack, outcome)
     return ack.encode(codec_for(charset), "replace")
 

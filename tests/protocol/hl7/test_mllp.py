@@ -401,3 +401,33 @@ def test_name_repetitions_become_the_pn_component_groups(hl7, samples, dimse_lis
     name = found.PatientName
     assert (str(name.alphabetic), name.ideographic, name.phonetic) == (
         "Yamada^Tarou", "山田^太郎", "やまだ^たろう")
+
+
+def test_an_order_no_station_can_take_is_accepted_with_a_warning_and_flagged(
+        hl7, samples, web, client_session):
+    """An order whose modality has no station (and no IPC-9, no sender default) would wait
+    in the worklist where no modality asking by its AE title sees it. It is kept (the RIS
+    must not resend it), the ACK says why in an ERR of severity W (HL7 v2.5 table 0516), and
+    the day board lists it as unroutable."""
+    text = load(samples, "dcm4che_ORM_O01_v231_ihe_rad4.hl7").decode("ascii")
+    segments = text.split("\r")
+    msh = segments[0].split("|")
+    msh[11] = "2.5.1"
+    segments[0] = "|".join(msh)
+    (ack,) = send(hl7, "\r".join(segments).encode("ascii"))
+    assert msa(ack)[1] == "AA"
+    warning = err(ack).split("|")
+    assert warning[4] == "W" and "no station for modality MR" in warning[8]
+    step = ScheduledProcedureStep.objects.get()
+    assert step.scheduled_station_ae_title == ""
+    from django.urls import reverse
+
+    board = client_session.get(f"{web}{reverse('worklist-board')}", timeout=10, params={
+        "date": f"{step.start_date[:4]}-{step.start_date[4:6]}-{step.start_date[6:]}"})
+    assert "Unroutable: no station" in board.text and "MOF5026" in board.text
+    # with a station of that modality, the same order is routed and acknowledged plainly
+    Station.objects.create(ae_title="MR-ROOM-2", name="mr2", modality="MR")
+    segments[0] = segments[0].replace("103106", "103107")
+    again = "\r".join(segments).replace("MOF5026", "MOF5027")
+    (ack,) = send(hl7, again.encode("ascii"))
+    assert msa(ack)[1] == "AA" and not err(ack)
