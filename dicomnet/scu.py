@@ -307,24 +307,77 @@ def move(peer: Peer, identifier: Dataset, *, calling_aet: str, destination: str,
             assoc.release()
 
 
-# C-GET offers storage contexts before knowing what will come: the common storage classes,
-# each accepting the transfer syntaxes we store as received (PS3.4 C.4.3.1: SCP/SCU roles).
-GET_TRANSFER_SYNTAXES = [
-    ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
-    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
-    "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99",
+# C-GET must offer storage contexts before anything comes (PS3.4 C.4.3.1: SCP/SCU roles).
+# The SCP picks one transfer syntax per accepted context, so a context that lists several
+# lets it choose one it then cannot send in (Orthanc picks Explicit VR Little Endian and fails
+# to send a JPEG 2000 image as is). Each compressed syntax gets a context of its own, as
+# DCMTK getscu proposes them, beside one for the uncompressed syntaxes.
+GET_UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+GET_COMPRESSED = [
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.1.99",
 ]
+GET_TRANSFER_SYNTAXES = GET_UNCOMPRESSED + GET_COMPRESSED
+_SCOPE_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def get_contexts(classes: dict[str, set[str]] | None) -> list[PresentationContext]:
+    """The storage contexts a C-GET proposes: for each SOP class to come (with the transfer
+    syntaxes it is stored in, when the peer told them), one context of the uncompressed
+    syntaxes and one per compressed syntax. Without ``classes``, or when that takes more
+    than the 127 contexts left beside the C-GET model's, one context per common storage
+    class listing every syntax (what a peer that sends uncompressed always takes)."""
+    if classes:
+        contexts = []
+        for uid, syntaxes in classes.items():
+            contexts.append(build_context(uid, GET_UNCOMPRESSED))
+            compressed = [t for t in (sorted(syntaxes) or GET_COMPRESSED)
+                          if t not in GET_UNCOMPRESSED]
+            contexts += [build_context(uid, [syntax]) for syntax in compressed]
+        if len(contexts) < MAX_CONTEXTS:
+            return contexts
+    storage = [cx.abstract_syntax for cx in StoragePresentationContexts][:MAX_CONTEXTS - 1]
+    return [build_context(uid, GET_TRANSFER_SYNTAXES) for uid in storage]
+
+
+def stored_classes(peer: Peer, identifier: Dataset, *, calling_aet: str,
+                   timeout: float = 30) -> dict[str, set[str]] | None:
+    """The SOP classes (each with the transfer syntaxes the peer holds it in, if it says:
+    Available Transfer Syntax UID, PS3.4 C.6.1.1.5) of what ``identifier`` names, by an
+    IMAGE-level C-FIND; None when the peer answers no such query."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    for keyword in _SCOPE_KEYS:
+        if keyword in identifier:
+            setattr(query, keyword, identifier.get(keyword))
+    query.SOPClassUID = ""
+    query.AvailableTransferSyntaxUID = ""
+    try:
+        answers = find(peer, query, calling_aet=calling_aet, timeout=timeout, limit=100_000)
+    except ServiceError as exc:
+        log.info("C-GET from %s: no IMAGE-level C-FIND first (%s)", peer.ae_title, exc)
+        return None
+    classes: dict[str, set[str]] = {}
+    for answer in answers:
+        uid = str(answer.get("SOPClassUID", "") or "").strip()
+        if uid:
+            available = answer.get("AvailableTransferSyntaxUID", "") or ""
+            values = available if isinstance(available, MutableSequence) else [available]
+            classes.setdefault(uid, set()).update(str(v).strip() for v in values if v)
+    return classes or None
 
 
 def get(peer: Peer, identifier: Dataset, *, calling_aet: str,
         store: Callable[[bytes], int], on_progress: ProgressCallback,
         timeout: float = 60) -> Progress:
     """C-GET SCU: the peer sends on our association; ``store(part10_bytes)`` keeps each."""
-    storage = [cx.abstract_syntax for cx in StoragePresentationContexts][:MAX_CONTEXTS - 1]
-    contexts = [build_context(StudyRootGet)]
-    contexts += [build_context(uid, GET_TRANSFER_SYNTAXES) for uid in storage]
-    roles = [build_role(uid, scp_role=True) for uid in storage]
+    storage = get_contexts(stored_classes(peer, identifier, calling_aet=calling_aet,
+                                          timeout=timeout))
+    contexts = [build_context(StudyRootGet), *storage]
+    roles = [build_role(uid, scp_role=True)
+             for uid in dict.fromkeys(cx.abstract_syntax for cx in storage)]
 
     def on_store(event) -> int:
         return store(event.encoded_dataset(include_meta=True))

@@ -76,3 +76,18 @@ def test_one_choice_of_syntax_for_every_cstore_sender():
     assert sending_syntax(explicit, {implicit}) == (implicit, True)  # native: re-encoded only
     assert sending_syntax(jpeg, {"1.2.840.10008.1.2.4.90"}) == (None, False)
     assert sending_syntax("1.2.3.4.5", {explicit}) == (None, False)  # no decoder for it
+
+
+def test_c_get_proposes_each_stored_syntax_in_a_context_of_its_own():
+    from dicomnet.scu import GET_UNCOMPRESSED, MAX_CONTEXTS, get_contexts
+
+    mr, j2k = "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.4.90"
+    contexts = get_contexts({mr: {j2k}})
+    assert [(c.abstract_syntax, c.transfer_syntax) for c in contexts] == [
+        (mr, GET_UNCOMPRESSED), (mr, [j2k])]
+    unknown = get_contexts({mr: set()})  # the peer named the class, not its syntaxes
+    assert len(unknown) == 11 and all(len(c.transfer_syntax) == 1 for c in unknown[1:])
+    many = {f"1.2.840.10008.5.1.4.1.1.{n}": set() for n in range(1, 20)}
+    fallback = get_contexts(many)  # 19 x 11 contexts do not fit: one per class, every syntax
+    assert len(fallback) < MAX_CONTEXTS and len(fallback[0].transfer_syntax) == 12
+    assert get_contexts(None) == fallback

@@ -187,3 +187,31 @@ def test_cancelled_queued_job_never_runs(transactional_db):
     assert jobs.run_job(job.pk) is None
     job.refresh_from_db()
     assert job.state == "canceled" and job.attempts == 0
+
+
+def test_get_from_orthanc_receives_each_object_as_stored(orthanc, tmp_path):
+    """Our C-GET SCU proposes each stored transfer syntax in a presentation context of its
+    own (as DCMTK getscu does), for the SOP classes a C-FIND says are there, so Orthanc can
+    send JPEG 2000 and JPEG-LS as stored; with one context listing every syntax, Orthanc
+    picks one (Explicit VR Little Endian) and fails to send a JPEG 2000 image."""
+    study, paths = _write_series(tmp_path / "src", 1, "75")
+    ct = dcmread(paths[0])
+    for index, name in enumerate(("MR_small_jp2klossless.dcm",
+                                  "MR_small_jpeg_ls_lossless.dcm")):
+        ds = dcmread(sample(name))
+        ds.StudyInstanceUID, ds.PatientID, ds.PatientName = study, ct.PatientID, ct.PatientName
+        ds.SeriesInstanceUID = f"{ct.SeriesInstanceUID}.{index + 2}"
+        path = tmp_path / "src" / name
+        path.write_bytes(encoded(ds))
+        paths.append(path)
+    for option, path in zip(("-x=", "-xv", "-xt"), paths, strict=True):  # each as it is
+        subprocess.run(["/usr/bin/storescu", option, "-aet", "LOADER", "-aec", "ORTHANC",
+                        "127.0.0.1", str(orthanc.port), str(path)],
+                       capture_output=True, check=True, timeout=60)
+    job = _wait(jobs.create_job(kind=Job.Kind.GET, remote=orthanc, level="STUDY",
+                                keys={"StudyInstanceUID": study}, actor="test"))
+    assert (job.state, job.completed, job.failed) == ("done", 3, 0), job.error
+    stored = dict(Instance.objects.filter(series__study__study_instance_uid=study)
+                  .values_list("sop_instance_uid", "transfer_syntax_uid"))
+    assert stored == {dcmread(p).SOPInstanceUID: dcmread(p).file_meta.TransferSyntaxUID
+                      for p in paths}
