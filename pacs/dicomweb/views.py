@@ -32,7 +32,7 @@ from pacs.dicomweb.auth import (
     RolePermission,
 )
 from pacs.dicomweb.negotiation import MediaType, accept_of, choose, parse_media_type
-from pacs.dicomweb.xml import dataset_xml
+from pacs.dicomweb.xml import dataset_json, dataset_xml
 from pacs.rendering import NotRenderable, Window
 from pacs.services import stow, wado
 
@@ -193,9 +193,9 @@ def _store(view: DicomWebView, request, study: str | None) -> HttpResponse:
     if body_type.type != MULTIPART:
         raise UnsupportedMediaType(
             'STOW-RS takes multipart/related; type="application/dicom" (or '
-            '"application/dicom+json" with bulk data parts)')
+            '"application/dicom+json" or "application/dicom+xml" with bulk data parts)')
     part_type = body_type.param("type", DICOM)
-    if part_type not in (DICOM, DICOM_JSON):
+    if part_type not in (DICOM, DICOM_JSON, DICOM_XML):
         raise UnsupportedMediaType(f"multipart/related of type {part_type!r} is not supported")
     boundary = multipart.boundary_of(content_type)
     if int(request.META.get("CONTENT_LENGTH") or 0) > settings.UPLOAD_MAX_BYTES:
@@ -203,6 +203,8 @@ def _store(view: DicomWebView, request, study: str | None) -> HttpResponse:
                               "(PORTAL_UPLOAD_MAX_BYTES)")
     # read part by part: each instance is stored before the next is read
     parts = (_stow_part(part) for part in multipart.iter_parts(request.read, boundary))
+    if part_type == DICOM_XML:
+        parts = iter(_xml_as_json(list(parts)))
     result = stow.store_parts(parts, study_uid=study, origin=f"stow:{request.user}")
     answer = result.response(view.base_url(), study)
     # PS3.18 10.5.3: 202 when an instance was stored with a warning (and none failed)
@@ -218,6 +220,17 @@ def _store(view: DicomWebView, request, study: str | None) -> HttpResponse:
         response["Warning"] = ", ".join(
             '299 portal: "{}"'.format(r.replace('"', "'").replace("\n", " ")) for r in reasons)
     return response
+
+
+def _xml_as_json(parts: list[stow.StowPart]) -> list[stow.StowPart]:
+    """XML metadata (PS3.19 A.1, one NativeDicomModel per instance part) as the one DICOM
+    JSON part the JSON form of the request has, followed by the bulk data parts."""
+    metadata = [p for p in parts if p.media_type == DICOM_XML]
+    if not metadata:
+        raise BadRequest("no application/dicom+xml part in a request of that type")
+    datasets = [dataset_json(p.body) for p in metadata]
+    return [stow.StowPart(DICOM_JSON, orjson.dumps(datasets)),
+            *(p for p in parts if p.media_type != DICOM_XML)]
 
 
 def _stow_part(part: multipart.Part) -> stow.StowPart:
