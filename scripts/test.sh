@@ -13,6 +13,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v /usr/bin/chromium >/dev/null || need+=(chromium)
 command -v /usr/sbin/Orthanc >/dev/null || need+=(orthanc)  # a third-party peer for the SCU tests
+# its DICOMweb plugin: the differential test compares QIDO-RS answers with it
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 command -v npm >/dev/null || need+=(npm)  # fetches the prebuilt OHIF viewer (tests/browser)
 command -v /usr/sbin/nginx >/dev/null || need+=(nginx)  # the TLS reverse proxy of the HTTPS test
 command -v openssl >/dev/null || need+=(openssl)  # makes the tests' certificate authority

@@ -133,3 +133,52 @@ class Storescp:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+class Orthanc:
+    """Orthanc (Debian package) on loopback with its own storage: DICOM and HTTP ports,
+    ``modalities`` it knows (name -> [AE title, host, port]), the DICOMweb plugin on request
+    (``/dicom-web``). Up once both its servers listen; a port taken meanwhile by another
+    process is retried with new ones."""
+
+    def __init__(self, work: Path, *, modalities: dict | None = None,
+                 dicomweb: bool = False, **options) -> None:
+        import json
+        import subprocess
+
+        from tests.samples import free_port
+
+        for attempt in range(3):
+            self.port, self.http_port = free_port(), free_port()
+            conf = work / "orthanc.json"
+            conf.write_text(json.dumps({
+                "Name": "test", "StorageDirectory": str(work / "orthanc"),
+                "IndexDirectory": str(work / "orthanc"), "DicomAet": "ORTHANC",
+                "DicomPort": self.port, "HttpPort": self.http_port,
+                "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+                "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
+                "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True,
+                "DicomModalities": modalities or {},
+                "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"] if dicomweb
+                else [],
+                **options,
+            }))
+            self.proc = subprocess.Popen(["/usr/sbin/Orthanc", str(conf)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:  # it exits if it cannot open one of its ports
+                wait_for_port(self.port, 30, alive=self.proc)
+                wait_for_port(self.http_port, 30, alive=self.proc)
+                return
+            except AssertionError:
+                self.proc.kill()
+                self.proc.wait(timeout=20)
+                if attempt == 2:
+                    raise
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)

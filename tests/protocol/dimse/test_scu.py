@@ -14,9 +14,10 @@ from pydicom import dcmread
 from pacs.models import ApplicationEntity, Instance, Job, Study
 from pacs.services import jobs, remote
 from pacs.services.ingest import store_instance
+from tests.peers import Orthanc
 from tests.portal_process import start_portal
 from tests.samples import encoded, free_port, sample
-from tests.waiting import wait_for_port, wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -65,33 +66,11 @@ def peer_portal(tmp_path):
 @pytest.fixture
 def orthanc(tmp_path, dimse_listener):
     """Orthanc that knows our AE (for C-MOVE to us) and accepts stores from anyone."""
-    for attempt in range(3):  # a port taken meanwhile by another process: try new ones
-        port, http = free_port(), free_port()
-        conf = tmp_path / "orthanc.json"
-        conf.write_text(json.dumps({
-            "Name": "test", "StorageDirectory": str(tmp_path / "orthanc"),
-            "IndexDirectory": str(tmp_path / "orthanc"), "DicomAet": "ORTHANC",
-            "DicomPort": port, "HttpPort": http, "RemoteAccessAllowed": False,
-            "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
-            "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True,
-            "DicomModalities": {"portal": ["PORTAL", "127.0.0.1", dimse_listener.address[1]]},
-            "Plugins": [],
-        }))
-        proc = subprocess.Popen(["/usr/sbin/Orthanc", str(conf)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:  # Orthanc is up once both its servers listen; it exits if it cannot open one
-            wait_for_port(port, 30, alive=proc)
-            wait_for_port(http, 30, alive=proc)
-            break
-        except AssertionError:
-            proc.kill()
-            proc.wait(timeout=20)
-            if attempt == 2:
-                raise
-    yield ApplicationEntity.objects.create(ae_title="ORTHANC", host="127.0.0.1", port=port,
-                                           kind="pacs", may_store=True)
-    proc.terminate()
-    proc.wait(timeout=20)
+    peer = Orthanc(tmp_path, modalities={
+        "portal": ["PORTAL", "127.0.0.1", dimse_listener.address[1]]})
+    yield ApplicationEntity.objects.create(ae_title="ORTHANC", host="127.0.0.1",
+                                           port=peer.port, kind="pacs", may_store=True)
+    peer.stop()
 
 
 def test_send_study_to_a_second_portal_then_find_it_there(dimse_listener, peer_portal,
