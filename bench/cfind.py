@@ -76,6 +76,9 @@ QUERIES = {
     "PatientName=A*": ["PatientName=A*"],
     "PatientID=PID000042": ["PatientID=PID000042"],
     "StudyDate range (~12%)": ["StudyDate=20200601-20200928"],
+    # Rows has no index column: each of the ~1,200 index matches is also matched against its
+    # stored header (every one has 8 rows); Orthanc ignores the key at study level
+    "PatientName=A* Rows=8": ["PatientName=A*", "Rows=8"],
 }
 RETURN_KEYS = ["QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientName", "PatientID",
                "StudyDate", "StudyTime", "AccessionNumber", "StudyDescription",

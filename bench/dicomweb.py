@@ -7,7 +7,8 @@ packages `orthanc`, `orthanc-dicomweb`) holding the same data, in the same run.
 Data: the 10,000 one-instance studies of bench/cfind.py (~12% of names start with A) and one
 300-instance study of 512x512 CT images (~160 MB, bench/ingest.py), loaded with storescu.
 Measured with curl (one process per request, new connection, body discarded):
-- QIDO-RS  /studies?PatientName=A*  (all ~1,200 matches, application/dicom+json)
+- QIDO-RS  /studies?PatientName=A*  (all ~1,200 matches, application/dicom+json), and the
+  same with Rows=8, a key without an index column (matched against the stored headers)
 - WADO-RS  /studies/{uid}/metadata  of the 300-instance study
 - WADO-RS  /studies/{uid}  with transfer-syntax=* (as stored): MB/s of the whole body
 """
@@ -137,6 +138,12 @@ def measure(server, studies: Path, big: list[Path], repeat: int) -> None:
             curl(qido, headers, json_type)  # warm-up
             times = [curl(qido, headers, json_type)[0] for _ in range(repeat)]
             row(server.label, "QIDO /studies?PatientName=A*", times, f"{matches} matches")
+            # Rows has no index column: each index match is matched against its stored header
+            header = f"{base}/studies?PatientName=A*&Rows=8&limit=100000"
+            curl(header, headers, json_type)
+            times = [curl(header, headers, json_type)[0] for _ in range(repeat)]
+            row(server.label, "QIDO ...&Rows=8 (header key)", times,
+                f"{count_matches(header, headers)} matches")
             meta = f"{base}/studies/{study_uid}/metadata"
             curl(meta, headers, json_type)
             results = [curl(meta, headers, json_type) for _ in range(repeat)]
