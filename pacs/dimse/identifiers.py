@@ -201,7 +201,6 @@ def _raw(value: object, vr: str, codec: str) -> bytes:
     return str(value).encode(codec)
 
 
-
 # --- values from a stored DICOM JSON header (PS3.18 F.2) ---------------------------------------
 
 _PACKED = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d", "UV": "Q",
