@@ -30,3 +30,26 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.category}/{self.action} {self.outcome}"
+
+
+class ListenerStatus(models.Model):
+    """A listener that is up, as its process last said (core.health): which one, on which
+    node and port, since when, with its process's counters. A row not refreshed for a while
+    is a listener that stopped, or died with its process."""
+
+    name = models.CharField(max_length=32)  # dimse, dimse-tls, hl7, hl7-tls, websocket
+    node = models.CharField(max_length=128)  # the host name of the process
+    pid = models.PositiveIntegerField()
+    host = models.CharField(max_length=64)
+    port = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+    counters = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["node", "pid", "name", "port"],
+                                               name="one_status_per_listener")]
+        ordering = ["node", "name", "port"]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.node}:{self.port} (pid {self.pid})"

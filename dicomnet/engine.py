@@ -93,6 +93,10 @@ class Quota:
                 self._counts[kind][key] += 1
         return None
 
+    @property
+    def held(self) -> int:
+        return self._held
+
     def leave(self, **keys: str) -> None:
         with self._lock:
             self._held -= 1
@@ -480,6 +484,9 @@ class DimseServer:
         same listener: the plain and the TLS port count together."""
         self.config = config
         self.tls = tls
+        # associations accepted and rejected since start, for the listener's health row
+        self.counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
         self.quotas = shared or (
             Quota(config.max_associations, calling_AE_title=config.max_per_ae,
                   source_address=config.max_per_source),
@@ -524,6 +531,8 @@ class DimseServer:
             admitted = assoc.negotiate(slots, started)
             pending.leave(source_address=host)
             waiting = False
+            with self._counts_lock:
+                self.counts["accepted" if admitted else "rejected"] += 1
             if admitted:
                 assoc.serve()
         except (wire.PeerClosed, TimeoutError, ConnectionError):

@@ -39,19 +39,25 @@ class ListenersStep(bootsteps.StartStopStep):
         self.running: list = []
 
     def start(self, parent) -> None:
+        from core import health
         from core.process import settle_heap
         from portal.listeners import build_listener
 
         for name in self.names:
             listener = build_listener(name)
             listener.start()
-            self.running.append(listener)
+            health.announce(name, listener)
+            self.running.append((name, listener))
         if self.running:
             settle_heap()  # as serve and the listener commands do
 
     def stop(self, parent) -> None:
+        from core import health
+
         while self.running:
-            self.running.pop().stop()
+            name, listener = self.running.pop()
+            health.withdraw(name, listener)
+            listener.stop()
 
 
 @worker_ready.connect

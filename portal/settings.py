@@ -89,6 +89,7 @@ if HTTPS_MODE == "proxy":
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("PORTAL_HSTS_SECONDS", 31536000)
     SECURE_SSL_REDIRECT = env_bool("PORTAL_HTTPS_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^health/"]  # probes call the node itself, over plain HTTP
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = env_int("PORTAL_SESSION_SECONDS", 12 * 3600)
@@ -130,6 +131,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.operations.RequestTimingMiddleware",  # first: it times everything below
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -407,6 +409,8 @@ CHANNEL_LAYERS = {"default": {
 DICOMWEB_ANONYMOUS_READ = env_bool("PORTAL_DICOMWEB_ANONYMOUS_READ", False)
 # The base URL written into RetrieveURL/BulkDataURI; empty = from the request's Host.
 DICOMWEB_BASE_URL = os.environ.get("PORTAL_DICOMWEB_BASE_URL", "")
+# A bearer token Prometheus scrapes /metrics with (admins may always); empty: admins only.
+METRICS_TOKEN = os.environ.get("PORTAL_METRICS_TOKEN", "")
 # Rendered images (previews, /rendered, /thumbnail, WADO-URI JPEG): decoded frames up to this
 # many pixels (x samples); larger ones are refused (413). Frames per WADO-RS request.
 RENDER_MAX_PIXELS = env_int("PORTAL_RENDER_MAX_PIXELS", 100_000_000)

@@ -9,12 +9,15 @@ from pacs import transfer_views
 from pacs import views as pacs_views
 from pacs.dicomweb import views as pacs_dicomweb_views
 from pacs.dicomweb.auth import ApiTokenAuthentication, PortalSessionAuthentication
-from portal import views
+from portal import operations, views
 from worklist import upsrs
 from worklist import views as worklist_views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("health/live", operations.live, name="health-live"),
+    path("health/ready", operations.ready, name="health-ready"),
+    path("metrics", operations.MetricsView.as_view(), name="metrics"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("audit/", views.audit_list, name="audit"),

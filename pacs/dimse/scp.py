@@ -163,6 +163,16 @@ class DimseListener:
         while not stopping.wait(self.SWEEP_SECONDS):
             self._sweep()
 
+    def counters(self) -> dict[str, int]:
+        """Associations accepted and rejected since start (both ports), and open now."""
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        totals = {"associations_accepted": 0, "associations_rejected": 0,
+                  "associations_active": servers[0].quotas[0].held if servers else 0}
+        for server in servers:
+            totals["associations_accepted"] += server.counts["accepted"]
+            totals["associations_rejected"] += server.counts["rejected"]
+        return totals
+
     @property
     def address(self) -> tuple[str, int]:
         assert self._server is not None, "listener not started"

@@ -107,10 +107,11 @@ API = [
     ("POST", f"{W}/subscribers/<str:aetitle>", "subscribe"),
     ("DELETE", f"{W}/subscribers/<str:aetitle>", "subscribe"),
     ("POST", f"{W}/subscribers/<str:aetitle>/suspend", "subscribe"),
-    ("GET", "api/schema/", "login"),
+    ("GET", "api/schema/", "login"), ("GET", "metrics", "admin"),
 ]
-# and django-admin/, Django's own (staff only); an unknown DICOMweb path reads nothing
-PUBLIC = {"login/", "logout/", "^dicomweb/"}
+# and django-admin/, Django's own (staff only); an unknown DICOMweb path reads nothing;
+# the health probes say nothing of the archive (tests/protocol/test_operations.py)
+PUBLIC = {"login/", "logout/", "^dicomweb/", "health/live", "health/ready"}
 
 
 def all_routes(patterns=None, prefix: str = ""):

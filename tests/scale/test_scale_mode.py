@@ -606,3 +606,21 @@ def test_retry_now_sends_at_once_while_the_task_waits_out_its_backoff(worker):
             time.sleep(0.05)
     finally:
         server.stop()
+
+
+def test_the_web_node_tells_whether_the_workers_listeners_are_up(worker, web):
+    """The worker's listeners say they are up in the shared database (core.health); the web
+    node's readiness endpoint checks them, the broker too, and says when one stops."""
+    import socket
+
+    import requests
+
+    answer = requests.get(f"{web}/health/ready?listeners=dimse,hl7", timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["checks"]["broker"] == "ok"
+    node = socket.gethostname()
+    assert requests.get(f"{web}/health/ready?listeners=dimse&node={node}",
+                        timeout=10).status_code == 200
+    from core.models import ListenerStatus
+
+    assert ListenerStatus.objects.get(name="dimse").port == worker

@@ -7,6 +7,7 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from core import health
 from core.process import settle_heap
 from pacs.dimse.scp import DimseListener
 from pacs.dimse.workers import report_ready, spawn_scp_processes, stop_processes
@@ -30,6 +31,7 @@ class Command(BaseCommand):
             signal.signal(sig, lambda *_: done.set())
         listener = DimseListener(port=port, listen_fd=listen_fd)
         listener.start()
+        health.announce("dimse", listener)
         settle_heap()
         report_ready(ready_fd)
         children = spawn_scp_processes(processes - 1, listener.share()) if processes > 1 else []
@@ -41,5 +43,6 @@ class Command(BaseCommand):
         try:
             done.wait()
         finally:
+            health.withdraw("dimse", listener)
             listener.stop()
             stop_processes(children)

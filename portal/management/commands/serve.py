@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from core import health
 from core.process import settle_heap
 from core.signals import deliveries_due
 from pacs.dimse.workers import spawn_scp_processes, stop_processes
@@ -54,12 +55,16 @@ class Command(BaseCommand):
         hl7 = None if no_hl7 else build_listener("hl7")
         if hl7:
             hl7.start()
+        for name, listener in (("dimse", dimse), ("hl7", hl7)):
+            if listener:
+                health.announce(name, listener)
         if not settings.SCALE_MODE:
             deliveries_due.send(sender=self.__class__)  # scale mode: the workers do
         ws, ws_port = None, None
         if settings.WS_PORT >= 0:
             ws = WebSocketServer(settings.HTTP_HOST, settings.WS_PORT)
             ws_port = ws.start()
+            health.listening("websocket", (settings.HTTP_HOST, ws_port))
 
         def _stop(*_: object) -> None:
             raise SystemExit(0)
@@ -75,6 +80,11 @@ class Command(BaseCommand):
             pass
         finally:
             web.close()
+            for name, listener in (("dimse", dimse), ("hl7", hl7)):
+                if listener:
+                    health.withdraw(name, listener)
+            if ws:
+                health.stopped("websocket", (settings.HTTP_HOST, ws_port))
             if dimse:
                 dimse.stop()
             if hl7:
