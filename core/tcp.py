@@ -72,11 +72,21 @@ class TcpServer:
                                         daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 0.0) -> None:
+        """Stop accepting. With ``grace``, also wait up to that many seconds for the
+        connections being served to end (an association storing a study finishes it)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._sock.close()
+        deadline = time.monotonic() + grace
+        while self._active and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    @property
+    def active(self) -> int:
+        """Connections being served now."""
+        return self._active
 
     def _accept_loop(self) -> None:
         while not self._stop.is_set():

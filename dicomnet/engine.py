@@ -507,8 +507,9 @@ class DimseServer:
     def start(self) -> None:
         self._tcp.start()
 
-    def stop(self) -> None:
-        self._tcp.stop()
+    def stop(self, grace: float = 0.0) -> None:
+        """Stop accepting; with ``grace``, let running associations end, for that long."""
+        self._tcp.stop(grace)
 
     def _run(self, conn: socket.socket, address: tuple[str, int]) -> None:
         host = address[0]

@@ -52,12 +52,17 @@ class ListenersStep(bootsteps.StartStopStep):
             settle_heap()  # as serve and the listener commands do
 
     def stop(self, parent) -> None:
+        from django.conf import settings
+
         from core import health
 
         while self.running:
             name, listener = self.running.pop()
             health.withdraw(name, listener)
-            listener.stop()
+            if name == "dimse":  # running associations finish (an HL7 sender resends)
+                listener.stop(settings.SHUTDOWN_GRACE_SECONDS)
+            else:
+                listener.stop()
 
 
 @worker_ready.connect

@@ -304,6 +304,8 @@ CONFIG_CACHE_SECONDS = float(os.environ.get("PORTAL_CONFIG_CACHE_SECONDS", "")
 DIMSE_PRIVATE_STORAGE_CLASSES = [
     uid.strip() for uid in os.environ.get("PORTAL_DIMSE_PRIVATE_STORAGE_CLASSES", "").split(",")
     if uid.strip()]
+# On stop (SIGTERM), associations already running may finish for this long (0: abort them).
+SHUTDOWN_GRACE_SECONDS = float(os.environ.get("PORTAL_SHUTDOWN_GRACE_SECONDS", "") or 30)
 DIMSE_MAX_PDU = env_int("PORTAL_DIMSE_MAX_PDU", 0)  # 0 = unlimited
 # What one caller can make a DICOM listener process spend (dicomnet.engine.DimseServer):
 # admitted associations in all, per calling AE title and per source address; connections

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 
 from django.conf import settings
 from pynetdicom import ALL_TRANSFER_SYNTAXES
@@ -188,14 +189,18 @@ class DimseListener:
         assert self._server is not None, "listener not started"
         return self._server.share()
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._stopping.set()
-            self._server.stop()
-            self._server = None
-        if self._tls_server is not None:
-            self._tls_server.stop()
-            self._tls_server = None
+    def stop(self, grace: float = 0.0) -> None:
+        """Stop accepting associations. With ``grace`` (seconds), the associations already
+        running may finish first, for at most that long: a modality in the middle of a
+        study completes it instead of seeing its association aborted at a restart."""
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        self._stopping.set()
+        for server in servers:
+            server.stop()  # no new association on either port
+        deadline = time.monotonic() + grace
+        for server in servers:
+            server.stop(max(0.0, deadline - time.monotonic()))
+        self._server = self._tls_server = None
 
     def serve_forever(self) -> None:
         """Blocking variant for the dedicated command."""

@@ -54,10 +54,13 @@ def report_ready(ready_fd: int | None) -> None:
 
 
 def stop_processes(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM each (they let running associations finish, PORTAL_SHUTDOWN_GRACE_SECONDS),
+    then wait for them a little longer than that before killing one."""
     for proc in processes:
         proc.terminate()
+    deadline = time.monotonic() + settings.SHUTDOWN_GRACE_SECONDS + 10
     for proc in processes:
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()

@@ -79,6 +79,43 @@ def test_sigterm_stops_everything(tmp_path):
         assert s.connect_ex(("127.0.0.1", p.dimse_port)) != 0
 
 
+def test_sigterm_lets_a_running_association_finish(tmp_path):
+    """A restart does not abort a modality in the middle of a study: after SIGTERM no new
+    association is taken, and the one already open stores its image and is released
+    normally; then serve exits."""
+    import signal
+
+    from pydicom import dcmread
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    p = start_portal(tmp_path / "var3", PORTAL_DIMSE_ALLOW_UNKNOWN_AE="1",
+                     PORTAL_SHUTDOWN_GRACE_SECONDS="20")
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", p.dimse_port, ae_title="PORTAL")
+    assert assoc.is_established
+    p.proc.send_signal(signal.SIGTERM)
+
+    def refused() -> bool:
+        late = AE(ae_title="LATE")
+        late.add_requested_context(CTImageStorage)
+        other = late.associate("127.0.0.1", p.dimse_port, ae_title="PORTAL")
+        if other.is_established:
+            other.release()
+            return False
+        return True
+
+    wait_until(refused, 10, what="new associations refused after SIGTERM")
+    assert p.proc.poll() is None  # still serving the open association
+    status = assoc.send_c_store(dcmread(sample("CT_small.dcm")))
+    assert status.Status == 0x0000
+    assoc.release()
+    assert p.proc.wait(timeout=15) == 0
+    stored = p.shell("from pacs.models import Instance\nprint(Instance.objects.count())")
+    assert stored.split()[-1] == "1"
+
+
 def test_the_least_busy_scp_process_takes_each_new_association(portal):
     import socket
 

@@ -44,5 +44,5 @@ class Command(BaseCommand):
             done.wait()
         finally:
             health.withdraw("dimse", listener)
-            listener.stop()
+            listener.stop(settings.SHUTDOWN_GRACE_SECONDS)
             stop_processes(children)

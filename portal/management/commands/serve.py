@@ -86,7 +86,7 @@ class Command(BaseCommand):
             if ws:
                 health.stopped("websocket", (settings.HTTP_HOST, ws_port))
             if dimse:
-                dimse.stop()
+                dimse.stop(settings.SHUTDOWN_GRACE_SECONDS)
             if hl7:
                 hl7.stop()
             if ws:
