@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
+from core import health
 from core.models import AuditEvent
 from core.roles import admin_required, allowed, issue_token
 from pacs.forms import DateRangeForm
@@ -20,6 +21,10 @@ class AuditFilterForm(DateRangeForm):
     text = forms.CharField(required=False, label="Detail contains")
 
 
+LISTENER_LABELS = {"dimse": "DICOM", "dimse-tls": "DICOM TLS", "hl7": "HL7 MLLP",
+                   "hl7-tls": "HL7 MLLP over TLS", "websocket": "UPS events (WebSocket)"}
+
+
 @login_required
 def dashboard(request):
     if not allowed(request.user, "archive.view"):
@@ -32,9 +37,10 @@ def dashboard(request):
         # who was turned away at the door, and why (AE title, address, reason)
         "refusals": AuditEvent.objects.filter(outcome="refused", category__in=(
             AuditEvent.Category.ASSOCIATION, "hl7", AuditEvent.Category.AUTH))[:10],
-        "dimse": {"aet": settings.DIMSE_AET, "port": settings.DIMSE_PORT,
-                  "processes": settings.DIMSE_PROCESSES},
-        "hl7_port": settings.HL7_PORT,
+        "dimse": {"aet": settings.DIMSE_AET},
+        # what each listening process last said, on every node (core.health)
+        "listeners": [{**row, "label": LISTENER_LABELS.get(row["name"], row["name"])}
+                      for row in health.listeners()],
     }
     return render(request, "portal/dashboard.html", context)
 

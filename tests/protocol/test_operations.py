@@ -91,3 +91,21 @@ def test_a_listener_whose_process_went_silent_is_down(portal):
     text = requests.get(f"{portal.url}/metrics", timeout=10,
                         headers={"Authorization": "Bearer scrape-me-please"}).text
     assert 'portal_listener_up{name="dimse",node="worker-gone",port="11112"} 0.0' in text
+
+
+def test_the_dashboard_shows_the_true_state_of_each_listener(portal):
+    """DICOM, HL7 and the WebSocket channel as their processes last said, with ports and
+    association counts; a silent one as silent (not "not available yet" while it runs)."""
+    session = requests.Session()
+    session.get(f"{portal.url}/login/", timeout=10)
+    session.post(f"{portal.url}/login/", timeout=10, data={
+        "username": "chief", "password": "Xr4y-s3cret!",
+        "csrfmiddlewaretoken": session.cookies["csrftoken"]})
+    page = session.get(f"{portal.url}/", timeout=10).text
+    table = page[page.index('id="listeners"'):page.index("</table>", page.index('id="listeners"'))]
+    for label, port in (("DICOM", portal.dimse_port), ("HL7 MLLP", portal.hl7_port),
+                        ("UPS events (WebSocket)", portal.ws_port)):
+        assert f"<td>{label}</td>" in table and f"<code>{port}</code>" in table
+    assert table.count("listening") >= 3
+    assert "not available yet" not in page
+    assert "accepted" in table  # the DICOM listener's association counts
