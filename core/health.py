@@ -131,7 +131,7 @@ def withdraw(name: str, listener: Any) -> None:
         addresses = [(name, listener.address)]
         if getattr(listener, "tls_address", None):
             addresses.append((f"{name}-tls", listener.tls_address))
-    except AssertionError:  # not started
+    except (AssertionError, AttributeError):  # not started
         return
     for label, address in addresses:
         stopped(label, address)
