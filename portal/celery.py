@@ -46,8 +46,8 @@ class ListenersStep(bootsteps.StartStopStep):
         for name in self.names:
             listener = build_listener(name)
             listener.start()
-            health.announce(name, listener)
-            self.running.append((name, listener))
+            health.announce(listener.name, listener)
+            self.running.append(listener)
         if self.running:
             settle_heap()  # as serve and the listener commands do
 
@@ -57,9 +57,9 @@ class ListenersStep(bootsteps.StartStopStep):
         from core import health
 
         while self.running:
-            name, listener = self.running.pop()
-            health.withdraw(name, listener)
-            if name == "dimse":  # running associations finish (an HL7 sender resends)
+            listener = self.running.pop()
+            health.withdraw(listener.name, listener)
+            if listener.name == "dimse":  # running associations finish (HL7 senders resend)
                 listener.stop(settings.SHUTDOWN_GRACE_SECONDS)
             else:
                 listener.stop()
