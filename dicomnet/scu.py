@@ -185,11 +185,44 @@ def associate(peer: Peer, calling_aet: str, contexts: list[PresentationContext],
         kwargs["tls_args"] = (tls.client_context(), None)
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, **kwargs)
     if not assoc.is_established:
-        raise PeerUnavailable(f"no association with {peer.ae_title}@{peer.host}:{peer.port}"
-                              + (" over TLS" if peer.tls else "")
-                              + (" (rejected)" if assoc.is_rejected else ""))
+        where = f"{peer.ae_title}@{peer.host}:{peer.port}" + (" over TLS" if peer.tls else "")
+        raise PeerUnavailable(f"no association with {where}: {_why_not(assoc, peer, timeout)}")
     set_nodelay(assoc)
     return assoc
+
+
+# A-ASSOCIATE-RJ (result source, reason) in words (PS3.8 Table 9-21)
+_REJECT_REASONS = {
+    (1, 1): "no reason given", (1, 2): "application context name not supported",
+    (1, 3): "our AE title is not recognized there (register it on the peer)",
+    (1, 7): "the called AE title is not recognized there (check the AE title)",
+    (2, 1): "no reason given (ACSE)", (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion", (3, 2): "local limit exceeded (too many associations)",
+}
+
+
+def _why_not(assoc: Association, peer: Peer, timeout: float) -> str:
+    """Why an association was not made, told apart as a user needs it: the peer cannot be
+    reached at all, it rejected us (and why), it offers none of the services asked for, or
+    it accepted the connection and then aborted."""
+    if assoc.is_rejected:
+        primitive = getattr(assoc.acceptor, "primitive", None)
+        if primitive is not None:
+            source, reason = int(primitive.result_source), int(primitive.diagnostic)
+            kind = "permanently" if int(primitive.result) == 1 else "for now"
+            return (f"association rejected {kind}: "
+                    f"{_REJECT_REASONS.get((source, reason), f'source {source}, reason {reason}')}")
+        return "association rejected"
+    if assoc.rejected_contexts and not assoc.accepted_contexts:
+        names = ", ".join(sorted({str(cx.abstract_syntax.name)
+                                  for cx in assoc.rejected_contexts}))
+        return f"the peer accepted the association but offers none of: {names}"
+    try:
+        socket.create_connection((peer.host, peer.port), timeout=min(timeout, 5)).close()
+    except OSError as exc:
+        return f"peer unreachable ({exc.strerror or exc})"
+    hint = "" if peer.tls else " (does it expect DICOM TLS?)"
+    return f"the peer took the connection, then aborted or closed it{hint}"
 
 
 def _failed(status: Dataset | None, what: str, peer: Peer) -> ServiceError:

@@ -194,3 +194,38 @@ def test_get_from_orthanc_receives_each_object_as_stored(orthanc, tmp_path):
                   .values_list("sop_instance_uid", "transfer_syntax_uid"))
     assert stored == {dcmread(p).SOPInstanceUID: dcmread(p).file_meta.TransferSyntaxUID
                       for p in paths}
+
+
+def test_a_failed_association_says_why(transactional_db):
+    """Remote search and jobs tell apart a peer that cannot be reached, one that rejects us
+    (with the A-ASSOCIATE-RJ reason of PS3.8 Table 9-21), and one that offers no C-FIND."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+
+    from dicomnet import scu
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+
+    def why(port: int, ae_title: str = "PEER") -> str:
+        with pytest.raises(scu.PeerUnavailable) as failed:
+            scu.find(scu.Peer(ae_title, "127.0.0.1", port), query, calling_aet="PORTAL",
+                     timeout=5)
+        return str(failed.value)
+
+    assert "peer unreachable" in why(free_port())
+    echo_only = AE(ae_title="PEER")
+    echo_only.add_supported_context(Verification)
+    strict = AE(ae_title="PEER")
+    strict.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    strict.require_called_aet = True
+    servers = [ae.start_server(("127.0.0.1", 0), block=False) for ae in (echo_only, strict)]
+    try:
+        assert "offers none of: Study Root Query/Retrieve Information Model - FIND" in why(
+            servers[0].server_address[1])
+        assert "rejected permanently: the called AE title is not recognized" in why(
+            servers[1].server_address[1], ae_title="WRONG")
+    finally:
+        for server in servers:
+            server.shutdown()
