@@ -221,7 +221,7 @@ def set_step_status(step: ScheduledProcedureStep, status: str, *, source: str, a
         # in the change's transaction: the listeners' outbox rows (HL7 status messages, UPS
         # event reports) commit with it or not at all; their couriers are woken on commit
         step_status_changed.send(sender=ScheduledProcedureStep, step=step, previous=previous,
-                                 source=source)
+                                 source=source, note=note)
     return step
 
 
@@ -258,15 +258,21 @@ def update_order(order: Order, *, changes: dict, actor: str) -> Order:
     return order
 
 
+# the steps an order's cancellation cancels: those not started
+CANCELLABLE = (Status.SCHEDULED, Status.ARRIVED)
+
+
 def cancel_order(order: Order, *, actor: str, source: str = "portal", note: str = "") -> int:
-    """Cancel every step of the order that has not started; returns how many."""
+    """Cancel every step of the order that has not started; returns how many. ``note``: the
+    reason, kept in each step's history and sent in the HL7 status message."""
     count = 0
     for step in ScheduledProcedureStep.objects.filter(requested_procedure__order=order):
-        if step.status in (Status.SCHEDULED, Status.ARRIVED):
+        if step.status in CANCELLABLE:
             set_step_status(step, Status.CANCELED, source=source, actor=actor, note=note)
             count += 1
     audit.record(category="worklist", action="order canceled", actor=actor,
-                 detail=f"accession {order.accession_number}: {count} step(s)")
+                 detail=f"accession {order.accession_number}: {count} step(s)"
+                 + (f"; reason: {note}" if note else ""))
     return count
 
 

@@ -85,6 +85,8 @@ def order_detail(request, pk: int):
              .select_related("requested_procedure").prefetch_related("events", "performed"))
     return render(request, "worklist/order_detail.html", {
         "order": order, "steps": steps, "reschedule": RescheduleForm(),
+        # only an order with a step still to do can be cancelled (services.cancel_order)
+        "cancellable": any(s.status in services.CANCELLABLE for s in steps),
         "edit": OrderEditForm(instance=order), "studies": selectors.stored_studies(order)})
 
 
@@ -105,8 +107,14 @@ def order_edit(request, pk: int):
 @permission_required("worklist.schedule")
 @require_POST
 def order_cancel(request, pk: int):
+    """Cancel with a reason: it is kept in each step's history and goes to the RIS in the
+    status message (ORC-16), so nobody has to ask why an order disappeared."""
     order = get_object_or_404(Order, pk=pk)
-    count = services.cancel_order(order, actor=request.user.username)
+    reason = " ".join(request.POST.get("reason", "").split())[:200]
+    if not reason:
+        messages.error(request, "Say why the order is cancelled: nothing was cancelled.")
+        return redirect("order-detail", pk=order.pk)
+    count = services.cancel_order(order, actor=request.user.username, note=reason)
     messages.info(request, f"{count} step(s) of order {order.accession_number} canceled.")
     return redirect("order-detail", pk=order.pk)
 

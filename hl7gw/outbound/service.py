@@ -32,29 +32,32 @@ _ids = itertools.count(1)
 
 
 def on_step_status_changed(sender, *, step: ScheduledProcedureStep, previous: str,
-                           source: str, **kwargs) -> None:
-    """Signal receiver (connected in Hl7GwConfig.ready): queue one message per receiver."""
+                           source: str, note: str = "", **kwargs) -> None:
+    """Signal receiver (connected in Hl7GwConfig.ready): queue one message per receiver.
+    ``note``: why (a cancellation's reason), sent as ORC-16."""
     order_status = ORDER_STATUS.get(step.status)
     if order_status is None:
         return
     wanted = {"IP": "on_started", "CM": "on_completed", "DC": "on_discontinued",
               "CA": "on_discontinued"}[order_status]
     for receiver in Receiver.objects.filter(active=True, **{wanted: True}):
-        queue_status_message(receiver, step, order_status)
+        queue_status_message(receiver, step, order_status, reason=note)
 
 
 def queue_status_message(receiver: Receiver, step: ScheduledProcedureStep,
-                         order_status: str) -> Outbound:
+                         order_status: str, *, reason: str = "") -> Outbound:
     control_id = f"PORTAL{int(time.time())}{next(_ids):05d}"
     outbound = Outbound.objects.create(
         receiver=receiver, step_id=step.pk, order_status=order_status, control_id=control_id,
-        text=build_status_message(receiver, step, order_status, control_id))
+        text=build_status_message(receiver, step, order_status, control_id, reason=reason))
     transaction.on_commit(lambda: enqueue(receiver.pk))
     return outbound
 
 
 def build_status_message(receiver: Receiver, step: ScheduledProcedureStep, order_status: str,
-                         control_id: str) -> str:
+                         control_id: str, *, reason: str = "") -> str:
+    """ORC-1 SC with ORC-5 the order status; ``reason`` (why it was cancelled or
+    discontinued) as ORC-16 Order Control Code Reason, CWE text only (^reason)."""
     rp = step.requested_procedure
     order, patient = rp.order, rp.order.patient
     e = Encoding()
@@ -79,7 +82,7 @@ def build_status_message(receiver: Receiver, step: ScheduledProcedureStep, order
         f"PID|||{x(patient.patient_id)}^^^{x(patient.issuer_of_patient_id)}||{name}||"
         f"{patient.patient_birth_date}|{patient.patient_sex}",
         f"ORC|SC|{x(order.placer_order_number)}|{x(order.filler_order_number)}||"
-        f"{order_status}",
+        f"{order_status}" + (f"|||||||||||^{x(reason)}" if reason else ""),
         "|".join(obr).rstrip("|"),
         f"ZDS|{x(rp.study_instance_uid)}^^Application^DICOM",
     ]

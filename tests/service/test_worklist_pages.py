@@ -70,12 +70,24 @@ def test_reschedule_cancel_and_history(scheduler, catalog):
     step.refresh_from_db()
     assert (step.start_date, step.start_time) == ("20261124", "140000")
     scheduler.post(reverse("step-status", args=[step.pk]), {"status": "ARRIVED"})
-    scheduler.post(reverse("order-cancel", args=[order.pk]))
+    page = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
+    assert 'id="cancel-order"' in page and 'name="reason" required' in page
+    refused = scheduler.post(reverse("order-cancel", args=[order.pk]), {"reason": "  "},
+                             follow=True)
+    assert "Say why the order is cancelled" in refused.content.decode()
+    step.refresh_from_db()
+    assert step.status == "ARRIVED"  # no reason, nothing cancelled
+    scheduler.post(reverse("order-cancel", args=[order.pk]),
+                   {"reason": "patient declined the contrast"})
     step.refresh_from_db()
     assert step.status == "CANCELED"
     history = [(e.status, e.source) for e in step.events.all()]
     assert history == [("SCHEDULED", "portal"), ("SCHEDULED", "portal"),
                        ("ARRIVED", "portal"), ("CANCELED", "portal")]
+    assert step.events.last().note == "patient declined the contrast"
+    page = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
+    assert "patient declined the contrast" in page  # in the history
+    assert 'id="cancel-order"' not in page  # a cancelled order offers no Cancel
     # A canceled step cannot be rescheduled; the error is shown, nothing changes.
     response = scheduler.post(reverse("step-reschedule", args=[step.pk]),
                               {"date": "2026-11-25", "time": "08:00"}, follow=True)

@@ -118,3 +118,21 @@ def test_a_receiver_that_was_down_gets_its_messages_in_order(dimse_listener, ste
         server.stop()
     assert list(Outbound.objects.order_by("pk").values_list("order_status", "status")) == [
         ("IP", "sent"), ("CM", "sent")]
+
+
+def test_a_cancellation_reaches_the_ris_with_its_reason(dimse_listener, step):
+    """HL7 v2.5 4.5.1.16: ORC-16 Order Control Code Reason carries why the order was
+    cancelled, as the scheduler typed it, with ORC-5 CA."""
+    server = Hl7Server(free_port()).start()
+    try:
+        Receiver.objects.create(name="RIS", host="127.0.0.1", port=server.port,
+                                receiving_application="RIS")
+        order = step.requested_procedure.order
+        services.cancel_order(order, actor="scheduler", note="duplicate order")
+        wait_until(lambda: len(server.received) == 1)
+    finally:
+        server.stop()
+    (message,) = server.received
+    orc = message.segment("ORC")
+    assert str(orc[5]) == "CA"
+    assert str(orc[16]) == "^duplicate order"
