@@ -20,6 +20,7 @@ urlpatterns = [
     path("metrics", operations.MetricsView.as_view(), name="metrics"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password/", views.PasswordChange.as_view(), name="password_change"),
     path("audit/", views.audit_list, name="audit"),
     path("studies/", pacs_views.study_list, name="study-list"),
     path("studies/<str:study_uid>/", pacs_views.study_detail, name="study-detail"),

@@ -79,6 +79,7 @@ PAGES = [
     ("GET", "hl7/senders/<int:pk>/", "admin"), ("GET", "hl7/receivers/", "admin"),
     ("GET", "hl7/receivers/<int:pk>/", "admin"), ("GET", "hl7/outbound/", "admin"),
     ("POST", "hl7/outbound/<int:pk>/retry/", "admin"), ("GET", "api/token/", "login"),
+    ("GET", "password/", "login"),
 ]
 
 S = "dicomweb/studies/<uid:study>"

@@ -221,3 +221,31 @@ def test_audit_trail_exports_the_filtered_rows_as_csv(admin_client):
                                            "10.0.0.7"]]
     assert rows[1][6] == "'=HYPERLINK(\"http://evil\")"
     assert AuditEvent.objects.filter(action="audit trail exported").exists()
+
+
+def test_every_user_changes_their_own_password(client):
+    """A viewer (any role, or none) changes their password: the old one is asked, weak ones
+    are refused, the session stays, the new one logs in, the audit trail says so."""
+    from core.models import AuditEvent
+
+    user = user_with("reader", "viewer", password="first-pass-word-1")
+    client.force_login(user)
+    page = client.get(reverse("password_change")).content.decode()
+    assert 'name="old_password"' in page and 'name="new_password2"' in page
+    wrong = client.post(reverse("password_change"), {
+        "old_password": "not-it", "new_password1": "Second-pass-word-2",
+        "new_password2": "Second-pass-word-2"})
+    assert wrong.status_code == 200 and "incorrect" in wrong.content.decode()
+    weak = client.post(reverse("password_change"), {
+        "old_password": "first-pass-word-1", "new_password1": "password",
+        "new_password2": "password"})
+    assert weak.status_code == 200 and "too common" in weak.content.decode()
+    done = client.post(reverse("password_change"), {
+        "old_password": "first-pass-word-1", "new_password1": "Second-pass-word-2",
+        "new_password2": "Second-pass-word-2"}, follow=True)
+    assert "Your password was changed." in done.content.decode()
+    assert client.get(reverse("study-list")).status_code == 200  # still logged in
+    user.refresh_from_db()
+    assert user.check_password("Second-pass-word-2")
+    event = AuditEvent.objects.get(action="password changed")
+    assert event.actor == "reader" and "Second" not in event.detail
