@@ -10,6 +10,9 @@ import re
 
 from django.db.models import Q
 
+from pacs.dicomfile import as_date
+from pacs.identity import person_name
+
 WILDCARDS = re.compile(r"[*?]")
 
 
@@ -47,9 +50,7 @@ _DATE = re.compile(r"\d{8}")
 
 def _date(text: str) -> str:
     """YYYYMMDD (the ACR-NEMA form YYYY.MM.DD read as such), or ValueError."""
-    text = text.strip()
-    if len(text) == 10 and text[4] == text[7] == ".":
-        text = text.replace(".", "")
+    text = as_date(text)
     if not _DATE.fullmatch(text) or not ("01" <= text[4:6] <= "12" and
                                          "01" <= text[6:8] <= "31"):
         raise ValueError(f"{text!r} is not a date (YYYYMMDD)")
@@ -113,14 +114,18 @@ def fuzzy_name_q(field: str, value: str, *, upper: bool) -> Q:
     value, case-insensitively, starts some name component or word of the stored name, in any
     order ('joh do' finds 'DOE^JOHN'). Wildcards inside a word keep their meaning."""
     q = Q()
-    for word in re.split(r"[\s^=,]+", value.strip()):
-        word = word.strip("*")
-        if not word:
-            continue
-        body = wildcard_regex(word.upper() if upper else word)
-        lookup = f"{field}__regex" if upper else f"{field}__iregex"
-        q &= Q(**{lookup: rf"(^|[\^ =\-]){body}"})
+    lookup = f"{field}__regex" if upper else f"{field}__iregex"
+    for word in _fuzzy_words(value):
+        q &= Q(**{lookup: _FUZZY_WORD.format(wildcard_regex(word.upper() if upper else word))})
     return q
+
+
+# a fuzzy word starts a name component or a word of one
+_FUZZY_WORD = r"(^|[\^ =\-]){}"
+
+
+def _fuzzy_words(value: str) -> list[str]:
+    return [w.strip("*") for w in re.split(r"[\s^=,]+", value.strip()) if w.strip("*")]
 
 
 # --- matching against a stored DICOM JSON header (attributes without an index column) ---------
@@ -156,7 +161,7 @@ def header_matches(vr: str, key: object, stored: dict | None, *, fuzzy: bool = F
     if not values:
         return False
     if vr == "PN" or (stored is not None and stored.get("vr") == "PN"):
-        names = [_pn_text(v) for v in values]
+        names = [person_name(v) for v in values]
         if fuzzy:
             pattern = re.compile(fuzzy_name_regex(text), re.IGNORECASE)
             return any(pattern.search(name) for name in names)
@@ -187,13 +192,6 @@ def _one_of(key: str, value: str, *, vr: str) -> bool:
     return False
 
 
-def _pn_text(value: object) -> str:
-    if isinstance(value, dict):
-        groups = [value.get(g, "") for g in ("Alphabetic", "Ideographic", "Phonetic")]
-        return "=".join(groups).rstrip("=")
-    return str(value)
-
-
 def _pn_forms(name: str) -> list[str]:
     """A stored name as a whole and each of its component groups (a key may name one)."""
     groups = [g for g in name.split("=") if g]
@@ -201,8 +199,9 @@ def _pn_forms(name: str) -> list[str]:
 
 
 def fuzzy_name_regex(value: str) -> str:
-    words = [w.strip("*") for w in re.split(r"[\s^=,]+", value.strip()) if w.strip("*")]
-    return "".join(rf"(?=.*(^|[\^ =\-]){wildcard_regex(w)})" for w in words)
+    """``fuzzy_name_q``'s rule as one Python regex (every word, in any order)."""
+    return "".join(f"(?=.*{_FUZZY_WORD.format(wildcard_regex(w))})"
+                   for w in _fuzzy_words(value))
 
 
 def _range_matches(vr: str, key: str, value: str) -> bool:
@@ -210,8 +209,8 @@ def _range_matches(vr: str, key: str, value: str) -> bool:
     dates YYYYMMDD (ACR-NEMA YYYY.MM.DD read as such), times without colons."""
     def norm(text: str) -> str:
         text = text.strip()
-        if vr == "DA" and len(text) == 10 and text[4] == text[7] == ".":
-            return text.replace(".", "")
+        if vr == "DA":
+            return as_date(text)
         return text.replace(":", "") if vr == "TM" else text
 
     value = norm(value)
@@ -237,7 +236,7 @@ def _same_number(key: str, value: object) -> bool:
 def _sequence_matches(items: list[dict] | None, stored: dict | None, fuzzy: bool) -> bool:
     """Sequence matching (C.2.2.2.6): some stored item matches every key of the query's
     (one) item; no item, or an empty one, is universal matching."""
-    if not items or not any(_has_value(k) for k in items[0].values()):
+    if not items or not any(has_value(k) for k in items[0].values()):
         return True
     for stored_item in (stored or {}).get("Value") or []:
         if all(header_matches(k["vr"], k.get("key"), stored_item.get(tag), fuzzy=fuzzy)
@@ -246,9 +245,11 @@ def _sequence_matches(items: list[dict] | None, stored: dict | None, fuzzy: bool
     return False
 
 
-def _has_value(key: dict) -> bool:
+def has_value(key: dict) -> bool:
+    """Is a query key (``{"vr", "key"}``, a sequence's items as dicts of keys) other than
+    universal matching?"""
     if key["vr"] == "SQ":
         items = key.get("key") or []
-        return bool(items) and any(_has_value(k) for k in items[0].values())
+        return bool(items) and any(has_value(k) for k in items[0].values())
     value = key.get("key")
     return value is not None and str(value).strip() not in ("", "*")

@@ -25,6 +25,7 @@ from pacs.matching import (
     date_range_q,
     datetime_range_q,
     fuzzy_name_q,
+    has_value,
     header_matches,
     one_of_q,
     single_value_q,
@@ -442,7 +443,7 @@ def header_keys(level: Level, identifier: Dataset) -> HeaderKeys:
         if group & 1 and (element.tag & 0xFFFF) < 0x1000:
             continue  # a private creator: it names a block, it is not matched
         key = _key(element)
-        if not _has_value(key):
+        if not has_value(key):
             continue
         name = element.keyword or f"({group:04X},{element.tag & 0xFFFF:04X})"
         if _binary(key):
@@ -464,16 +465,9 @@ def _key(element: DataElement) -> dict[str, Any]:
     return {"vr": element.VR, "key": "" if value is None else str(value)}
 
 
-def _has_value(key: dict[str, Any]) -> bool:
-    if key["vr"] == "SQ":
-        items = key["key"]
-        return bool(items) and any(_has_value(k) for k in items[0].values())
-    return key["key"].strip() not in ("", "*")
-
-
 def _binary(key: dict[str, Any]) -> bool:
     if key["vr"] == "SQ":
-        return any(_binary(k) for item in key["key"][:1] for k in item.values() if _has_value(k))
+        return any(_binary(k) for item in key["key"][:1] for k in item.values() if has_value(k))
     return key["vr"] in UNMATCHABLE_VRS and key["vr"] != "UN"
 
 

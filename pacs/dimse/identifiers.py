@@ -22,6 +22,7 @@ from pydicom.uid import UID
 from pydicom.valuerep import format_number_as_ds
 from pynetdicom.dsutils import decode, encode
 
+from pacs.identity import person_name
 from pacs.query import Attribute, Level, first_item, requested_keywords
 
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
@@ -220,19 +221,12 @@ def _json_value(vr: str, attribute: dict[str, Any], codec: str) -> bytes:
     if vr == "AT":
         return b"".join(struct.pack("<HH", int(v[:4], 16), int(v[4:], 16)) for v in values)
     if vr == "PN":
-        text = "\\".join(_pn(v) for v in values)
+        text = "\\".join(person_name(v) for v in values)
     elif vr == "DS":
         text = "\\".join(v if isinstance(v, str) else format_number_as_ds(v) for v in values)
     else:
         text = "\\".join("" if v is None else str(v) for v in values)
     return text.encode(codec)
-
-
-def _pn(value: object) -> str:
-    if not isinstance(value, dict):
-        return str(value)
-    groups = [value.get(g, "") for g in ("Alphabetic", "Ideographic", "Phonetic")]
-    return "=".join(groups).rstrip("=")
 
 
 def _json_items(attribute: dict[str, Any], codec: str, implicit: bool,
