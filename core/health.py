@@ -63,6 +63,9 @@ class _Beats:
         now = timezone.now()
         with self.lock:
             entries = list(self.listening.items())
+        # rows of listeners long gone (their process died) are forgotten here, by whoever
+        # beats, rather than by every page and scrape that reads them
+        ListenerStatus.objects.filter(seen_at__lt=now - FORGET_AFTER).delete()
         for (name, port), (host, started, counters) in entries:
             try:
                 values = counters() if counters else {}
@@ -105,7 +108,6 @@ def stopped(name: str, address: tuple[str, int]) -> None:
 def listeners() -> list[dict[str, Any]]:
     """Every listener known, up or down (not refreshed for STALE_SECONDS), by node."""
     now = timezone.now()
-    ListenerStatus.objects.filter(seen_at__lt=now - FORGET_AFTER).delete()
     out = []
     for row in ListenerStatus.objects.all():
         age = (now - row.seen_at).total_seconds()
@@ -115,9 +117,10 @@ def listeners() -> list[dict[str, Any]]:
     return out
 
 
-def announce(name: str, listener: Any) -> None:
-    """A started listener (its ``address``, ``tls_address`` and ``counters`` if it has
-    them) is up: its plain port as ``name``, its TLS port as ``name``-tls."""
+def announce(listener: Any) -> None:
+    """A started listener (its ``name``, ``address``, and ``tls_address`` and ``counters``
+    if it has them) is up: its plain port as its name, its TLS port as name-tls."""
+    name = listener.name
     counters = getattr(listener, "counters", None)
     listening(name, listener.address, counters)
     tls_address = getattr(listener, "tls_address", None)
@@ -125,8 +128,9 @@ def announce(name: str, listener: Any) -> None:
         listening(f"{name}-tls", tls_address, counters)
 
 
-def withdraw(name: str, listener: Any) -> None:
-    """The listener ``announce`` named is stopping (call before its stop())."""
+def withdraw(listener: Any) -> None:
+    """A listener ``announce`` named is stopping (call before its stop())."""
+    name = listener.name
     try:
         addresses = [(name, listener.address)]
         if getattr(listener, "tls_address", None):

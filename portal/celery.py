@@ -46,7 +46,7 @@ class ListenersStep(bootsteps.StartStopStep):
         for name in self.names:
             listener = build_listener(name)
             listener.start()
-            health.announce(listener.name, listener)
+            health.announce(listener)
             self.running.append(listener)
         if self.running:
             settle_heap()  # as serve and the listener commands do
@@ -58,7 +58,7 @@ class ListenersStep(bootsteps.StartStopStep):
 
         while self.running:
             listener = self.running.pop()
-            health.withdraw(listener.name, listener)
+            health.withdraw(listener)
             if listener.name == "dimse":  # running associations finish (HL7 senders resend)
                 listener.stop(settings.SHUTDOWN_GRACE_SECONDS)
             else:

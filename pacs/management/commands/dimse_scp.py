@@ -31,7 +31,7 @@ class Command(BaseCommand):
             signal.signal(sig, lambda *_: done.set())
         listener = DimseListener(port=port, listen_fd=listen_fd)
         listener.start()
-        health.announce("dimse", listener)
+        health.announce(listener)
         settle_heap()
         report_ready(ready_fd)
         children = spawn_scp_processes(processes - 1, listener.share()) if processes > 1 else []
@@ -43,6 +43,6 @@ class Command(BaseCommand):
         try:
             done.wait()
         finally:
-            health.withdraw("dimse", listener)
+            health.withdraw(listener)
             listener.stop(settings.SHUTDOWN_GRACE_SECONDS)
             stop_processes(children)

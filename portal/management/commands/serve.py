@@ -55,9 +55,9 @@ class Command(BaseCommand):
         hl7 = None if no_hl7 else build_listener("hl7")
         if hl7:
             hl7.start()
-        for name, listener in (("dimse", dimse), ("hl7", hl7)):
+        for listener in (dimse, hl7):
             if listener:
-                health.announce(name, listener)
+                health.announce(listener)
         if not settings.SCALE_MODE:
             deliveries_due.send(sender=self.__class__)  # scale mode: the workers do
         ws, ws_port = None, None
@@ -80,9 +80,9 @@ class Command(BaseCommand):
             pass
         finally:
             web.close()
-            for name, listener in (("dimse", dimse), ("hl7", hl7)):
+            for listener in (dimse, hl7):
                 if listener:
-                    health.withdraw(name, listener)
+                    health.withdraw(listener)
             if ws:
                 health.stopped("websocket", (settings.HTTP_HOST, ws_port))
             if dimse:
