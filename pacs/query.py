@@ -482,14 +482,17 @@ def matching_rows(level: Level, qs: QuerySet, columns: list[str], *,
         if column in level.computed:
             qs = level.computed[column](qs)
     keys = header.keys if header is not None else {}
-    if (not keys and not with_metadata) or level.metadata is None:
+    if level.metadata is None:  # no stored headers at this level (the worklist)
+        keys, with_metadata = {}, False
+    every = columns
+    if keys or with_metadata:
+        qs = qs.annotate(_metadata=level.metadata())
+        every = [*columns, "_metadata"]
+    if not keys:  # the index decides alone: the database pages
         window = qs[offset:offset + limit] if limit is not None else qs[offset:]
-        yield from rows(window, columns)
-        return
-    qs = qs.annotate(_metadata=level.metadata())
-    every = [*columns, "_metadata"]
-    if not keys:
-        window = qs[offset:offset + limit] if limit is not None else qs[offset:]
+        if not with_metadata:
+            yield from rows(window, columns)
+            return
         for row in rows(window, every):
             yield (*row[:-1], _parsed(row[-1]))
         return
