@@ -135,9 +135,10 @@ class StoreSession:
         except PeerUnavailable:
             raise
         except Exception as exc:  # this object only: its file unreadable, say
-            return self._not_sent(path, f"{type(exc).__name__}: {exc}")
+            return self.not_sent(path, f"{type(exc).__name__}: {exc}")
 
-    def _not_sent(self, path: Path, error: str) -> int:
+    def not_sent(self, path: Path, error: str) -> int:
+        """Record that the object at ``path`` could not be sent at all, and why."""
         self.last_error = error
         log.warning("C-STORE of %s to %s: not sent: %s", path.name, self.peer.ae_title, error)
         return STATUS_NO_CONTEXT
@@ -153,14 +154,14 @@ class StoreSession:
         syntax, convert = sending_syntax(transfer_syntax,
                                          {ts for cls, ts in accepted if cls == sop_class})
         if syntax is None:
-            return self._not_sent(path, "the destination took neither its transfer syntax "
+            return self.not_sent(path, "the destination took neither its transfer syntax "
                                         "nor an uncompressed one it can be decoded to")
         dataset: Path | Dataset = path  # sent as stored, without decoding
         if convert:  # pynetdicom encodes it for the accepted uncompressed context
             try:
                 dataset = decompressed(path)
             except CannotConvert as exc:
-                return self._not_sent(path, str(exc))
+                return self.not_sent(path, str(exc))
         status = self.assoc.send_c_store(dataset, **extra)
         if not status or "Status" not in status:
             raise PeerUnavailable(f"no C-STORE response from {self.peer.ae_title}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.db.models import QuerySet, Sum
 from pydicom.dataset import Dataset
@@ -11,7 +10,6 @@ from pydicom.dataset import Dataset
 from pacs import query
 from pacs.matching import date_range_q, prefix_q, single_value_q
 from pacs.models import ApplicationEntity, Instance, Patient, Series, Study
-from pacs.storage import get_storage
 
 
 @dataclass(frozen=True)
@@ -90,15 +88,14 @@ class RetrievalItem:
     sop_instance_uid: str
     sop_class_uid: str
     transfer_syntax_uid: str
-    path: Path
+    file_key: str
 
 
 def retrieval_items(level_name: str, identifier: Dataset) -> list[RetrievalItem]:
     """The stored files a retrieve identifier names (C-MOVE/C-GET SCP, send jobs)."""
     rows = query.retrieve_instances(level_name, identifier).values_list(
         "sop_instance_uid", "sop_class_uid", "transfer_syntax_uid", "file_key")
-    storage = get_storage()
-    return [RetrievalItem(uid, cls, ts, storage.path(key)) for uid, cls, ts, key in rows]
+    return [RetrievalItem(*row) for row in rows]
 
 
 def forwarding_queues() -> list[dict]:

@@ -1,9 +1,18 @@
-"""Where Part 10 files live. One small interface; the local filesystem is the default backend.
+"""Where Part 10 files live. One small interface (``Storage``), two backends: local files (the
+default, here) and an S3-compatible object store (``pacs.objectstore``), chosen by
+``PORTAL_STORAGE_URL``.
 
-Writes go to a temporary file under ``.incoming/`` in the storage root (the same filesystem),
-are synced to disk (optional, ``PORTAL_STORAGE_FSYNC``), and become visible only by an atomic
-rename to their key: no reader ever sees a half-written file. Because the temporary name needs
-no key, the ingest path starts writing before it has parsed the header (``write_soon``).
+The store path calls, in this order: ``write_soon`` (or ``write_from``) while the header is
+parsed; ``place`` once the key is known, outside the index transaction; ``commit`` inside it
+(``uncommit`` if it rolls back); ``discard`` whenever the instance is not kept. Readers use
+``open`` (sequential), ``range_reader`` (positioned reads, for multipart answers and HTTP
+ranges) or ``local_copy`` (a path, for code that reads files by name).
+
+Local files: writes go to a temporary file under ``.incoming/`` in the storage root (the same
+filesystem), are synced to disk (optional, ``PORTAL_STORAGE_FSYNC``), and become visible only by
+an atomic rename to their key: no reader ever sees a half-written file. Because the temporary
+name needs no
+key, the ingest path starts writing before it has parsed the header (``write_soon``).
 """
 
 from __future__ import annotations
@@ -14,9 +23,10 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 from django.conf import settings
 
@@ -28,10 +38,63 @@ T = TypeVar("T")
 
 @dataclass
 class PendingFile:
-    """Bytes written durably under a temporary name, waiting for commit() or discard()."""
+    """Bytes written durably under a temporary name, waiting for commit() or discard().
 
-    temp_path: Path
+    An object store keeps small data sets in memory (``data``) until ``place`` uploads them,
+    and records the object's key there (``key``)."""
+
+    temp_path: Path | None
     size: int
+    data: bytes | None = None
+    key: str | None = None
+
+
+class RangeReader(Protocol):
+    """Positioned reads of stored files, for one answer (a multipart body, an HTTP range)."""
+
+    def read_at(self, key: str, offset: int, length: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Storage(Protocol):
+    """What every backend offers. Keys are ``<study>/<series>/<sop>[.<version>].dcm``."""
+
+    #: does ``place`` give every upload a key of its own (no rename, no overwrite)?
+    unique_keys: bool
+
+    def write_soon(self, data: bytes) -> Future[PendingFile]: ...
+
+    def write_from(self, prefix: bytes, source: BinaryIO, size: int) -> PendingFile: ...
+
+    def place(self, pending: PendingFile, key: str) -> str: ...
+
+    def commit(self, pending: PendingFile, key: str) -> None: ...
+
+    def uncommit(self, pending: PendingFile, key: str) -> None: ...
+
+    def discard(self, pending: PendingFile) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int | None: ...
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def range_reader(self) -> RangeReader: ...
+
+    def local_copy(self, key: str) -> AbstractContextManager[Path]: ...
+
+    def incoming_dir(self) -> Path: ...
+
+    def sweep_incoming(self, older_than: float = ...) -> int: ...
+
+    def ready(self) -> None: ...
+
+    def iter_files(self, open_modes: list[str] | None = None
+                   ) -> Iterator[tuple[str, int, float]]: ...
 
 
 INCOMING = ".incoming"
@@ -39,6 +102,8 @@ INCOMING_MAX_AGE = 3600.0  # seconds; see sweep_incoming
 
 
 class LocalStorage:
+    unique_keys = False  # a key names one file; a new version gets a new key from ingest
+
     def __init__(self, root: Path, fsync: bool = True, sync_folders: bool = False,
                  drop_cache: bool = True) -> None:
         """``fsync``: a written file's bytes are on disk when write_soon's future is done.
@@ -121,7 +186,12 @@ class LocalStorage:
             raise StorageFull(f"cannot write file: {exc.strerror}") from exc
         return PendingFile(temp_path=temp, size=len(prefix) + size)
 
+    def place(self, pending: PendingFile, key: str) -> str:
+        """The key the file will have: ``key`` itself (the rename is ``commit``'s)."""
+        return key
+
     def commit(self, pending: PendingFile, key: str) -> None:
+        assert pending.temp_path is not None
         final = self.path(key)
         _, made = _in_folder(final.parent, lambda: os.replace(pending.temp_path, final))
         if self.sync_folders:
@@ -134,10 +204,12 @@ class LocalStorage:
 
     def uncommit(self, pending: PendingFile, key: str) -> None:
         """Undo commit() when the transaction that published the file did not commit."""
+        assert pending.temp_path is not None
         os.replace(self.path(key), pending.temp_path)
 
     def discard(self, pending: PendingFile) -> None:
-        pending.temp_path.unlink(missing_ok=True)
+        if pending.temp_path is not None:
+            pending.temp_path.unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
@@ -147,6 +219,25 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
+
+    def size(self, key: str) -> int | None:
+        try:
+            return os.stat(self.path(key)).st_size
+        except FileNotFoundError:
+            return None
+
+    def range_reader(self) -> RangeReader:
+        return _FileRanges(self.root)
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        """The stored file itself: no copy is made."""
+        yield self.path(key)
+
+    def ready(self) -> None:
+        """Raises when files cannot be stored (the readiness probe asks)."""
+        if not os.path.isdir(self.root) or not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError("storage directory missing or not writable")
 
     def sweep_incoming(self, older_than: float = INCOMING_MAX_AGE) -> int:
         """Delete temporary files last written more than ``older_than`` seconds ago: what a
@@ -199,6 +290,26 @@ class LocalStorage:
                     continue
 
 
+class _FileRanges:
+    """``os.pread`` on one open descriptor per file in turn: no Python file object, no
+    buffer, and the WSGI server's reads of a long multipart answer go straight to the kernel."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._fd: tuple[str, int] | None = None
+
+    def read_at(self, key: str, offset: int, length: int) -> bytes:
+        if self._fd is None or self._fd[0] != key:
+            self.close()
+            self._fd = (key, os.open(self.root / key, os.O_RDONLY))
+        return os.pread(self._fd[1], length, offset)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd[1])
+            self._fd = None
+
+
 def _open(entry: os.DirEntry) -> bool:
     """May others than this account read or enter it?"""
     return bool(entry.stat(follow_symlinks=False).st_mode & 0o077)
@@ -240,7 +351,12 @@ def _write_all(fd: int, temp: Path, data: bytes, drop_cache: bool) -> PendingFil
     return PendingFile(temp_path=temp, size=len(data))
 
 
-def get_storage() -> LocalStorage:
+def get_storage() -> Storage:
+    """The configured backend: an object store when PORTAL_STORAGE_URL names one."""
+    if settings.STORAGE_URL.startswith("s3://"):
+        from pacs import objectstore  # boto3 is imported only where it is used
+
+        return objectstore.configured()
     return LocalStorage(settings.STORAGE_DIR, fsync=settings.STORAGE_FSYNC,
                         sync_folders=settings.STORAGE_FSYNC_FULL,
                         drop_cache=settings.STORAGE_DROP_CACHE)

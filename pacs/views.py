@@ -126,7 +126,8 @@ def instance_preview(request, sop_uid: str):
     except ValueError as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain")
     try:
-        png = render_png(str(get_storage().path(inst.file_key)), frame=frame, max_size=size)
+        with get_storage().local_copy(inst.file_key) as path:
+            png = render_png(str(path), frame=frame, max_size=size)
     except (NotRenderable, TooManyPixels) as exc:
         return HttpResponse(str(exc), status=exc.http_status, content_type="text/plain")
     response = HttpResponse(png, content_type="image/png")

@@ -18,7 +18,6 @@ Prometheus metrics.
 from __future__ import annotations
 
 import hmac
-import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -38,6 +37,7 @@ from core.roles import allowed
 from hl7gw.models import Message, Outbound
 from pacs.dicomweb.auth import ApiTokenAuthentication, PortalSessionAuthentication
 from pacs.models import CommitmentRequest, ForwardItem, Instance, Job, Series, Study
+from pacs.storage import get_storage
 
 # --- health ---------------------------------------------------------------------------------
 
@@ -60,9 +60,7 @@ def _database() -> None:
 
 
 def _storage() -> None:
-    root = settings.STORAGE_DIR
-    if not os.path.isdir(root) or not os.access(root, os.W_OK | os.X_OK):
-        raise PermissionError("storage directory missing or not writable")
+    get_storage().ready()
 
 
 def _broker() -> None:

@@ -363,6 +363,22 @@ if DUPLICATE_POLICY not in {"keep", "replace"} or DUPLICATE_CONFLICT not in {"wa
 # has one record whichever way they arrive.
 LOCAL_ISSUER = os.environ.get("PORTAL_LOCAL_ISSUER", "").strip()[:64]
 STORAGE_DIR = Path(os.environ.get("PORTAL_STORAGE_DIR", DATA_DIR / "dicom")).resolve()
+# Where Part 10 files live: empty (default) or file:// for local files under
+# PORTAL_STORAGE_DIR; s3://bucket/prefix for an S3-compatible object store (pacs.objectstore),
+# which every node of a scale-out site shares instead of a file system.
+STORAGE_URL = os.environ.get("PORTAL_STORAGE_URL", "").strip()
+if STORAGE_URL and not STORAGE_URL.startswith(("s3://", "file://")):
+    raise ImproperlyConfigured("PORTAL_STORAGE_URL must start with s3:// or file://")
+if STORAGE_URL.startswith("file://"):
+    STORAGE_DIR = Path(STORAGE_URL.removeprefix("file://")).resolve()
+# The object store's address (empty: AWS itself) and region. Credentials: these two settings,
+# else boto3's own chain (AWS_ACCESS_KEY_ID..., ~/.aws, an instance role); never in the repo.
+S3_ENDPOINT_URL = os.environ.get("PORTAL_S3_ENDPOINT_URL", "").strip()
+S3_REGION = os.environ.get("PORTAL_S3_REGION", "").strip() or "us-east-1"
+S3_ACCESS_KEY_ID = os.environ.get("PORTAL_S3_ACCESS_KEY_ID", "").strip()
+S3_SECRET_ACCESS_KEY = os.environ.get("PORTAL_S3_SECRET_ACCESS_KEY", "").strip()
+# Connections to the object store per process (each association or web thread takes one).
+S3_MAX_CONNECTIONS = env_int("PORTAL_S3_MAX_CONNECTIONS", 64)
 # What is on disk before a store is answered (see STORAGE_SYNC above).
 STORAGE_FSYNC = STORAGE_SYNC != "off"
 STORAGE_FSYNC_FULL = STORAGE_SYNC == "full"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install what the tests need (DCMTK, Orthanc, PostgreSQL, Redis, Chromium, npm, nginx, openssl,
-# Python packages),
+# Install what the tests need (DCMTK, Orthanc, PostgreSQL, Redis, Ceph, Chromium, npm, nginx,
+# openssl, Python packages),
 # run:
 #   1. ruff and the import layers, 2. the embedded suite (SQLite), 3. the scale slice against real PostgreSQL,
-#   Redis and a Celery worker process.
+#   Redis and a Celery worker process, 4. the store and read paths on a real S3 object store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +55,7 @@ redis-server --port "$redisport" --bind 127.0.0.1 --save "" --appendonly no --da
 cleanup() {
   as_pg "$pgbin/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true
   [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null || true
+  scripts/objectstore.sh stop "$work/ceph" 2>/dev/null || true
 }
 trap cleanup EXIT
 set +e
@@ -63,5 +64,24 @@ REDIS_URL="redis://127.0.0.1:$redisport/0" \
   $PY -m pytest -p no:cacheprovider tests/scale
 scale=$?
 set -e
-echo "embedded suite exit $embedded, scale slice exit $scale"
-[ "$embedded" = 0 ] && [ "$scale" = 0 ]
+
+echo "== object store (Ceph RADOS Gateway): the archive's store and read paths on S3"
+# a real S3 server (scripts/objectstore.sh installs and starts it); the protocol tests of
+# storing, retrieving, sending, forwarding, deleting and exporting run again with their files
+# in a bucket (tests/stored.py), and the backend's own tests with PostgreSQL
+s3_endpoint="$(scripts/objectstore.sh start "$work/ceph" 17480)"
+set +e
+PORTAL_TEST_S3_ENDPOINT="$s3_endpoint" $PY -m pytest -p no:cacheprovider -q \
+  tests/service/test_ingest.py tests/service/test_deletion.py \
+  tests/service/test_import_export.py tests/protocol/dicomweb/test_http.py \
+  tests/protocol/dimse/test_retrieve.py tests/protocol/dimse/test_forwarding.py \
+  tests/protocol/dimse/test_scu.py tests/protocol/dimse/test_scp_dcmtk.py \
+  tests/protocol/dimse/test_limits.py tests/protocol/test_access_audit.py
+on_s3=$?
+DATABASE_URL="postgres://portal@127.0.0.1:$pgport/portal" \
+REDIS_URL="redis://127.0.0.1:$redisport/0" PORTAL_TEST_S3_ENDPOINT="$s3_endpoint" \
+  $PY -m pytest -p no:cacheprovider -q tests/scale/test_object_storage.py
+backend=$?
+set -e
+echo "embedded suite exit $embedded, scale slice exit $scale, on S3 exit $on_s3 and $backend"
+[ "$embedded" = 0 ] && [ "$scale" = 0 ] && [ "$on_s3" = 0 ] && [ "$backend" = 0 ]

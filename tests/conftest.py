@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 
 import pytest
 import requests
@@ -11,8 +13,18 @@ from pacs.models import ApplicationEntity
 
 @pytest.fixture
 def storage_dir(settings, tmp_path):
+    """Where this test's files go: local files under the folder this returns, or, when
+    PORTAL_TEST_S3_ENDPOINT names an object store (scripts/objectstore.sh), a bucket of the
+    test's own there (the folder then holds only spooled and temporary copies)."""
     settings.STORAGE_DIR = tmp_path / "dicom"
     settings.STORAGE_FSYNC = False
+    endpoint = os.environ.get("PORTAL_TEST_S3_ENDPOINT", "")
+    if endpoint:
+        settings.STORAGE_URL = f"s3://test-{uuid.uuid4().hex[:20]}/archive"
+        settings.S3_ENDPOINT_URL = endpoint
+        settings.S3_ACCESS_KEY_ID = os.environ.get("PORTAL_TEST_S3_ACCESS_KEY_ID", "portal")
+        settings.S3_SECRET_ACCESS_KEY = os.environ.get("PORTAL_TEST_S3_SECRET_ACCESS_KEY",
+                                                       "portal-test-secret")
     return settings.STORAGE_DIR
 
 

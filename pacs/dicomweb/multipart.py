@@ -11,14 +11,13 @@ from __future__ import annotations
 import bisect
 import io
 import itertools
-import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from core.errors import BadRequest
 from pacs.dicomweb.negotiation import parse_media_type
+from pacs.storage import RangeReader
 
 CRLF = b"\r\n"
 
@@ -148,16 +147,18 @@ class JoinedFile(io.RawIOBase):
     A multipart body of files sent as stored is handed to the WSGI server as one file
     (``wsgi.file_wrapper``): waitress then sends it from its I/O thread in socket-sized reads,
     instead of copying every chunk of a Python generator through its output buffer.
+    A stored file is ``(key, size)``, read through the storage's ``reader``
+    (pacs.storage.RangeReader): pread on local files, ranged GETs on an object store.
     """
 
-    def __init__(self, segments: list[bytes | tuple[Path, int]]) -> None:
+    def __init__(self, segments: list[bytes | tuple[str, int]], reader: RangeReader) -> None:
         super().__init__()
         self._segments = segments
+        self._reader = reader
         self._sizes = [len(s) if isinstance(s, bytes) else s[1] for s in segments]
         self._starts = list(itertools.accumulate(self._sizes, initial=0))
         self._size = self._starts[-1]
         self._pos = 0
-        self._fd: tuple[int, int] | None = None  # (segment index, open descriptor)
 
     def readable(self) -> bool:
         return True
@@ -185,7 +186,7 @@ class JoinedFile(io.RawIOBase):
             if isinstance(segment, bytes):
                 chunk = segment[offset:offset + take]
             else:
-                chunk = os.pread(self._descriptor(index, segment[0]), take, offset)
+                chunk = self._reader.read_at(segment[0], offset, take)
                 if not chunk:
                     raise OSError(f"{segment[0]} is shorter than its recorded size")
             out.append(chunk)
@@ -193,17 +194,67 @@ class JoinedFile(io.RawIOBase):
             size -= len(chunk)
         return b"".join(out)
 
-    def _descriptor(self, index: int, path: Path) -> int:
-        if self._fd is None or self._fd[0] != index:
-            self._close_fd()
-            self._fd = (index, os.open(path, os.O_RDONLY))
-        return self._fd[1]
+    def close(self) -> None:
+        self._reader.close()
+        super().close()
 
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd[1])
-            self._fd = None
+
+class Window(io.RawIOBase):
+    """``length`` bytes of a seekable file from ``start``: the body of a 206 answer to an HTTP
+    range, read on demand (a stored file's bytes are fetched only for the asked range)."""
+
+    def __init__(self, raw: io.RawIOBase, start: int, length: int) -> None:
+        super().__init__()
+        self._raw, self._start, self._length, self._pos = raw, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._length}[whence]
+        self._pos = max(0, min(base + offset, self._length))
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._length - self._pos
+        size = left if size is None or size < 0 else min(size, left)
+        if size <= 0:
+            return b""
+        self._raw.seek(self._start + self._pos)
+        data = self._raw.read(size)
+        self._pos += len(data)
+        return data
 
     def close(self) -> None:
-        self._close_fd()
+        self._raw.close()
         super().close()
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The (start, length) an HTTP ``Range`` header asks of ``size`` bytes (RFC 9110 14.1.2):
+    one range, ``bytes=a-b``, ``bytes=a-`` or ``bytes=-n``. None when it is not one such range
+    (the whole answer is sent then); ValueError when it cannot be satisfied (416)."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = (piece.strip() for piece in spec.partition("-"))
+    if not dash or not (first or last) or not all(p.isdigit() for p in (first, last) if p):
+        return None
+    if not first:  # the last n bytes
+        length = min(int(last), size)
+        if length == 0:
+            raise ValueError("an empty suffix range")
+        return size - length, length
+    start = int(first)
+    if last and int(last) < start:  # not a valid range: ignored (RFC 9110 14.1.1)
+        return None
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size:
+        raise ValueError(f"bytes {first}-{last} lie outside the {size} bytes")
+    return start, end - start + 1

@@ -266,8 +266,11 @@ class RetrieveView(DicomWebView):
         items = wado.instances(study, series, instance)
         targets = [wado.choose_syntax(item, syntaxes) for item in items]
         if bare:
+            bare_type = f"{DICOM}; transfer-syntax={targets[0]}"
+            if targets[0] == items[0].transfer_syntax_uid:
+                return _as_stored(request, [(items[0].file_key, items[0].file_size)], bare_type)
             data = b"".join(wado.part10(items[0], targets[0]))
-            return HttpResponse(data, content_type=f"{DICOM}; transfer-syntax={targets[0]}")
+            return HttpResponse(data, content_type=bare_type)
         boundary = multipart.new_boundary()
         headers = [multipart.part_header(boundary, f"{DICOM}; transfer-syntax={ts}")
                    for ts in targets]
@@ -276,14 +279,41 @@ class RetrieveView(DicomWebView):
             # all as stored: one joined file of known length, sent by the server's I/O thread
             segments: list = []
             for header, item in zip(headers, items, strict=True):
-                segments += [header, (item.path, item.file_size), multipart.CRLF]
+                segments += [header, (item.file_key, item.file_size), multipart.CRLF]
             segments.append(multipart.closing(boundary))
-            return FileResponse(multipart.JoinedFile(segments), content_type=content_type)
+            return _as_stored(request, segments, content_type)
         parts = ((header, wado.part10(item, ts))
                  for header, item, ts in zip(headers, items, targets, strict=True))
         if len(items) == 1:  # converted before the answer starts: an error is still a 406
             parts = iter([(headers[0], [b"".join(wado.part10(items[0], targets[0]))])])
         return StreamingHttpResponse(multipart.stream(boundary, parts), content_type=content_type)
+
+
+def _as_stored(request, segments: list, content_type: str) -> HttpResponse:
+    """Stored files (and multipart headers) as one body of known length, or the one byte range
+    the request asks for (206; 416 when it lies outside). A resumed download of a large object
+    reads only the rest of it from storage."""
+    body = multipart.JoinedFile(segments, wado.range_reader())
+    size = body.seek(0, 2)
+    body.seek(0)
+    asked = request.headers.get("Range", "")
+    try:
+        window = multipart.byte_range(asked, size) if asked else None
+    except ValueError as exc:
+        body.close()
+        response = HttpResponse(f"Range {asked!r}: {exc}", status=416,
+                                content_type="text/plain")
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    if window is None:
+        response = FileResponse(body, content_type=content_type)
+    else:
+        start, length = window
+        response = FileResponse(multipart.Window(body, start, length), status=206,
+                                content_type=content_type)
+        response["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
+    response["Accept-Ranges"] = "bytes"
+    return response
 
 
 class StudyView(RetrieveView):
@@ -541,6 +571,8 @@ class WadoUriView(DicomWebView):
                                 "application/dicom, image/jpeg, image/png or image/gif")
         if media == DICOM:
             syntax = wado.choose_syntax(item, [params.get("transferSyntax") or "*"])
+            if syntax == item.transfer_syntax_uid:
+                return _as_stored(request, [(item.file_key, item.file_size)], DICOM)
             return StreamingHttpResponse(wado.part10(item, syntax), content_type=DICOM)
         window = None
         if params.get("windowCenter") and params.get("windowWidth"):

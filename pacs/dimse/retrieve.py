@@ -27,6 +27,8 @@ from pacs.dimse.handlers import (
 from pacs.dimse.policy import AePolicy
 from pacs.models import ApplicationEntity
 from pacs.selectors import RetrievalItem, retrieval_items
+from pacs.services.sending import send_stored
+from pacs.storage import get_storage
 
 log = logging.getLogger("pacs.dimse")
 
@@ -132,8 +134,8 @@ def make_move_service(policy: AePolicy, ae_title: str) -> Service:
         try:
             with StoreSession(peer, calling_aet=ae_title, pairs=pairs,
                               move_originator=(assoc.calling_aet, message.message_id)) as session:
-                counts = _run(assoc, message, items, lambda item: session.send(
-                    item.path, item.sop_class_uid, item.transfer_syntax_uid))
+                counts = _run(assoc, message, items, lambda item: send_stored(
+                    session, item.file_key, item.sop_class_uid, item.transfer_syntax_uid))
         except PeerUnavailable as exc:  # could not associate at all
             assoc.respond(message, status.SUB_OPERATIONS_FAILED, comment=str(exc))
             record_access(assoc, "C-MOVE", asked[0], f"to {destination}: {exc}", "failure")
@@ -179,16 +181,22 @@ def _store_on_association(assoc: Association, message: wire.Message,
     context, convert = _context_for(assoc, item)
     if context is None:
         return status.SUB_OPERATIONS_FAILED  # the requestor offered no context for it
-    if convert:
-        try:
-            body = encode_in(context, decompressed(item.path))
-        except CannotConvert as exc:
-            log.warning("cannot send %s to %s uncompressed: %s", item.sop_instance_uid,
-                        assoc.calling_aet, exc)
-            return status.SUB_OPERATIONS_FAILED
-    else:
-        data = item.path.read_bytes()
-        body = data[dataset_offset(data):]
+    storage = get_storage()
+    try:
+        if convert:
+            with storage.local_copy(item.file_key) as path:
+                body = encode_in(context, decompressed(path))
+        else:
+            with storage.open(item.file_key) as file:
+                data = file.read()
+            body = data[dataset_offset(data):]
+    except CannotConvert as exc:
+        log.warning("cannot send %s to %s uncompressed: %s", item.sop_instance_uid,
+                    assoc.calling_aet, exc)
+        return status.SUB_OPERATIONS_FAILED
+    except Exception as exc:  # its file unreadable: this sub-operation fails, not the rest
+        log.warning("cannot read the file of %s: %s", item.sop_instance_uid, exc)
+        return status.SUB_OPERATIONS_FAILED
     response = assoc.request(context, {
         wire.AFFECTED_SOP_CLASS_UID: item.sop_class_uid,
         wire.COMMAND_FIELD: wire.C_STORE_RQ,

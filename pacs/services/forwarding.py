@@ -30,6 +30,7 @@ from core.retry import retry_delay
 from dicomnet.scu import Peer, PeerUnavailable, StoreSession
 from pacs.dicomfile import ParsedHeader
 from pacs.models import ApplicationEntity, ForwardingRule, ForwardItem, Instance
+from pacs.services.sending import send_stored
 from pacs.storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def send_queue(key: str) -> float | None:
         with StoreSession(peer, calling_aet=settings.DIMSE_AET, pairs=pairs) as session:
             for item in items:
                 sop_class, syntax, file_key = stored[item.sop_instance_uid]
-                status = session.send(storage.path(file_key), sop_class, syntax)
+                status = send_stored(session, file_key, sop_class, syntax, storage)
                 if status == 0x0000 or status & 0xF000 == 0xB000:  # success or warning
                     _finish([item], ForwardItem.Status.SENT)
                 elif session.last_error:  # we could not send it at all

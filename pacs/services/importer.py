@@ -79,7 +79,7 @@ def _dicomdir_references(path: Path) -> Iterator[Path]:
 
 
 def import_files(
-    files: list[Path], *, actor: str = "cli", progress: Callable[[], None] | None = None
+    files: Iterable[Path], *, actor: str = "cli", progress: Callable[[], None] | None = None
 ) -> ImportSummary:
     summary = ImportSummary()
     for path in files:

@@ -33,7 +33,7 @@ from pacs import identity
 from pacs.dicomfile import ParsedHeader, as_date, date_text, integer, read_header, text
 from pacs.models import Discrepancy, Instance, Patient, Series, Study
 from pacs.services import deletion, forwarding, patients, reconciliation
-from pacs.storage import LocalStorage, PendingFile, get_storage
+from pacs.storage import PendingFile, Storage, get_storage
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def store_instance(
     received_from: str,
     expected_sop_class_uid: str | None = None,
     expected_sop_instance_uid: str | None = None,
-    storage: LocalStorage | None = None,
+    storage: Storage | None = None,
     written: PendingFile | None = None,
 ) -> StoreResult:
     """Store Part 10 ``data``, or the Part 10 file already ``written`` under a temporary name
@@ -87,7 +87,7 @@ def store_instance(
                   expected_sop_instance_uid)
 
 
-def _store(data, writing: Future[PendingFile], storage: LocalStorage, received_from: str,
+def _store(data, writing: Future[PendingFile], storage: Storage, received_from: str,
            expected_sop_class_uid: str | None, expected_sop_instance_uid: str | None
            ) -> StoreResult:
     try:
@@ -105,7 +105,12 @@ def _store(data, writing: Future[PendingFile], storage: LocalStorage, received_f
         _discard_when_written(storage, writing)
         raise
     pending = writing.result()  # StorageFull if the write failed
-    key = f"{study_uid}/{series_uid}/{sop_uid}.dcm"
+    try:
+        # an object store uploads here, outside the index transaction, under a key of its own
+        key = storage.place(pending, f"{study_uid}/{series_uid}/{sop_uid}.dcm")
+    except BaseException:
+        storage.discard(pending)
+        raise
     place = _Place(header, sop_uid, study_uid, series_uid, received_from,
                    identity.image_key(header.text("PatientID"),
                                       header.text("IssuerOfPatientID"), study_uid))
@@ -136,7 +141,7 @@ class _Place:
     warning: str = ""
 
 
-def _discard_when_written(storage: LocalStorage, writing: Future[PendingFile]) -> None:
+def _discard_when_written(storage: Storage, writing: Future[PendingFile]) -> None:
     try:
         pending = writing.result()
     except Exception:  # nothing was kept
@@ -144,7 +149,7 @@ def _discard_when_written(storage: LocalStorage, writing: Future[PendingFile]) -
     storage.discard(pending)
 
 
-def _index_with_retry(place: _Place, fields: dict, storage: LocalStorage, pending: PendingFile,
+def _index_with_retry(place: _Place, fields: dict, storage: Storage, pending: PendingFile,
                       key: str) -> Outcome:
     """Index and publish the file, in a group commit with the process's other stores
     (``group_commit.write_together``: concurrent associations do not queue in SQLite's busy
@@ -170,7 +175,7 @@ def _index_with_retry(place: _Place, fields: dict, storage: LocalStorage, pendin
     raise AssertionError("unreachable")
 
 
-def _index_and_publish(place: _Place, fields: dict, storage: LocalStorage, pending: PendingFile,
+def _index_and_publish(place: _Place, fields: dict, storage: Storage, pending: PendingFile,
                        key: str, published: list[str]) -> Outcome:
     outcome, final_key, old_key = _index(place, fields, pending, key, storage)
     if outcome is not Outcome.DUPLICATE:
@@ -184,7 +189,7 @@ def _index_and_publish(place: _Place, fields: dict, storage: LocalStorage, pendi
 
 
 def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
-           storage: LocalStorage) -> tuple[Outcome, str, str | None]:
+           storage: Storage) -> tuple[Outcome, str, str | None]:
     """Write the index rows; return the outcome, the file key to publish, the key to delete.
 
     The per-instance statements are plain SQL on the driver's cursor (``statements.execute``):
@@ -213,7 +218,7 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
 
 
 def _resent(place: _Place, existing: tuple, fields: dict, pending: PendingFile, key: str,
-            storage: LocalStorage) -> tuple[Outcome, str, str | None]:
+            storage: Storage) -> tuple[Outcome, str, str | None]:
     inst_id, old_key, old_series_id, old_series_uid, old_study_uid, old_pid, old_issuer = existing
     stored_as = identity.PatientKey(old_pid, old_issuer)
     same = (old_series_uid == place.series_uid and old_study_uid == place.study_uid
@@ -243,7 +248,7 @@ def _resent(place: _Place, existing: tuple, fields: dict, pending: PendingFile, 
         return Outcome.DUPLICATE, old_key, None
     series_id, study_id = _series_for(place)
     # A new key for the new version: the old file stays valid until this commits.
-    new_key = key.replace(".dcm", f".{time.time_ns()}.dcm")
+    new_key = key if storage.unique_keys else key.replace(".dcm", f".{time.time_ns()}.dcm")
     Instance.objects.filter(pk=inst_id).update(
         series_id=series_id, file_key=new_key, file_size=pending.size,
         received_from=place.origin[:128], **fields,

@@ -21,6 +21,7 @@ from dicomnet import scu
 from pacs.models import ApplicationEntity, Job
 from pacs.selectors import retrieval_items
 from pacs.services.ingest import store_instance
+from pacs.services.sending import send_stored
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,8 @@ def _send(job: Job, reporter: _Reporter) -> None:
         for item in items:
             if not reporter.update(progress):
                 break
-            progress.record(item.sop_instance_uid, session.send(
-                item.path, item.sop_class_uid, item.transfer_syntax_uid))
+            progress.record(item.sop_instance_uid, send_stored(
+                session, item.file_key, item.sop_class_uid, item.transfer_syntax_uid))
     reporter.update(progress, force=True)
 
 

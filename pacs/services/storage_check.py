@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from core.errors import NotFound
 from pacs.models import Instance, Series, Study
 from pacs.services import deletion
 from pacs.services.importer import ImportSummary, import_files
-from pacs.storage import get_storage
+from pacs.storage import Storage, get_storage
 
 MIN_AGE = 60.0  # seconds; a store or a deletion in progress takes milliseconds
 _CHUNK = 500
@@ -197,8 +197,15 @@ def reindex_orphans(keys: Iterable[str], *, actor: str,
     The file stays where it is when its key is the one ingest gives it; otherwise (an older
     version of a replaced instance, say) the import copies it, and the orphan remains for
     ``delete_orphans``."""
-    storage = get_storage()
-    return import_files([storage.path(key) for key in keys], actor=actor, progress=progress)
+    return import_files(_copies(get_storage(), keys), actor=actor, progress=progress)
+
+
+def _copies(storage: Storage, keys: Iterable[str]) -> Iterator[Path]:
+    """Each stored file by name in turn (an object store's in a temporary copy, removed once
+    the next is asked for)."""
+    for key in keys:
+        with storage.local_copy(key) as path:
+            yield path
 
 
 def delete_orphans(keys: Iterable[str], *, actor: str) -> int:
@@ -290,7 +297,4 @@ def _still_wrong_size(items: list[WrongSize]) -> list[WrongSize]:
 
 
 def _size(key: str) -> int | None:
-    try:
-        return os.stat(get_storage().path(key)).st_size
-    except FileNotFoundError:
-        return None
+    return get_storage().size(key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from dicomnet import transcode
 from pacs.dicomjson import LONG_TEXT_VRS
 from pacs.models import Instance
 from pacs.rendering import Window, render
-from pacs.storage import get_storage
+from pacs.storage import RangeReader, get_storage
 
 CHUNK = 1 << 22
 
@@ -68,9 +69,11 @@ class StoredInstance:
     has_pixel_data: bool
     number_of_frames: int | None
 
-    @property
-    def path(self) -> Path:
-        return get_storage().path(self.file_key)
+    @contextmanager
+    def file(self) -> Iterator[Path]:
+        """The stored file by name (a temporary copy of an object store's)."""
+        with get_storage().local_copy(self.file_key) as path:
+            yield path
 
 
 _FIELDS = ("series__study__study_instance_uid", "series__series_instance_uid",
@@ -153,11 +156,16 @@ def choose_syntax(item: StoredInstance, acceptable: list[str]) -> str:
         f"be sent as {', '.join(acceptable)}")
 
 
+def range_reader() -> RangeReader:
+    """Positioned reads of stored files for one answer (pacs.storage.RangeReader)."""
+    return get_storage().range_reader()
+
+
 def part10(item: StoredInstance, target: str) -> Iterator[bytes]:
     """The instance as a Part 10 file in ``target``: the stored bytes in 1 MiB chunks, or a
     converted copy."""
     if target == item.transfer_syntax_uid:
-        with open(item.path, "rb") as fh:
+        with get_storage().open(item.file_key) as fh:
             while chunk := fh.read(CHUNK):
                 yield chunk
         return
@@ -166,7 +174,8 @@ def part10(item: StoredInstance, target: str) -> Iterator[bytes]:
 
 def converted(item: StoredInstance, target: str) -> bytes:
     """A Part 10 copy in ``target`` (an uncompressed syntax), the SOP Instance UID kept."""
-    ds = transcode.decompressed(item.path)
+    with item.file() as path:
+        ds = transcode.decompressed(path)
     ds.file_meta.TransferSyntaxUID = UID(target)
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
@@ -205,7 +214,8 @@ def frames(item: StoredInstance, numbers: list[int], *, as_stored: bool) -> list
     uncompressed little-endian pixel values."""
     if not item.has_pixel_data:
         raise NotFound(f"instance {item.sop_instance_uid} has no pixel data")
-    ds = dcmread(item.path)
+    with item.file() as path:
+        ds = dcmread(path)
     count = int(ds.get("NumberOfFrames", 1) or 1)
     missing = [n for n in numbers if n > count]
     if missing:
@@ -244,7 +254,8 @@ def bulkdata(item: StoredInstance, tag_text: str) -> list[tuple[str, bytes]]:
         if media != OCTET:
             count = item.number_of_frames or 1
             return [(media, f) for f in frames(item, list(range(1, count + 1)), as_stored=True)]
-    ds = dcmread(item.path)
+    with item.file() as file:
+        ds = dcmread(file)
     if len(path) == 1:
         raw = ds.get_item(tag) if tag in ds else None
         if raw is not None and raw.VR in LONG_TEXT_VRS and isinstance(raw.value, bytes):
@@ -276,7 +287,8 @@ def _media_of(ds: Dataset, tag: int) -> str:
 def document(item: StoredInstance) -> tuple[str, bytes] | None:
     """An encapsulated document's media type and bytes, or None for another object. Its
     rendered form is the document itself (PS3.18 8.7.4)."""
-    ds = dcmread(item.path, specific_tags=[ENCAPSULATED_DOCUMENT, _DOCUMENT_MIME])
+    with item.file() as path:
+        ds = dcmread(path, specific_tags=[ENCAPSULATED_DOCUMENT, _DOCUMENT_MIME])
     if ENCAPSULATED_DOCUMENT not in ds or not isinstance(ds[ENCAPSULATED_DOCUMENT].value,
                                                          bytes):
         return None
@@ -332,8 +344,9 @@ def rendered(item: StoredInstance, *, frame: int = 1, media_type: str = "image/j
              ) -> bytes:
     if not item.has_pixel_data:
         raise NotAcceptable(f"instance {item.sop_instance_uid} has no image to render")
-    return render(str(item.path), frame=frame - 1, max_size=size, media_type=media_type,
-                  window=window, quality=quality)
+    with item.file() as path:
+        return render(str(path), frame=frame - 1, max_size=size, media_type=media_type,
+                      window=window, quality=quality)
 
 
 def representative(items: list[StoredInstance]) -> StoredInstance:

@@ -12,10 +12,10 @@ import pytest
 import requests
 from django.test import Client
 from django.urls import reverse
-from pydicom import dcmread
 
 from core.models import AuditEvent
 from pacs.models import ApplicationEntity
+from tests import stored
 from tests.protocol.dimse.test_retrieve import _ct_series, storescp  # noqa: F401
 from tests.users import user_with
 
@@ -37,7 +37,7 @@ def test_pages_and_downloads_are_recorded_once_per_request(web, client_session, 
     assert len(previews) == 3
     for preview in previews:  # part of the page: not recorded on their own
         assert client_session.get(web + preview, timeout=10).status_code == 200
-    sop = dcmread(next(storage_dir.rglob("*.dcm"))).SOPInstanceUID
+    sop = stored.dataset(stored.keys()[0]).SOPInstanceUID
     assert client_session.get(f"{web}/instances/{sop}/file", timeout=10).status_code == 200
     got = rows()[start:]
     assert [(r.action, r.actor, r.source) for r in got] == [

@@ -13,7 +13,7 @@ from pacs import query
 from pacs.models import Instance, Patient, Series, Study
 from pacs.services import deletion
 from pacs.services.ingest import Outcome, store_instance
-from pacs.storage import get_storage
+from tests import stored
 from tests.samples import encoded, sample
 from tests.users import user_with
 
@@ -40,8 +40,7 @@ def study(storage_dir):
 
 
 def _files() -> set[str]:
-    root = get_storage().root
-    return {str(p.relative_to(root)) for p in root.rglob("*.dcm")}
+    return set(stored.keys())
 
 
 def _study_answer() -> dict:

@@ -8,6 +8,7 @@ from pydicom import dcmread
 
 from core.models import AuditEvent
 from pacs.models import Instance, Study
+from tests import stored
 from tests.samples import dicomdir_tests, sample
 
 pytestmark = pytest.mark.django_db
@@ -75,6 +76,7 @@ def test_export_patient_and_nothing_matching(storage_dir, tmp_path):
         call_command("export", str(tmp_path / "x"), "--series", "9.9.9", "--no-progress")
 
 
+@stored.local_files_only
 def test_importing_the_storage_folder_rebuilds_a_lost_index(storage_dir, capsys):
     """Recovery after a power failure lost the embedded index's last commits: the files are on
     disk, and `import` of the storage folder indexes them in place again."""

@@ -10,6 +10,7 @@ from pacs.dicomfile import to_part10
 from pacs.models import Instance, Patient, Series, Study
 from pacs.services.ingest import Outcome, store_instance
 from pacs.storage import INCOMING, _write_all, get_storage
+from tests import stored
 from tests.samples import COMPRESSED, UNCOMPRESSED, dataset_bytes, encoded, sample
 from tests.waiting import wait_until
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _files(root):
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    return stored.left_behind(root)
 
 
 def test_store_indexes_header_columns_and_keeps_bytes(storage_dir):
@@ -33,8 +34,7 @@ def test_store_indexes_header_columns_and_keeps_bytes(storage_dir):
     assert inst.series.modality == "CT" and inst.series.number_of_instances == 1
     assert (inst.rows, inst.columns, inst.has_pixel_data) == (128, 128, True)
     assert inst.transfer_syntax_uid == "1.2.840.10008.1.2.1"
-    stored = storage_dir / inst.file_key
-    assert stored.read_bytes() == data  # exactly as received
+    assert stored.read(inst.file_key) == data  # exactly as received
     # Metadata is DICOM JSON without bulk data.
     assert inst.metadata["00100010"] == {
         "vr": "PN",
@@ -61,13 +61,13 @@ def test_a_resent_instance_restores_its_missing_file(storage_dir, settings):
     settings.DUPLICATE_POLICY = "keep"
     data = sample("CT_small.dcm").read_bytes()
     store_instance(data=data, received_from="first")
-    (storage_dir / Instance.objects.get().file_key).unlink()  # e.g. a rename lost to a crash
+    stored.remove(Instance.objects.get().file_key)  # e.g. a rename lost to a crash
     again = store_instance(data=data, received_from="second")
     assert again.outcome is Outcome.REPLACED
     inst = Instance.objects.get()
     assert inst.received_from == "second"
-    assert _files(storage_dir) == [storage_dir / inst.file_key]
-    assert (storage_dir / inst.file_key).read_bytes() == data
+    assert _files(storage_dir) == [inst.file_key]
+    assert stored.read(inst.file_key) == data
     assert Study.objects.get().number_of_instances == 1
     assert store_instance(data=data, received_from="third").outcome is Outcome.DUPLICATE
 
@@ -82,7 +82,7 @@ def test_replace_policy_swaps_file(storage_dir, settings, django_capture_on_comm
     assert again.outcome is Outcome.REPLACED
     inst = Instance.objects.get()
     assert inst.received_from == "second" and inst.file_key != old_key
-    assert _files(storage_dir) == [storage_dir / inst.file_key]
+    assert _files(storage_dir) == [inst.file_key]
 
 
 @pytest.mark.parametrize("name", list(COMPRESSED) + UNCOMPRESSED)
@@ -90,7 +90,7 @@ def test_every_sample_transfer_syntax_is_stored_as_received(storage_dir, name):
     data = sample(name).read_bytes()
     store_instance(data=data, received_from="test")
     inst = Instance.objects.get()
-    assert (storage_dir / inst.file_key).read_bytes() == data
+    assert stored.read(inst.file_key) == data
     if name in COMPRESSED:
         assert inst.transfer_syntax_uid == COMPRESSED[name]
 
@@ -155,11 +155,12 @@ def test_synced_write_is_stored_and_leaves_no_temporary_file(storage_dir, settin
     settings.STORAGE_FSYNC = True  # the default: written with O_DSYNC
     data = sample("MR_small.dcm").read_bytes()
     assert store_instance(data=data, received_from="t").outcome is Outcome.STORED
-    [stored] = _files(storage_dir)
-    assert stored.read_bytes() == data
-    assert stored.relative_to(storage_dir).as_posix() == Instance.objects.get().file_key
+    [key] = _files(storage_dir)
+    assert stored.read(key) == data
+    assert key == Instance.objects.get().file_key
 
 
+@stored.local_files_only
 def test_unwritable_storage_is_a700_and_leaves_no_row(storage_dir):
     storage_dir.mkdir(parents=True)
     (storage_dir / INCOMING).write_text("a file where the folder should be")

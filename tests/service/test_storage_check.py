@@ -15,9 +15,11 @@ from core.models import AuditEvent
 from pacs.models import Instance, Series, Study
 from pacs.services import deletion, storage_check
 from pacs.services.ingest import store_instance
+from tests import stored
 from tests.samples import sample
 
-pytestmark = pytest.mark.django_db
+# ages files by their mtime; the object store has its own test (tests/scale/test_object_storage)
+pytestmark = [pytest.mark.django_db, stored.local_files_only]
 
 
 def _store(name: str) -> Instance:

@@ -57,10 +57,12 @@ def test_a_cut_body_gives_its_complete_parts_then_refuses():
 
 
 def test_joined_file_reads_and_seeks_across_segments(tmp_path):
-    first, second = tmp_path / "a", tmp_path / "b"
-    first.write_bytes(b"0123456789")
-    second.write_bytes(b"abcdef")
-    joined = multipart.JoinedFile([b"<h>", (first, 10), b"|", (second, 6), b"<end>"])
+    from pacs.storage import LocalStorage
+
+    (tmp_path / "a").write_bytes(b"0123456789")
+    (tmp_path / "b").write_bytes(b"abcdef")
+    joined = multipart.JoinedFile([b"<h>", ("a", 10), b"|", ("b", 6), b"<end>"],
+                                  LocalStorage(tmp_path).range_reader())
     whole = b"<h>0123456789|abcdef<end>"
     assert joined.read() == whole
     assert joined.seek(0, 2) == len(whole)

@@ -147,7 +147,7 @@ def test_an_unreadable_file_fails_its_item_and_the_queue_goes_on(dest, tmp_path)
         uids.append(ds.SOPInstanceUID)
         ForwardItem.objects.create(destination=dest, sop_instance_uid=ds.SOPInstanceUID)
     first = Instance.objects.get(sop_instance_uid=uids[0])
-    get_storage().path(first.file_key).unlink()  # lost from the disk
+    get_storage().delete(first.file_key)  # lost from the disk
     scp = Storescp(dest.port, tmp_path / "dest")
     try:
         forwarding.courier.wake(str(dest.pk))

@@ -16,6 +16,7 @@ from dicomnet.engine import NegotiationCache
 from pacs.models import ApplicationEntity, Instance
 from tests import hostile
 from tests.samples import sample
+from tests.stored import dataset, read
 
 pytestmark = pytest.mark.interop
 
@@ -156,9 +157,10 @@ def test_a_large_data_set_goes_through_a_file_and_arrives_whole(tight, tmp_path)
     done = storescu(tight, str(big))
     assert done.returncode == 0, done.stderr
     stored = Instance.objects.get()
-    on_disk = (tight_storage() / stored.file_key).read_bytes()
-    assert dcmread(big).PixelData == dcmread(tight_storage() / stored.file_key).PixelData
+    on_disk = read(stored.file_key)
+    assert dcmread(big).PixelData == dataset(stored.file_key).PixelData
     assert stored.file_size == len(on_disk)
+    assert not [p for p in (tight_storage() / ".incoming").iterdir()]  # the spooled copy went
 
 
 def test_huge_association_requests_are_refused_and_not_cached(tight):

@@ -244,7 +244,7 @@ def test_move_goes_on_past_an_instance_whose_file_is_gone(archive, storescp):
 
     study, _ = _ct_series(3)
     lost = Instance.objects.get(sop_instance_uid__endswith=".5.2")
-    get_storage().path(lost.file_key).unlink()
+    get_storage().delete(lost.file_key)
     status, identifier = _move(archive, _study_identifier(study), "DEST")[-1]
     assert status.Status == 0xB000
     assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == (2, 1)

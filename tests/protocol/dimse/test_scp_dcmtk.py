@@ -10,6 +10,7 @@ from pydicom import dcmread
 from core.models import AuditEvent
 from pacs.models import Instance
 from tests.samples import COMPRESSED, UNCOMPRESSED, sample
+from tests.stored import dataset
 
 pytestmark = pytest.mark.interop
 
@@ -69,7 +70,7 @@ def test_dcmsend_compressed_stored_as_received(dimse_listener, known_aes, storag
     inst = Instance.objects.get()
     assert inst.transfer_syntax_uid == COMPRESSED[name]
     # No transcoding: the compressed pixel data is byte for byte the source's.
-    stored = dcmread(storage_dir / inst.file_key)
+    stored = dataset(inst.file_key)
     assert stored.file_meta.TransferSyntaxUID == COMPRESSED[name]
     assert stored.PixelData == dcmread(path).PixelData
 

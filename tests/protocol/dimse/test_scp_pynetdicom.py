@@ -13,6 +13,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from pacs.models import ApplicationEntity, Instance, Series, Study
+from tests import stored
 from tests.samples import COMPRESSED, UNCOMPRESSED, sample, synthetic_image
 
 pytestmark = pytest.mark.interop
@@ -42,7 +43,7 @@ def assert_store_refused(listener, path, status_code: int, comment: str,
 
 
 def _stored_files(root):
-    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    return stored.left_behind(root)
 
 
 def test_store_all_samples(dimse_listener, known_aes):

@@ -99,7 +99,7 @@ def test_send_job_goes_on_past_an_instance_whose_file_is_gone(dimse_listener, pe
     for path in paths:
         store_instance(data=path.read_bytes(), received_from="test")
     lost = Instance.objects.get(sop_instance_uid__endswith=".73.1")
-    get_storage().path(lost.file_key).unlink()
+    get_storage().delete(lost.file_key)
     peer = ApplicationEntity.objects.create(ae_title="PEER", host="127.0.0.1",
                                             port=peer_portal.dimse_port, kind="pacs")
     job = _wait(jobs.create_job(kind=Job.Kind.SEND, remote=peer, level="STUDY",
