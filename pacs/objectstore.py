@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import secrets
 import shutil
 import tempfile
@@ -195,7 +196,11 @@ class ObjectStorage:
         except ClientError as exc:
             if _code(exc) not in _MISSING | {"NoSuchBucket"}:
                 raise
-            self.client.create_bucket(Bucket=self.bucket)
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except ClientError as made:  # another node made it meanwhile
+                if _code(made) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    raise
             log.info("made bucket %s in the object store", self.bucket)
 
 
@@ -253,15 +258,17 @@ def parse_url(url: str) -> tuple[str, str]:
 
 
 def configured() -> ObjectStorage:
-    """The object store PORTAL_STORAGE_URL names, one client per process and settings."""
+    """The object store PORTAL_STORAGE_URL names, one client per process and settings. The
+    process id is part of the key: a process forked after its parent made a client (the
+    DIMSE listener's SCP processes) must not share the parent's pooled connections."""
     return _storage(settings.STORAGE_URL, settings.S3_ENDPOINT_URL, settings.S3_REGION,
                     settings.S3_ACCESS_KEY_ID, settings.S3_SECRET_ACCESS_KEY,
-                    settings.S3_MAX_CONNECTIONS, str(settings.STORAGE_DIR))
+                    settings.S3_MAX_CONNECTIONS, str(settings.STORAGE_DIR), os.getpid())
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _storage(url: str, endpoint: str, region: str, key_id: str, secret: str,
-             connections: int, spool_dir: str) -> ObjectStorage:
+             connections: int, spool_dir: str, pid: int) -> ObjectStorage:
     bucket, prefix = parse_url(url)
     credentials = {"aws_access_key_id": key_id, "aws_secret_access_key": secret} \
         if key_id else {}

@@ -68,7 +68,8 @@ set -e
 echo "== object store (Ceph RADOS Gateway): the archive's store and read paths on S3"
 # a real S3 server (scripts/objectstore.sh installs and starts it); the protocol tests of
 # storing, retrieving, sending, forwarding, deleting and exporting run again with their files
-# in a bucket (tests/stored.py), and the backend's own tests with PostgreSQL
+# in a bucket (tests/stored.py); with PostgreSQL, the backend's own tests and a site of a web
+# node and two worker nodes sharing nothing but the database, Redis and the bucket
 s3_endpoint="$(scripts/objectstore.sh start "$work/ceph" 17480)"
 set +e
 PORTAL_TEST_S3_ENDPOINT="$s3_endpoint" $PY -m pytest -p no:cacheprovider -q \
@@ -80,7 +81,8 @@ PORTAL_TEST_S3_ENDPOINT="$s3_endpoint" $PY -m pytest -p no:cacheprovider -q \
 on_s3=$?
 DATABASE_URL="postgres://portal@127.0.0.1:$pgport/portal" \
 REDIS_URL="redis://127.0.0.1:$redisport/0" PORTAL_TEST_S3_ENDPOINT="$s3_endpoint" \
-  $PY -m pytest -p no:cacheprovider -q tests/scale/test_object_storage.py
+  $PY -m pytest -p no:cacheprovider -q tests/scale/test_object_storage.py \
+  tests/scale/test_multi_host.py
 backend=$?
 set -e
 echo "embedded suite exit $embedded, scale slice exit $scale, on S3 exit $on_s3 and $backend"
