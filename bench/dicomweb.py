@@ -36,6 +36,10 @@ DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 class Portal:
     label = "portal (manage.py serve, waitress, SQLite)"
 
+    def __init__(self, extra_env: dict[str, str] | None = None, label: str = "") -> None:
+        self.extra_env = extra_env or {}
+        self.label = label or self.label
+
     def start(self, tmp: Path) -> tuple[int, str, dict[str, str]]:
         http, dimse = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "DATABASE",
@@ -43,7 +47,7 @@ class Portal:
         env.update({"PORTAL_DATA_DIR": str(tmp / "portal"), "PORTAL_HTTP_PORT": str(http),
                     "PORTAL_DIMSE_PORT": str(dimse), "PORTAL_DIMSE_HOST": "127.0.0.1",
                     "PORTAL_STORAGE_FSYNC": "0", "PORTAL_HL7_PORT": str(free_port()),
-                    "PORTAL_HL7_HOST": "127.0.0.1", "PORTAL_WS_PORT": "-1"})
+                    "PORTAL_HL7_HOST": "127.0.0.1", "PORTAL_WS_PORT": "-1", **self.extra_env})
         manage = [sys.executable, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
         out = subprocess.run([*manage, "shell", "-c", (

@@ -51,11 +51,14 @@ NAMES_OTHER = ["BAKER", "CLARK", "DAVIS", "EVANS", "FISHER", "GARCIA", "HILL", "
                "TAYLOR", "WALKER", "YOUNG", "ZIMMER"]
 PER_STUDY = 10
 BIG_STUDY = 300
+FILL_PROCESSES = 2  # --fill-processes
 ONE_DAY = "20210315"
 
 
-def populate(count: int) -> None:
-    """In this process (Django set up by the caller's environment): ``count`` instances."""
+def populate(count: int, part: int = 0, parts: int = 1) -> None:
+    """In this process (Django set up by the caller's environment): ``count`` instances, or,
+    as one of ``parts`` processes filling together, the studies whose number modulo ``parts``
+    is ``part`` (the same archive whatever the number of processes)."""
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -68,7 +71,9 @@ def populate(count: int) -> None:
 
     from pacs.services.ingest import store_instance
 
-    call_command("migrate", verbosity=0)
+    if count == 0:  # the first call, alone: the fillers find the tables made
+        call_command("migrate", verbosity=0)
+        return
     rng = random.Random(5)
     root = "1.2.826.0.1.3680043.10.1456.28"
     pixels = bytes(128)
@@ -99,7 +104,7 @@ def populate(count: int) -> None:
 
     stored, study = 0, 0
     big = min(BIG_STUDY, count)
-    for number in range(1, big + 1):  # the study whose /metadata is measured
+    for number in range(1, big + 1 if part == 0 else 1):  # the study /metadata is asked for
         store_instance(data=instance(0, number, ("BIG0", "BIG^STUDY"), ONE_DAY),
                        received_from="growth")
     stored = big
@@ -111,9 +116,11 @@ def populate(count: int) -> None:
         date = f"{2020 + (day - 20200101) // 365}{rng.randrange(1, 13):02d}" \
                f"{rng.randrange(1, 29):02d}"
         for number in range(1, min(PER_STUDY, count - stored) + 1):
-            store_instance(data=instance(study, number, patient, date), received_from="growth")
+            if study % parts == part:
+                store_instance(data=instance(study, number, patient, date),
+                               received_from="growth")
             stored += 1
-        if study % 2000 == 0:
+        if study % 2000 == 0 and part == 0:
             rate = stored / (time.perf_counter() - started)
             print(f"  populated {stored} ({rate:.0f} inst/s)", flush=True)
     print(f"  populated {stored} in {time.perf_counter() - started:.0f} s", flush=True)
@@ -224,8 +231,13 @@ def measure(count: int, repeat: int, images: list[Path]) -> None:
             subprocess.run([sys.executable, str(ROOT / "manage.py"), "flush", "--no-input"],
                            env=env, check=True, cwd=ROOT, capture_output=True)
         started = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--fill", str(count)], env=env, check=True,
-                       cwd=ROOT)
+        subprocess.run([sys.executable, __file__, "--fill", "0", "0", "1"], env=env,
+                       check=True, cwd=ROOT)  # the tables first
+        fillers = [subprocess.Popen([sys.executable, __file__, "--fill", str(count), str(part),
+                                     str(FILL_PROCESSES)], env=env, cwd=ROOT)
+                   for part in range(FILL_PROCESSES)] if count else []
+        if any(p.wait() for p in fillers):
+            raise RuntimeError("a filling process failed")
         fill = time.perf_counter() - started
         db_bytes = _db_bytes(env)
 
@@ -283,11 +295,16 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, nargs="+", default=[0, 10000, 100000])
     parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--fill", type=int, help=argparse.SUPPRESS)  # the populating child
+    parser.add_argument("--fill-processes", type=int, default=2,
+                        help="processes filling the archive together")
+    # a populating child: COUNT PART PARTS (COUNT 0: make the tables)
+    parser.add_argument("--fill", type=int, nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fill is not None:
-        populate(args.fill)
+        populate(*args.fill)
         return
+    global FILL_PROCESSES
+    FILL_PROCESSES = max(1, args.fill_processes)
     database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; database: {database}")

@@ -161,15 +161,17 @@ class Receiver:
 class Portal(Receiver):
     name = "portal"
 
-    def __init__(self, processes: int, fsync: bool) -> None:
-        self.processes, self.fsync = processes, fsync
-        self.label = f"portal ({processes} SCP process(es), fsync={'on' if fsync else 'off'})"
+    def __init__(self, processes: int, fsync: bool, extra_env: dict[str, str] | None = None,
+                 label: str = "") -> None:
+        self.processes, self.fsync, self.extra_env = processes, fsync, extra_env or {}
+        self.label = label or \
+            f"portal ({processes} SCP process(es), fsync={'on' if fsync else 'off'})"
 
     def start(self, tmp: Path) -> int:
         self.port = free_port()
         self.env = {**os.environ, "PORTAL_DATA_DIR": str(tmp / "portal"),
                     "PORTAL_DIMSE_PORT": str(self.port), "PORTAL_DIMSE_HOST": "127.0.0.1",
-                    "PORTAL_STORAGE_FSYNC": "1" if self.fsync else "0"}
+                    "PORTAL_STORAGE_FSYNC": "1" if self.fsync else "0", **self.extra_env}
         for key in ("DATABASE_URL", "REDIS_URL"):
             self.env.pop(key, None)
         manage = [sys.executable, str(ROOT / "manage.py")]
