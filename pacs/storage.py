@@ -52,6 +52,9 @@ class PendingFile:
 class RangeReader(Protocol):
     """Positioned reads of stored files, for one answer (a multipart body, an HTTP range)."""
 
+    def will_read(self, files: list[tuple[str, int]]) -> None:
+        """The (key, size) of the files about to be read, in order: a hint."""
+
     def read_at(self, key: str, offset: int, length: int) -> bytes: ...
 
     def close(self) -> None: ...
@@ -297,6 +300,9 @@ class _FileRanges:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._fd: tuple[str, int] | None = None
+
+    def will_read(self, files: list[tuple[str, int]]) -> None:
+        """The kernel reads ahead in each file; nothing to do here."""
 
     def read_at(self, key: str, offset: int, length: int) -> bytes:
         if self._fd is None or self._fd[0] != key:

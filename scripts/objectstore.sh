@@ -80,6 +80,7 @@ osd max object namespace len = 64
 rgw frontends = beast endpoint=127.0.0.1:$rgw_port
 rgw data = $dir/rgw
 EOF
+rm -f "$dir/monmap"
 monmaptool --create --addv a "[v2:127.0.0.1:$mon_port]" --fsid "$fsid" "$dir/monmap" >/dev/null
 ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap"
 ceph-mon -c "$conf" -i a -f >/dev/null 2>&1 & echo $! > "$dir/mon.pid"

@@ -155,6 +155,7 @@ class JoinedFile(io.RawIOBase):
         super().__init__()
         self._segments = segments
         self._reader = reader
+        reader.will_read([s for s in segments if not isinstance(s, bytes)])
         self._sizes = [len(s) if isinstance(s, bytes) else s[1] for s in segments]
         self._starts = list(itertools.accumulate(self._sizes, initial=0))
         self._size = self._starts[-1]

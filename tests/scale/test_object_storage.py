@@ -94,6 +94,30 @@ def test_positioned_reads_follow_one_stream_and_jump_with_a_new_range(storage_di
     assert not path.exists()  # the temporary copy is gone
 
 
+def test_the_objects_of_a_multipart_answer_are_read_ahead(storage_dir, monkeypatch):
+    from pacs.dicomweb import multipart
+
+    monkeypatch.setattr(objectstore, "READ_AHEAD_OBJECTS", 2)
+    storage = get_storage()
+    blobs = [bytes([n]) * (1000 + n) for n in range(5)]
+    keys = [storage.place(storage.write_soon(b).result(), f"s/e/{n}.dcm")
+            for n, b in enumerate(blobs)]
+    segments: list = []
+    for key, blob in zip(keys, blobs, strict=True):
+        segments += [b"--part\r\n", (key, len(blob)), b"\r\n"]
+    whole = b"".join(b"--part\r\n" + blob + b"\r\n" for blob in blobs)
+    joined = multipart.JoinedFile(segments, storage.range_reader())
+    assert b"".join(iter(lambda: joined.read(700), b"")) == whole
+    joined.seek(2500)  # an HTTP range in the middle
+    assert joined.read(3000) == whole[2500:5500]
+    joined.close()
+    stored.remove(keys[4])
+    again = multipart.JoinedFile(segments, storage.range_reader())
+    with pytest.raises(FileNotFoundError):  # a lost object fails the answer, never garbles it
+        again.read()
+    again.close()
+
+
 def test_an_unreachable_store_refuses_the_store_with_a700_and_keeps_nothing(storage_dir,
                                                                              settings):
     settings.S3_ENDPOINT_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
