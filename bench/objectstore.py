@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dicomweb  # noqa: E402
-from ingest import ROOT, Portal, make_ct_series, send  # noqa: E402
+from ingest import ROOT, Portal, _proc_stat, make_ct_series, send  # noqa: E402
 
 S3_PORT = 17680
 
@@ -36,13 +36,23 @@ def s3_env(endpoint: str) -> dict[str, str]:
             "PORTAL_S3_SECRET_ACCESS_KEY": "portal-test-secret"}
 
 
-def ingest(files: list[Path], endpoint: str, repeat: int, processes: int) -> None:
+def ceph_cpu_seconds(ceph: Path) -> float:
+    """User + system CPU time so far of the object store's daemons (gateway, OSD, monitor)."""
+    ticks = 0
+    for name in ("rgw", "osd", "mon"):
+        fields = _proc_stat((ceph / f"{name}.pid").read_text().strip())
+        if fields:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def ingest(files: list[Path], endpoint: str, repeat: int, processes: int, ceph: Path) -> None:
     print(f"{'ingest (storescu -> portal, fsync on)':58} {'assoc':>5}  {'median':>8} "
-          f"{'min':>8} {'max':>8}  (inst/s)")
+          f"{'min':>8} {'max':>8}  (inst/s; CPU ms per instance: portal, object store)")
     with tempfile.TemporaryDirectory(prefix="objectstore-bench-") as workdir:
         for where in ("local files", "object store"):
             for assocs in (1, 4):
-                rates = []
+                rates, cpu, store_cpu = [], [], []
                 for n in range(repeat):
                     env = s3_env(endpoint) if where == "object store" else {}
                     server = Portal(processes, True, env,
@@ -51,12 +61,17 @@ def ingest(files: list[Path], endpoint: str, repeat: int, processes: int) -> Non
                     tmp.mkdir()
                     port = server.start(tmp)
                     try:
+                        before, store_before = server.cpu_seconds(), ceph_cpu_seconds(ceph)
                         rates.append(send(files, port, assocs, "PORTAL", tmp))
+                        cpu.append((server.cpu_seconds() - before) / len(files) * 1000)
+                        store_cpu.append((ceph_cpu_seconds(ceph) - store_before)
+                                         / len(files) * 1000)
                         assert server.count() == len(files), "not every instance indexed"
                     finally:
                         server.stop()
                 print(f"{server.label:58} {assocs:>5}  {statistics.median(rates):8.0f} "
-                      f"{min(rates):8.0f} {max(rates):8.0f}", flush=True)
+                      f"{min(rates):8.0f} {max(rates):8.0f}  {statistics.median(cpu):6.1f} "
+                      f"{statistics.median(store_cpu):6.1f}", flush=True)
 
 
 def wado(files: list[Path], endpoint: str, repeat: int) -> None:
@@ -97,7 +112,7 @@ def main() -> None:
                                   text=True).stdout.strip()
         try:
             if args.only != "wado":
-                ingest(files[:args.count], endpoint, args.repeat, args.processes)
+                ingest(files[:args.count], endpoint, args.repeat, args.processes, Path(ceph))
             if args.only != "ingest":
                 wado(files[:300], endpoint, max(args.repeat, 5))
         finally:
