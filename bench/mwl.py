@@ -196,6 +196,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--no-peers", action="store_true",
+                        help="the portal only (wlmscpfs reads every file per query)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; {args.steps} scheduled steps")
@@ -233,6 +235,8 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+        if args.no_peers:
+            return
         # --- DCMTK wlmscpfs on the same items as files
         db = tmp / "wlmdb" / "PORTAL"
         db.mkdir(parents=True)
