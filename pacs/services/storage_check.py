@@ -195,7 +195,8 @@ def reindex_orphans(keys: Iterable[str], *, actor: str,
     orphan holds an image whose store was never answered (or whose rows a power failure
     lost), or one whose deletion did not finish, which this brings back.
     The file stays where it is when its key is the one ingest gives it; otherwise (an older
-    version of a replaced instance, say) the import copies it, and the orphan remains for
+    version of a replaced instance, say, or any object of an object store, where each upload
+    has a key of its own) the import copies it, and the orphan remains for
     ``delete_orphans``."""
     return import_files(_copies(get_storage(), keys), actor=actor, progress=progress)
 
