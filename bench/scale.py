@@ -39,7 +39,7 @@ def as_postgres(*command: str) -> None:
 class Services:
     """PostgreSQL and Redis on loopback, for the run."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, pg_options: str = "") -> None:
         self.work = work
         work.mkdir()
         if os.geteuid() == 0:
@@ -49,7 +49,8 @@ class Services:
                     "-U", "portal")
         as_postgres(str(self.pgbin / "pg_ctl"), "-D", str(work / "pg"), "-l",
                     str(work / "pg.log"), "-w", "-o",
-                    f"-p {PG_PORT} -k {work} -c listen_addresses=127.0.0.1", "start")
+                    f"-p {PG_PORT} -k {work} -c listen_addresses=127.0.0.1 {pg_options}",
+                    "start")
         subprocess.run(["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1",
                         "--save", "", "--appendonly", "no", "--daemonize", "yes",
                         "--pidfile", str(work / "redis.pid")], check=True,
@@ -114,6 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pg-options", default="",
+                        help='more server settings, e.g. "-c commit_delay=1000"')
+    parser.add_argument("--scale-only", action="store_true", help="the workers only")
     args = parser.parse_args()
     files = make_ct_series(ROOT / "bench" / "out" / "ct512", args.count)
     print(f"{len(files)} CT instances; machine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -121,10 +125,10 @@ def main() -> None:
     print(f"{'receiver':58} {'assoc':>5}  {'median':>8} {'min':>8} {'max':>8}  (inst/s)")
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as workdir:
         os.chmod(workdir, 0o755)  # PostgreSQL's own account keeps its data in there
-        services = Services(Path(workdir) / "services")
+        services = Services(Path(workdir) / "services", args.pg_options)
         try:
             receivers = [Portal(1, True), Portal(2, True), Workers(1, services),
-                         Workers(2, services)]
+                         Workers(2, services)][2 if args.scale_only else 0:]
             for number, receiver in enumerate(receivers):
                 for assocs in (1, 4):
                     rates = []
