@@ -141,7 +141,28 @@ def _headers(block: bytes) -> dict[str, str]:
     return headers
 
 
-class JoinedFile(io.RawIOBase):
+class _Positioned(io.RawIOBase):
+    """A read-only file of ``_size`` bytes read at ``_pos``: what seeking needs, once."""
+
+    _size = 0
+    _pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, min(base + offset, self._size))
+        return self._pos
+
+
+class JoinedFile(_Positioned):
     """A read-only, seekable file made of byte strings and stored files, back to back.
 
     A multipart body of files sent as stored is handed to the WSGI server as one file
@@ -160,20 +181,6 @@ class JoinedFile(io.RawIOBase):
         self._starts = list(itertools.accumulate(self._sizes, initial=0))
         self._size = self._starts[-1]
         self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._size}[whence]
-        self._pos = max(0, min(base + offset, self._size))
-        return self._pos
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
@@ -200,30 +207,16 @@ class JoinedFile(io.RawIOBase):
         super().close()
 
 
-class Window(io.RawIOBase):
+class Window(_Positioned):
     """``length`` bytes of a seekable file from ``start``: the body of a 206 answer to an HTTP
     range, read on demand (a stored file's bytes are fetched only for the asked range)."""
 
     def __init__(self, raw: io.RawIOBase, start: int, length: int) -> None:
         super().__init__()
-        self._raw, self._start, self._length, self._pos = raw, start, length, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._length}[whence]
-        self._pos = max(0, min(base + offset, self._length))
-        return self._pos
+        self._raw, self._start, self._size, self._pos = raw, start, length, 0
 
     def read(self, size: int = -1) -> bytes:
-        left = self._length - self._pos
+        left = self._size - self._pos
         size = left if size is None or size < 0 else min(size, left)
         if size <= 0:
             return b""
