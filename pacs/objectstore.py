@@ -226,6 +226,7 @@ class _ObjectRanges:
         self._plan: list[tuple[str, int]] = []
         self._where: dict[str, int] = {}
         self._ahead: dict[str, Future[bytes]] = {}
+        self._reading: str | None = None  # the planned object read last
 
     def will_read(self, files: list[tuple[str, int]]) -> None:
         """The (key, size) of the objects about to be read, in order."""
@@ -252,13 +253,15 @@ class _ObjectRanges:
     def read_at(self, key: str, offset: int, length: int) -> bytes:
         index = self._where.get(key)
         if index is not None and self._plan[index][1] <= _SMALL:
-            self._read_ahead(index)
+            if key != self._reading:  # the window moves once per object, not once per read
+                self._reading = key
+                self._read_ahead(index)
             if key not in self._ahead:  # the budget went to the objects after it
                 self._ahead[key] = _fetchers.submit(self._fetch, key)
             data = self._ahead[key].result()
             return data[offset:offset + length]
         if self._body is None or self._key != key or self._pos != offset:
-            self.close()
+            self._close_body()
             self._body = self.storage._get(key, offset)["Body"]
             self._key, self._pos = key, offset
         chunks, left = [], length
@@ -272,13 +275,17 @@ class _ObjectRanges:
         self._pos += len(data)
         return data
 
-    def close(self) -> None:
+    def _close_body(self) -> None:
         if self._body is not None:
             self._body.close()
             self._body = None
+
+    def close(self) -> None:
+        self._close_body()
         for pending in self._ahead.values():
             pending.cancel()
         self._ahead.clear()
+        self._reading = None
 
 
 def _code(exc: ClientError) -> str:
