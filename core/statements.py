@@ -212,11 +212,32 @@ def execute(sql: str, params: Sequence[Any]):
     driver's cursor and return that cursor: a hot statement without the ~25 us that Django's
     cursor wrapper and its per-call placeholder rewrite cost (bench/ingest.py)."""
     db = connections[DEFAULT_DB_ALIAS]
+    return _execute(db, _converted(db, sql), params)
+
+
+def execute_all(batch: Sequence[tuple[str, Sequence[Any]]]) -> list:
+    """``execute`` each (sql, params) of ``batch`` in order; their cursors, in the same order.
+
+    On PostgreSQL they go in one pipeline: one network round trip for all of them (and for
+    the BEGIN before them), where one at a time each waits for its answer, ~0.3-0.5 ms on
+    loopback with the server on the same cores (bench/scale.py). An error in any statement
+    is raised here, as ``execute`` would raise it; the rest of the batch is not run."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql":
+        return [_execute(db, _converted(db, sql), params) for sql, params in batch]
+    if db.connection is None:
+        db.ensure_connection()
+    db.validate_no_broken_transaction()
+    with db.wrap_database_errors, db.connection.pipeline():
+        return [_execute(db, _converted(db, sql), params) for sql, params in batch]
+
+
+def _converted(db, sql: str) -> str:
     key = ("sql", sql, db.vendor)
     converted = _cache.get(key)
     if converted is None:
         converted = _cache[key] = _paramstyle(db, sql)
-    return _execute(db, converted, params)
+    return converted
 
 
 def _execute(db, sql: str, params: Sequence[Any]):
@@ -226,9 +247,29 @@ def _execute(db, sql: str, params: Sequence[Any]):
         db.ensure_connection()
     db.validate_no_broken_transaction()
     with db.wrap_database_errors:
-        cursor = db.connection.cursor()
-        cursor.execute(sql, params)
+        if db.vendor == "postgresql":
+            # Server-side binding and a statement prepared once per connection: Django's
+            # psycopg cursors bind on the client, so PostgreSQL parses and plans each of a
+            # C-STORE's statements anew at every store (bench/scale.py).
+            if db.connection.prepare_threshold is None:  # Django's default: none prepared
+                db.connection.prepare_threshold = _ONLY_WHEN_ASKED
+            cursor = _server_cursor(db.connection)
+            cursor.execute(sql, params, prepare=True)
+        else:
+            cursor = db.connection.cursor()
+            cursor.execute(sql, params)
     return cursor
+
+
+# psycopg prepares a statement after this many runs unless asked at once (prepare=True, as
+# _execute does): in effect never, so Django's own queries stay as Django runs them
+_ONLY_WHEN_ASKED = 1_000_000
+
+
+def _server_cursor(connection):
+    import psycopg  # only with PostgreSQL's driver
+
+    return psycopg.Cursor(connection)
 
 
 def _qn(db, name: str) -> str:

@@ -201,24 +201,27 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
     policy is replace; one re-sent with another patient, study or series is a conflict:
     never moved silently (PORTAL_DUPLICATE_CONFLICT, PORTAL_DUPLICATE_REPLACE_ACROSS).
     """
-    existing = statements.execute(_SQL["existing"], [place.sop_uid]).fetchone()
+    # both lookups at once (one round trip on PostgreSQL); the series is what a new
+    # instance, by far the most frequent case, needs next
+    existing, series = (cursor.fetchone() for cursor in statements.execute_all(
+        [(_SQL["existing"], [place.sop_uid]), (_SQL["series"], [place.series_uid])]))
     if existing:
-        return _resent(place, existing, fields, pending, key, storage)
-    series_id, study_id = _series_for(place)
+        return _resent(place, existing, series, fields, pending, key, storage)
+    series_id, study_id = _series_for(place, series)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     values = {**fields, "metadata": orjson.dumps(fields["metadata"]).decode(),
               "sop_instance_uid": place.sop_uid, "series_id": series_id, "file_key": key,
               "file_size": pending.size, "received_from": place.origin[:128],
               "received_at": now}
-    statements.execute(_SQL["insert"], [values[name] for name in _INSERT_FIELDS])
-    statements.execute(_SQL["count_series"], [series_id])
-    statements.execute(_SQL["count_study"], [now, study_id])
+    statements.execute_all([(_SQL["insert"], [values[name] for name in _INSERT_FIELDS]),
+                            (_SQL["count_series"], [series_id]),
+                            (_SQL["count_study"], [now, study_id])])
     forwarding.queue(place.origin, place.header, place.sop_uid)
     return Outcome.STORED, key, None
 
 
-def _resent(place: _Place, existing: tuple, fields: dict, pending: PendingFile, key: str,
-            storage: Storage) -> tuple[Outcome, str, str | None]:
+def _resent(place: _Place, existing: tuple, series: tuple | None, fields: dict,
+            pending: PendingFile, key: str, storage: Storage) -> tuple[Outcome, str, str | None]:
     inst_id, old_key, old_series_id, old_series_uid, old_study_uid, old_pid, old_issuer = existing
     stored_as = identity.PatientKey(old_pid, old_issuer)
     same = (old_series_uid == place.series_uid and old_study_uid == place.study_uid
@@ -246,7 +249,7 @@ def _resent(place: _Place, existing: tuple, fields: dict, pending: PendingFile, 
         log.warning("the stored file of an instance was missing: the re-sent copy replaces it")
     elif not replace:
         return Outcome.DUPLICATE, old_key, None
-    series_id, study_id = _series_for(place)
+    series_id, study_id = _series_for(place, series)
     # A new key for the new version: the old file stays valid until this commits.
     new_key = key if storage.unique_keys else key.replace(".dcm", f".{time.time_ns()}.dcm")
     Instance.objects.filter(pk=inst_id).update(
@@ -391,12 +394,12 @@ def _request_attributes(ds) -> dict[str, str]:
             "scheduled_procedure_step_id": text(items[0], "ScheduledProcedureStepID", 64)}
 
 
-def _series_for(place: _Place) -> tuple[int, int]:
-    """(series id, study id), creating patient/study/series on first sight. An image for a
+def _series_for(place: _Place, row: tuple | None) -> tuple[int, int]:
+    """(series id, study id), creating patient/study/series on first sight. ``row``: the
+    ``_SQL["series"]`` lookup's answer, None for a series not stored yet. An image for a
     stored series is checked against it: another study or patient is refused; study
     attributes or demographics that differ from what is stored are kept for reconciliation
     (the stored ones stay: the first received study attributes, the registry's names)."""
-    row = statements.execute(_SQL["series"], [place.series_uid]).fetchone()
     if row:
         series_id, study_id, study_uid, pid, issuer = row[:5]
         holder = identity.PatientKey(pid, issuer)

@@ -6,6 +6,7 @@ import pytest
 
 from tests.service.test_statements import (  # noqa: F401  (collected here too)
     test_errors_are_djangos_and_atomic_blocks_hold,
+    test_execute_all_runs_a_batch_in_order_and_an_error_undoes_it,
     test_execute_takes_djangos_placeholders_and_raises_djangos_errors,
     test_insert_if_new_leaves_an_existing_row_alone,
     test_insert_reads_back_through_the_orm_equal,

@@ -90,6 +90,41 @@ def test_execute_takes_djangos_placeholders_and_raises_djangos_errors():
     assert Patient.objects.get().patient_id == "P1"
 
 
+def test_execute_all_runs_a_batch_in_order_and_an_error_undoes_it():
+    """One round trip on PostgreSQL (a pipeline), one statement after the other elsewhere:
+    the same answers in the batch's order, and an error of any statement raised as
+    django.db's, its transaction rolled back with the statements before it."""
+    table = Patient._meta.db_table
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    insert = (f"INSERT INTO {table} (patient_id, issuer_of_patient_id, patient_name, "
+              "patient_name_norm, patient_birth_date, patient_sex, created_at) "
+              "VALUES (%s, %s, %s, %s, %s, %s, %s)")
+    with transaction.atomic():
+        statements.execute_all([(insert, [f"P{n}", "", f"N{n}", f"N{n}", "", "", now])
+                                for n in (1, 2)])
+        found = statements.execute_all([
+            (f"SELECT patient_name FROM {table} WHERE patient_id = %s", ["P2"]),
+            (f"SELECT patient_name FROM {table} WHERE patient_id = %s", ["NONE"]),
+            (f"SELECT count(*) FROM {table}", []),
+            (f"UPDATE {table} SET patient_sex = %s WHERE patient_id = %s", ["F", "P1"]),
+        ])
+    assert [c.fetchone() for c in found[:3]] == [("N2",), None, (2,)]
+    assert found[3].rowcount == 1
+    with pytest.raises(IntegrityError):
+        with transaction.atomic():
+            statements.execute_all([
+                (f"UPDATE {table} SET patient_name = %s WHERE patient_id = %s", ["X", "P1"]),
+                (insert, ["P1", "", "DUP", "DUP", "", "", now]),  # unique (id, issuer)
+                (f"UPDATE {table} SET patient_name = %s WHERE patient_id = %s", ["Y", "P2"]),
+            ])
+    assert dict(Patient.objects.values_list("patient_id", "patient_name")) == {
+        "P1": "N1", "P2": "N2"}
+    assert Patient.objects.get(patient_id="P1").patient_sex == "F"
+    statements.execute_all([(f"UPDATE {table} SET patient_name = %s WHERE patient_id = %s",
+                             ["Z", "P2"])])  # the connection is usable after the error
+    assert Patient.objects.get(patient_id="P2").patient_name == "Z"
+
+
 def test_checkpointer_keeps_a_deferring_writers_wal_small(settings):
     """A thread that leaves checkpoints to the checkpointer: with pauses the background thread
     keeps the WAL far below the writer's own threshold; under continuous writes (where a
