@@ -20,6 +20,11 @@ measured from outside:
 - `manage.py check_storage`: wall time;
 - database size per instance (the SQLite file, or pg_total_relation_size of the tables).
 
+With --orthanc, the peer at each size: Orthanc (Debian's package, its default SQLite index,
+the DICOMweb plugin), filled with the same instances through its own ingest (REST
+`POST /instances`, four connections at once), then measured the same way (start-up: until its
+REST API answers). It has no `check_storage`.
+
 Medians of --repeat runs. Prints one line per measurement.
 """
 
@@ -55,29 +60,18 @@ FILL_PROCESSES = 2  # --fill-processes
 ONE_DAY = "20210315"
 
 
-def populate(count: int, part: int = 0, parts: int = 1) -> None:
-    """In this process (Django set up by the caller's environment): ``count`` instances, or,
-    as one of ``parts`` processes filling together, the studies whose number modulo ``parts``
-    is ``part`` (the same archive whatever the number of processes)."""
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    django.setup()
-    from django.core.management import call_command
+def instances(count: int, part: int = 0, parts: int = 1):
+    """The archive of ``count`` instances, as Part 10 bytes: all of it, or, for one of
+    ``parts`` processes filling together, the studies whose number modulo ``parts`` is
+    ``part``. Yields (instances counted so far, bytes)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import dcmwrite
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-    from pacs.services.ingest import store_instance
-
-    if count == 0:  # the first call, alone: the fillers find the tables made
-        call_command("migrate", verbosity=0)
-        return
     rng = random.Random(5)
     root = "1.2.826.0.1.3680043.10.1456.28"
     pixels = bytes(128)
-    started = time.perf_counter()
 
     def instance(study: int, number: int, patient: tuple[str, str], date: str) -> bytes:
         ds = Dataset()
@@ -105,8 +99,7 @@ def populate(count: int, part: int = 0, parts: int = 1) -> None:
     stored, study = 0, 0
     big = min(BIG_STUDY, count)
     for number in range(1, big + 1 if part == 0 else 1):  # the study /metadata is asked for
-        store_instance(data=instance(0, number, ("BIG0", "BIG^STUDY"), ONE_DAY),
-                       received_from="growth")
+        yield number, instance(0, number, ("BIG0", "BIG^STUDY"), ONE_DAY)
     stored = big
     while stored < count:
         study += 1
@@ -116,14 +109,35 @@ def populate(count: int, part: int = 0, parts: int = 1) -> None:
         date = f"{2020 + (day - 20200101) // 365}{rng.randrange(1, 13):02d}" \
                f"{rng.randrange(1, 29):02d}"
         for number in range(1, min(PER_STUDY, count - stored) + 1):
-            if study % parts == part:
-                store_instance(data=instance(study, number, patient, date),
-                               received_from="growth")
             stored += 1
-        if study % 2000 == 0 and part == 0:
+            if study % parts == part:
+                yield stored, instance(study, number, patient, date)
+
+
+def populate(count: int, part: int = 0, parts: int = 1) -> None:
+    """In this process (Django set up by the caller's environment): ``count`` instances, or,
+    as one of ``parts`` processes filling together, the studies whose number modulo ``parts``
+    is ``part`` (the same archive whatever the number of processes)."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    django.setup()
+    from django.core.management import call_command
+
+    from pacs.services.ingest import store_instance
+
+    if count == 0:  # the first call, alone: the fillers find the tables made
+        call_command("migrate", verbosity=0)
+        return
+    started = time.perf_counter()
+    shown = 0
+    for stored, data in instances(count, part, parts):
+        store_instance(data=data, received_from="growth")
+        if part == 0 and stored - shown >= 20000:
+            shown = stored
             rate = stored / (time.perf_counter() - started)
             print(f"  populated {stored} ({rate:.0f} inst/s)", flush=True)
-    print(f"  populated {stored} in {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"  populated {count} in {time.perf_counter() - started:.0f} s", flush=True)
 
 
 class Serve:
@@ -290,6 +304,122 @@ def measure(count: int, repeat: int, images: list[Path]) -> None:
         line("check_storage", f"{elapsed:.1f} s")
 
 
+class OrthancPeer:
+    """Orthanc (Debian's package) with its default SQLite index and its DICOMweb plugin, on a
+    folder of its own; the ports it took and how long it took to answer."""
+
+    PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+    def __init__(self, folder: Path) -> None:
+        import json
+
+        self.folder = folder
+        self.dimse, self.http = free_port(), free_port()
+        self.conf = folder / "orthanc.json"
+        self.conf.write_text(json.dumps({
+            "Name": "growth", "StorageDirectory": str(folder / "db"),
+            "IndexDirectory": str(folder / "db"), "DicomAet": "PORTAL",
+            "DicomPort": self.dimse, "HttpPort": self.http, "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True,
+            "DicomTcpNoDelay": True, "HttpThreadsCount": 8,
+            "Plugins": [self.PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }))
+
+    def start(self) -> float:
+        import requests
+
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(["Orthanc", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+        while True:  # up: its REST API answers
+            if self.proc.poll() is not None:
+                raise RuntimeError("Orthanc ended at start")
+            try:
+                if requests.get(f"http://127.0.0.1:{self.http}/system", timeout=5).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.02)
+        return time.perf_counter() - started
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=120)
+
+    def db_bytes(self) -> int:
+        return sum(p.stat().st_size for p in (self.folder / "db").glob("index*"))
+
+
+def measure_orthanc(count: int, repeat: int, images: list[Path], fillers: int = 4) -> None:
+    """The same archive in Orthanc, filled through its own ingest (REST POST /instances,
+    ``fillers`` connections at once), and the same measurements from outside."""
+    import threading
+
+    import requests
+
+    def line(what: str, value: str) -> None:
+        print(f"{count:>9} orthanc {what:36} {value}", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        peer = OrthancPeer(Path(tmp))
+        peer.start()
+        started = time.perf_counter()
+        failures: list[str] = []
+
+        def fill(part: int) -> None:
+            session = requests.Session()
+            for _, data in instances(count, part, fillers):
+                answer = session.post(f"http://127.0.0.1:{peer.http}/instances", data=data,
+                                      timeout=120)
+                if answer.status_code != 200:
+                    failures.append(f"{answer.status_code} {answer.text[:200]}")
+                    return
+
+        threads = [threading.Thread(target=fill, args=(n,)) for n in range(fillers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        fill_time = time.perf_counter() - started
+        if failures:
+            raise RuntimeError(f"Orthanc refused an instance: {failures[0]}")
+        peer.stop()
+        line("populate (REST POST /instances)",
+             f"{fill_time:.0f} s, {count / fill_time if count else 0:.0f} inst/s")
+        line("database size per instance", f"{peer.db_bytes() / max(count, 1):.0f} B "
+             f"({peer.db_bytes() / 1e6:.0f} MB)")
+        startups = []
+        for _ in range(3):
+            startups.append(peer.start())
+            peer.stop()
+        line("start-up (median of 3)", f"{statistics.median(startups) * 1000:.0f} ms")
+        peer.start()
+        try:
+            for label, keys in (("C-FIND STUDY PatientID=<one>", {"PatientID": "G0000042"}),
+                                ("C-FIND STUDY PatientName=A*", {"PatientName": "A*"})):
+                times, matches = _find_times(peer.dimse, keys, repeat)
+                line(label, f"{statistics.median(times) * 1000:.1f} ms (min "
+                     f"{min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), {matches} matches")
+            session = requests.Session()
+            base = f"http://127.0.0.1:{peer.http}/dicom-web"
+            for label, url in (
+                    ("QIDO /studies?PatientName=A*&limit=100",
+                     f"{base}/studies?PatientName=A*&limit=100"),
+                    (f"QIDO /studies?StudyDate={ONE_DAY}", f"{base}/studies?StudyDate={ONE_DAY}"),
+                    ("WADO-RS /metadata, 300 instances",
+                     f"{base}/studies/1.2.826.0.1.3680043.10.1456.28.0/metadata")):
+                if "metadata" in url and count < BIG_STUDY:
+                    continue
+                times, size = _http_times(session, url, repeat)
+                line(label, f"{statistics.median(times) * 1000:.1f} ms (min "
+                     f"{min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), {size} bytes")
+            for associations, batch in ((1, images[:200]), (4, images[200:400])):
+                rate = send(batch, peer.dimse, associations, "PORTAL", Path(tmp))
+                line(f"ingest 512x512 CT, {associations} association(s)", f"{rate:.0f} inst/s")
+        finally:
+            peer.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -297,6 +427,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--fill-processes", type=int, default=2,
                         help="processes filling the archive together")
+    parser.add_argument("--orthanc", action="store_true",
+                        help="also Orthanc (SQLite index, DICOMweb plugin) at each size")
     # a populating child: COUNT PART PARTS (COUNT 0: make the tables)
     parser.add_argument("--fill", type=int, nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -311,6 +443,8 @@ def main() -> None:
     images = make_ct_series(ROOT / "bench" / "out" / "ct512", 400)
     for count in args.instances:
         measure(count, args.repeat, images)
+        if args.orthanc:
+            measure_orthanc(count, args.repeat, images)
     assert DCMTK_ENV  # storescu runs with TCP_NODELAY (bench/ingest.py)
 
 
