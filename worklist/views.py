@@ -67,7 +67,7 @@ def order_new(request):
                     sex=d["sex"]),
                 procedure=d["procedure"],
                 step=services.station_step(d["station"], form.start()),
-                actor=request.user.username, referring_physician_name=d["referring_physician"],
+                actor=request.user.username, referring_physician_name=form.referring_physician(),
                 reason=d["reason"], priority=d["priority"])
         except ServiceError as exc:
             form.add_error(None, str(exc))
@@ -83,8 +83,10 @@ def order_detail(request, pk: int):
     order = get_object_or_404(Order.objects.select_related("patient"), pk=pk)
     steps = (ScheduledProcedureStep.objects.filter(requested_procedure__order=order)
              .select_related("requested_procedure").prefetch_related("events", "performed"))
+    for step in steps:
+        step.reschedule_form = RescheduleForm.for_step(step)
     return render(request, "worklist/order_detail.html", {
-        "order": order, "steps": steps, "reschedule": RescheduleForm(),
+        "order": order, "steps": steps,
         # only an order with a step still to do can be cancelled (services.cancel_order)
         "cancellable": any(s.status in services.CANCELLABLE for s in steps),
         "edit": OrderEditForm(instance=order), "studies": selectors.stored_studies(order)})
@@ -96,7 +98,7 @@ def order_edit(request, pk: int):
     order = get_object_or_404(Order, pk=pk)
     form = OrderEditForm(request.POST, instance=order)
     if form.is_valid():
-        services.update_order(order, changes=form.cleaned_data, actor=request.user.username)
+        services.update_order(order, changes=form.changes(), actor=request.user.username)
         messages.success(request, "Order updated.")
     else:
         messages.error(request, "Not saved: " + "; ".join(
@@ -139,7 +141,8 @@ def step_reschedule(request, pk: int):
     form = RescheduleForm(request.POST)
     order_pk = step.requested_procedure.order_id
     if not form.is_valid():
-        messages.error(request, "Give a date and a time to reschedule.")
+        messages.error(request, "Not rescheduled: " + " ".join(
+            " ".join(errors) for errors in form.errors.values()))
         return redirect("order-detail", pk=order_pk)
     d = form.cleaned_data
     try:

@@ -149,17 +149,24 @@ def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):
     from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
     from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
 
+    # A station's AE title must be one the AE table knows: its worklist queries come by it.
     page.click("nav >> text=Stations")
     page.fill("input[name=ae_title]", "CTROOM1")
     page.fill("input[name=name]", "ct-1")
-    page.fill("input[name=modality]", "CT")
+    page.select_option("select[name=modality]", "CT")  # the defined terms, not free text
+    page.click("button:has-text('Save')")
+    assert "No AE title CTROOM1 on the AE titles page" in page.inner_text("main")
+    _add_ae(page, "CTROOM1", 104, "may_query_worklist", "may_send_mpps")
+    page.click("nav >> text=Stations")
+    page.fill("input[name=ae_title]", "CTROOM1")
+    page.fill("input[name=name]", "ct-1")
+    page.select_option("select[name=modality]", label="CT - Computed Tomography")
     page.click("button:has-text('Save')")
     page.click("nav >> text=Catalog")
     page.fill("input[name=code_value]", "CTHEAD")
     page.fill("input[name=code_meaning]", "CT head")
-    page.fill("input[name=modality]", "CT")
+    page.select_option("select[name=modality]", "CT")
     page.click("button:has-text('Save')")
-    _add_ae(page, "CTROOM1", 104, "may_query_worklist", "may_send_mpps")
 
     today = dt.date.today()
     page.click("nav >> text=Worklist")
@@ -172,11 +179,24 @@ def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):
     page.fill("input[name=given_name]", "Ann")
     page.select_option("select[name=procedure]", label="CT head [CTHEAD] (CT)")
     page.select_option("select[name=station]", label="CTROOM1 (CT)")
-    page.fill("input[name=date]", today.isoformat())
+    page.fill("input[name=referring_family]", "House")
+    page.fill("input[name=referring_given]", "Greg")
+    # a date that has passed asks for a confirmation first
+    page.fill("input[name=date]", (today - dt.timedelta(days=1)).isoformat())
     page.fill("input[name=time]", "10:15")
+    page.click("button:has-text('Schedule')")
+    assert "have passed" in page.inner_text("#order-form")
+    page.fill("input[name=date]", today.isoformat())
+    page.check("input[name=confirm_past]")  # 10:15 today may have passed too
     page.click("button:has-text('Schedule')")
     assert "scheduled" in page.inner_text(".messages")
     accession = page.inner_text("h1").split()[-1]
+    assert "HOUSE^GREG" in page.inner_text("#order-facts")
+    # rescheduling starts from the step's own values
+    form = page.locator("form.reschedule").first
+    assert form.locator("input[name=date]").input_value() == today.isoformat()
+    assert form.locator("input[name=time]").input_value() == "10:15"
+    assert form.locator("select[name=station] option:checked").inner_text() == "CTROOM1 (CT)"
 
     page.click("nav >> text=Worklist")
     row = page.locator("section[data-station=CTROOM1] tr", has_text="BROWN^ANN")

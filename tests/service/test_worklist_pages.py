@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from django.urls import reverse
 
-from pacs.models import Patient
+from pacs.models import ApplicationEntity, Patient
 from tests.users import user_with
 from worklist import services
 from worklist.models import Order, Procedure, ScheduledProcedureStep, Station
@@ -33,8 +33,8 @@ def _post(client, procedure, station, **extra):
     data = {"patient_id": "P100", "family_name": "Doe", "given_name": "Jane",
             "birth_date": "1980-02-03", "sex": "F", "procedure": procedure.pk,
             "station": Station.objects.get(ae_title=station).pk, "date": "2026-11-23",
-            "time": "09:30", "referring_physician": "HOUSE^G", "reason": "cough",
-            "priority": "ROUTINE", **extra}
+            "time": "09:30", "referring_family": "House", "referring_given": "G",
+            "reason": "cough", "priority": "ROUTINE", "confirm_past": "on", **extra}
     return client.post(reverse("order-new"), data)
 
 
@@ -48,6 +48,7 @@ def test_scheduler_creates_an_order_and_sees_it_on_the_board(scheduler, catalog)
             step.start_time) == ("CT", "CT1", "20261123", "093000")
     assert order.patient.patient_name == "DOE^JANE" and order.accession_number.startswith("A")
     assert step.protocol_code_value == "CTCHEST"
+    assert order.referring_physician_name == "HOUSE^G"
     board = scheduler.get(reverse("worklist-board"), {"date": "2026-11-23"}).content.decode()
     assert "DOE^JANE" in board and order.accession_number in board and "09:30" in board
     detail = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
@@ -66,7 +67,7 @@ def test_reschedule_cancel_and_history(scheduler, catalog):
     _post(scheduler, catalog, "CT1")
     order, step = Order.objects.get(), ScheduledProcedureStep.objects.get()
     scheduler.post(reverse("step-reschedule", args=[step.pk]),
-                   {"date": "2026-11-24", "time": "14:00", "station": ""})
+                   {"date": "2026-11-24", "time": "14:00", "station": "", "confirm_past": "on"})
     step.refresh_from_db()
     assert (step.start_date, step.start_time) == ("20261124", "140000")
     scheduler.post(reverse("step-status", args=[step.pk]), {"status": "ARRIVED"})
@@ -112,6 +113,14 @@ def test_accession_numbers_count_per_day(catalog):
 
 
 def test_admin_pages_for_stations_and_catalog(admin_client):
+    page = admin_client.post(reverse("stations"), {"ae_title": "US1", "name": "us",
+                                                    "modality": "US", "active": "on"})
+    assert "No AE title US1 on the AE titles page" in page.content.decode()
+    assert not Station.objects.exists()  # its worklist queries would find nothing
+    ApplicationEntity.objects.create(ae_title="US1", host="127.0.0.1", port=104)
+    page = admin_client.post(reverse("stations"), {"ae_title": "US1", "name": "us",
+                                                    "modality": "ULTRA", "active": "on"})
+    assert "Select a valid choice" in page.content.decode()  # the defined terms only
     response = admin_client.post(reverse("stations"), {"ae_title": "US1", "name": "us",
                                                         "modality": "US", "active": "on"})
     assert response.status_code == 302 and Station.objects.filter(ae_title="US1").exists()
@@ -133,11 +142,12 @@ def test_edit_order_and_link_to_arrived_images(scheduler, catalog, storage_dir):
     _post(scheduler, catalog, "CT1")
     order = Order.objects.get()
     scheduler.post(reverse("order-edit", args=[order.pk]),
-                   {"referring_physician_name": "WILSON^J", "reason": "follow-up",
+                   {"referring_family": "Wilson", "referring_given": "J", "reason": "follow-up",
                     "priority": "HIGH", "medical_alerts": "", "contrast_allergies": "iodine"})
     order.refresh_from_db()
     assert (order.priority, order.reason, order.contrast_allergies) == ("HIGH", "follow-up",
                                                                          "iodine")
+    assert order.referring_physician_name == "WILSON^J"
     page = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
     assert "none received yet" in page
     ds = dcmread(sample("CT_small.dcm"))  # the modality used the worklist's Study UID
@@ -293,3 +303,46 @@ def test_accession_numbers_given_twice_and_generated_ones_taken_meanwhile(catalo
     assert Order.objects.count() == 2 and ScheduledProcedureStep.objects.count() == 2
     assert StepEvent.objects.count() == 2
     assert AuditEvent.objects.filter(action="order created").count() == 2
+
+
+def test_a_past_date_needs_a_confirmation_and_reschedule_shows_the_steps_values(
+        scheduler, catalog):
+    """Scheduling into the past is refused unless confirmed (a typo most often, and a
+    modality asking for today's worklist never sees it); the reschedule form of each step
+    starts from that step's station, date and time."""
+    yesterday = dt.date.today() - dt.timedelta(days=1)
+    page = _post(scheduler, catalog, "CT1", date=yesterday.isoformat(),
+                 confirm_past="").content.decode()
+    assert "have passed" in page and "Schedule in the past" in page
+    assert not Order.objects.exists()
+    tomorrow = dt.date.today() + dt.timedelta(days=1)
+    _post(scheduler, catalog, "CT1", date=tomorrow.isoformat(), confirm_past="")
+    order, step = Order.objects.get(), ScheduledProcedureStep.objects.get()
+    page = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
+    assert f'value="{tomorrow.isoformat()}"' in page and 'value="09:30"' in page
+    ct1 = Station.objects.get(ae_title="CT1").pk
+    assert f'<option value="{ct1}" selected>' in page
+    refused = scheduler.post(reverse("step-reschedule", args=[step.pk]),
+                             {"date": yesterday.isoformat(), "time": "08:00"}, follow=True)
+    assert "Not rescheduled: This date and time have passed" in refused.content.decode()
+    step.refresh_from_db()
+    assert step.start_date == tomorrow.strftime("%Y%m%d")
+
+
+def test_edit_keeps_a_referring_name_s_other_components(scheduler, catalog):
+    """An HL7 order may bring a middle name, prefix or degree: saving the form with the
+    same family and given name leaves the name as it came."""
+    _post(scheduler, catalog, "CT1")
+    order = Order.objects.get()
+    Order.objects.filter(pk=order.pk).update(referring_physician_name="HOUSE^GREGORY^M^^MD")
+    page = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
+    assert 'name="referring_family" value="HOUSE"' in page
+    assert 'name="referring_given" value="GREGORY"' in page
+    edit = {"referring_family": "House", "referring_given": "Gregory", "reason": "x",
+            "priority": "ROUTINE", "medical_alerts": "", "contrast_allergies": ""}
+    scheduler.post(reverse("order-edit", args=[order.pk]), edit)
+    order.refresh_from_db()
+    assert order.referring_physician_name == "HOUSE^GREGORY^M^^MD" and order.reason == "x"
+    scheduler.post(reverse("order-edit", args=[order.pk]), {**edit, "referring_given": "G"})
+    order.refresh_from_db()
+    assert order.referring_physician_name == "HOUSE^G"

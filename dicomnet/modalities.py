@@ -1,0 +1,96 @@
+"""The defined terms of Modality (0008,0060), PS3.3 C.7.3.1.1.1, without the retired ones:
+what scheduling forms offer, so that a station, a procedure and a modality's worklist query
+use the same spelling."""
+
+from __future__ import annotations
+
+MODALITIES: dict[str, str] = {
+    "AR": "Autorefraction",
+    "ASMT": "Content Assessment Results",
+    "AU": "Audio",
+    "BDUS": "Bone Densitometry (ultrasound)",
+    "BI": "Biomagnetic imaging",
+    "BMD": "Bone Densitometry (X-Ray)",
+    "CFM": "Confocal Microscopy",
+    "CR": "Computed Radiography",
+    "CT": "Computed Tomography",
+    "CTPROTOCOL": "CT Protocol (Performed)",
+    "DG": "Diaphanography",
+    "DMS": "Dermoscopy",
+    "DOC": "Document",
+    "DX": "Digital Radiography",
+    "ECG": "Electrocardiography",
+    "EEG": "Electroencephalography",
+    "EMG": "Electromyography",
+    "EOG": "Electrooculography",
+    "EPS": "Cardiac Electrophysiology",
+    "ES": "Endoscopy",
+    "FID": "Fiducials",
+    "GM": "General Microscopy",
+    "HC": "Hard Copy",
+    "HD": "Hemodynamic Waveform",
+    "IO": "Intra-Oral Radiography",
+    "IOL": "Intraocular Lens Data",
+    "IVOCT": "Intravascular Optical Coherence Tomography",
+    "IVUS": "Intravascular Ultrasound",
+    "KER": "Keratometry",
+    "KO": "Key Object Selection",
+    "LEN": "Lensometry",
+    "LS": "Laser surface scan",
+    "M3D": "Model for 3D Manufacturing",
+    "MG": "Mammography",
+    "MR": "Magnetic Resonance",
+    "NM": "Nuclear Medicine",
+    "OAM": "Ophthalmic Axial Measurements",
+    "OCT": "Optical Coherence Tomography (non-Ophthalmic)",
+    "OP": "Ophthalmic Photography",
+    "OPM": "Ophthalmic Mapping",
+    "OPT": "Ophthalmic Tomography",
+    "OPTBSV": "Ophthalmic Tomography B-scan Volume Analysis",
+    "OPTENF": "Ophthalmic Tomography En Face",
+    "OPV": "Ophthalmic Visual Field",
+    "OSS": "Optical Surface Scan",
+    "OT": "Other",
+    "PA": "Photoacoustic",
+    "PLAN": "Plan",
+    "POS": "Position Sensor",
+    "PR": "Presentation State",
+    "PT": "Positron emission tomography (PET)",
+    "PX": "Panoramic X-Ray",
+    "REG": "Registration",
+    "RESP": "Respiratory Waveform",
+    "RF": "Radio Fluoroscopy",
+    "RG": "Radiographic imaging (conventional film/screen)",
+    "RTDOSE": "Radiotherapy Dose",
+    "RTIMAGE": "Radiotherapy Image",
+    "RTINTENT": "Radiotherapy Intent",
+    "RTPLAN": "Radiotherapy Plan",
+    "RTRAD": "RT Radiation",
+    "RTRECORD": "RT Treatment Record",
+    "RTSEGANN": "Radiotherapy Segment Annotation",
+    "RTSTRUCT": "Radiotherapy Structure Set",
+    "RWV": "Real World Value Map",
+    "SEG": "Segmentation",
+    "SM": "Slide Microscopy",
+    "SMR": "Stereometric Relationship",
+    "SR": "SR Document",
+    "SRF": "Subjective Refraction",
+    "STAIN": "Automated Slide Stainer",
+    "TEXTUREMAP": "Texture Map",
+    "TG": "Thermography",
+    "US": "Ultrasound",
+    "VA": "Visual Acuity",
+    "XA": "X-Ray Angiography",
+    "XAPROTOCOL": "XA Protocol (Performed)",
+    "XC": "External-camera Photography",
+}
+
+
+def choices(current: str = "") -> list[tuple[str, str]]:
+    """(term, label) pairs for a form's list; ``current``, a stored value that is not a
+    defined term (from before the list, or an HL7 sender's), is kept first so that editing
+    does not change it unasked."""
+    found = [(term, f"{term} - {meaning}") for term, meaning in MODALITIES.items()]
+    if current and current not in MODALITIES:
+        found.insert(0, (current, f"{current} (not a DICOM defined term)"))
+    return found
