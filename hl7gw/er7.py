@@ -50,6 +50,10 @@ class Segment:
     def raw(self, n: int) -> str:
         return self._fields[n] if n < len(self._fields) else ""
 
+    def __len__(self) -> int:
+        """The number of its last field present (MSH counts MSH-1, the separator)."""
+        return len(self._fields) - 1
+
     def _reps(self, n: int) -> list[list[str]]:
         """Field n split into repetitions and components, still escaped."""
         found = self._split.get(n)

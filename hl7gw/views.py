@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 
 from core.crud import list_and_edit
 from core.roles import admin_required
+from hl7gw import viewer
 from hl7gw.forms import ReceiverForm, SenderForm
 from hl7gw.inbound.service import replay
 from hl7gw.models import Message, Outbound, Receiver, Sender
@@ -36,6 +37,8 @@ def message_detail(request, pk: int):
     return render(request, "hl7gw/message_detail.html", {
         "message": message, "segments": message.text.replace("\r", "\n").splitlines(),
         "ack_segments": message.ack.replace("\r", "\n").splitlines(),
+        "fields": viewer.view(message.text, message.version),
+        "ack_fields": viewer.view(message.ack, message.version),
         "replays": Message.objects.filter(replay_of=message)})
 
 
