@@ -292,6 +292,9 @@ DIMSE_ALLOW_UNKNOWN_AE = env_bool("PORTAL_DIMSE_ALLOW_UNKNOWN_AE", False)
 # A known AE title is accepted from its own addresses only (its host, or its calling
 # addresses), unless the AE says "any address" or this opens it for every AE.
 DIMSE_ANY_HOST = env_bool("PORTAL_DIMSE_ANY_HOST", False)
+# How many of each AE title's worklist queries are kept, as they came, for the worklist
+# explainer ("why doesn't my modality see this order?"); 0 keeps none.
+MWL_QUERIES_KEPT = env_int("PORTAL_MWL_QUERIES_KEPT", 20)
 # Refuse associations whose called AE title is not PORTAL_DIMSE_AET (A-ASSOCIATE-RJ 1/1/7).
 DIMSE_CHECK_CALLED_AET = env_bool("PORTAL_DIMSE_CHECK_CALLED_AET", False)
 # How long a process keeps the AE table before reading it again (seconds).

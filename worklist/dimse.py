@@ -26,7 +26,7 @@ from pacs.dimse.handlers import (
     make_find_service,
 )
 from pacs.dimse.policy import AePolicy, Permissions
-from worklist import mpps, ups_events
+from worklist import explain, mpps, ups_events
 from worklist.query import WORKLIST, worklist_search
 from worklist.ups import changes, lookup, rendering, states, tags
 
@@ -62,6 +62,7 @@ def _mwl_search(assoc: Association, message: wire.Message, identifier: Dataset,
     own = assoc.calling_aet if permissions.worklist_own_station_only else None
     charset = permissions.worklist_charset or query.answer_charset(charset_of(identifier))
     fuzzy = assoc.extended_flag(message, FUZZY_NAMES_BYTE)
+    explain.record_query(assoc.calling_aet, assoc.peer_host, identifier, fuzzy)
     return WORKLIST, worklist_search(identifier, station_ae_title=own, fuzzy=fuzzy), charset
 
 

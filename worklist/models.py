@@ -9,6 +9,7 @@ keywords of PS3.4 table K.6-1 (ScheduledStationAETitle -> scheduled_station_ae_t
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 from pydicom.uid import generate_uid
 
 from pacs.models import Patient
@@ -255,3 +256,20 @@ class UpsEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+class WorklistQuery(models.Model):
+    """A modality's worklist query (MWL C-FIND) as it came, the last few per AE title: what
+    "why doesn't my modality see this order?" is answered from (worklist.explain)."""
+
+    ae_title = models.CharField(max_length=16, db_index=True)
+    host = models.CharField(max_length=255, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    identifier = models.JSONField()  # the request's identifier as DICOM JSON (PS3.18 F.2)
+    fuzzy = models.BooleanField(default=False)  # fuzzy name matching negotiated (PS3.4 K.5.1)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.ae_title} at {self.received_at:%Y-%m-%d %H:%M:%S}"

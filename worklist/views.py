@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import quote
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count, Max
@@ -16,7 +18,7 @@ from core.errors import ServiceError
 from core.roles import permission_required
 from pacs.models import Discrepancy
 from pacs.services import reconciliation as discrepancies
-from worklist import mpps, selectors, services, ups_events
+from worklist import explain, mpps, selectors, services, ups_events
 from worklist.forms import (
     BoardForm,
     OrderEditForm,
@@ -33,6 +35,7 @@ from worklist.models import (
     Station,
     UpsEvent,
     UpsSubscription,
+    WorklistQuery,
 )
 from worklist.ups import states
 
@@ -90,6 +93,37 @@ def order_detail(request, pk: int):
         # only an order with a step still to do can be cancelled (services.cancel_order)
         "cancellable": any(s.status in services.CANCELLABLE for s in steps),
         "edit": OrderEditForm(instance=order), "studies": selectors.stored_studies(order)})
+
+
+@permission_required("worklist.view")
+def order_explain(request, pk: int):
+    """Why a modality (an AE title) does or does not see this order in its worklist, from its
+    last actual worklist query (worklist.explain)."""
+    order = get_object_or_404(Order.objects.select_related("patient"), pk=pk)
+    steps = list(ScheduledProcedureStep.objects.filter(requested_procedure__order=order)
+                 .select_related("requested_procedure__order__patient"))
+    ae_title = request.GET.get("ae", "").strip()[:16]
+    if not ae_title and steps:
+        ae_title = steps[0].scheduled_station_ae_title.split("\\")[0]
+    return render(request, "worklist/order_explain.html", {
+        "order": order, "ae_title": ae_title, "kept": settings.MWL_QUERIES_KEPT,
+        "explanation": explain.explain(steps, ae_title) if ae_title else None,
+        "ae_titles": sorted(set(WorklistQuery.objects.values_list("ae_title", flat=True))
+                            | {s.scheduled_station_ae_title for s in steps} - {""})})
+
+
+@permission_required("worklist.view")
+def worklist_queries(request):
+    """The last worklist queries of each AE title, as they came."""
+    ae_title = request.GET.get("ae", "").strip()
+    rows = WorklistQuery.objects.all()
+    if ae_title:
+        rows = rows.filter(ae_title=ae_title)
+    page = Paginator(rows, 50).get_page(request.GET.get("page"))
+    return render(request, "worklist/queries.html", {
+        "page": page, "ae_title": ae_title, "kept": settings.MWL_QUERIES_KEPT,
+        "query": f"ae={quote(ae_title)}" if ae_title else "",
+        "queries": [(q, explain.describe(q)) for q in page]})
 
 
 @permission_required("worklist.schedule")

@@ -236,6 +236,20 @@ def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):
     row = page.locator("section[data-station=CTROOM1] tr", has_text="BROWN^ANN")
     assert "in progress" in row.inner_text()
 
+    # Why does the modality no longer see it? Its last query, key by key, and the status.
+    row.locator("a", has_text=accession).click()
+    page.click("#explain-link")
+    assert page.input_value("#explain-ae") == "CTROOM1"  # the step's station
+    step = page.locator("section.step-answer").first
+    assert step.locator(".verdict").inner_text() == "not seen"
+    reasons = {r.locator("td").nth(0).inner_text(): r.locator("td").nth(1).inner_text()
+               for r in step.locator("tbody tr").all()}
+    assert reasons["ScheduledStationAETitle"] == "match"
+    assert reasons["ScheduledProcedureStepStartDate"] == "match"
+    assert reasons["Step status"] == "no match"  # in progress: no longer work to do
+    page.click("text=all its kept queries")
+    assert "CTROOM1" in page.inner_text("#queries-table")
+
 
 def test_admin_adds_a_forwarding_rule(page, portal, tmp_path):
     _add_ae(page, "READING1", 11113)

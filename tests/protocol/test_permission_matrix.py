@@ -62,6 +62,8 @@ PAGES = [
     ("GET", "worklist/orders/<int:pk>/", "worklist"),
     ("POST", "worklist/orders/<int:pk>/cancel/", "schedule"),
     ("POST", "worklist/orders/<int:pk>/edit/", "schedule"),
+    ("GET", "worklist/orders/<int:pk>/explain/", "worklist"),
+    ("GET", "worklist/queries/", "worklist"),
     ("POST", "worklist/steps/<int:pk>/status/", "status"),
     ("POST", "worklist/steps/<int:pk>/reschedule/", "schedule"),
     ("GET", "worklist/workitems/", "worklist"),
