@@ -264,3 +264,25 @@ def test_admin_adds_a_forwarding_rule(page, portal, tmp_path):
     row = page.locator("#rules-table tbody tr").first
     assert row.inner_text().split("\t")[:4] == ["CT to reading", "READING1", "CT1 CT2", "CT"]
     page.screenshot(path=str(tmp_path / "forwarding.png"), full_page=True)
+
+
+def test_hl7_message_page_names_each_field_beside_the_ack(page, portal):
+    """A message from a real MLLP client (python-hl7), from a sender the portal does not know:
+    refused (AR) with the reason, logged as it came, and shown field by field."""
+    from hl7.client import MLLPClient
+
+    message = ("MSH|^~\\&|UNKNOWNRIS|FAC|PORTAL|RAD|20261207120000||ORM^O01|BRW77|P|2.5\r"
+               "PID|||P77^^^FAC||M\\S\\LLER^ANNA||19800203|F\r")
+    with MLLPClient("127.0.0.1", portal.hl7_port) as client:
+        ack = client.send_message(message).decode()
+    assert "MSA|AR|BRW77" in ack
+    page.click("header >> text=HL7")
+    page.locator("#hl7-table tr", has_text="BRW77").locator("a").first.click()
+    fields = page.locator("#hl7-fields")
+    name = fields.locator("tr", has=page.locator("code", has_text="PID-5")).first
+    assert "Patient Name" in name.inner_text() and "XPN" in name.inner_text()
+    assert "Family Name" in name.inner_text() and "M^LLER" in name.inner_text()  # \S\ decoded
+    assert "Patient's Name (0010,0010)" in name.inner_text()
+    ack_fields = page.locator("#hl7-ack-fields")
+    code = ack_fields.locator("tr", has=page.locator("code", has_text="MSA-1")).first
+    assert "Acknowledgment Code" in code.inner_text() and "AR" in code.inner_text()
