@@ -9,10 +9,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from core.crud import list_and_edit
+from core.errors import ServiceError
 from core.roles import admin_required
 from hl7gw import viewer
 from hl7gw.forms import ReceiverForm, SenderForm
-from hl7gw.inbound.service import replay
+from hl7gw.inbound.service import replay, resend_edited
 from hl7gw.models import Message, Outbound, Receiver, Sender
 from hl7gw.outbound import service as outbound_service
 
@@ -48,6 +49,22 @@ def message_replay(request, pk: int):
     original = get_object_or_404(Message, pk=pk)
     again = replay(original, actor=request.user.username)
     flash.info(request, f"Replayed as message {again.pk}: {again.get_status_display()}.")
+    return redirect("hl7-message", pk=again.pk)
+
+
+@admin_required
+@require_POST
+def message_resend(request, pk: int):
+    """An edited copy of a logged message, processed as a new message linked to it."""
+    original = get_object_or_404(Message.objects.select_related("sender"), pk=pk)
+    try:
+        again = resend_edited(original, request.POST.get("text", ""),
+                              actor=request.user.username)
+    except ServiceError as exc:
+        flash.error(request, f"Not sent: {exc}")
+        return redirect("hl7-message", pk=original.pk)
+    flash.info(request, f"The edited copy was processed as message {again.pk}: "
+                        f"{again.get_status_display()}.")
     return redirect("hl7-message", pk=again.pk)
 
 

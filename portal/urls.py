@@ -80,6 +80,7 @@ urlpatterns = [
     path("hl7/", hl7_views.message_list, name="hl7-messages"),
     path("hl7/<int:pk>/", hl7_views.message_detail, name="hl7-message"),
     path("hl7/<int:pk>/replay/", hl7_views.message_replay, name="hl7-replay"),
+    path("hl7/<int:pk>/resend/", hl7_views.message_resend, name="hl7-resend"),
     path("hl7/senders/", hl7_views.senders, name="hl7-senders"),
     path("hl7/senders/<int:pk>/", hl7_views.senders, name="hl7-sender-edit"),
     path("hl7/receivers/", hl7_views.receivers, name="hl7-receivers"),

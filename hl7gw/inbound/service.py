@@ -13,6 +13,7 @@ from hl7apy.parser import parse_segment
 
 from core import audit, group_commit, statements
 from core.addresses import AddressList, split_list
+from core.errors import ServiceError
 from hl7gw import errors
 from hl7gw.ack import build_ack
 from hl7gw.er7 import Segment, codec_for, decode, encoding_of, raw_msh_field, split_segments
@@ -316,6 +317,33 @@ def _finish(message: Message, ack: str, outcome: Outcome | None) -> None:
     for patient in outcome.patients if outcome else ():
         statements.insert_row(Message.patients.through, message_id=message.pk,
                         patient_id=patient.pk)
+
+
+def resend_edited(original: Message, text: str, *, actor: str) -> Message:
+    """An admin's corrected copy of a logged message (e.g. a missing field filled in),
+    processed as a new message linked to the original, with the original sender's rights;
+    the original's log entry stays as it came. Audited with both messages' numbers."""
+    segments = [s for s in text.replace("\r\n", "\r").replace("\n", "\r").split("\r")
+                if s.strip()]
+    if not segments or not segments[0].startswith("MSH") or len(segments[0]) < 8:
+        raise ServiceError("The message must start with its MSH segment.")
+    text = "\r".join(segments) + "\r"
+    declared = raw_msh_field(text.encode("utf_8", "replace"), 18) or (
+        original.sender.default_charset if original.sender else "")
+    codec = codec_for(declared) if declared else "utf_8"  # as decode() will read it
+    try:
+        raw = text.encode(codec)
+    except UnicodeEncodeError as exc:
+        raise ServiceError(f"{text[exc.start:exc.end]!r} cannot be written in the message's "
+                           f"character set ({declared}): change MSH-18 or the text.") from exc
+    if len(raw) > settings.HL7_MAX_FRAME_BYTES:
+        raise ServiceError(f"The message is larger than {settings.HL7_MAX_FRAME_BYTES} bytes.")
+    again = process(raw, peer=f"edited by {actor}"[:64], replay_of=original,
+                    host=peer_host(original.peer))[1]
+    audit.record(category="hl7", action="message edited and resent", actor=actor,
+                 detail=f"message {original.pk} edited, processed as message {again.pk}: "
+                        f"{again.get_status_display()}")
+    return again
 
 
 def replay(original: Message, *, actor: str) -> Message:

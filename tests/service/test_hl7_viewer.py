@@ -94,3 +94,44 @@ def test_the_message_page_shows_both_message_and_ack_field_by_field(admin_client
     acked = page[page.index('id="hl7-ack-fields"'):]
     assert "MSA-1" in acked and "Acknowledgment Code" in acked
     assert "ERR" in acked or "Text Message" in acked  # the reason, in its field
+
+
+@pytest.mark.django_db(transaction=True)
+def test_edit_and_resend_is_a_new_linked_message_for_admins_only(admin_client, client,
+                                                                 hl7_senders):
+    """A refused order, fixed in the browser (its modality filled in), is processed as a
+    new message pointing back to the original, which stays as it came; audited; admins only;
+    a text that is no message, or does not fit its character set, is refused with the reason."""
+    from core.models import AuditEvent
+    from hl7gw.inbound.service import receive
+    from hl7gw.models import Message
+    from tests.users import user_with
+    from worklist.models import Order
+
+    def order(modality: str) -> str:
+        obr = ["OBR", "1", "X1", "", "CTH^CT head"] + [""] * 13 + ["ACC5"] + [""] * 5
+        return ("MSH|^~\\&|RIS|H|PORTAL|H|||ORM^O01|C6|P|2.5||||||8859/1\r"
+                "PID|||P6^^^H||ROE^ANN\rORC|NW|X1\r" + "|".join(obr + [modality]) + "\r")
+
+    assert b"MSA|AE|C6" in receive(order("").encode("latin_1"), peer="127.0.0.1:2575")
+    original = Message.objects.get()
+    assert original.status == "error" and "modality" in original.error
+    url = reverse("hl7-resend", args=[original.pk])
+    client.force_login(user_with("sched", "scheduler"))
+    assert client.post(url, {"text": order("CT")}).status_code == 403
+    edited = order("CT").replace("\r", "\r\n")  # as a browser's textarea sends it
+    response = admin_client.post(url, {"text": edited})
+    again = Message.objects.get(replay_of=original)
+    assert response["Location"] == reverse("hl7-message", args=[again.pk])
+    assert again.status == "processed" and Order.objects.get().accession_number == "ACC5"
+    assert again.peer.startswith("edited by") and again.text.endswith("|CT\r")
+    original.refresh_from_db()
+    assert original.status == "error" and original.text.endswith("|\r")  # as it came
+    event = AuditEvent.objects.get(action="message edited and resent")
+    assert f"message {original.pk} edited, processed as message {again.pk}" in event.detail
+    # no message, or one its MSH-18 cannot hold: refused, nothing processed
+    for text, reason in (("PID|||P7", "must start with its MSH segment"),
+                         (order("CT").replace("ROE^ANN", "ΩMEGA^ANN"), "cannot be written")):
+        page = admin_client.post(url, {"text": text}, follow=True).content.decode()
+        assert reason in page
+    assert Message.objects.count() == 2
