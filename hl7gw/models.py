@@ -115,6 +115,7 @@ class Outbound(models.Model):
         PENDING = "pending"
         SENT = "sent"
         FAILED = "failed"  # answered AE/AR, or gave up after many attempts (retry by hand)
+        CANCELED = "canceled"  # by an admin: never sent (retry queues it again)
 
     receiver = models.ForeignKey(Receiver, on_delete=models.CASCADE, related_name="queue")
     step_id = models.BigIntegerField(db_index=True)
@@ -131,3 +132,17 @@ class Outbound(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+
+class OutboundAttempt(models.Model):
+    """One try at sending an outbound message: when, and the ACK the receiver gave or the
+    error that kept it from answering."""
+
+    outbound = models.ForeignKey(Outbound, on_delete=models.CASCADE, related_name="tries")
+    at = models.DateTimeField(auto_now_add=True)
+    code = models.CharField(max_length=4, blank=True)  # MSA-1 of the ACK, "" without one
+    ack = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]

@@ -97,7 +97,29 @@ def outbound_retry(request, pk: int):
     outbound = get_object_or_404(Outbound, pk=pk)
     outbound_service.retry(outbound)
     flash.info(request, f"Message {outbound.control_id} queued again.")
+    if request.POST.get("from") == "detail":
+        return redirect("hl7-outbound-detail", pk=outbound.pk)
     return redirect("hl7-outbound")
+
+
+@admin_required
+def outbound_detail(request, pk: int):
+    """The exact message sent, and every attempt with the receiver's ACK or the error."""
+    outbound = get_object_or_404(Outbound.objects.select_related("receiver"), pk=pk)
+    return render(request, "hl7gw/outbound_detail.html", {
+        "outbound": outbound, "segments": outbound.text.replace("\r", "\n").splitlines(),
+        "tries": [(t, t.ack.replace("\r", "\n").splitlines()) for t in outbound.tries.all()]})
+
+
+@admin_required
+@require_POST
+def outbound_cancel(request, pk: int):
+    outbound = get_object_or_404(Outbound.objects.select_related("receiver"), pk=pk)
+    if outbound_service.cancel(outbound, actor=request.user.username):
+        flash.info(request, f"Message {outbound.control_id} canceled: it will not be sent.")
+    else:
+        flash.error(request, f"Message {outbound.control_id} was sent already.")
+    return redirect("hl7-outbound-detail", pk=outbound.pk)
 
 
 @admin_required

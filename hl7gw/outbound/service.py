@@ -15,11 +15,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core import delivery
+from core import audit, delivery
 from core.retry import retry_delay
 from hl7gw.er7 import Encoding, codec_for, escape
 from hl7gw.framing import END, START
-from hl7gw.models import Outbound, Receiver
+from hl7gw.models import Outbound, OutboundAttempt, Receiver
 from worklist.models import ScheduledProcedureStep
 
 log = logging.getLogger("hl7gw")
@@ -127,13 +127,17 @@ def send(outbound: Outbound) -> float | None:
                        outbound.text.encode(codec_for(receiver.charset), "replace"))
     except OSError as exc:
         outbound.last_error = f"attempt {outbound.attempts}: {exc.strerror or exc}"
+        OutboundAttempt.objects.create(outbound=outbound, error=str(exc.strerror or exc))
         delay = retry_delay(outbound.attempts)
         if delay is None:
             outbound.status = Outbound.Status.FAILED
-        outbound.save(update_fields=["last_error", "status"])
+        # not over an admin's cancel made meanwhile: that one stands
+        Outbound.objects.filter(pk=outbound.pk, status=Outbound.Status.PENDING).update(
+            last_error=outbound.last_error, status=outbound.status)
         return delay
     outbound.ack = ack
     code = _msa_code(ack)
+    OutboundAttempt.objects.create(outbound=outbound, code=code, ack=ack)
     if code in ("AA", "CA"):
         outbound.status, outbound.sent_at = Outbound.Status.SENT, timezone.now()
     else:
@@ -180,3 +184,15 @@ def retry(outbound: Outbound) -> None:
     Outbound.objects.filter(pk=outbound.pk).exclude(status=Outbound.Status.SENT).update(
         status=Outbound.Status.PENDING, attempts=0)
     transaction.on_commit(lambda: enqueue(outbound.receiver_id, now=True))
+
+
+def cancel(outbound: Outbound, *, actor: str) -> bool:
+    """Take a message that is not sent out of the queue (the ones after it go); whether it
+    was. Audited: a RIS then misses that status update."""
+    done = bool(Outbound.objects.filter(pk=outbound.pk).exclude(
+        status=Outbound.Status.SENT).update(status=Outbound.Status.CANCELED))
+    if done:
+        audit.record(category="hl7", action="outbound message canceled", actor=actor,
+                     detail=f"{outbound.control_id} to {outbound.receiver.name} "
+                            f"(ORC-5 {outbound.order_status})")
+    return done

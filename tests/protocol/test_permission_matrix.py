@@ -81,7 +81,8 @@ PAGES = [
     ("GET", "hl7/senders/", "admin"),
     ("GET", "hl7/senders/<int:pk>/", "admin"), ("GET", "hl7/receivers/", "admin"),
     ("GET", "hl7/receivers/<int:pk>/", "admin"), ("GET", "hl7/outbound/", "admin"),
-    ("POST", "hl7/outbound/<int:pk>/retry/", "admin"), ("GET", "api/token/", "login"),
+    ("POST", "hl7/outbound/<int:pk>/retry/", "admin"), ("GET", "hl7/outbound/<int:pk>/", "admin"),
+    ("POST", "hl7/outbound/<int:pk>/cancel/", "admin"), ("GET", "api/token/", "login"),
     ("GET", "password/", "login"),
 ]
 

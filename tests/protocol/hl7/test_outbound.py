@@ -136,3 +136,51 @@ def test_a_cancellation_reaches_the_ris_with_its_reason(dimse_listener, step):
     orc = message.segment("ORC")
     assert str(orc[5]) == "CA"
     assert str(orc[16]) == "^duplicate order"
+
+
+def test_each_attempt_is_kept_and_a_message_can_be_canceled(dimse_listener, step,
+                                                            monkeypatch, admin_client):
+    """The outbound page shows the exact message and every attempt: the errors while the
+    receiver was down, then its ACK; a message cancelled by an admin is never sent, the
+    ones after it are, and the cancel is audited."""
+    from django.urls import reverse
+
+    from core.models import AuditEvent
+
+    monkeypatch.setattr(retry, "RETRY_DELAYS", (0.3,))
+    port = free_port()
+    Receiver.objects.create(name="RIS", host="127.0.0.1", port=port, on_started=True)
+    services.set_step_status(step, "IN PROGRESS", source="portal", actor="test")
+    wait_until(lambda: Outbound.objects.get().attempts >= 2)
+    server = Hl7Server(port).start()
+    try:
+        wait_until(lambda: Outbound.objects.get().status == "sent")
+    finally:
+        server.stop()
+    outbound = Outbound.objects.get()
+    tries = list(outbound.tries.all())
+    assert len(tries) == outbound.attempts >= 3
+    assert all(t.error and not t.ack for t in tries[:-1])
+    assert tries[-1].code == "AA" and "MSA|AA" in tries[-1].ack and not tries[-1].error
+    page = admin_client.get(reverse("hl7-outbound-detail", args=[outbound.pk])).content.decode()
+    assert outbound.text.split("\r")[0].replace("&", "&amp;") in page
+    assert page.count("no answer:") == len(tries) - 1 and "ACK AA" in page
+    assert 'class="danger">Cancel</button>' not in page  # sent: nothing to cancel
+
+    # The receiver is down again: the completion waits; an admin cancels it.
+    services.set_step_status(step, "COMPLETED", source="portal", actor="test")
+    wait_until(lambda: Outbound.objects.filter(order_status="CM", attempts__gte=1).exists())
+    waiting = Outbound.objects.get(order_status="CM")
+    admin_client.post(reverse("hl7-outbound-cancel", args=[waiting.pk]))
+    waiting.refresh_from_db()
+    assert waiting.status == "canceled"
+    assert AuditEvent.objects.filter(action="outbound message canceled",
+                                     detail__contains=waiting.control_id).exists()
+    server = Hl7Server(port).start()
+    try:
+        time.sleep(1.5)  # past the backoff: a message still queued would arrive by now
+        assert server.received == []
+    finally:
+        server.stop()
+    waiting.refresh_from_db()
+    assert waiting.status == "canceled"
