@@ -167,7 +167,9 @@ class OrderEditForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        family, _, rest = self.instance.referring_physician_name.partition("^")
+        # the alphabetic group: an ideographic or phonetic one (after "=") stays as it came
+        alphabetic = self.instance.referring_physician_name.split("=")[0]
+        family, _, rest = alphabetic.partition("^")
         self.fields["referring_family"].initial = family
         self.fields["referring_given"].initial = rest.split("^")[0]
         self.order_fields(["referring_family", "referring_given"])

@@ -346,3 +346,11 @@ def test_edit_keeps_a_referring_name_s_other_components(scheduler, catalog):
     scheduler.post(reverse("order-edit", args=[order.pk]), {**edit, "referring_given": "G"})
     order.refresh_from_db()
     assert order.referring_physician_name == "HOUSE^G"
+    # a name in several writings (PS3.5 6.2.1.1) shows and keeps its alphabetic group
+    Order.objects.filter(pk=order.pk).update(referring_physician_name="YAMADA^TARO=山田^太郎")
+    page = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
+    assert 'name="referring_given" value="TARO"' in page
+    scheduler.post(reverse("order-edit", args=[order.pk]), {
+        **edit, "referring_family": "Yamada", "referring_given": "Taro", "reason": "y"})
+    order.refresh_from_db()
+    assert order.referring_physician_name == "YAMADA^TARO=山田^太郎" and order.reason == "y"
