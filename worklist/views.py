@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Max
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from core.crud import list_and_edit
@@ -164,7 +165,11 @@ def step_status(request, pk: int):
                                  actor=request.user.username)
     except ServiceError as exc:
         messages.error(request, str(exc))
-    return redirect(request.POST.get("next") or "worklist-board")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        back = ""  # only back to a page of ours (the day board with its filter)
+    return redirect(back or "worklist-board")
 
 
 @permission_required("worklist.schedule")

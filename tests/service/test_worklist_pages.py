@@ -70,7 +70,13 @@ def test_reschedule_cancel_and_history(scheduler, catalog):
                    {"date": "2026-11-24", "time": "14:00", "station": "", "confirm_past": "on"})
     step.refresh_from_db()
     assert (step.start_date, step.start_time) == ("20261124", "140000")
-    scheduler.post(reverse("step-status", args=[step.pk]), {"status": "ARRIVED"})
+    # back to the page it came from, if it is ours: never to another site
+    away = scheduler.post(reverse("step-status", args=[step.pk]),
+                          {"status": "ARRIVED", "next": "https://evil.example/x"})
+    assert away["Location"] == reverse("worklist-board")
+    back = scheduler.post(reverse("step-status", args=[step.pk]),
+                          {"status": "ARRIVED", "next": "/worklist/?date=2026-11-23"})
+    assert back["Location"] == "/worklist/?date=2026-11-23"
     page = scheduler.get(reverse("order-detail", args=[order.pk])).content.decode()
     assert 'id="cancel-order"' in page and 'name="reason" required' in page
     refused = scheduler.post(reverse("order-cancel", args=[order.pk]), {"reason": "  "},
