@@ -232,6 +232,30 @@ def _db_bytes(env: dict[str, str]) -> int:
     return sum(p.stat().st_size for p in db.parent.glob("portal.sqlite3*"))
 
 
+def _measure_running(line, dimse_port: int, session, base: str, count: int, repeat: int,
+                     images: list[Path], tmp: Path) -> None:
+    """The measurements made from outside a running server, the portal or the peer alike:
+    C-FIND, QIDO-RS and /metadata on ``base``, then ingest by storescu."""
+    for label, keys in (("C-FIND STUDY PatientID=<one>", {"PatientID": "G0000042"}),
+                        ("C-FIND STUDY PatientName=A*", {"PatientName": "A*"})):
+        times, matches = _find_times(dimse_port, keys, repeat)
+        line(label, f"{statistics.median(times) * 1000:.1f} ms (min "
+             f"{min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), {matches} matches")
+    for label, url in (
+            ("QIDO /studies?PatientName=A*&limit=100", f"{base}/studies?PatientName=A*&limit=100"),
+            (f"QIDO /studies?StudyDate={ONE_DAY}", f"{base}/studies?StudyDate={ONE_DAY}"),
+            ("WADO-RS /metadata, 300 instances",
+             f"{base}/studies/1.2.826.0.1.3680043.10.1456.28.0/metadata")):
+        if "metadata" in url and count < BIG_STUDY:
+            continue
+        times, size = _http_times(session, url, repeat)
+        line(label, f"{statistics.median(times) * 1000:.1f} ms (min "
+             f"{min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), {size} bytes")
+    for associations, batch in ((1, images[:200]), (4, images[200:400])):
+        rate = send(batch, dimse_port, associations, "PORTAL", tmp)
+        line(f"ingest 512x512 CT, {associations} association(s)", f"{rate:.0f} inst/s")
+
+
 def measure(count: int, repeat: int, images: list[Path]) -> None:
     import requests
 
@@ -270,28 +294,11 @@ def measure(count: int, repeat: int, images: list[Path]) -> None:
         line("serve start-up (median of 3)", f"{statistics.median(startups) * 1000:.0f} ms")
         server = Serve(env)
         try:
-            for label, keys in (("C-FIND STUDY PatientID=<one>", {"PatientID": "G0000042"}),
-                                ("C-FIND STUDY PatientName=A*", {"PatientName": "A*"})):
-                times, matches = _find_times(server.dimse, keys, repeat)
-                line(label, f"{statistics.median(times) * 1000:.1f} ms (min "
-                     f"{min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), {matches} matches")
             session = requests.Session()
             session.headers["Authorization"] = f"Token {_token(server.env)}"
-            base = f"http://127.0.0.1:{server.http}/dicomweb"
-            for label, url in (
-                    ("QIDO /studies?PatientName=A*&limit=100",
-                     f"{base}/studies?PatientName=A*&limit=100"),
-                    (f"QIDO /studies?StudyDate={ONE_DAY}", f"{base}/studies?StudyDate={ONE_DAY}"),
-                    ("WADO-RS /metadata, 300 instances",
-                     f"{base}/studies/1.2.826.0.1.3680043.10.1456.28.0/metadata")):
-                if "metadata" in url and count < BIG_STUDY:
-                    continue
-                times, size = _http_times(session, url, repeat)
-                line(label, f"{statistics.median(times) * 1000:.1f} ms (min "
-                     f"{min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), {size} bytes")
-            for associations, batch in ((1, images[:200]), (4, images[200:400])):
-                rate = send(batch, server.dimse, associations, "PORTAL", Path(tmp))
-                line(f"ingest 512x512 CT, {associations} association(s)", f"{rate:.0f} inst/s")
+            _measure_running(line, server.dimse, session,
+                             f"http://127.0.0.1:{server.http}/dicomweb", count, repeat, images,
+                             Path(tmp))
         finally:
             server.stop()
         started = time.perf_counter()
@@ -395,27 +402,9 @@ def measure_orthanc(count: int, repeat: int, images: list[Path], fillers: int = 
         line("start-up (median of 3)", f"{statistics.median(startups) * 1000:.0f} ms")
         peer.start()
         try:
-            for label, keys in (("C-FIND STUDY PatientID=<one>", {"PatientID": "G0000042"}),
-                                ("C-FIND STUDY PatientName=A*", {"PatientName": "A*"})):
-                times, matches = _find_times(peer.dimse, keys, repeat)
-                line(label, f"{statistics.median(times) * 1000:.1f} ms (min "
-                     f"{min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), {matches} matches")
-            session = requests.Session()
-            base = f"http://127.0.0.1:{peer.http}/dicom-web"
-            for label, url in (
-                    ("QIDO /studies?PatientName=A*&limit=100",
-                     f"{base}/studies?PatientName=A*&limit=100"),
-                    (f"QIDO /studies?StudyDate={ONE_DAY}", f"{base}/studies?StudyDate={ONE_DAY}"),
-                    ("WADO-RS /metadata, 300 instances",
-                     f"{base}/studies/1.2.826.0.1.3680043.10.1456.28.0/metadata")):
-                if "metadata" in url and count < BIG_STUDY:
-                    continue
-                times, size = _http_times(session, url, repeat)
-                line(label, f"{statistics.median(times) * 1000:.1f} ms (min "
-                     f"{min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), {size} bytes")
-            for associations, batch in ((1, images[:200]), (4, images[200:400])):
-                rate = send(batch, peer.dimse, associations, "PORTAL", Path(tmp))
-                line(f"ingest 512x512 CT, {associations} association(s)", f"{rate:.0f} inst/s")
+            _measure_running(line, peer.dimse, requests.Session(),
+                             f"http://127.0.0.1:{peer.http}/dicom-web", count, repeat, images,
+                             Path(tmp))
         finally:
             peer.stop()
 
