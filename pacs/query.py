@@ -361,6 +361,14 @@ def rows(qs: QuerySet, columns: list[str]) -> Iterator[tuple]:
     return qs.values_list(*columns).iterator(chunk_size=2000)
 
 
+def charset_of(identifier: Dataset) -> str:
+    """The character set a request declares (its last value when it names several)."""
+    value = identifier.get("SpecificCharacterSet", "")
+    if is_multi_value(value):
+        value = value[-1] if value else ""
+    return str(value or "").strip()
+
+
 def answer_charset(requested: str) -> str:
     """Answer in the request's character set when it is one we write, else UTF-8; "" for a
     request that named none: the default repertoire where the answer is ASCII, and UTF-8

@@ -22,12 +22,11 @@ from pacs import query
 from pacs.dimse.handlers import (
     Service,
     _authorize,
-    charset_of,
     make_find_service,
 )
 from pacs.dimse.policy import AePolicy, Permissions
 from worklist import explain, mpps, ups_events
-from worklist.query import WORKLIST, worklist_search
+from worklist.query import WORKLIST, worklist_charset, worklist_search
 from worklist.ups import changes, lookup, rendering, states, tags
 
 log = logging.getLogger("pacs.dimse")
@@ -60,7 +59,7 @@ FUZZY_NAMES_BYTE = 2
 def _mwl_search(assoc: Association, message: wire.Message, identifier: Dataset,
                 permissions: Permissions) -> tuple[query.Level, QuerySet, str]:
     own = assoc.calling_aet if permissions.worklist_own_station_only else None
-    charset = permissions.worklist_charset or query.answer_charset(charset_of(identifier))
+    charset = worklist_charset(identifier, permissions.worklist_charset)
     fuzzy = assoc.extended_flag(message, FUZZY_NAMES_BYTE)
     explain.record_query(assoc.calling_aet, assoc.peer_host, identifier, fuzzy)
     return WORKLIST, worklist_search(identifier, station_ae_title=own, fuzzy=fuzzy), charset
@@ -275,5 +274,5 @@ def _ups_action(assoc: Association, message: wire.Message, ds: Dataset) -> UpsRe
 
 def _ups_search(assoc: Association, message: wire.Message, identifier: Dataset,
                 permissions: Permissions) -> tuple[query.Level, QuerySet, str]:
-    charset = permissions.worklist_charset or query.answer_charset(charset_of(identifier))
+    charset = worklist_charset(identifier, permissions.worklist_charset)
     return lookup.UPS_LEVEL, lookup.search(identifier), charset

@@ -23,7 +23,7 @@ from core import statements
 from pacs import query
 from pacs.models import ApplicationEntity
 from worklist.models import ScheduledProcedureStep, WorklistQuery
-from worklist.query import OPEN_STATUSES, WORKLIST, worklist_search
+from worklist.query import OPEN_STATUSES, WORKLIST, worklist_charset, worklist_search
 
 log = logging.getLogger("worklist")
 
@@ -82,6 +82,7 @@ def explain(steps: list[ScheduledProcedureStep], ae_title: str) -> Explanation:
     ae = ApplicationEntity.objects.filter(ae_title=ae_title).first()
     permissions, permitted = _permissions(ae, ae_title)
     identifier = Dataset.from_json(last.identifier) if last else None
+    fuzzy = last.fuzzy if last else False
     answers = []
     for step in steps:
         checks: list[Check] = []
@@ -92,11 +93,11 @@ def explain(steps: list[ScheduledProcedureStep], ae_title: str) -> Explanation:
             asked = Dataset()
         else:
             asked = identifier
-        checks += _keys(asked, step, last.fuzzy if last else False)
+        checks += _keys(asked, step, fuzzy)
         checks.append(_status(asked, step))
         checks.append(_charset(ae, asked, step))
         found = worklist_search(asked, station_ae_title=ae_title if own else None,
-                                fuzzy=last.fuzzy if last else False).filter(pk=step.pk)
+                                fuzzy=fuzzy).filter(pk=step.pk)
         answers.append(StepAnswer(step, permitted and found.exists(), checks))
     return Explanation(ae_title, last, permissions, answers)
 
@@ -220,8 +221,7 @@ def _charset(ae: ApplicationEntity | None, asked: Dataset,
     """The answer's character set (the AE's setting, else as the query asks) and whether the
     step's names fit in it. This never hides a step; an answer that does not fit goes out in
     UTF-8 instead (PS3.5 6.1.2.5.3), which a modality reading only its own set shows garbled."""
-    declared = query.answer_charset(str(asked.get("SpecificCharacterSet", "") or ""))
-    charset = ae.worklist_charset if ae and ae.worklist_charset else declared
+    charset = worklist_charset(asked, ae.worklist_charset if ae else "")
     if not charset:
         return Check("Character set", MATCH, "The query names no character set: answers are "
                      "in the default repertoire, or in UTF-8 where a name needs it.")

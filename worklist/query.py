@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from pydicom.dataset import Dataset
 
 from pacs.matching import one_of_q
-from pacs.query import Attribute, Level, search_level
+from pacs.query import Attribute, Level, answer_charset, charset_of, search_level
 from worklist.models import ScheduledProcedureStep
 
 _RP = "requested_procedure__"
@@ -90,3 +90,9 @@ def _asks_status(identifier: Dataset) -> bool:
     items = identifier.get("ScheduledProcedureStepSequence") or []
     return bool(len(items) and str(items[0].get("ScheduledProcedureStepStatus", "") or ""))
 
+
+
+def worklist_charset(identifier: Dataset, ae_charset: str = "") -> str:
+    """The character set of worklist and UPS answers to an AE: its own setting in the AE
+    table, else the request's when it is one we write (pacs.query.answer_charset)."""
+    return ae_charset or answer_charset(charset_of(identifier))

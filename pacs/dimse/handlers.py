@@ -24,7 +24,7 @@ from dicomnet.engine import (
 )
 from dicomnet.registry import Service
 from pacs import query
-from pacs.dicomfile import is_multi_value, part10_prefix
+from pacs.dicomfile import part10_prefix
 from pacs.dimse.identifiers import AnswerEncoder
 from pacs.dimse.policy import AePolicy, Permissions, Refusal
 from pacs.services.ingest import store_instance
@@ -212,14 +212,7 @@ def _qr_search(assoc: Association, message: wire.Message, identifier: Dataset,
     level, qs = query.search(level_name, identifier,
                              combine_datetime=assoc.extended_flag(message, COMBINED_DATETIME_BYTE),
                              fuzzy=assoc.extended_flag(message, FUZZY_NAMES_BYTE))
-    return level, qs, query.answer_charset(charset_of(identifier))
-
-
-def charset_of(identifier: Dataset) -> str:
-    value = identifier.get("SpecificCharacterSet", "")
-    if is_multi_value(value):
-        value = value[-1] if value else ""
-    return str(value or "").strip()
+    return level, qs, query.answer_charset(query.charset_of(identifier))
 
 
 def make_dataset_filter(policy: AePolicy
