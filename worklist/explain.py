@@ -89,7 +89,8 @@ def explain(steps: list[ScheduledProcedureStep], ae_title: str) -> Explanation:
         own = _own_station(ae, ae_title, step, checks)
         if identifier is None:
             checks.append(Check("Last query", INFO, f"No worklist query from {ae_title} is "
-                                "kept: the checks below use no keys (every step matches)."))
+                                "kept: the checks below use a query with no keys (only the "
+                                "status and the AE's settings can keep a step out)."))
             asked = Dataset()
         else:
             asked = identifier
