@@ -27,6 +27,29 @@ class Patient(models.Model):
         return f"{self.patient_name} [{self.patient_id}]"
 
 
+class PatientChange(models.Model):
+    """One line of a patient's history: what changed in the registry, made by whom, from
+    where (HL7, the scheduler, a page, a merge). A merge moves the prior patient's lines to
+    the surviving patient, so the history of both stays readable in one place."""
+
+    class Source(models.TextChoices):
+        HL7 = "hl7", "HL7"
+        SCHEDULER = "scheduler", "Scheduler"
+        PAGE = "page", "Patient page"
+        MERGE = "merge", "Merge"
+        IMPORT = "import", "Import"
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="changes")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    actor = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+
 class Study(models.Model):
     study_instance_uid = models.CharField(max_length=64, unique=True)
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
@@ -189,13 +212,18 @@ class ApplicationEntity(models.Model):
 
 
 class Job(models.Model):
-    """A long-running DICOM transfer with a remote AE: send (C-STORE SCU) or retrieve (C-MOVE
-    with us as destination, or C-GET). Runs in-process (embedded) or on a Celery worker."""
+    """A long-running piece of work: a transfer with a remote AE, send (C-STORE SCU) or
+    retrieve (C-MOVE with us as destination, or C-GET), or the archive's own work on its
+    stored files (rewriting headers after a change, anonymising). Runs in-process (embedded)
+    or on a Celery worker."""
 
     class Kind(models.TextChoices):
         SEND = "send", "send (C-STORE)"
         MOVE = "move", "retrieve (C-MOVE)"
         GET = "get", "retrieve (C-GET)"
+        # the archive's own work on its stored files: no remote AE
+        MODIFY = "modify", "rewrite stored headers"
+        ANONYMIZE = "anonymize", "anonymise"
 
     class State(models.TextChoices):
         QUEUED = "queued"
@@ -207,14 +235,18 @@ class Job(models.Model):
 
     FINAL_STATES = (State.DONE, State.PARTIAL, State.FAILED, State.CANCELED)
 
-    kind = models.CharField(max_length=8, choices=Kind.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED,
                              db_index=True)
     remote = models.ForeignKey(ApplicationEntity, on_delete=models.PROTECT,
-                               related_name="jobs")
+                               related_name="jobs", null=True, blank=True)
     level = models.CharField(max_length=8)  # PATIENT, STUDY, SERIES
     # The unique keys of what moves: {"PatientID": ..., "StudyInstanceUID": ..., ...}
     keys = models.JSONField(default=dict)
+    # MODIFY: the attributes set, by keyword; ANONYMIZE: the profile's options
+    changes = models.JSONField(default=dict, blank=True)
+    # what a local job made, e.g. the anonymised copy's Study Instance UID
+    result = models.CharField(max_length=255, blank=True)
     description = models.CharField(max_length=255, blank=True)
     total = models.PositiveIntegerField(null=True, blank=True)  # unknown until counted
     completed = models.PositiveIntegerField(default=0)

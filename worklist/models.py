@@ -273,3 +273,30 @@ class WorklistQuery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ae_title} at {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class PatientMerge(models.Model):
+    """A merge of two patients (ADT^A40 or the patient page), kept so that it can be undone:
+    the prior patient's identity and demographics, and exactly which studies and orders moved
+    to the survivor. Unmerging gives back those rows (those still with the survivor) to a
+    patient recreated from the kept identity."""
+
+    survivor = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="merges")
+    prior_patient_id = models.CharField(max_length=64)
+    prior_issuer = models.CharField(max_length=64, blank=True)
+    # name, birth date, sex and creation time of the prior record, as they were
+    prior_demographics = models.JSONField(default=dict)
+    study_ids = models.JSONField(default=list)
+    order_ids = models.JSONField(default=list)
+    change_ids = models.JSONField(default=list)  # the prior patient's history lines moved
+    created_at = models.DateTimeField(auto_now_add=True)
+    actor = models.CharField(max_length=150, blank=True)
+    source = models.CharField(max_length=128, blank=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prior_patient_id} merged into patient {self.survivor_id}"

@@ -19,10 +19,11 @@ from core import audit, statements
 from core.errors import ServiceError
 from pacs import identity
 from pacs.dicomfile import is_multi_value, text
-from pacs.models import Patient
-from pacs.services import patients
+from pacs.models import Patient, PatientChange, Study
+from pacs.services import modify, patients
 from worklist.models import (
     Order,
+    PatientMerge,
     Procedure,
     RequestedProcedure,
     ScheduledProcedureStep,
@@ -51,7 +52,8 @@ class PatientData:
 
 def find_or_create_patient(data: PatientData, *, actor: str = "", source: str = "") -> Patient:
     """The one patient registry (pacs.Patient): known demographics are updated if given, and
-    each change is in the audit trail with who (``actor``) and what (``source``) made it."""
+    each change is in the audit trail and the patient's history with who (``actor``) and
+    what (``source``) made it; the stored headers of the patient's images follow (a job)."""
     if not data.patient_id:
         raise WorklistError("a patient ID is required")
     fields = {"patient_name": data.patient_name, "patient_name_norm": data.patient_name.upper(),
@@ -59,15 +61,41 @@ def find_or_create_patient(data: PatientData, *, actor: str = "", source: str = 
     patient, created = patients.find_or_create(
         identity.key(data.patient_id, data.issuer_of_patient_id), fields)
     if created:
+        patients.record_change(patient, action="registered", source=source, actor=actor,
+                               detail=f"from {source}" if source else "")
         return patient
     changed = {k: v for k, v in fields.items() if v and getattr(patient, k) != v}
     if changed:
-        statements.update(patient, **changed)
-        names = sorted(k for k in changed if k != "patient_name_norm")
-        audit.record(category="patient", action="patient updated", actor=actor,
-                     source=source[:128], detail=f"patient {_label(patient)}: "
-                     + ", ".join(n.removeprefix("patient_") for n in names) + " changed")
+        _update_patient(patient, changed, actor=actor, source=source)
     return patient
+
+
+def _update_patient(patient: Patient, changed: dict[str, str], *, actor: str,
+                    source: str) -> None:
+    names = sorted(k for k in changed if k != "patient_name_norm")
+    before = {k: getattr(patient, k) for k in names}
+    statements.update(patient, **changed)
+    audit.record(category="patient", action="patient updated", actor=actor,
+                 source=source[:128], detail=f"patient {_label(patient)}: "
+                 + ", ".join(n.removeprefix("patient_") for n in names) + " changed")
+    patients.record_change(patient, action="demographics changed", source=source, actor=actor,
+                           detail="; ".join(f"{n.removeprefix('patient_').replace('_', ' ')}: "
+                                            f"{before[n]!r} -> {changed[n]!r}" for n in names))
+    modify.rewrite_patient_headers(patient, actor=actor, why="a demographics change")
+
+
+def edit_patient(patient: Patient, *, name: str, birth_date: str, sex: str, actor: str
+                 ) -> bool:
+    """The patient page's edit: the demographics as given (empty clears), audited, in the
+    history, and the stored headers rewritten by a job; whether anything changed."""
+    fields = {"patient_name": name.strip(), "patient_name_norm": name.strip().upper(),
+              "patient_birth_date": birth_date, "patient_sex": sex}
+    changed = {k: v for k, v in fields.items() if getattr(patient, k) != v}
+    if not changed:
+        return False
+    with transaction.atomic():
+        _update_patient(patient, changed, actor=actor, source="page")
+    return True
 
 
 def _label(patient: Patient) -> str:
@@ -364,10 +392,9 @@ def import_worklist_item(ds: Dataset, *, actor: str = "import") -> Order:
 
 def merge_patients(*, prior_id: str, survivor: PatientData, actor: str, source: str,
                    prior_issuer: str = "") -> Patient:
-    """ADT^A40: the prior patient's orders and studies follow the surviving patient, and the
-    prior record goes away. A prior ID we never saw is a no-op (nothing to move)."""
-    from pacs.models import Study
-
+    """ADT^A40 (and the patient page's merge): the prior patient's orders and studies follow
+    the surviving patient, and the prior record goes away, kept in a PatientMerge so that the
+    merge can be undone. A prior ID we never saw is a no-op (nothing to move)."""
     with transaction.atomic():
         target = find_or_create_patient(survivor, actor=actor, source=source)
         prior = Patient.objects.filter(
@@ -375,14 +402,82 @@ def merge_patients(*, prior_id: str, survivor: PatientData, actor: str, source: 
         ).first()
         if prior is None or prior.pk == target.pk:
             return target
-        orders = Order.objects.filter(patient=prior).update(patient=target)
-        studies = Study.objects.filter(patient=prior).update(patient=target)
+        merge_into(prior, target, actor=actor, source=source)
+    return target
+
+
+def merge_into(prior: Patient, target: Patient, *, actor: str, source: str) -> PatientMerge:
+    """Move ``prior``'s orders, studies and history to ``target`` and remove ``prior``."""
+    if prior.pk == target.pk:
+        raise WorklistError("a patient is not merged into itself")
+    with transaction.atomic():
+        order_ids = list(Order.objects.filter(patient=prior).values_list("pk", flat=True))
+        study_ids = list(Study.objects.filter(patient=prior).values_list("pk", flat=True))
+        change_ids = list(PatientChange.objects.filter(patient=prior).values_list(
+            "pk", flat=True))
+        merge = PatientMerge.objects.create(
+            survivor=target, prior_patient_id=prior.patient_id,
+            prior_issuer=prior.issuer_of_patient_id, actor=actor[:150], source=source[:128],
+            prior_demographics={"patient_name": prior.patient_name,
+                                "patient_birth_date": prior.patient_birth_date,
+                                "patient_sex": prior.patient_sex,
+                                "created_at": prior.created_at.isoformat()},
+            study_ids=study_ids, order_ids=order_ids, change_ids=change_ids)
+        Order.objects.filter(pk__in=order_ids).update(patient=target)
+        Study.objects.filter(pk__in=study_ids).update(patient=target)
+        PatientChange.objects.filter(pk__in=change_ids).update(patient=target)
         prior.delete()
         audit.record(category="patient", action="patients merged", actor=actor,
                      source=source[:128],
                      detail=f"patient {_label(prior)} merged into {_label(target)}: "
-                            f"{orders} order(s), {studies} study(ies) moved")
-    return target
+                            f"{len(order_ids)} order(s), {len(study_ids)} study(ies) moved")
+        patients.record_change(
+            target, action="merged", source=PatientChange.Source.MERGE, actor=actor,
+            detail=f"patient {_label(prior)} ({prior.patient_name}) merged in from {source}: "
+                   f"{len(order_ids)} order(s), {len(study_ids)} study(ies)")
+        modify.rewrite_patient_headers(target, actor=actor, why="a merge")
+    return merge
+
+
+def unmerge(merge: PatientMerge, *, actor: str, source: str = "page") -> Patient:
+    """Undo a merge: the prior patient comes back with its identity and demographics as they
+    were, and the studies, orders and history lines that moved (those still with the
+    survivor) go back to it; the stored headers of both follow."""
+    with transaction.atomic():
+        merge = PatientMerge.objects.select_for_update().get(pk=merge.pk)
+        if merge.undone_at is not None:
+            raise WorklistError("this merge is undone already")
+        if Patient.objects.filter(patient_id=merge.prior_patient_id,
+                                  issuer_of_patient_id=merge.prior_issuer).exists():
+            raise WorklistError(f"patient ID {merge.prior_patient_id!r} is in use again: "
+                                "the merge cannot be undone")
+        kept = merge.prior_demographics
+        prior = Patient.objects.create(
+            patient_id=merge.prior_patient_id, issuer_of_patient_id=merge.prior_issuer,
+            patient_name=kept.get("patient_name", ""),
+            patient_name_norm=kept.get("patient_name", "").upper(),
+            patient_birth_date=kept.get("patient_birth_date", ""),
+            patient_sex=kept.get("patient_sex", ""))
+        survivor = merge.survivor
+        orders = Order.objects.filter(pk__in=merge.order_ids, patient=survivor).update(
+            patient=prior)
+        studies = Study.objects.filter(pk__in=merge.study_ids, patient=survivor).update(
+            patient=prior)
+        PatientChange.objects.filter(pk__in=merge.change_ids, patient=survivor).update(
+            patient=prior)
+        merge.undone_at = timezone.now()
+        merge.undone_by = actor[:150]
+        merge.save(update_fields=["undone_at", "undone_by"])
+        detail = (f"patient {_label(prior)} split from {_label(survivor)} again: "
+                  f"{orders} order(s), {studies} study(ies) moved back")
+        audit.record(category="patient", action="patients unmerged", actor=actor,
+                     source=source[:128], detail=detail)
+        for patient in (survivor, prior):
+            patients.record_change(patient, action="unmerged",
+                                   source=PatientChange.Source.MERGE, actor=actor,
+                                   detail=detail)
+            modify.rewrite_patient_headers(patient, actor=actor, why="an unmerge")
+    return prior
 
 
 def change_patient_id(*, old_id: str, new_id: str, actor: str, source: str,
@@ -400,4 +495,7 @@ def change_patient_id(*, old_id: str, new_id: str, actor: str, source: str,
         patient.save(update_fields=["patient_id"])
         audit.record(category="patient", action="patient ID changed", actor=actor,
                      source=source[:128], detail=f"patient {old_label} is now {_label(patient)}")
+        patients.record_change(patient, action="patient ID changed", source=source,
+                               actor=actor, detail=f"{old_label} -> {_label(patient)}")
+        modify.rewrite_patient_headers(patient, actor=actor, why="an ID change")
     return patient

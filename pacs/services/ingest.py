@@ -100,7 +100,7 @@ def _store(data, writing: Future[PendingFile], storage: Storage, received_from: 
             raise SopClassMismatch("SOP Instance UID differs from the request's")
         if expected_sop_class_uid and expected_sop_class_uid != sop_class:
             raise SopClassMismatch("SOP Class UID differs from the request's")
-        fields = _instance_fields(header, sop_class)
+        fields = instance_fields(header, sop_class)
     except BaseException:
         _discard_when_written(storage, writing)
         raise
@@ -313,7 +313,7 @@ def _build_sql() -> dict[str, str]:
 _SQL = _build_sql()
 
 
-def _instance_fields(header: ParsedHeader, sop_class_uid: str) -> dict:
+def instance_fields(header: ParsedHeader, sop_class_uid: str) -> dict:
     return {
         "sop_class_uid": sop_class_uid,
         "instance_number": header.integer("InstanceNumber"),

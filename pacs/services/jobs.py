@@ -20,6 +20,7 @@ from core.tasks import send_task
 from dicomnet import scu
 from pacs.models import ApplicationEntity, Job
 from pacs.selectors import retrieval_items
+from pacs.services import anonymize, modify
 from pacs.services.ingest import store_instance
 from pacs.services.sending import send_stored
 
@@ -94,6 +95,10 @@ def run_job(job_id: int) -> Job | None:
     try:
         if job.kind == Job.Kind.SEND:
             _send(job, reporter)
+        elif job.kind == Job.Kind.MODIFY:
+            modify.run(job, reporter)
+        elif job.kind == Job.Kind.ANONYMIZE:
+            anonymize.run(job, reporter)
         else:
             _retrieve(job, reporter)
     except ServiceError as exc:

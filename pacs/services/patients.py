@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from core import statements
 from pacs.identity import PatientKey
-from pacs.models import Patient
+from pacs.models import Patient, PatientChange
 
 
 def find_or_create(key: PatientKey, fields: dict[str, str]) -> tuple[Patient, bool]:
@@ -23,3 +23,27 @@ def find_or_create(key: PatientKey, fields: dict[str, str]) -> tuple[Patient, bo
     patient = statements.first(Patient, **where)
     assert patient is not None, "a conflicting insert leaves the row it conflicted with"
     return patient, False
+
+
+def change_source(source: str) -> str:
+    """Where a registry change came from (PatientChange.Source), from the free-text source
+    the services pass along: an HL7 message, an import, or the scheduler's pages."""
+    text = (source or "").lower()
+    if text.startswith("hl7"):
+        return PatientChange.Source.HL7
+    if text.startswith("import"):
+        return PatientChange.Source.IMPORT
+    if text.startswith("merge"):
+        return PatientChange.Source.MERGE
+    if text.startswith("page"):
+        return PatientChange.Source.PAGE
+    return PatientChange.Source.SCHEDULER
+
+
+def record_change(patient: Patient, *, action: str, source: str, actor: str,
+                  detail: str = "") -> None:
+    """A line of the patient's history (the patient page); ``source`` as the services pass
+    it (change_source), or a PatientChange.Source value."""
+    kind = source if source in PatientChange.Source.values else change_source(source)
+    statements.insert_row(PatientChange, patient_id=patient.pk, source=kind,
+                          actor=actor[:150], action=action[:64], detail=detail)
