@@ -19,6 +19,9 @@ READS = [
     (re.compile(r"^/studies/[^/]+/$"), "study page"),
     (re.compile(r"^/series/[^/]+/$"), "series page"),
     (re.compile(r"^/instances/[^/]+/file$"), "download"),
+    (re.compile(r"^/instances/[^/]+/tags/$"), "tag viewer"),
+    (re.compile(r"^/patients/?$"), "patient search"),
+    (re.compile(r"^/patients/[^/]+/$"), "patient page"),
     (re.compile(r"^/worklist/(orders|workitems)/[^/]+/$"), "worklist page"),
 ]
 

@@ -34,10 +34,13 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "worklist.perform": frozenset({TECHNOLOGIST}),
     # a step's status on the board (arrived, ...): front desk and modality room
     "worklist.status": frozenset({TECHNOLOGIST, SCHEDULER}),
+    # the patient registry from its pages: demographics, merge and unmerge (as ADT does)
+    "patient.edit": frozenset({SCHEDULER}),
     # the Reconciliation page: data that disagree, MPPS and studies that match no order
     "reconcile": frozenset({SCHEDULER}),
     # everything else an admin does: AE titles, HL7 senders and receivers, forwarding,
-    # stations, catalog, deletion, audit, UPS subscriptions of AE titles
+    # stations, catalog, deletion, audit, UPS subscriptions of AE titles, changing stored
+    # study and series attributes, anonymised copies
     "admin": frozenset(),
     "ups.subscribe": frozenset(),
 }

@@ -189,3 +189,51 @@ class OrderEditForm(forms.ModelForm):
                 self.fields["referring_given"].initial.upper()):
             d["referring_physician_name"] = person_name(family, given)
         return d
+
+
+class PatientEditForm(forms.Form):
+    """A patient's demographics on the patient page. The name's other components and groups
+    (middle name, an ideographic writing, as HL7 may bring them) stay unless family or given
+    name changed."""
+
+    family_name = forms.CharField(label="Family name", max_length=64)
+    given_name = forms.CharField(label="Given name", max_length=64, required=False)
+    birth_date = forms.DateField(label="Birth date", required=False,
+                                 widget=forms.DateInput(attrs={"type": "date"}))
+    sex = forms.ChoiceField(label="Sex", choices=SEX, required=False)
+
+    def __init__(self, *args, patient, **kwargs) -> None:
+        self.patient = patient
+        family, _, rest = patient.patient_name.split("=")[0].partition("^")
+        birth = patient.patient_birth_date
+        kwargs.setdefault("initial", {
+            "family_name": family, "given_name": rest.split("^")[0],
+            "birth_date": dt.date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
+            if len(birth) == 8 and birth.isdigit() else None,
+            "sex": patient.patient_sex if patient.patient_sex in ("F", "M", "O") else ""})
+        super().__init__(*args, **kwargs)
+
+    def clean(self):
+        data = super().clean()
+        _check_names(self, data, ("family_name", "given_name"))
+        return data
+
+    def values(self) -> dict[str, str]:
+        d = self.cleaned_data
+        name = self.patient.patient_name
+        if (d["family_name"].strip().upper(), d["given_name"].strip().upper()) != (
+                self.initial["family_name"].upper(), self.initial["given_name"].upper()):
+            name = person_name(d["family_name"], d["given_name"])
+        return {"name": name, "sex": d["sex"],
+                "birth_date": d["birth_date"].strftime("%Y%m%d") if d["birth_date"] else ""}
+
+
+class MergeForm(forms.Form):
+    """The patient to merge into this one (the prior patient of an ADT^A40)."""
+
+    prior_patient_id = forms.CharField(label="Patient ID to merge into this patient",
+                                       max_length=64)
+    prior_issuer = forms.CharField(label="Its issuer (empty: the site's own)", max_length=64,
+                                   required=False)
+    confirm = forms.BooleanField(label="Yes: the other patient's studies and orders become "
+                                       "this patient's, and the other record goes away")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from pydicom.dataset import Dataset
 
 from pacs.matching import prefix_q
@@ -132,3 +132,31 @@ def workitems(*, states: list[str], patient: str = "") -> QuerySet[ScheduledProc
                                           ).order_by("-at").values("actor")[:1]
     return lookup.search(identifier).annotate(performer=Subquery(claimed_by)).order_by(
         "start_date", "start_time", "pk")
+
+
+def patient_search(text: str = "") -> QuerySet[Patient]:
+    """The patient list: by ID or name prefix (as find_patients), each with its numbers of
+    studies and orders and whether another patient looks like the same person."""
+
+    patients = Patient.objects.all()
+    text = text.strip()
+    if text:
+        patients = patients.filter(prefix_q("patient_name_norm", text.upper())
+                                   | prefix_q("patient_id", text))
+    twins = Patient.objects.filter(
+        patient_name_norm=OuterRef("patient_name_norm"),
+        patient_birth_date=OuterRef("patient_birth_date")).exclude(pk=OuterRef("pk"))
+    return patients.annotate(
+        study_count=Count("studies", distinct=True), order_count=Count("orders", distinct=True),
+        probable_duplicate=Exists(twins.exclude(patient_name_norm="").exclude(
+            patient_birth_date=""))).order_by("patient_name_norm", "patient_id")
+
+
+def probable_duplicates(patient: Patient) -> list[Patient]:
+    """Other patients with the same name and birth date (and another ID): probably the same
+    person registered twice, a merge candidate. Both must be known to say so."""
+    if not patient.patient_name_norm or not patient.patient_birth_date:
+        return []
+    return list(Patient.objects.filter(
+        patient_name_norm=patient.patient_name_norm,
+        patient_birth_date=patient.patient_birth_date).exclude(pk=patient.pk)[:20])
