@@ -202,3 +202,42 @@ def _number(text: str) -> int | float:
     number = float(text)
     return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() \
         else number
+
+
+def tag_tree(metadata: dict[str, Any], *, limit: int = 256) -> list[dict[str, Any]]:
+    """A stored header (DICOM JSON) as the tag viewer shows it: one node per attribute in
+    tag order, with its tag, name (from pydicom's dictionary; private ones as such), VR and
+    value as text, and a sequence's items as lists of nodes."""
+    from pydicom.datadict import dictionary_description, dictionary_has_tag
+
+    nodes = []
+    for key in sorted(metadata):
+        element = metadata[key]
+        tag = int(key, 16)
+        group, number = tag >> 16, tag & 0xFFFF
+        private = bool(group % 2)
+        if private:
+            name = "Private Creator" if 0x0010 <= number <= 0x00FF else "Private attribute"
+        elif dictionary_has_tag(tag):
+            name = dictionary_description(tag)
+        else:
+            name = "(unknown)"
+        vr = element.get("vr", "")
+        node: dict[str, Any] = {"tag": f"({group:04X},{number:04X})", "name": name, "vr": vr,
+                                "private": private, "items": None, "value": ""}
+        if vr == "SQ":
+            node["items"] = [tag_tree(item or {}, limit=limit)
+                             for item in element.get("Value", [])]
+        elif "BulkDataURI" in element or "InlineBinary" in element:
+            node["value"] = "(binary data, not shown)"
+        else:
+            values = []
+            for value in element.get("Value", []):
+                if isinstance(value, dict):  # PN: its groups, as in the header
+                    value = "=".join(value.get(g, "") for g in
+                                     ("Alphabetic", "Ideographic", "Phonetic")).rstrip("=")
+                values.append("" if value is None else str(value))
+            text = "\\".join(values)
+            node["value"] = text if len(text) <= limit else text[:limit] + "…"
+        nodes.append(node)
+    return nodes

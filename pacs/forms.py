@@ -120,3 +120,48 @@ class ForwardingRuleForm(forms.ModelForm):
         from pacs.services.forwarding import words
 
         return " ".join(sorted(words(self.cleaned_data["modalities"])))
+
+
+class AnonymizeForm(forms.Form):
+    """The options of an anonymised copy (PS3.15 Annex E, pacs.services.anonymize)."""
+
+    patient_id = forms.CharField(label="New Patient ID (empty: made up, ANON-…)", max_length=64,
+                                 required=False)
+    patient_name = forms.CharField(label="New patient name", max_length=64,
+                                   initial="ANONYMOUS")
+    retain_dates = forms.BooleanField(label="Retain full dates and times (not the birth date)",
+                                      required=False)
+    retain_device = forms.BooleanField(label="Retain device identity (station, serial "
+                                             "numbers)", required=False)
+    retain_institution = forms.BooleanField(label="Retain institution identity",
+                                            required=False)
+    retain_patient_characteristics = forms.BooleanField(
+        label="Retain patient characteristics (sex, age, size, weight)", required=False)
+    keep_descriptions = forms.BooleanField(
+        label="Keep descriptions (study, series, protocol): I checked that they name nobody",
+        required=False)
+
+
+class StudyModifyForm(forms.Form):
+    """Study attributes an admin may change (pacs.services.modify.STUDY_ATTRIBUTES)."""
+
+    StudyDescription = forms.CharField(label="Study description", max_length=64,
+                                       required=False)
+    AccessionNumber = forms.CharField(label="Accession number", max_length=16, required=False)
+    StudyID = forms.CharField(label="Study ID", max_length=16, required=False)
+    StudyDate = forms.RegexField(label="Study date (YYYYMMDD)", regex=r"^(\d{8})?$",
+                                 required=False)
+    StudyTime = forms.RegexField(label="Study time (HHMMSS)", regex=r"^(\d{2,6}(\.\d{1,6})?)?$",
+                                 required=False)
+    ReferringPhysicianName = forms.CharField(label="Referring physician (FAMILY^GIVEN)",
+                                             max_length=64, required=False)
+
+
+class SeriesModifyForm(forms.Form):
+    SeriesDescription = forms.CharField(label="Series description", max_length=64,
+                                        required=False)
+    SeriesNumber = forms.RegexField(label="Series number", regex=r"^(-?\d{1,11})?$",
+                                    required=False)
+    BodyPartExamined = forms.CharField(label="Body part examined", max_length=16,
+                                       required=False)
+    StationName = forms.CharField(label="Station name", max_length=16, required=False)

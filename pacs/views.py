@@ -9,13 +9,22 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from core import records
-from core.errors import NotFound
+from core.errors import NotFound, ServiceError
 from core.roles import permission_required
 from pacs import selectors
-from pacs.forms import ApplicationEntityForm, ForwardingRuleForm, SendForm, StudySearchForm
+from pacs.dicomjson import tag_tree
+from pacs.forms import (
+    AnonymizeForm,
+    ApplicationEntityForm,
+    ForwardingRuleForm,
+    SendForm,
+    SeriesModifyForm,
+    StudyModifyForm,
+    StudySearchForm,
+)
 from pacs.models import ApplicationEntity, ForwardingRule, Instance, Series, Study
 from pacs.rendering import NotRenderable, TooManyPixels, render_png
-from pacs.services import deletion, forwarding
+from pacs.services import anonymize, deletion, forwarding, modify
 from pacs.storage import get_storage
 from pacs.tasks import echo_ae
 
@@ -49,7 +58,7 @@ def study_detail(request, study_uid: str):
         raise Http404("No such study") from exc
     return render(request, "pacs/study_detail.html",
                   {"study": study, "series_list": selectors.series_of_study(study),
-                   "send_form": SendForm(),
+                   "send_form": SendForm(), "anonymize_form": AnonymizeForm(),
                    "discrepancies": study.discrepancies.filter(resolved_at__isnull=True)})
 
 
@@ -231,3 +240,93 @@ def forwarding_retry(request, ae_pk: int):
     messages.success(request, f"Sending {count} failed instance(s) to "
                               f"{destination.ae_title} again.")
     return redirect("forwarding")
+
+
+@permission_required("admin")
+def study_modify(request, study_uid: str):
+    study = get_object_or_404(Study.objects.select_related("patient"),
+                              study_instance_uid=study_uid)
+    initial = {k: getattr(study, column) for k, (column, _) in
+               modify.STUDY_ATTRIBUTES.items()}
+    form = StudyModifyForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = modify.modify_study(study_uid, form.cleaned_data, actor=request.user.username,
+                                      source=request.META.get("REMOTE_ADDR", ""))
+        except ServiceError as exc:
+            form.add_error(None, str(exc))
+        else:
+            _modified(request, job)
+            return redirect("study-detail", study_uid)
+    return render(request, "pacs/modify.html", {"form": form, "level": "study",
+                                                "back": study, "title": "Change the study"})
+
+
+@permission_required("admin")
+def series_modify(request, series_uid: str):
+    series = get_object_or_404(Series.objects.select_related("study"),
+                               series_instance_uid=series_uid)
+    initial = {k: getattr(series, column) for k, (column, _) in
+               modify.SERIES_ATTRIBUTES.items() if k in SeriesModifyForm.base_fields}
+    form = SeriesModifyForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = modify.modify_series(series_uid, form.cleaned_data,
+                                       actor=request.user.username,
+                                       source=request.META.get("REMOTE_ADDR", ""))
+        except ServiceError as exc:
+            form.add_error(None, str(exc))
+        else:
+            _modified(request, job)
+            return redirect("series-detail", series_uid)
+    return render(request, "pacs/modify.html", {"form": form, "level": "series",
+                                                "back": series, "title": "Change the series"})
+
+
+def _modified(request, job) -> None:
+    if job is None:
+        messages.info(request, "Nothing changed.")
+    else:
+        messages.success(request, f"Saved: {job.description}. The stored headers are being "
+                                  f"rewritten (job {job.pk}).")
+
+
+@permission_required("admin")
+@require_POST
+def study_anonymize(request, study_uid: str):
+    return _anonymize(request, "STUDY", study_uid)
+
+
+@permission_required("admin")
+@require_POST
+def patient_anonymize(request, pk: int):
+    return _anonymize(request, "PATIENT", pk)
+
+
+def _anonymize(request, level: str, what):
+    form = AnonymizeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The anonymisation options are not valid: "
+                       + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect(request.META.get("HTTP_REFERER") or "study-list")
+    try:
+        job = anonymize.start(level=level, uid_or_patient=what,
+                              options=anonymize.Options(**form.cleaned_data),
+                              actor=request.user.username,
+                              source=request.META.get("REMOTE_ADDR", ""))
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+        return redirect("study-list")
+    messages.success(request, f"Making the anonymised copy (job {job.pk}); its page links to "
+                              "the new study when it is done.")
+    return redirect("job-detail", job.pk)
+
+
+@permission_required("archive.view")
+def instance_tags(request, sop_uid: str):
+    inst = get_object_or_404(Instance.objects.select_related("series__study__patient"),
+                             sop_instance_uid=sop_uid)
+    return render(request, "pacs/instance_tags.html", {
+        "instance": inst, "tree": tag_tree(inst.metadata)})

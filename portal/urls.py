@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import IsAuthenticated
 
@@ -10,11 +12,13 @@ from pacs import views as pacs_views
 from pacs.dicomweb import views as pacs_dicomweb_views
 from pacs.dicomweb.auth import ApiTokenAuthentication, PortalSessionAuthentication
 from portal import operations, views
-from worklist import upsrs
+from worklist import patient_views, upsrs
 from worklist import views as worklist_views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    # browsers ask for it on pages that name none (Django's admin, the API schema)
+    path("favicon.ico", RedirectView.as_view(url=static("portal/favicon.svg"), permanent=True)),
     path("health/live", operations.live, name="health-live"),
     path("health/ready", operations.ready, name="health-ready"),
     path("metrics", operations.MetricsView.as_view(), name="metrics"),
@@ -25,11 +29,24 @@ urlpatterns = [
     path("studies/", pacs_views.study_list, name="study-list"),
     path("studies/<str:study_uid>/", pacs_views.study_detail, name="study-detail"),
     path("studies/<str:study_uid>/delete/", pacs_views.study_delete, name="study-delete"),
+    path("studies/<str:study_uid>/modify/", pacs_views.study_modify, name="study-modify"),
+    path("studies/<str:study_uid>/anonymize/", pacs_views.study_anonymize,
+         name="study-anonymize"),
     path("series/<str:series_uid>/", pacs_views.series_detail, name="series-detail"),
+    path("series/<str:series_uid>/modify/", pacs_views.series_modify, name="series-modify"),
     path("series/<str:series_uid>/delete/", pacs_views.series_delete, name="series-delete"),
     path("instances/<str:sop_uid>/preview.png", pacs_views.instance_preview,
          name="instance-preview"),
     path("instances/<str:sop_uid>/file", pacs_views.instance_file, name="instance-file"),
+    path("instances/<str:sop_uid>/tags/", pacs_views.instance_tags, name="instance-tags"),
+    path("patients/", patient_views.patient_list, name="patient-list"),
+    path("patients/<int:pk>/", patient_views.patient_detail, name="patient-detail"),
+    path("patients/<int:pk>/edit/", patient_views.patient_edit, name="patient-edit"),
+    path("patients/<int:pk>/merge/", patient_views.patient_merge, name="patient-merge"),
+    path("patients/<int:pk>/anonymize/", pacs_views.patient_anonymize,
+         name="patient-anonymize"),
+    path("patients/merges/<int:pk>/unmerge/", patient_views.patient_unmerge,
+         name="patient-unmerge"),
     path("instances/<str:sop_uid>/delete/", pacs_views.instance_delete, name="instance-delete"),
     path("aes/", pacs_views.ae_list, name="ae-list"),
     path("aes/new/", pacs_views.ae_edit, name="ae-new"),

@@ -33,7 +33,7 @@ ALL = {VIEWER, TECH, SCHED}
 RIGHTS = {
     "browse": ALL, "store": {TECH}, "send": {TECH}, "worklist": ALL, "schedule": {SCHED},
     "perform": {TECH}, "status": {TECH, SCHED}, "admin": set(), "subscribe": set(),
-    "reconcile": {SCHED},
+    "reconcile": {SCHED}, "patient": {SCHED},
     "login": ALL | {None}, "anything": ALL,
 }
 
@@ -42,6 +42,14 @@ PAGES = [
     ("GET", "", "anything"), ("GET", "audit/", "admin"),
     ("GET", "studies/", "browse"), ("GET", "studies/<str:study_uid>/", "browse"),
     ("POST", "studies/<str:study_uid>/delete/", "admin"),
+    ("GET", "studies/<str:study_uid>/modify/", "admin"),
+    ("POST", "studies/<str:study_uid>/anonymize/", "admin"),
+    ("GET", "series/<str:series_uid>/modify/", "admin"),
+    ("GET", "instances/<str:sop_uid>/tags/", "browse"),
+    ("GET", "patients/", "worklist"), ("GET", "patients/<int:pk>/", "worklist"),
+    ("GET", "patients/<int:pk>/edit/", "patient"), ("POST", "patients/<int:pk>/merge/", "patient"),
+    ("POST", "patients/<int:pk>/anonymize/", "admin"),
+    ("POST", "patients/merges/<int:pk>/unmerge/", "patient"),
     ("GET", "series/<str:series_uid>/", "browse"),
     ("POST", "series/<str:series_uid>/delete/", "admin"),
     ("GET", "instances/<str:sop_uid>/preview.png", "browse"),
@@ -116,7 +124,7 @@ API = [
 ]
 # and django-admin/, Django's own (staff only); an unknown DICOMweb path reads nothing;
 # the health probes say nothing of the archive (tests/protocol/test_operations.py)
-PUBLIC = {"login/", "logout/", "^dicomweb/", "health/live", "health/ready"}
+PUBLIC = {"login/", "logout/", "^dicomweb/", "health/live", "health/ready", "favicon.ico"}
 
 
 def all_routes(patterns=None, prefix: str = ""):
@@ -166,6 +174,9 @@ def world(web, storage_dir):
                                              detail="StudyDescription differs")
     performed = PerformedProcedureStep.objects.create(sop_instance_uid="1.2.3.4.5",
                                                       status="IN PROGRESS")
+    from worklist.models import PatientMerge
+
+    merge = PatientMerge.objects.create(survivor=order.patient, prior_patient_id="PRIOR1")
     return {
         "study_uid": ds.StudyInstanceUID, "series_uid": ds.SeriesInstanceUID,
         "sop_uid": ds.SOPInstanceUID, "study": ds.StudyInstanceUID,
@@ -176,7 +187,8 @@ def world(web, storage_dir):
                "steps": step.pk, "stations": station.pk, "catalog": procedure.pk,
                "hl7/senders": sender.pk, "hl7/receivers": receiver.pk, "hl7/outbound":
                outbound.pk, "hl7": message.pk, "reconciliation": discrepancy.pk,
-               "reconciliation/mpps": performed.pk},
+               "reconciliation/mpps": performed.pk, "patients": order.patient_id,
+               "patients/merges": merge.pk},
     }
 
 

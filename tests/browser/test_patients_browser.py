@@ -1,0 +1,116 @@
+"""Headless Chromium on the patient pages, the tag viewer, changing a study and anonymising
+it, against the real `serve` process (its jobs run in its own threads, as in production)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.test_portal_browser import CHROMIUM_ARGS
+from tests.portal_process import start_portal
+
+pytestmark = [pytest.mark.browser, pytest.mark.interop]
+
+ROOT = "1.2.826.0.1.3680043.8.498.4026"
+STORE = f"""
+ROOT = "{ROOT}"
+from pydicom import dcmread
+from pacs.services.ingest import store_instance
+from tests.samples import encoded, sample
+for pid, study in (("PB-1", "1"), ("PB-2", "2")):
+    for n in (1, 2):
+        ds = dcmread(sample("CT_small.dcm"))
+        ds.PatientID, ds.PatientName, ds.PatientBirthDate = pid, "TWICE^TOM", "19600505"
+        ds.StudyInstanceUID = ROOT + "." + study
+        ds.SeriesInstanceUID = ds.StudyInstanceUID + ".1"
+        ds.SOPInstanceUID = ds.SeriesInstanceUID + "." + str(n)
+        ds.StudyDescription = "CHEST " + study
+        store_instance(data=encoded(ds), received_from="test")
+"""
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory):
+    p = start_portal(tmp_path_factory.mktemp("patients") / "var",
+                     DJANGO_SUPERUSER_USERNAME="chief", DJANGO_SUPERUSER_PASSWORD="Xr4y-s3cret!")
+    p.shell(STORE)
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def page(portal):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        pg = browser.new_page()
+        errors: list[str] = []
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.goto(f"{portal.url}/login/")
+        pg.fill("input[name=username]", "chief")
+        pg.fill("input[name=password]", "Xr4y-s3cret!")
+        pg.click("button[type=submit]")
+        pg.wait_for_selector("h1:has-text('Dashboard')")
+        yield pg
+        assert errors == []
+        browser.close()
+
+
+def _wait_for_job(page) -> None:
+    """On a job page (it reloads itself while the job runs): until it is done."""
+    page.wait_for_selector("#job-state:has-text('done')", timeout=30000)
+
+
+def test_duplicates_merge_unmerge_and_edit(page, portal, tmp_path):
+    page.click("header >> text=Patients")
+    rows = page.locator("#patient-table tbody tr")
+    assert rows.count() == 2
+    assert all("Possible duplicate" in rows.nth(i).inner_text() for i in range(2))
+    page.locator("#patient-table tr:has-text('PB-1') a").click()
+    assert "Possibly the same person" in page.inner_text("#duplicates")
+    # merge PB-2 into PB-1, as an ADT^A40 would
+    page.fill("input[name=prior_patient_id]", "PB-2")
+    page.check("input[name=confirm]")
+    page.click("#merge-form button")
+    assert "Merged patient PB-2" in page.inner_text(".messages")
+    assert page.locator("#patient-studies tbody tr").count() == 2
+    assert "merged" in page.inner_text("#patient-history")
+    page.screenshot(path=str(tmp_path / "patient-merged.png"), full_page=True)
+    # and undone: PB-2 is back with its own study
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#patient-merges button:has-text('Unmerge')")
+    assert "Unmerged" in page.inner_text(".messages")
+    assert "PB-2" in page.inner_text("#patient-facts")
+    assert page.locator("#patient-studies tbody tr").count() == 1
+    # edit the demographics: the registry at once, the stored headers by a job
+    page.click("#edit-patient")
+    page.fill("input[name=family_name]", "Twice")
+    page.fill("input[name=given_name]", "Thomas")
+    page.click("#patient-edit-form button:has-text('Save')")
+    assert "Saved" in page.inner_text(".messages")
+    assert page.inner_text("h1") == "TWICE^THOMAS"
+    page.click("#rewrite-jobs a")
+    _wait_for_job(page)
+    # the tag viewer reads the rewritten header
+    page.goto(f"{portal.url}/instances/{ROOT}.2.1.1/tags/")
+    tree = page.inner_text("#tag-tree")
+    assert "(0010,0010) PN Patient's Name: TWICE^THOMAS" in tree
+    assert "(0010,0020) LO Patient ID: PB-2" in tree
+
+
+def test_change_a_study_and_anonymise_it(page, portal, tmp_path):
+    page.goto(f"{portal.url}/studies/{ROOT}.1/")
+    page.click("#modify-study")
+    page.fill("input[name=StudyDescription]", "CHEST PA")
+    page.click("#modify-form button:has-text('Save')")
+    assert "Saved" in page.inner_text(".messages")
+    assert page.inner_text("h1") == "CHEST PA"
+    page.fill("#anonymize-form input[name=patient_id]", "ANON-B1")
+    page.check("#anonymize-form input[name=keep_descriptions]")
+    page.click("#anonymize-form button")
+    _wait_for_job(page)
+    page.click("#job-result a")
+    assert page.inner_text("h1") == "CHEST PA"  # descriptions kept, as ticked
+    facts = page.inner_text(".facts")
+    assert "ANONYMOUS" in facts and "ANON-B1" in facts and "TWICE" not in facts
+    page.screenshot(path=str(tmp_path / "anonymised.png"), full_page=True)
