@@ -70,3 +70,31 @@ def same_value(a: str, b: str) -> bool:
     def norm(text: str) -> str:
         return "=".join(group.rstrip("^ ").strip() for group in (text or "").upper().split("="))
     return norm(a) == norm(b)
+
+
+# Letters that Unicode's decomposition does not split into a base letter and a mark
+_FOLDED = str.maketrans({"ß": "SS", "Æ": "AE", "Œ": "OE", "Ø": "O", "Ł": "L", "Đ": "D",
+                         "Þ": "TH", "Ð": "D", "Ħ": "H", "Ŧ": "T", "Ŋ": "N", "ı": "I"})
+
+
+def fold(text: str) -> str:
+    """Upper case without accents: what the pages' name search compares ('Müller' and
+    'MULLER' are the same to it; C-FIND and QIDO-RS keep the standard's matching)."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFKD", (text or "").upper().translate(_FOLDED))
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
+
+
+def name_words(name: str) -> str:
+    """A person name's words, folded, space-separated with a space at each end, for a search
+    that matches any component: 'Müller^Hans Peter' -> ' MULLER HANS PETER '."""
+    words = fold(name).replace("^", " ").replace("=", " ").replace(",", " ").split()
+    return f" {' '.join(words)} " if words else ""
+
+
+def name_columns(name: str) -> dict[str, str]:
+    """The Patient columns that hold a name: as given, upper-cased (the matching engine's),
+    and its folded words (the pages' search)."""
+    return {"patient_name": name, "patient_name_norm": name.upper(),
+            "patient_name_words": name_words(name)[:400]}

@@ -253,3 +253,21 @@ def has_value(key: dict) -> bool:
         return bool(items) and any(has_value(k) for k in items[0].values())
     value = key.get("key")
     return value is not None and str(value).strip() not in ("", "*")
+
+
+def name_words_q(field: str, text: str) -> Q:
+    """The pages' name search over a column of folded name words (pacs.identity.name_words):
+    each word typed must start a word of the name, accents and case aside, in any order;
+    * and ? are wildcards. 'Muller*' finds 'Müller^Hans', 'hans' finds him too."""
+    from pacs.identity import fold
+
+    q = Q()
+    for word in fold(text).replace("^", " ").replace(",", " ").split():
+        word = word.rstrip("*")
+        if not word:
+            continue
+        if WILDCARDS.search(word):
+            q &= Q(**{f"{field}__regex": " " + wildcard_regex(word)})
+        else:
+            q &= Q(**{f"{field}__contains": " " + word})
+    return q

@@ -12,6 +12,8 @@ class Patient(models.Model):
     patient_name = models.CharField(max_length=324, blank=True)  # (0010,0010) PN
     # Upper-cased name for case-insensitive matching: SQLite's LIKE folds ASCII only.
     patient_name_norm = models.CharField(max_length=324, blank=True, db_index=True)
+    # Its words without accents, ' MULLER HANS ': the pages' search by any name component
+    patient_name_words = models.CharField(max_length=400, blank=True, default="", db_default="")
     patient_birth_date = models.CharField(max_length=8, blank=True)  # (0010,0030) DA
     patient_sex = models.CharField(max_length=16, blank=True)  # (0010,0040) CS
     created_at = models.DateTimeField(auto_now_add=True)

@@ -8,7 +8,7 @@ from django.db.models import QuerySet, Sum
 from pydicom.dataset import Dataset
 
 from pacs import query
-from pacs.matching import date_range_q, prefix_q, single_value_q
+from pacs.matching import date_range_q, name_words_q, single_value_q
 from pacs.models import ApplicationEntity, Instance, Patient, Series, Study
 
 
@@ -20,11 +20,27 @@ class StudyFilter:
     date_to: str = ""
     modality: str = ""
     accession_number: str = ""
+    sort: str = "-date"  # a key of STUDY_SORTS, "-" first for descending
+
+
+# The study list's sortable columns: the index columns each sorts by
+STUDY_SORTS = {
+    "date": ("study_date", "study_time"),
+    "name": ("patient__patient_name_norm",),
+    "id": ("patient__patient_id",),
+    "accession": ("accession_number",),
+    "description": ("study_description",),
+    "modality": ("modalities_in_study",),
+    "instances": ("number_of_instances",),
+    "received": ("updated_at",),
+}
 
 
 def study_search(f: StudyFilter) -> QuerySet[Study]:
+    """The study list: the name matches any of its words, accents and case aside
+    (pacs.matching.name_words_q); the other keys as C-FIND matches them."""
     q = (
-        prefix_q("patient__patient_name_norm", f.patient_name.upper())
+        name_words_q("patient__patient_name_words", f.patient_name)
         & single_value_q("patient__patient_id", f.patient_id)
         & single_value_q("accession_number", f.accession_number)
     )
@@ -33,11 +49,10 @@ def study_search(f: StudyFilter) -> QuerySet[Study]:
     if f.modality:
         # ModalitiesInStudy holds 'CT\\MR'; match one modality as a whole value.
         q &= single_value_q("modalities_in_study", f"*{f.modality.upper()}*")
-    return (
-        Study.objects.filter(q)
-        .select_related("patient")
-        .order_by("-study_date", "-study_time", "-id")
-    )
+    descending = f.sort.startswith("-")
+    columns = STUDY_SORTS.get(f.sort.lstrip("-"), STUDY_SORTS["date"])
+    order = [("-" if descending else "") + c for c in (*columns, "id")]
+    return Study.objects.filter(q).select_related("patient").order_by(*order)
 
 
 def study_detail(study_uid: str) -> Study:

@@ -56,7 +56,7 @@ def find_or_create_patient(data: PatientData, *, actor: str = "", source: str = 
     what (``source``) made it; the stored headers of the patient's images follow (a job)."""
     if not data.patient_id:
         raise WorklistError("a patient ID is required")
-    fields = {"patient_name": data.patient_name, "patient_name_norm": data.patient_name.upper(),
+    fields = {**identity.name_columns(data.patient_name),
               "patient_birth_date": data.birth_date, "patient_sex": data.sex}
     patient, created = patients.find_or_create(
         identity.key(data.patient_id, data.issuer_of_patient_id), fields)
@@ -72,7 +72,7 @@ def find_or_create_patient(data: PatientData, *, actor: str = "", source: str = 
 
 def _update_patient(patient: Patient, changed: dict[str, str], *, actor: str,
                     source: str) -> None:
-    names = sorted(k for k in changed if k != "patient_name_norm")
+    names = sorted(k for k in changed if k not in ("patient_name_norm", "patient_name_words"))
     before = {k: getattr(patient, k) for k in names}
     statements.update(patient, **changed)
     audit.record(category="patient", action="patient updated", actor=actor,
@@ -88,7 +88,7 @@ def edit_patient(patient: Patient, *, name: str, birth_date: str, sex: str, acto
                  ) -> bool:
     """The patient page's edit: the demographics as given (empty clears), audited, in the
     history, and the stored headers rewritten by a job; whether anything changed."""
-    fields = {"patient_name": name.strip(), "patient_name_norm": name.strip().upper(),
+    fields = {**identity.name_columns(name.strip()),
               "patient_birth_date": birth_date, "patient_sex": sex}
     changed = {k: v for k, v in fields.items() if getattr(patient, k) != v}
     if not changed:
@@ -454,8 +454,7 @@ def unmerge(merge: PatientMerge, *, actor: str, source: str = "page") -> Patient
         kept = merge.prior_demographics
         prior = Patient.objects.create(
             patient_id=merge.prior_patient_id, issuer_of_patient_id=merge.prior_issuer,
-            patient_name=kept.get("patient_name", ""),
-            patient_name_norm=kept.get("patient_name", "").upper(),
+            **identity.name_columns(kept.get("patient_name", "")),
             patient_birth_date=kept.get("patient_birth_date", ""),
             patient_sex=kept.get("patient_sex", ""))
         survivor = merge.survivor

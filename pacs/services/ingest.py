@@ -336,8 +336,7 @@ def _patient_for(place: _Place) -> tuple[Patient, bool]:
 def _patient_fields(ds) -> dict:
     name = text(ds, "PatientName", 324)
     return {
-        "patient_name": name,
-        "patient_name_norm": name.upper(),
+        **identity.name_columns(name),
         "patient_birth_date": date_text(ds, "PatientBirthDate"),
         "patient_sex": text(ds, "PatientSex", 16),
     }

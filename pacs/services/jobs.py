@@ -203,3 +203,15 @@ def _store_from(peer: scu.Peer):
         return 0x0000
 
     return store
+
+
+def send_studies(study_uids: list[str], remote: ApplicationEntity, *, actor: str) -> list[Job]:
+    """A send job per study of a selection (the study list's bulk send)."""
+    from pacs.models import Study
+
+    found = Study.objects.filter(study_instance_uid__in=study_uids).values_list(
+        "study_instance_uid", "study_description")
+    return [create_job(kind=Job.Kind.SEND, remote=remote, level="STUDY",
+                       keys={"StudyInstanceUID": uid}, actor=actor,
+                       description=f"send study {description or uid}")
+            for uid, description in found]
