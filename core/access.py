@@ -19,6 +19,7 @@ READS = [
     (re.compile(r"^/studies/[^/]+/$"), "study page"),
     (re.compile(r"^/series/[^/]+/$"), "series page"),
     (re.compile(r"^/instances/[^/]+/file$"), "download"),
+    (re.compile(r"^/(studies|series)/[^/]+/download/$"), "download"),
     (re.compile(r"^/instances/[^/]+/tags/$"), "tag viewer"),
     (re.compile(r"^/patients/?$"), "patient search"),
     (re.compile(r"^/patients/[^/]+/$"), "patient page"),

@@ -4,13 +4,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import ProtectedError
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from core import records
+from core import access, records
 from core.errors import NotFound, ServiceError
-from core.roles import permission_required
+from core.roles import allowed, permission_required
 from pacs import selectors
 from pacs.dicomjson import tag_tree
 from pacs.forms import (
@@ -24,30 +25,47 @@ from pacs.forms import (
 )
 from pacs.models import ApplicationEntity, ForwardingRule, Instance, Series, Study
 from pacs.rendering import NotRenderable, TooManyPixels, render_png
-from pacs.services import anonymize, deletion, forwarding, modify
+from pacs.services import anonymize, deletion, forwarding, media, modify
+from pacs.services import jobs as transfers
 from pacs.storage import get_storage
 from pacs.tasks import echo_ae
+
+PAGE_SIZES = (25, 50, 100, 200)
+# the study list's columns that sort (keys of selectors.STUDY_SORTS), in the table's order
+STUDY_COLUMNS = [("name", "Patient"), ("id", "Patient ID"), ("date", "Study date"),
+                 ("modality", "Modalities"), ("description", "Description"),
+                 ("accession", "Accession"), ("instances", "Instances"),
+                 ("received", "Last received")]
 
 
 @permission_required("archive.view")
 def study_list(request):
     form = StudySearchForm(request.GET or None)
     studies = Study.objects.none()
-    if form.is_bound and form.is_valid():
-        d = form.cleaned_data
+    sort = request.GET.get("sort", "-date")
+    if sort.lstrip("-") not in selectors.STUDY_SORTS:
+        sort = "-date"
+    if form.is_valid() or not form.is_bound:
+        d = form.cleaned_data if form.is_bound else {}
         studies = selectors.study_search(selectors.StudyFilter(
-            patient_name=d["patient_name"], patient_id=d["patient_id"],
-            date_from=d["date_from"].strftime("%Y%m%d") if d["date_from"] else "",
-            date_to=d["date_to"].strftime("%Y%m%d") if d["date_to"] else "",
-            modality=d["modality"], accession_number=d["accession_number"],
-        ))
-    elif not form.is_bound:
-        studies = selectors.study_search(selectors.StudyFilter())
-    page = Paginator(studies, 25).get_page(request.GET.get("page"))
+            patient_name=d.get("patient_name", ""), patient_id=d.get("patient_id", ""),
+            date_from=d["date_from"].strftime("%Y%m%d") if d.get("date_from") else "",
+            date_to=d["date_to"].strftime("%Y%m%d") if d.get("date_to") else "",
+            modality=d.get("modality", ""), accession_number=d.get("accession_number", ""),
+            sort=sort))
+    size = int(request.GET["size"]) if request.GET.get("size") in map(str, PAGE_SIZES) \
+        else PAGE_SIZES[0]
+    page = Paginator(studies, size).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    return render(request, "pacs/study_list.html",
-                  {"form": form, "page": page, "query": query.urlencode()})
+    unsorted = query.copy()
+    unsorted.pop("sort", None)
+    return render(request, "pacs/study_list.html", {
+        "form": form, "page": page, "query": query.urlencode(), "sort": sort,
+        "unsorted": unsorted.urlencode(), "size": size, "sizes": PAGE_SIZES,
+        "time_zone": settings.TIME_ZONE, "columns": STUDY_COLUMNS,
+        # one form for every bulk action: the AE is required by Send alone (checked there)
+        "send_form": SendForm(use_required_attribute=False)})
 
 
 @permission_required("archive.view")
@@ -330,3 +348,89 @@ def instance_tags(request, sop_uid: str):
                              sop_instance_uid=sop_uid)
     return render(request, "pacs/instance_tags.html", {
         "instance": inst, "tree": tag_tree(inst.metadata)})
+
+
+@permission_required("archive.view")
+def study_download(request, study_uid: str):
+    return _download(request, media.instances_of(study_uids=[study_uid]), "study")
+
+
+@permission_required("archive.view")
+def series_download(request, series_uid: str):
+    return _download(request, media.instances_of(series_uid=series_uid), "series")
+
+
+@permission_required("archive.view")
+@require_POST
+def selection_download(request):
+    uids = request.POST.getlist("uid")[:1000]
+    if not uids:
+        return HttpResponse("Tick the studies to download.", status=400,
+                            content_type="text/plain")
+    response = _download(request, media.instances_of(study_uids=uids), "studies")
+    # a POST: the access audit middleware records reads by GET only
+    access.record(actor=request.user.get_username(), source=request.META.get("REMOTE_ADDR", ""),
+                  action="download", detail=f"POST {request.path}: {len(uids)} studies "
+                                            f"({', '.join(uids[:20])}) -> {response.status_code}")
+    return response
+
+
+def _download(request, instances, what: str):
+    """The ZIP as it is made (Content-Length known first: the browser shows progress);
+    ``?format=dicomdir`` (or the form's ``format``) for a DICOM media folder."""
+    kind = request.POST.get("format") or request.GET.get("format") or "zip"
+    if kind not in ("zip", "dicomdir"):
+        return HttpResponse("format is zip or dicomdir", status=400, content_type="text/plain")
+    try:
+        download = media.zip_of(instances, name=media.download_name(
+            what if kind == "zip" else f"{what}-dicomdir"), media=kind == "dicomdir")
+    except NotFound as exc:
+        raise Http404(str(exc)) from exc
+    response = StreamingHttpResponse(download.chunks, content_type="application/zip")
+    response["Content-Length"] = str(download.size)
+    response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@permission_required("archive.view")
+@require_POST
+def study_bulk(request):
+    """The study list's selection: send each study (archive.send) or delete each (admin)."""
+    uids = request.POST.getlist("uid")[:1000]
+    action = request.POST.get("action", "")
+    if not uids:
+        messages.error(request, "Tick the studies first.")
+    elif action == "send":
+        if not allowed(request.user, "archive.send"):
+            return render(request, "403.html", {"action": "archive.send"}, status=403)
+        form = SendForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "Choose an AE to send to.")
+        else:
+            started = transfers.send_studies(uids, form.cleaned_data["remote"],
+                                             actor=request.user.username)
+            messages.success(request, f"{len(started)} send job(s) started to "
+                                      f"{form.cleaned_data['remote'].ae_title}.")
+            return redirect("job-list")
+    elif action == "delete":
+        if not allowed(request.user, "admin"):
+            return render(request, "403.html", {"action": "admin"}, status=403)
+        gone = 0
+        for uid in uids:
+            try:
+                deletion.delete("study", uid, actor=request.user.username)
+                gone += 1
+            except NotFound:
+                pass
+        messages.success(request, f"Deleted {gone} stud{'y' if gone == 1 else 'ies'}.")
+    else:
+        messages.error(request, "Unknown action.")
+    return redirect(request.POST.get("back") if url_has_allowed_host_and_scheme(
+        request.POST.get("back", ""), allowed_hosts={request.get_host()}) else "study-list")
+
+
+@permission_required("archive.store")
+def upload(request):
+    """Drag-and-drop upload: the page; its script sends each file to STOW-RS."""
+    return render(request, "pacs/upload.html")
