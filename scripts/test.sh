@@ -75,7 +75,8 @@ set +e
 PORTAL_TEST_S3_ENDPOINT="$s3_endpoint" $PY -m pytest -p no:cacheprovider -q \
   tests/service/test_ingest.py tests/service/test_deletion.py \
   tests/service/test_import_export.py tests/service/test_patients_and_modify.py \
-  tests/service/test_anonymize.py tests/protocol/dicomweb/test_http.py \
+  tests/service/test_anonymize.py tests/service/test_study_list_and_downloads.py \
+  tests/protocol/dicomweb/test_http.py \
   tests/protocol/dimse/test_retrieve.py tests/protocol/dimse/test_forwarding.py \
   tests/protocol/dimse/test_scu.py tests/protocol/dimse/test_scp_dcmtk.py \
   tests/protocol/dimse/test_limits.py tests/protocol/test_access_audit.py
