@@ -442,6 +442,16 @@ QIDO_MAX_RESULTS = env_int("PORTAL_QIDO_MAX_RESULTS", 10000)
 # stored one at a time; metadata + bulk data requests are read whole.
 UPLOAD_MAX_BYTES = env_int("PORTAL_UPLOAD_MAX_BYTES", 2 << 30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES  # Django's own check, where a body is read whole
+# The OHIF viewer served at /viewer/ (scripts/setup.sh installs it from the npm registry into
+# vendor/; scripts/viewer.sh). Other viewers: "Name|URL template;Name|URL template", with
+# {study} (Study Instance UID), {patient_id} and {dicomweb} (our DICOMweb root) in the
+# template, each URL-encoded; e.g. Weasis:
+#   Weasis|weasis://%24dicom%3Ars%20--url%20%22{dicomweb}%22%20-r%20%22studyUID%3D{study}%22
+VIEWER_VERSION = "3.13.2"
+VIEWER_DIR = os.environ.get("PORTAL_VIEWER_DIR") or str(
+    BASE_DIR / "vendor" / f"ohif-{VIEWER_VERSION}" / "package" / "dist")
+VIEWER_LINKS = [tuple(item.split("|", 1)) for item in
+                os.environ.get("PORTAL_VIEWER_LINKS", "").split(";") if "|" in item]
 # Viewers served from another origin (e.g. OHIF on its own host): their origins, comma-separated.
 CORS_ALLOWED_ORIGINS = env_list("PORTAL_CORS_ORIGINS")
 CORS_URLS_REGEX = r"^/(dicomweb|wado)(/.*)?$"

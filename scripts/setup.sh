@@ -11,3 +11,4 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r "$req"
   touch "$stamp"
 fi
+scripts/viewer.sh

@@ -18,3 +18,13 @@ def dicom_date(value: str, time: str = "") -> str:
     if len(time) >= 4 and time[:4].isdigit():
         text += f" {time[:2]}:{time[2:4]}"
     return text
+
+
+@register.filter
+def study_link(template: str, study) -> str:
+    """A configured viewer's URL for a study (portal.context_processors): {study} and
+    {patient_id} URL-encoded."""
+    from urllib.parse import quote
+
+    return (template.replace("{study}", quote(study.study_instance_uid, safe=""))
+            .replace("{patient_id}", quote(study.patient.patient_id, safe="")))

@@ -17,6 +17,7 @@ from pydicom import dcmread
 from tests.browser.test_portal_browser import CHROMIUM_ARGS
 from tests.portal_process import start_portal
 from tests.samples import sample
+from tests.screens import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.interop]
 
@@ -43,7 +44,14 @@ APP_CONFIG = """window.config = {
 
 
 def ohif_dist() -> Path:
-    """The prebuilt viewer from the npm registry, fetched once into a cache directory."""
+    """The prebuilt viewer from the npm registry: the one scripts/setup.sh installed for the
+    portal to serve, or else fetched once into a cache directory."""
+    from django.conf import settings
+
+    assert settings.VIEWER_VERSION == OHIF_VERSION
+    installed = Path(settings.VIEWER_DIR)
+    if (installed / "index.html").exists():
+        return installed
     cache = Path(os.environ.get("PORTAL_TEST_CACHE", "/tmp/portal-test-cache"))
     folder = cache / f"ohif-{OHIF_VERSION}"
     dist = folder / "package" / "dist"
@@ -138,3 +146,115 @@ def test_ohif_lists_and_displays_a_study_from_our_endpoints(portal, viewer_serve
     assert any(u.endswith("/metadata") for u in urls), answered
     assert any("/frames/" in u or "/bulkdata/" in u for u in urls), answered
     assert not [a for a in answered if a[0] >= 400], answered
+
+
+def _ct_series(count: int) -> list[bytes]:
+    """A CT series of ``count`` 256x256 slices, each a disc of another size (so that each
+    slice looks different), with the geometry a viewer stacks slices by."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    from tests.samples import encoded
+
+    study, series, frame = (generate_uid() for _ in range(3))
+    y, x = np.mgrid[0:256, 0:256]
+    out = []
+    for n in range(count):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.PatientID, ds.PatientName, ds.Modality = "VIEW-1", "VIEWER^CT", "CT"
+        ds.StudyDate, ds.StudyDescription, ds.SeriesNumber, ds.InstanceNumber = (
+            "20261207", "CT VIEWER TEST", 1, n + 1)
+        ds.ImagePositionPatient = [0, 0, n * 5.0]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing, ds.SliceThickness = [1, 1], 5
+        ds.Rows = ds.Columns = 256
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        radius = 20 + n * 10
+        disc = ((x - 128) ** 2 + (y - 128) ** 2 < radius ** 2) * 1064
+        ds.PixelData = (disc + 24).astype(np.uint16).tobytes()
+        out.append(encoded(ds))
+    return out
+
+
+def test_the_portal_serves_the_viewer_same_origin_same_login(tmp_path_factory):
+    """OHIF from /viewer/ of the portal itself: opened from a study page after logging in,
+    its DICOMweb requests ride the login session; the image is drawn, not blank, and the
+    mouse wheel moves to another slice. No console error."""
+    from io import BytesIO
+
+    from PIL import Image, ImageStat
+    from playwright.sync_api import sync_playwright
+
+    dist = ohif_dist()
+    p = start_portal(tmp_path_factory.mktemp("viewer-same") / "var",
+                     PORTAL_VIEWER_DIR=str(dist), DJANGO_SUPERUSER_USERNAME="chief",
+                     DJANGO_SUPERUSER_PASSWORD="Xr4y-s3cret!")
+    try:
+        slices = _ct_series(12)
+        folder = tmp_path_factory.mktemp("ct")
+        for n, data in enumerate(slices):
+            (folder / f"ct{n:02d}.dcm").write_bytes(data)
+        p.shell("import glob\nfrom pacs.services.ingest import store_instance\n"
+                f"for f in sorted(glob.glob('{folder}/*.dcm')):\n"
+                "    store_instance(data=open(f, 'rb').read(), received_from='test')\n")
+        study = dcmread(BytesIO(slices[0]), stop_before_pixels=True).StudyInstanceUID
+        errors: list[str] = []
+        answered: list[tuple[int, str]] = []
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                         args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.on("console", lambda m: errors.append(m.text)
+                        if m.type == "error" else None)
+                page.on("response", lambda r: answered.append((r.status, r.url)))
+                page.goto(f"{p.url}/viewer/")
+                assert "/login/" in page.url  # the viewer is behind the login too
+                page.fill("input[name=username]", "chief")
+                page.fill("input[name=password]", "Xr4y-s3cret!")
+                page.click("button[type=submit]")
+                page.goto(f"{p.url}/studies/{study}/")
+                page.click("#open-viewer")
+                page.wait_for_function(
+                    "() => [...document.querySelectorAll('canvas')].some(c => c.width > 0)",
+                    timeout=90_000)
+                viewport = page.locator(".cornerstone-viewport-element, "
+                                        "[data-viewport-uid]").first
+                viewport.wait_for(timeout=30_000)
+                page.wait_for_timeout(3000)
+
+                def grab() -> Image.Image:
+                    return Image.open(BytesIO(viewport.screenshot())).convert("L")
+
+                before = grab()
+                box = viewport.bounding_box()
+                page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                for _ in range(6):
+                    page.mouse.wheel(0, 120)
+                    page.wait_for_timeout(300)
+                page.wait_for_timeout(1500)
+                after = grab()
+                shot(page, "viewer", p.data_dir, full_page=False)
+            finally:
+                browser.close()
+        # drawn: the disc is bright on a dark background, so the image is not one grey
+        assert ImageStat.Stat(before).stddev[0] > 10, "the viewport is blank"
+        # scrolled: another slice, another disc
+        diff = ImageStat.Stat(Image.frombytes("L", before.size, bytes(
+            abs(a - b) for a, b in zip(before.tobytes(), after.tobytes(), strict=True))))
+        assert diff.mean[0] > 1, "the mouse wheel did not change the image"
+        ours = [(s, u) for s, u in answered if u.startswith(p.url)]
+        assert any("/dicomweb/studies" in u and s == 200 for s, u in ours), ours
+        assert not [a for a in ours if a[0] >= 400], ours
+        assert errors == []
+    finally:
+        p.stop()
