@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from core.crud import list_and_edit
 from core.errors import ServiceError
 from core.roles import admin_required
-from hl7gw import viewer
+from hl7gw import stats, viewer
 from hl7gw.forms import ReceiverForm, SenderForm
 from hl7gw.inbound.service import replay, resend_edited
 from hl7gw.models import Message, Outbound, Receiver, Sender
@@ -127,3 +127,19 @@ def receivers(request, pk: int | None = None):
     return list_and_edit(request, model=Receiver, form_class=ReceiverForm, pk=pk,
                          title="HL7 receivers (status messages)", list_url="hl7-receivers",
                          edit_url="hl7-receiver-edit", hint=HINT)
+
+
+@admin_required
+def traffic(request):
+    """Per sender and receiver: messages per day, error rate, the last message."""
+    return render(request, "hl7gw/traffic.html", {
+        "days": stats.days(), "senders": stats.senders(), "receivers": stats.receivers()})
+
+
+@admin_required
+@require_POST
+def receiver_test(request, pk: int):
+    receiver = get_object_or_404(Receiver, pk=pk)
+    result = stats.test_connection(receiver, actor=request.user.get_username())
+    (flash.success if result.ok else flash.error)(request, f"{receiver.name}: {result.detail}")
+    return redirect("hl7-traffic")

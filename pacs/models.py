@@ -338,6 +338,7 @@ class ForwardItem(models.Model):
         PENDING = "pending", "Pending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
+        CANCELED = "canceled", "Canceled"  # by an admin: not sent (retry queues it again)
 
     destination = models.ForeignKey(ApplicationEntity, on_delete=models.CASCADE,
                                     related_name="forward_items")

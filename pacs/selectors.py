@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import QuerySet, Sum
+from django.db.models import QuerySet, Subquery, Sum
 from pydicom.dataset import Dataset
 
 from pacs import query
@@ -127,3 +127,21 @@ def forwarding_queues() -> list[dict]:
         failed=Count("forward_items", filter=Q(forward_items__status=ForwardItem.Status.FAILED)),
         last_error=Subquery(last_error),
     ).order_by("ae_title").values("pk", "ae_title", "pending", "sent", "failed", "last_error"))
+
+
+def forward_items(*, destination: int | None = None, status: str = "") -> QuerySet:
+    """The forwarding queue item by item, newest first, each with whether its instance is
+    still in the archive (``source_exists``) and where it is (``study_uid``)."""
+    from django.db.models import Exists, OuterRef
+
+    from pacs.models import ForwardItem
+
+    stored = Instance.objects.filter(sop_instance_uid=OuterRef("sop_instance_uid"))
+    items = ForwardItem.objects.select_related("destination", "rule").annotate(
+        source_exists=Exists(stored),
+        study_uid=Subquery(stored.values("series__study__study_instance_uid")[:1]))
+    if destination:
+        items = items.filter(destination_id=destination)
+    if status:
+        items = items.filter(status=status)
+    return items.order_by("-id")

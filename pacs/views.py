@@ -6,11 +6,13 @@ from django.core.paginator import Paginator
 from django.db.models import ProtectedError
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from core import access, records
 from core.errors import NotFound, ServiceError
+from core.paging import FromBothEnds
 from core.roles import allowed, permission_required
 from pacs import selectors
 from pacs.dicomjson import tag_tree
@@ -23,7 +25,7 @@ from pacs.forms import (
     StudyModifyForm,
     StudySearchForm,
 )
-from pacs.models import ApplicationEntity, ForwardingRule, Instance, Series, Study
+from pacs.models import ApplicationEntity, ForwardingRule, ForwardItem, Instance, Series, Study
 from pacs.rendering import NotRenderable, TooManyPixels, render_png
 from pacs.services import anonymize, deletion, forwarding, media, modify
 from pacs.services import jobs as transfers
@@ -55,7 +57,7 @@ def study_list(request):
             sort=sort))
     size = int(request.GET["size"]) if request.GET.get("size") in map(str, PAGE_SIZES) \
         else PAGE_SIZES[0]
-    page = Paginator(studies, size).get_page(request.GET.get("page"))
+    page = FromBothEnds(studies, size).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     unsorted = query.copy()
@@ -434,3 +436,55 @@ def study_bulk(request):
 def upload(request):
     """Drag-and-drop upload: the page; its script sends each file to STOW-RS."""
     return render(request, "pacs/upload.html")
+
+
+@permission_required("admin")
+def forwarding_queue(request):
+    """The forwarding queue item by item: what, where to, its state and last error; retry
+    and cancel one by one (no retry for an item whose instance is gone)."""
+    destination = request.GET.get("destination", "")
+    status = request.GET.get("status", "")
+    items = selectors.forward_items(
+        destination=int(destination) if destination.isdigit() else None,
+        status=status if status in ForwardItem.Status.values else "")
+    page = Paginator(items, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "pacs/forwarding_queue.html", {
+        "page": page, "query": query.urlencode(), "status": status, "destination": destination,
+        "statuses": ForwardItem.Status.choices,
+        "destinations": ApplicationEntity.objects.filter(forward_items__isnull=False)
+        .distinct().order_by("ae_title"),
+        "gone": forwarding.GONE})
+
+
+@permission_required("admin")
+@require_POST
+def forward_item_retry(request, pk: int):
+    item = get_object_or_404(ForwardItem, pk=pk)
+    try:
+        forwarding.retry_item(item, actor=request.user.username)
+    except ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Item {item.pk} queued again.")
+    return redirect(_back_to_queue(request))
+
+
+@permission_required("admin")
+@require_POST
+def forward_item_cancel(request, pk: int):
+    item = get_object_or_404(ForwardItem, pk=pk)
+    if forwarding.cancel_item(item, actor=request.user.username):
+        messages.success(request, f"Item {item.pk} canceled: it will not be sent.")
+    else:
+        messages.info(request, f"Item {item.pk} is {item.get_status_display().lower()}: "
+                               "nothing to cancel.")
+    return redirect(_back_to_queue(request))
+
+
+def _back_to_queue(request) -> str:
+    back = request.POST.get("back", "")
+    if back and url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        return back
+    return reverse("forwarding-queue")

@@ -126,13 +126,8 @@ class _ArchiveCollector:
         yield archive
         backlog = GaugeMetricFamily("portal_queue_backlog", "Work waiting, by queue",
                                     labels=["queue"])
-        backlog.add_metric(["jobs"], Job.objects.filter(state__in=("queued", "running")).count())
-        backlog.add_metric(["forwarding"], ForwardItem.objects.filter(
-            status__in=_open(ForwardItem)).count())
-        backlog.add_metric(["hl7_outbound"], Outbound.objects.filter(
-            status__in=_open(Outbound)).count())
-        backlog.add_metric(["storage_commitment"], CommitmentRequest.objects.filter(
-            delivered_at__isnull=True).count())
+        for queue, waiting in backlogs().items():
+            backlog.add_metric([queue], waiting)
         yield backlog
         hl7 = CounterMetricFamily("portal_hl7_messages", "HL7 messages received, by outcome",
                                   labels=["outcome"])
@@ -160,9 +155,21 @@ class _ArchiveCollector:
         yield active
 
 
+def backlogs() -> dict[str, int]:
+    """Work waiting, by queue: the metrics endpoint's and the dashboard's."""
+    return {
+        "jobs": Job.objects.filter(state__in=("queued", "running")).count(),
+        "forwarding": ForwardItem.objects.filter(status__in=_open(ForwardItem)).count(),
+        "hl7_outbound": Outbound.objects.filter(status__in=_open(Outbound)).count(),
+        "storage_commitment": CommitmentRequest.objects.filter(
+            delivered_at__isnull=True).count(),
+    }
+
+
 def _open(model) -> list[str]:
     """The statuses of a queue model that are still to be done."""
-    final = {"done", "sent", "delivered", "cancelled", "failed", "gone", "acknowledged"}
+    final = {"done", "sent", "delivered", "canceled", "cancelled", "failed", "gone",
+             "acknowledged"}
     return [value for value, _ in model.Status.choices if value not in final]
 
 

@@ -11,7 +11,7 @@ from pacs import transfer_views
 from pacs import views as pacs_views
 from pacs.dicomweb import views as pacs_dicomweb_views
 from pacs.dicomweb.auth import ApiTokenAuthentication, PortalSessionAuthentication
-from portal import operations, views
+from portal import operations, viewer, views
 from worklist import patient_views, upsrs
 from worklist import views as worklist_views
 
@@ -64,6 +64,11 @@ urlpatterns = [
     path("forwarding/<int:pk>/", pacs_views.forwarding_rules, name="forwarding-edit"),
     path("forwarding/<int:pk>/delete/", pacs_views.forwarding_delete, name="forwarding-delete"),
     path("forwarding/retry/<int:ae_pk>/", pacs_views.forwarding_retry, name="forwarding-retry"),
+    path("forwarding/queue/", pacs_views.forwarding_queue, name="forwarding-queue"),
+    path("forwarding/items/<int:pk>/retry/", pacs_views.forward_item_retry,
+         name="forward-item-retry"),
+    path("forwarding/items/<int:pk>/cancel/", pacs_views.forward_item_cancel,
+         name="forward-item-cancel"),
     path("jobs/", transfer_views.job_list, name="job-list"),
     path("jobs/<int:pk>/", transfer_views.job_detail, name="job-detail"),
     path("jobs/<int:pk>/progress/", transfer_views.job_progress, name="job-progress"),
@@ -105,6 +110,8 @@ urlpatterns = [
     path("hl7/<int:pk>/", hl7_views.message_detail, name="hl7-message"),
     path("hl7/<int:pk>/replay/", hl7_views.message_replay, name="hl7-replay"),
     path("hl7/<int:pk>/resend/", hl7_views.message_resend, name="hl7-resend"),
+    path("hl7/traffic/", hl7_views.traffic, name="hl7-traffic"),
+    path("hl7/receivers/<int:pk>/test/", hl7_views.receiver_test, name="hl7-receiver-test"),
     path("hl7/senders/", hl7_views.senders, name="hl7-senders"),
     path("hl7/senders/<int:pk>/", hl7_views.senders, name="hl7-sender-edit"),
     path("hl7/receivers/", hl7_views.receivers, name="hl7-receivers"),
@@ -114,6 +121,8 @@ urlpatterns = [
     path("hl7/outbound/<int:pk>/", hl7_views.outbound_detail, name="hl7-outbound-detail"),
     path("hl7/outbound/<int:pk>/cancel/", hl7_views.outbound_cancel,
          name="hl7-outbound-cancel"),
+    path("viewer/", viewer.viewer, name="viewer"),
+    path("viewer/<path:path>", viewer.viewer, name="viewer-path"),
     path("dicomweb/", include("pacs.dicomweb.urls")),
     path("dicomweb/workitems", upsrs.WorkitemsView.as_view()),
     path("dicomweb/workitems/<uid:workitem>", upsrs.WorkitemView.as_view()),

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import shutil
 
 from django import forms
 from django.conf import settings
@@ -8,15 +10,19 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Count, Sum
 from django.http import StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse_lazy
+from django.utils import timezone
 
 from core import audit, health
 from core.models import AuditEvent
 from core.roles import admin_required, allowed, issue_token
 from pacs.forms import DateRangeForm
+from pacs.models import Study
 from pacs.selectors import archive_totals, recent_studies
+from portal import operations
 
 
 class AuditFilterForm(DateRangeForm):
@@ -55,8 +61,38 @@ def dashboard(request):
         # what each listening process last said, on every node (core.health)
         "listeners": [{**row, "label": LISTENER_LABELS.get(row["name"], row["name"])}
                       for row in health.listeners()],
+        "queues": [(QUEUE_LABELS[name], waiting) for name, waiting in
+                   operations.backlogs().items()],
+        "disk": _disk(),
+        "growth": _growth(),
     }
     return render(request, "portal/dashboard.html", context)
+
+
+QUEUE_LABELS = {"jobs": "Transfer and local jobs", "forwarding": "Forwarding (instances)",
+                "hl7_outbound": "HL7 status messages", "storage_commitment":
+                "Storage commitment answers"}
+
+
+def _disk() -> dict:
+    """The data dir's file system (the files themselves, unless an object store holds them)."""
+    usage = shutil.disk_usage(settings.DATA_DIR)
+    return {"total": usage.total, "free": usage.free,
+            "used_percent": round(100 * (usage.total - usage.free) / usage.total)
+            if usage.total else 0,
+            "object_store": settings.STORAGE_URL.startswith("s3://")}
+
+
+def _growth() -> list[tuple[str, int, int]]:
+    """Studies received (or added to) in the last day and week, and their instances: from
+    the studies' indexed last-update time, so it stays cheap at any archive size."""
+    now = timezone.now()
+    rows = []
+    for label, days in (("last 24 hours", 1), ("last 7 days", 7)):
+        found = Study.objects.filter(updated_at__gte=now - dt.timedelta(days=days)).aggregate(
+            studies=Count("id"), instances=Sum("number_of_instances"))
+        rows.append((label, found["studies"], found["instances"] or 0))
+    return rows
 
 
 @admin_required

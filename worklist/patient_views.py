@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from core.errors import ServiceError
+from core.paging import FromBothEnds
 from core.roles import permission_required
 from pacs import identity
 from pacs.forms import AnonymizeForm
@@ -25,7 +25,7 @@ def patient_list(request):
     text = request.GET.get("q", "")
     size = int(request.GET["size"]) if request.GET.get("size") in map(str, PAGE_SIZES) \
         else PAGE_SIZES[0]
-    page = Paginator(selectors.patient_search(text), size).get_page(request.GET.get("page"))
+    page = FromBothEnds(selectors.patient_search(text), size).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "worklist/patient_list.html", {

@@ -149,7 +149,7 @@ def patient_search(text: str = "") -> QuerySet[Patient]:
     return patients.annotate(
         study_count=Count("studies", distinct=True), order_count=Count("orders", distinct=True),
         probable_duplicate=Exists(twins.exclude(patient_name_norm="").exclude(
-            patient_birth_date=""))).order_by("patient_name_norm", "patient_id")
+            patient_birth_date=""))).order_by("patient_name_norm", "patient_id", "pk")
 
 
 def probable_duplicates(patient: Patient) -> list[Patient]:

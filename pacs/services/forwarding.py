@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.forms import ModelForm
 from django.utils import timezone
 
-from core import delivery, records, statements
+from core import audit, delivery, records, statements
 from core.errors import ServiceError
 from core.reloaded import Reloaded
 from core.retry import retry_delay
@@ -112,7 +112,7 @@ def send_queue(key: str) -> float | None:
               .values_list("sop_instance_uid", "sop_class_uid", "transfer_syntax_uid",
                            "file_key")}
     gone = [i for i in items if i.sop_instance_uid not in stored]
-    _finish(gone, ForwardItem.Status.FAILED, "no longer in the archive")
+    _finish(gone, ForwardItem.Status.FAILED, GONE)
     items = [i for i in items if i.sop_instance_uid in stored]
     if not items:
         return 0
@@ -160,10 +160,15 @@ def _unreachable(items: list[ForwardItem], error: str) -> float | None:
     return delay
 
 
+GONE = "no longer in the archive"
+
+
 def retry_failed(destination: ApplicationEntity) -> int:
-    """Send the destination's failed items again, at once. How many."""
+    """Send the destination's failed items again, at once, but those whose instance is no
+    longer in the archive (a retry could only fail again). How many."""
     count = ForwardItem.objects.filter(destination=destination,
-                                       status=ForwardItem.Status.FAILED).update(
+                                       status=ForwardItem.Status.FAILED).filter(
+        Exists(Instance.objects.filter(sop_instance_uid=OuterRef("sop_instance_uid")))).update(
         status=ForwardItem.Status.PENDING, attempts=0, done_at=None)
     transaction.on_commit(lambda: courier.wake(str(destination.pk), now=True))
     return count
@@ -176,3 +181,31 @@ def resume_pending(**kwargs) -> list[int]:
     for key in keys:
         courier.wake(str(key))
     return keys
+
+
+def retry_item(item: ForwardItem, *, actor: str) -> None:
+    """Queue one failed or canceled item again; refused when its instance is gone."""
+    if item.status not in (ForwardItem.Status.FAILED, ForwardItem.Status.CANCELED):
+        raise ServiceError(f"item {item.pk} is {item.get_status_display().lower()}: "
+                           "only a failed or canceled item is sent again")
+    if not Instance.objects.filter(sop_instance_uid=item.sop_instance_uid).exists():
+        raise ServiceError(f"item {item.pk} cannot be sent again: its instance is {GONE} "
+                           "(deleted after it was queued)")
+    ForwardItem.objects.filter(pk=item.pk).update(status=ForwardItem.Status.PENDING,
+                                                  attempts=0, done_at=None)
+    audit.record(category="admin", action="forward item retried", actor=actor,
+                 detail=f"item {item.pk} to AE {item.destination_id}: {item.sop_instance_uid}")
+    transaction.on_commit(lambda: courier.wake(str(item.destination_id), now=True))
+
+
+def cancel_item(item: ForwardItem, *, actor: str) -> bool:
+    """Take a pending or failed item out of the queue (it is kept, as canceled); whether it
+    was. An item being sent at this moment may still arrive."""
+    done = ForwardItem.objects.filter(
+        pk=item.pk, status__in=(ForwardItem.Status.PENDING, ForwardItem.Status.FAILED)).update(
+        status=ForwardItem.Status.CANCELED, done_at=timezone.now())
+    if done:
+        audit.record(category="admin", action="forward item canceled", actor=actor,
+                     detail=f"item {item.pk} to AE {item.destination_id}: "
+                            f"{item.sop_instance_uid}")
+    return bool(done)

@@ -7,6 +7,7 @@ import pytest
 
 from tests.browser.test_portal_browser import CHROMIUM_ARGS
 from tests.portal_process import start_portal
+from tests.screens import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.interop]
 
@@ -76,7 +77,7 @@ def test_duplicates_merge_unmerge_and_edit(page, portal, tmp_path):
     assert "Merged patient PB-2" in page.inner_text(".messages")
     assert page.locator("#patient-studies tbody tr").count() == 2
     assert "merged" in page.inner_text("#patient-history")
-    page.screenshot(path=str(tmp_path / "patient-merged.png"), full_page=True)
+    shot(page, "patient-merged", tmp_path)
     # and undone: PB-2 is back with its own study
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#patient-merges button:has-text('Unmerge')")
@@ -97,6 +98,7 @@ def test_duplicates_merge_unmerge_and_edit(page, portal, tmp_path):
     tree = page.inner_text("#tag-tree")
     assert "(0010,0010) PN Patient's Name: TWICE^THOMAS" in tree
     assert "(0010,0020) LO Patient ID: PB-2" in tree
+    shot(page, "tag-viewer", tmp_path, full_page=False)
 
 
 def test_change_a_study_and_anonymise_it(page, portal, tmp_path):
@@ -114,7 +116,7 @@ def test_change_a_study_and_anonymise_it(page, portal, tmp_path):
     assert page.inner_text("h1") == "CHEST PA"  # descriptions kept, as ticked
     facts = page.inner_text(".facts")
     assert "ANONYMOUS" in facts and "ANON-B1" in facts and "TWICE" not in facts
-    page.screenshot(path=str(tmp_path / "anonymised.png"), full_page=True)
+    shot(page, "anonymised-study", tmp_path)
 
 
 def test_upload_files_and_a_folder(page, portal, tmp_path):
@@ -140,7 +142,7 @@ def test_upload_files_and_a_folder(page, portal, tmp_path):
     page.wait_for_selector("#upload-summary:has-text('5 of 5 done')")
     summary = page.inner_text("#upload-summary")
     assert "3 stored" in summary and "1 refused" in summary and "1 skipped" in summary
-    page.screenshot(path=str(tmp_path / "upload.png"), full_page=True)
+    shot(page, "upload", tmp_path)
     # Chromium logs each non-2xx fetch; the refused file's 409 (STOW-RS: every instance of
     # the request failed) is the one expected, and the page said why
     refused = [e for e in page.console_errors if "409 (Conflict)" in e]
@@ -157,6 +159,7 @@ def test_study_list_search_select_and_download(page, portal, tmp_path):
     rows = page.locator("table.studies tbody tr")
     assert rows.count() >= 2
     page.check("#select-all")
+    shot(page, "study-list-selection", tmp_path)
     assert page.inner_text("#selected-count") == f"Selected: {rows.count()}"
     with page.expect_download() as got:
         page.click("button[value=zip]")
@@ -191,6 +194,8 @@ def test_a_phone_width_every_field_labelled(portal, tmp_path):
         pg.click("#menu-button")
         pg.click("#main-nav >> text=Patients")
         assert pg.inner_text("h1") == "Patients"
+        pg.click("#menu-button")
+        shot(pg, "phone-menu", tmp_path, full_page=False)
         unlabelled, wide = [], []
         for path in NARROW_PAGES:
             pg.goto(portal.url + path)
@@ -201,6 +206,5 @@ def test_a_phone_width_every_field_labelled(portal, tmp_path):
                 .filter(e => !['hidden', 'submit', 'button'].includes(e.type))
                 .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
                 .map(e => e.name || e.id)""")]
-        pg.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
         browser.close()
     assert wide == [] and unlabelled == [] and errors == []

@@ -18,7 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from pydicom import dcmread
 
 from hl7gw.models import Message, Outbound, Receiver, Sender
-from pacs.models import ApplicationEntity, ForwardingRule, Job
+from pacs.models import ApplicationEntity, ForwardingRule, ForwardItem, Job
 from pacs.services.ingest import store_instance
 from tests.samples import free_port, sample
 from tests.users import PASSWORD, user_with
@@ -45,7 +45,8 @@ PAGES = [
     ("GET", "studies/<str:study_uid>/modify/", "admin"),
     ("GET", "studies/<str:study_uid>/download/", "browse"),
     ("GET", "series/<str:series_uid>/download/", "browse"),
-    ("GET", "upload/", "store"), ("POST", "studies/download/", "browse"),
+    ("GET", "upload/", "store"), ("GET", "viewer/", "browse"),
+    ("GET", "viewer/<path:path>", "browse"), ("POST", "studies/download/", "browse"),
     ("POST", "studies/bulk/", "browse"),
     ("POST", "studies/<str:study_uid>/anonymize/", "admin"),
     ("GET", "series/<str:series_uid>/modify/", "admin"),
@@ -65,6 +66,8 @@ PAGES = [
     ("GET", "forwarding/", "admin"), ("GET", "forwarding/<int:pk>/", "admin"),
     ("POST", "forwarding/<int:pk>/delete/", "admin"),
     ("POST", "forwarding/retry/<int:ae_pk>/", "admin"),
+    ("GET", "forwarding/queue/", "admin"), ("POST", "forwarding/items/<int:pk>/retry/", "admin"),
+    ("POST", "forwarding/items/<int:pk>/cancel/", "admin"),
     ("GET", "jobs/", "browse"), ("GET", "jobs/<int:pk>/", "browse"),
     ("GET", "jobs/<int:pk>/progress/", "browse"), ("POST", "jobs/<int:pk>/cancel/", "send"),
     ("POST", "jobs/<int:pk>/retry/", "send"), ("POST", "send/<str:level>/<str:uid>/", "send"),
@@ -90,7 +93,8 @@ PAGES = [
     ("GET", "worklist/catalog/", "admin"), ("GET", "worklist/catalog/<int:pk>/", "admin"),
     ("GET", "hl7/", "admin"), ("GET", "hl7/<int:pk>/", "admin"),
     ("POST", "hl7/<int:pk>/replay/", "admin"), ("POST", "hl7/<int:pk>/resend/", "admin"),
-    ("GET", "hl7/senders/", "admin"),
+    ("GET", "hl7/senders/", "admin"), ("GET", "hl7/traffic/", "admin"),
+    ("POST", "hl7/receivers/<int:pk>/test/", "admin"),
     ("GET", "hl7/senders/<int:pk>/", "admin"), ("GET", "hl7/receivers/", "admin"),
     ("GET", "hl7/receivers/<int:pk>/", "admin"), ("GET", "hl7/outbound/", "admin"),
     ("POST", "hl7/outbound/<int:pk>/retry/", "admin"), ("GET", "hl7/outbound/<int:pk>/", "admin"),
@@ -164,6 +168,8 @@ def world(web, storage_dir):
                                        station_ae_title="CT1"), actor="test")
     step = ScheduledProcedureStep.objects.get(requested_procedure__order=order)
     rule = ForwardingRule.objects.create(name="r", destination=ae)
+    item = ForwardItem.objects.create(destination=ae, rule=rule, status="failed",
+                                      sop_instance_uid=ds.SOPInstanceUID)
     job = Job.objects.create(kind="send", remote=ae, level="STUDY", keys={"x": "y"},
                              state="failed")
     sender = Sender.objects.create(sending_application="M", addresses="127.0.0.1")
@@ -185,14 +191,15 @@ def world(web, storage_dir):
         "study_uid": ds.StudyInstanceUID, "series_uid": ds.SeriesInstanceUID,
         "sop_uid": ds.SOPInstanceUID, "study": ds.StudyInstanceUID,
         "series": ds.SeriesInstanceUID, "instance": ds.SOPInstanceUID, "frames": "1",
-        "tag": "7FE00010", "level": "STUDY", "uid": ds.StudyInstanceUID, "ae_pk": ae.pk,
+        "tag": "7FE00010", "path": "app-config.js", "level": "STUDY",
+        "uid": ds.StudyInstanceUID, "ae_pk": ae.pk,
         "ae_title": "MATRIXAE", "aetitle": "MATRIXAE", "workitem": step.ups_instance_uid,
         "pk": {"aes": ae.pk, "forwarding": rule.pk, "jobs": job.pk, "orders": order.pk,
                "steps": step.pk, "stations": station.pk, "catalog": procedure.pk,
                "hl7/senders": sender.pk, "hl7/receivers": receiver.pk, "hl7/outbound":
                outbound.pk, "hl7": message.pk, "reconciliation": discrepancy.pk,
                "reconciliation/mpps": performed.pk, "patients": order.patient_id,
-               "patients/merges": merge.pk},
+               "patients/merges": merge.pk, "forwarding/items": item.pk},
     }
 
 

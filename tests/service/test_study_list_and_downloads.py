@@ -154,3 +154,19 @@ def test_nothing_to_download_is_a_404(client, storage_dir):
     assert client.get(reverse("study-download", args=["1.2.3"]),
                       {"format": "tar"}).status_code == 400
 
+
+
+def test_pages_past_the_middle_read_from_the_other_end_give_the_same_rows(storage_dir):
+    from django.core.paginator import Paginator
+
+    from core.paging import FromBothEnds
+    from pacs import selectors
+
+    for n in range(23):
+        _store(str(100 + n), f"PAGE^{n % 5}", f"Q{n}", f"2024{1 + n % 12:02d}01", count=1)
+    for sort in ("-date", "name", "instances"):
+        studies = selectors.study_search(selectors.StudyFilter(sort=sort))
+        plain, both = Paginator(studies, 4), FromBothEnds(studies, 4)
+        assert both.num_pages == plain.num_pages == 6
+        for number in range(1, 7):
+            assert [s.pk for s in both.page(number)] == [s.pk for s in plain.page(number)]

@@ -174,3 +174,40 @@ def test_queue_summary_counts_each_destination(dest):
          "last_error": "no association with DEST"},
         {"pk": other.pk, "ae_title": "OTHER", "pending": 0, "sent": 1, "failed": 0,
          "last_error": None}]
+
+
+def test_the_queue_item_by_item_retry_cancel_and_a_source_gone(dimse_listener, dest, tmp_path,
+                                                                client, monkeypatch):
+    from pacs.services import deletion
+
+    monkeypatch.setattr(forwarding, "retry_delay", lambda attempts: None)  # one attempt only
+    ForwardingRule.objects.create(name="all", destination=dest)
+    _storescu(dimse_listener, "CT_small.dcm", "MR_small.dcm")
+    wait_until(lambda: _statuses() == ["failed", "failed"], timeout=10, interval=0.05,
+               what=lambda: f"two failed items (statuses: {_statuses()})")
+    ct, mr = ForwardItem.objects.order_by("pk")
+    # the MR is deleted from the archive: its item can never be sent
+    deletion.delete("instance", mr.sop_instance_uid, actor="boss")
+    client.force_login(get_user_model().objects.create_superuser("boss", password="pw-123456"))
+    page = client.get(reverse("forwarding-queue")).content.decode()
+    assert "source gone" in page and "deleted after it was queued" in page
+    assert page.count(">Retry</button>") == 1  # the CT's, not the MR's
+    answer = client.post(reverse("forward-item-retry", args=[mr.pk]), follow=True)
+    assert "its instance is no longer in the archive" in answer.content.decode()
+    # the page's retry on the CT sends that one item
+    scp = Storescp(dest.port, tmp_path / "dest")
+    try:
+        client.post(reverse("forward-item-retry", args=[ct.pk]))
+        received = scp.received(1)
+    finally:
+        scp.stop()
+    assert received[0].SOPInstanceUID == ct.sop_instance_uid
+    assert _statuses() == ["sent", "failed"]
+    # a failed (or pending) item can be canceled, and stays listed as such
+    client.post(reverse("forward-item-cancel", args=[mr.pk]))
+    assert _statuses() == ["sent", "canceled"]
+    page = client.get(reverse("forwarding-queue"), {"status": "canceled"}).content.decode()
+    assert page.count('<tr class="state-canceled">') == 1 and "state-sent" not in page
+    # and the destination's "Retry failed" leaves out what can no longer be sent
+    ForwardItem.objects.filter(pk=mr.pk).update(status="failed")
+    assert forwarding.retry_failed(dest) == 0
