@@ -8,7 +8,7 @@ from django.db.models import QuerySet, Subquery, Sum
 from pydicom.dataset import Dataset
 
 from pacs import query
-from pacs.matching import date_range_q, name_words_q, single_value_q
+from pacs.matching import date_range_q, name_words_q, prefix_q, single_value_q
 from pacs.models import ApplicationEntity, Instance, Patient, Series, Study
 
 
@@ -38,9 +38,15 @@ STUDY_SORTS = {
 
 def study_search(f: StudyFilter) -> QuerySet[Study]:
     """The study list: the name matches any of its words, accents and case aside
-    (pacs.matching.name_words_q); the other keys as C-FIND matches them."""
+    (pacs.matching.name_words_q), or, written with ^, component by component; the other keys
+    as C-FIND matches them."""
+    # FAMILY^GIVEN typed as DICOM writes it: its components in their places, as C-FIND
+    # matches; words without ^: any part of the name, accents aside
+    name = (prefix_q("patient__patient_name_norm", f.patient_name.upper())
+            if "^" in f.patient_name else
+            name_words_q("patient__patient_name_words", f.patient_name))
     q = (
-        name_words_q("patient__patient_name_words", f.patient_name)
+        name
         & single_value_q("patient__patient_id", f.patient_id)
         & single_value_q("accession_number", f.accession_number)
     )

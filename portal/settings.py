@@ -442,6 +442,9 @@ QIDO_MAX_RESULTS = env_int("PORTAL_QIDO_MAX_RESULTS", 10000)
 # stored one at a time; metadata + bulk data requests are read whole.
 UPLOAD_MAX_BYTES = env_int("PORTAL_UPLOAD_MAX_BYTES", 2 << 30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES  # Django's own check, where a body is read whole
+# A scheduled step's duration when its procedure has none in the catalog (minutes)
+STEP_MINUTES = env_int("PORTAL_STEP_MINUTES", 20)
+
 # The OHIF viewer served at /viewer/ (scripts/setup.sh installs it from the npm registry into
 # vendor/; scripts/viewer.sh). Other viewers: "Name|URL template;Name|URL template", with
 # {study} (Study Instance UID), {patient_id} and {dicomweb} (our DICOMweb root) in the

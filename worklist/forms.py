@@ -34,6 +34,9 @@ class OrderForm(forms.Form):
         label="Schedule in the past", required=False,
         help_text="Needed only when the date and time have passed (e.g. entering an "
                   "examination already done).")
+    confirm_overlap = forms.BooleanField(
+        label="Book anyway (double booking)", required=False,
+        help_text="Needed only when the station is booked at that time.")
 
     def clean_patient_id(self) -> str:
         value = self.cleaned_data["patient_id"].strip()
@@ -93,7 +96,10 @@ class RescheduleForm(forms.Form):
                                      required=False, help_text="empty: keep the station")
     date = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
     time = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
+    duration = forms.IntegerField(label="Minutes", min_value=1, max_value=1440, required=False,
+                                  help_text="empty: keep the step's")
     confirm_past = forms.BooleanField(label="Schedule in the past", required=False)
+    confirm_overlap = forms.BooleanField(label="Book anyway (double booking)", required=False)
 
     def clean(self):
         data = super().clean()
@@ -105,7 +111,8 @@ class RescheduleForm(forms.Form):
         """Prefilled with the step's station, date and time; element ids of its own, as an
         order page shows one form per step."""
         initial = {"station": Station.objects.filter(
-            ae_title=step.scheduled_station_ae_title).first()}
+            ae_title=step.scheduled_station_ae_title).first(),
+            "duration": step.duration_minutes}
         try:
             initial["date"] = dt.datetime.strptime(step.start_date, "%Y%m%d").date()
             initial["time"] = dt.datetime.strptime(step.start_time[:4], "%H%M").time()
@@ -151,8 +158,15 @@ class ProcedureForm(_ModalityChoice, forms.ModelForm):
 
 class BoardForm(forms.Form):
     date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    view = forms.ChoiceField(required=False, choices=[("day", "day"), ("week", "week")])
+    station = forms.ChoiceField(required=False)
     modality = forms.ChoiceField(required=False,
                                  choices=[("", "all"), *modalities.choices()])
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["station"].choices = [("", "all"), *(
+            (s.ae_title, str(s)) for s in Station.objects.filter(active=True))]
 
 
 class OrderEditForm(forms.ModelForm):
@@ -237,3 +251,16 @@ class MergeForm(forms.Form):
                                    required=False)
     confirm = forms.BooleanField(label="Yes: the other patient's studies and orders become "
                                        "this patient's, and the other record goes away")
+
+
+def overlap_error(form: forms.Form, conflicts: list) -> bool:
+    """Tell the scheduler which bookings the chosen time meets (unless *Book anyway* is
+    ticked); whether the form may go on."""
+    if not conflicts or form.cleaned_data.get("confirm_overlap"):
+        return True
+    taken = "; ".join(
+        f"{c.requested_procedure.order.accession_number} at {c.start_time[:2]}:"
+        f"{c.start_time[2:4]} for {c.duration_minutes} min" for c in conflicts[:5])
+    form.add_error(None, f"{conflicts[0].scheduled_station_ae_title} is booked then ({taken}). "
+                         "Choose another time, or tick Book anyway to double-book.")
+    return False

@@ -119,6 +119,9 @@ class ScheduledProcedureStep(models.Model):
     scheduled_procedure_step_location = models.CharField(max_length=16, blank=True)
     start_date = models.CharField(max_length=8, db_index=True)  # DA
     start_time = models.CharField(max_length=16, blank=True)  # TM
+    # How long the station is taken (the day planner, overlap checks): the procedure's
+    # duration from the catalog when it was scheduled, else PORTAL_STEP_MINUTES
+    duration_minutes = models.PositiveSmallIntegerField(default=20, db_default=20)
     performing_physician_name = models.CharField(max_length=324, blank=True)
     performing_physician_name_norm = models.CharField(max_length=324, blank=True)
     description = models.CharField(max_length=64, blank=True)
@@ -153,6 +156,17 @@ class ScheduledProcedureStep(models.Model):
 
     def __str__(self) -> str:
         return f"step {self.scheduled_procedure_step_id} ({self.status})"
+
+    def starts_at(self):
+        """Start date and time as a naive datetime (the steps' local time), or None when
+        the values are not a date and a time."""
+        import datetime as dt
+
+        try:
+            return dt.datetime.strptime(self.start_date + (self.start_time or "")[:4].ljust(
+                4, "0"), "%Y%m%d%H%M")
+        except ValueError:
+            return None
 
     @property
     def is_final(self) -> bool:

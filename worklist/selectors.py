@@ -15,19 +15,49 @@ from worklist.ups import lookup
 UNROUTABLE = "Unroutable: no station"
 
 
-def day_board(day: dt.date, *, modality: str = "") -> list[tuple[str, list]]:
-    """The day's steps grouped by station (stations without steps included), in time order."""
-    steps = (ScheduledProcedureStep.objects.filter(start_date=f"{day:%Y%m%d}")
+def day_board(day: dt.date, *, modality: str = "", station: str = "",
+              days: int = 1) -> list[tuple[str, list]]:
+    """The steps of ``days`` days from ``day`` grouped by station (stations without steps
+    included), in time order; each step with ``minute`` (its start, minutes from midnight),
+    ``end`` and ``overlaps`` (the accession numbers of the steps of its station whose time it
+    shares, canceled and discontinued ones aside)."""
+    dates = [f"{day + dt.timedelta(days=n):%Y%m%d}" for n in range(days)]
+    steps = (ScheduledProcedureStep.objects.filter(start_date__in=dates)
              .select_related("requested_procedure__order__patient")
-             .order_by("scheduled_station_ae_title", "start_time", "id"))
+             .order_by("scheduled_station_ae_title", "start_date", "start_time", "id"))
     stations = Station.objects.filter(active=True)
     if modality:
         steps = steps.filter(modality=modality)
         stations = stations.filter(modality=modality)
+    if station:
+        steps = steps.filter(scheduled_station_ae_title=station)
+        stations = stations.filter(ae_title=station)
     board: OrderedDict[str, list] = OrderedDict((s.ae_title, []) for s in stations)
     for step in steps:
         board.setdefault(step.scheduled_station_ae_title or UNROUTABLE, []).append(step)
+    for name, listed in board.items():
+        _times(listed, overlaps=name != UNROUTABLE)
     return list(board.items())
+
+
+def _times(steps: list, *, overlaps: bool) -> None:
+    """Each step's minute, end and the steps it overlaps on its station and day (a sweep
+    over the steps in start order: at most a few per station and day)."""
+    free = ("CANCELED", "DISCONTINUED")
+    for step in steps:
+        time = (step.start_time or "").ljust(4, "0")
+        step.minute = int(time[:2]) * 60 + int(time[2:4]) if time[:4].isdigit() else 0
+        step.end = step.minute + step.duration_minutes
+        step.overlaps = []
+    if not overlaps:
+        return
+    busy = [s for s in steps if s.status not in free]
+    for i, step in enumerate(busy):
+        for later in busy[i + 1:]:
+            if later.start_date != step.start_date or later.minute >= step.end:
+                break  # in start order: nothing after it starts before this one ends
+            step.overlaps.append(later.requested_procedure.order.accession_number)
+            later.overlaps.append(step.requested_procedure.order.accession_number)
 
 
 def unlinked_mpps(limit: int = 100) -> list:

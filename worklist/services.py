@@ -139,6 +139,7 @@ class StepData:
     location: str = ""
     performing_physician_name: str = ""
     description: str = ""
+    duration_minutes: int | None = None  # None: the procedure's, else PORTAL_STEP_MINUTES
 
 
 def create_order(*, patient: PatientData, procedure: Procedure | None, step: StepData,
@@ -195,7 +196,7 @@ def _create_order(*, patient: PatientData, procedure: Procedure | None, step: St
         requested_procedure=rp, scheduled_procedure_step_id=(
             identifiers.scheduled_procedure_step_id[:16] or f"SPS{order.pk}"),
         ups_instance_uid=identifiers.workitem_uid or generate_uid(),  # (no save() here)
-        **_step_fields(step, code)))
+        **_step_fields(step, code, procedure)))
     _event(sps, Status.SCHEDULED, "", source=source, actor=actor, note="created")
     step_created.send(sender=ScheduledProcedureStep, step=sps)
     audit.record(category="worklist", action="order created", actor=actor,
@@ -203,9 +204,12 @@ def _create_order(*, patient: PatientData, procedure: Procedure | None, step: St
     return order
 
 
-def _step_fields(step: StepData, code: Code | None) -> dict:
+def _step_fields(step: StepData, code: Code | None, procedure: Procedure | None = None
+                 ) -> dict:
     name = step.performing_physician_name
     return {
+        "duration_minutes": step.duration_minutes or (
+            procedure.duration_minutes if procedure else settings.STEP_MINUTES),
         "modality": step.modality, "scheduled_station_ae_title": step.station_ae_title,
         "scheduled_station_name": step.station_name,
         "scheduled_procedure_step_location": step.location,
@@ -254,10 +258,12 @@ def set_step_status(step: ScheduledProcedureStep, status: str, *, source: str, a
 
 
 def reschedule(step: ScheduledProcedureStep, *, start: dt.datetime, station: Station | None,
-               actor: str) -> ScheduledProcedureStep:
+               actor: str, duration_minutes: int | None = None) -> ScheduledProcedureStep:
     if step.is_final or step.status == Status.IN_PROGRESS:
         raise WorklistError(f"step {step.scheduled_procedure_step_id} is {step.status}")
     step.start_date, step.start_time = f"{start:%Y%m%d}", f"{start:%H%M%S}"
+    if duration_minutes:
+        step.duration_minutes = duration_minutes
     moved = station is not None and station.ae_title != step.scheduled_station_ae_title
     if station is not None:
         step.scheduled_station_ae_title, step.scheduled_station_name = (station.ae_title,
@@ -271,6 +277,33 @@ def reschedule(step: ScheduledProcedureStep, *, start: dt.datetime, station: Sta
         if moved:  # the outbox rows with the change, as for a status change
             step_assigned.send(sender=ScheduledProcedureStep, step=step)
     return step
+
+
+# Steps that no longer take their station's time
+FREE = (Status.CANCELED, Status.DISCONTINUED)
+
+
+def booking_conflicts(station_ae_title: str, start: dt.datetime, minutes: int, *,
+                      exclude: ScheduledProcedureStep | None = None
+                      ) -> list[ScheduledProcedureStep]:
+    """The steps of the station whose time overlaps [start, start + minutes): a double
+    booking the scheduler is told of before saving (HL7 orders are taken as the RIS sends
+    them). Canceled and discontinued steps leave their time free."""
+    if not station_ae_title:
+        return []
+    end = start + dt.timedelta(minutes=minutes)
+    found = []
+    same_day = (ScheduledProcedureStep.objects.filter(
+        scheduled_station_ae_title=station_ae_title, start_date=f"{start:%Y%m%d}")
+        .exclude(status__in=FREE).select_related("requested_procedure__order"))
+    for step in same_day:
+        if exclude is not None and step.pk == exclude.pk:
+            continue
+        begins = step.starts_at()
+        if begins is not None and begins < end and start < begins + dt.timedelta(
+                minutes=step.duration_minutes):
+            found.append(step)
+    return found
 
 
 def update_order(order: Order, *, changes: dict, actor: str) -> Order:

@@ -27,6 +27,7 @@ from worklist.forms import (
     ProcedureForm,
     RescheduleForm,
     StationForm,
+    overlap_error,
 )
 from worklist.models import (
     Order,
@@ -43,16 +44,53 @@ from worklist.ups import states
 
 @permission_required("worklist.view")
 def board(request):
+    """The day planner: each station's steps on a time grid (their durations, overlaps
+    flagged, priorities shown), a day or a week, by station and modality. With ``fragment``
+    the grid alone: the page's script fetches it to update without a reload."""
     form = BoardForm(request.GET or None)
-    day, modality = timezone.localdate(), ""
+    day, modality, station, week = timezone.localdate(), "", "", False
     if form.is_valid():
         day = form.cleaned_data["date"] or day
         modality = form.cleaned_data["modality"].strip().upper()
-    return render(request, "worklist/board.html", {
-        "form": form, "day": day, "modality": modality,
-        "stations": selectors.day_board(day, modality=modality),
-        "unroutable": selectors.UNROUTABLE,
-    })
+        station = form.cleaned_data["station"]
+        week = form.cleaned_data["view"] == "week"
+    first = day - dt.timedelta(days=day.weekday()) if week else day
+    days = [first + dt.timedelta(days=n) for n in range(7 if week else 1)]
+    stations = selectors.day_board(first, modality=modality, station=station,
+                                   days=len(days))
+    context = {"form": form, "day": day, "days": days, "week": week, "modality": modality,
+               "stations": stations, "unroutable": selectors.UNROUTABLE,
+               "grid": _grid(stations), "today": timezone.localdate(),
+               "previous": day - dt.timedelta(days=7 if week else 1),
+               "next": day + dt.timedelta(days=7 if week else 1)}
+    if week:
+        context["week_rows"] = [
+            (name, [[s for s in steps if s.start_date == f"{d:%Y%m%d}"] for d in days])
+            for name, steps in stations]
+    query = request.GET.copy()
+    query.pop("fragment", None)
+    # where the Arrived buttons come back to: the page, never its fragment
+    context["page_path"] = request.path + (f"?{query.urlencode()}" if query else "")
+    query.pop("date", None)
+    context["query"] = query.urlencode()
+    template = "worklist/_planner.html" if request.GET.get("fragment") else \
+        "worklist/board.html"
+    return render(request, template, context)
+
+
+GRID_FIRST, GRID_LAST = 7 * 60, 19 * 60  # minutes: the working day, widened to the steps
+
+
+def _grid(stations) -> dict:
+    """The time grid's first and last minute (whole hours) and its hour lines."""
+    minutes = [m for _, steps in stations for s in steps for m in (s.minute, s.end)]
+    first = min([GRID_FIRST, *minutes]) // 60 * 60
+    last = min(24 * 60, -(-max([GRID_LAST, *minutes]) // 60) * 60)
+    for _, steps in stations:
+        for step in steps:
+            step.top = step.minute - first
+    return {"first": first, "last": last, "height": last - first,
+            "hours": [(h, (h * 60 - first)) for h in range(first // 60, last // 60)]}
 
 
 @permission_required("worklist.schedule")
@@ -61,7 +99,10 @@ def order_new(request):
     initial = {"date": timezone.localdate(),
                **selectors.patient_initial(request.GET.get("patient", ""))}
     form = OrderForm(request.POST or None, initial=initial)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and form.is_valid() and overlap_error(
+            form, services.booking_conflicts(
+                form.cleaned_data["station"].ae_title, form.start(),
+                form.cleaned_data["procedure"].duration_minutes)):
         d = form.cleaned_data
         try:
             order = services.create_order(
@@ -184,9 +225,15 @@ def step_reschedule(request, pk: int):
             " ".join(errors) for errors in form.errors.values()))
         return redirect("order-detail", pk=order_pk)
     d = form.cleaned_data
+    start = dt.datetime.combine(d["date"], d["time"])
+    station = d["station"].ae_title if d["station"] else step.scheduled_station_ae_title
+    if not overlap_error(form, services.booking_conflicts(
+            station, start, d["duration"] or step.duration_minutes, exclude=step)):
+        messages.error(request, "Not rescheduled: " + " ".join(form.non_field_errors()))
+        return redirect("order-detail", pk=order_pk)
     try:
-        services.reschedule(step, start=dt.datetime.combine(d["date"], d["time"]),
-                            station=d["station"], actor=request.user.username)
+        services.reschedule(step, start=start, station=d["station"],
+                            actor=request.user.username, duration_minutes=d["duration"])
     except ServiceError as exc:
         messages.error(request, str(exc))
     else:

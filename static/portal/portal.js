@@ -35,3 +35,50 @@ document.addEventListener("click", (event) => {
   const open = nav.classList.toggle("open");
   button.setAttribute("aria-expanded", String(open));
 });
+
+// The day planner: blocks placed on the time grid from their data (minutes from the grid's
+// first hour, duration), here because the Content-Security-Policy forbids inline styles; and
+// the grid fetched again every few seconds and swapped in, so that typed filters and the
+// scroll position stay (no page reload).
+const PIXELS_PER_MINUTE = 1.2;
+
+function placePlanner(root) {
+  const grid = root.querySelector(".planner");
+  if (!grid) return;
+  const height = Number(grid.dataset.height || 0) * PIXELS_PER_MINUTE;
+  grid.querySelectorAll(".lane").forEach((lane) => { lane.style.height = `${height}px`; });
+  grid.querySelectorAll("[data-top]").forEach((item) => {
+    item.style.top = `${Number(item.dataset.top) * PIXELS_PER_MINUTE}px`;
+    if (item.dataset.height) {
+      item.style.height = `${Math.max(Number(item.dataset.height) * PIXELS_PER_MINUTE, 18)}px`;
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const planner = document.getElementById("planner");
+  if (!planner) return;
+  placePlanner(planner);
+  const seconds = Number(planner.dataset.refresh || 0);
+  if (!seconds) return;
+  const refresh = async () => {
+    if (document.hidden) return;
+    const url = new URL(window.location.href);
+    url.searchParams.set("fragment", "1");
+    try {
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const html = await response.text();
+      if (html !== planner.dataset.last) {
+        planner.innerHTML = html;
+        planner.dataset.last = html;
+        placePlanner(planner);
+      }
+      planner.dataset.updated = new Date().toISOString();
+    } catch (error) {
+      // offline for a moment: the next round tries again
+    }
+  };
+  window.setInterval(refresh, seconds * 1000);
+  planner.refreshNow = refresh;  // for tests and impatient people
+});

@@ -102,7 +102,7 @@ def test_admin_adds_aes_echoes_and_modality_stores(page, portal, tmp_path):
     page.click("button:has-text('Search')")
     rows = page.locator("table.studies tbody tr")
     assert rows.count() == 1 and "CompressedSamples^CT1" in rows.inner_text()
-    rows.locator("a").click()
+    rows.locator("a").first.click()
     page.locator("#series-table a").first.click()
     img = page.locator(".instance img").first
     img.wait_for()
@@ -199,7 +199,7 @@ def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):
     assert form.locator("select[name=station] option:checked").inner_text() == "CTROOM1 (CT)"
 
     page.click("nav >> text=Worklist")
-    row = page.locator("section[data-station=CTROOM1] tr", has_text="BROWN^ANN")
+    row = page.locator("section[data-station=CTROOM1] .slot", has_text="BROWN^ANN")
     assert accession in row.inner_text() and "Scheduled" in row.inner_text()
 
     ae = AE(ae_title="CTROOM1")
@@ -233,7 +233,7 @@ def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):
     finally:
         assoc.release()
     page.reload()
-    row = page.locator("section[data-station=CTROOM1] tr", has_text="BROWN^ANN")
+    row = page.locator("section[data-station=CTROOM1] .slot", has_text="BROWN^ANN")
     assert "in progress" in row.inner_text()
 
     # Why does the modality no longer see it? Its last query, key by key, and the status.
@@ -286,3 +286,56 @@ def test_hl7_message_page_names_each_field_beside_the_ack(page, portal):
     ack_fields = page.locator("#hl7-ack-fields")
     code = ack_fields.locator("tr", has=page.locator("code", has_text="MSA-1")).first
     assert "Acknowledgment Code" in code.inner_text() and "AR" in code.inner_text()
+
+
+PLAN = """
+import datetime as dt
+from django.utils import timezone
+from worklist import services
+from worklist.models import Procedure, Station
+room = Station.objects.get_or_create(ae_title="PLANCT", defaults={"name": "plan",
+                                                                  "modality": "CT"})[0]
+proc = Procedure.objects.get_or_create(code_value="PLAN45", defaults={
+    "code_meaning": "CT long", "modality": "CT", "duration_minutes": 45})[0]
+today = timezone.localdate()
+for pid, name, hour, minute, priority in (("PL1", "EARLY^ONE", 8, 0, "ROUTINE"),
+                                          ("PL2", "LATE^TWO", 8, 30, "STAT")):
+    services.create_order(patient=services.PatientData(pid, name), procedure=proc,
+                          step=services.station_step(room, dt.datetime.combine(
+                              today, dt.time(hour, minute))), actor="plan", priority=priority)
+"""
+
+
+def test_the_day_planner_updates_in_place(page, portal, tmp_path):
+    from tests.screens import shot
+
+    portal.shell(PLAN)
+    page.click("nav >> text=Worklist")
+    lane = page.locator("section[data-station=PLANCT]")
+    early = lane.locator(".slot", has_text="EARLY^ONE")
+    late = lane.locator(".slot", has_text="LATE^TWO")
+    # 45-minute blocks on the grid (1.2 px a minute), the second starting 30 minutes later
+    box_early, box_late = early.bounding_box(), late.bounding_box()
+    assert round(box_early["height"]) == 54 and round(box_late["y"] - box_early["y"]) == 36
+    assert "overlaps" in early.inner_text() and "STAT" in late.inner_text()
+    shot(page, "day-planner", tmp_path)
+    # a filter being chosen and the scroll position survive the update
+    page.select_option("select[name=modality]", "MR")
+    page.evaluate("window.scrollTo(0, 200)")
+    scrolled = page.evaluate("window.scrollY")
+    portal.shell("from worklist import services\n"
+                 "from worklist.models import ScheduledProcedureStep as S\n"
+                 "services.set_step_status(S.objects.get(requested_procedure__order__patient__"
+                 "patient_id='PL1'), 'ARRIVED', source='test', actor='desk')")
+    page.evaluate("document.getElementById('planner').refreshNow()")
+    page.wait_for_function("() => document.querySelector("
+                           "'section[data-station=PLANCT] .slot.status-arrived') !== null")
+    assert page.input_value("select[name=modality]") == "MR"
+    assert page.evaluate("window.scrollY") == scrolled
+    # the next day is empty for this station; the week shows both on today's column
+    page.click("#next-day")
+    assert page.locator("section[data-station=PLANCT] .slot").count() == 0
+    page.select_option("select[name=view]", "week")
+    page.click("#board-filter button:has-text('Show')")
+    row = page.locator("#week-table tr[data-station=PLANCT]")
+    assert "EARLY^ONE" in row.inner_text() and "LATE^TWO" in row.inner_text()

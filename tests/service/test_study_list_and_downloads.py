@@ -60,6 +60,7 @@ def test_name_search_any_part_no_accents_no_case(client, archive):
     assert find("m?ller hans") == ["Müller^Hans"]
     assert find("wei") == ["Zhang^Wei"]
     assert find("ans") == []  # a word's start, not any substring
+    assert find("MULLER^A*") == ["MULLER^ANNA"]  # with ^: the components in their places
 
 
 def test_sorting_page_size_and_pages(client, archive):

@@ -360,3 +360,49 @@ def test_edit_keeps_a_referring_name_s_other_components(scheduler, catalog):
         **edit, "referring_family": "Yamada", "referring_given": "Taro", "reason": "y"})
     order.refresh_from_db()
     assert order.referring_physician_name == "YAMADA^TARO=山田^太郎" and order.reason == "y"
+
+
+def test_a_double_booking_is_told_before_saving(scheduler, catalog):
+    catalog.duration_minutes = 30
+    catalog.save()
+    _post(scheduler, catalog, "CT1")  # 09:30-10:00
+    assert ScheduledProcedureStep.objects.get().duration_minutes == 30  # the procedure's
+    page = _post(scheduler, catalog, "CT1", patient_id="P200", time="09:45").content.decode()
+    first = Order.objects.get().accession_number
+    assert f"CT1 is booked then ({first} at 09:30 for 30 min)" in page
+    assert Order.objects.count() == 1  # nothing saved
+    _post(scheduler, catalog, "CT1", patient_id="P200", time="10:00")  # right after: fine
+    _post(scheduler, catalog, "CT1", patient_id="P300", time="09:45", confirm_overlap="on")
+    assert Order.objects.count() == 3
+    # rescheduling onto a booked time is told too, unless confirmed
+    third = ScheduledProcedureStep.objects.get(
+        requested_procedure__order__patient__patient_id="P300")
+    answer = scheduler.post(reverse("step-reschedule", args=[third.pk]), {
+        "date": "2026-11-23", "time": "10:10", "station": "", "confirm_past": "on"}, follow=True)
+    assert "is booked then" in answer.content.decode()
+    scheduler.post(reverse("step-reschedule", args=[third.pk]), {
+        "date": "2026-11-23", "time": "11:00", "duration": "45", "station": "",
+        "confirm_past": "on"})
+    third.refresh_from_db()
+    assert (third.start_time, third.duration_minutes) == ("110000", 45)
+
+
+def test_the_planner_day_and_week(scheduler, catalog):
+    _post(scheduler, catalog, "CT1")
+    _post(scheduler, catalog, "CT1", patient_id="P200", time="09:40", confirm_overlap="on",
+          priority="STAT")
+    page = scheduler.get(reverse("worklist-board"), {"date": "2026-11-23"})
+    steps = dict(page.context["stations"])["CT1"]
+    assert [s.minute for s in steps] == [570, 580] and all(s.overlaps for s in steps)
+    html = page.content.decode()
+    assert 'class="slot status-scheduled overlap"' in html and ">STAT</span>" in html
+    assert f'data-top="{570 - 7 * 60}" data-height="20"' in html  # 09:30 on a 07:00 grid
+    fragment = scheduler.get(reverse("worklist-board"), {"date": "2026-11-23",
+                                                         "fragment": "1"}).content.decode()
+    assert "<html" not in fragment and "P200" in fragment  # the grid alone, to swap in
+    week = scheduler.get(reverse("worklist-board"), {"date": "2026-11-25", "view": "week",
+                                                     "station": "CT1"})
+    assert week.context["days"][0] == dt.date(2026, 11, 23)  # the Monday
+    rows = dict(week.context["week_rows"])
+    assert [len(day) for day in rows["CT1"]] == [2, 0, 0, 0, 0, 0, 0]
+    assert "MR1" not in rows  # the station filter
