@@ -8,6 +8,7 @@ import pytest
 
 from tests.portal_process import start_portal
 from tests.samples import sample
+from tests.screens import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.interop]
 
@@ -247,6 +248,7 @@ def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):
     assert reasons["ScheduledStationAETitle"] == "match"
     assert reasons["ScheduledProcedureStepStartDate"] == "match"
     assert reasons["Step status"] == "no match"  # in progress: no longer work to do
+    shot(page, "worklist-explainer", None)
     page.click("text=all its kept queries")
     assert "CTROOM1" in page.inner_text("#queries-table")
 
@@ -263,7 +265,10 @@ def test_admin_adds_a_forwarding_rule(page, portal, tmp_path):
     assert "Saved CT to reading." in page.inner_text(".messages")
     row = page.locator("#rules-table tbody tr").first
     assert row.inner_text().split("\t")[:4] == ["CT to reading", "READING1", "CT1 CT2", "CT"]
-    page.screenshot(path=str(tmp_path / "forwarding.png"), full_page=True)
+    shot(page, "forwarding", tmp_path)
+    page.click("#queue-items-link")
+    assert page.inner_text("h1") == "Forwarding queue"
+    assert "Nothing in the queue." in page.inner_text("#queue-items")
 
 
 def test_hl7_message_page_names_each_field_beside_the_ack(page, portal):
@@ -286,6 +291,13 @@ def test_hl7_message_page_names_each_field_beside_the_ack(page, portal):
     ack_fields = page.locator("#hl7-ack-fields")
     code = ack_fields.locator("tr", has=page.locator("code", has_text="MSA-1")).first
     assert "Acknowledgment Code" in code.inner_text() and "AR" in code.inner_text()
+    shot(page, "hl7-message", None)
+    # traffic per sender: the unknown sender's refused message counts as an error
+    page.click("header >> text=HL7")
+    page.click("#traffic-link")
+    unknown = page.locator("#sender-traffic tr", has_text="(not registered)")
+    assert "1 of 1 (100.0 %)" in unknown.inner_text()
+    shot(page, "hl7-traffic", None)
 
 
 PLAN = """
@@ -307,8 +319,6 @@ for pid, name, hour, minute, priority in (("PL1", "EARLY^ONE", 8, 0, "ROUTINE"),
 
 
 def test_the_day_planner_updates_in_place(page, portal, tmp_path):
-    from tests.screens import shot
-
     portal.shell(PLAN)
     page.click("nav >> text=Worklist")
     lane = page.locator("section[data-station=PLANCT]")
