@@ -129,6 +129,8 @@ class ServerConfig:
     limits: wire.Limits = field(default_factory=wire.Limits)
     # (association, command set) -> keep the data set? (False: the request will be refused)
     keep_dataset: Callable[[Association, dict[int, object]], bool] | None = None
+    # called once an admitted association is over (released, aborted or broken)
+    on_finished: Callable[[Association], None] | None = None
     negotiations: NegotiationCache = field(default_factory=lambda: NegotiationCache())
     support: dict[str, acse.Support] = field(init=False)  # ``supported`` by abstract syntax
 
@@ -233,6 +235,8 @@ class Association:
         self.extended: dict[str, bytes] = {}  # accepted extended negotiation per SOP class
         self._next_message_id = 1
         self._cancelled: set[int] = set()
+        # what the services did on it, for their summary at the end (e.g. studies stored)
+        self.tally: dict[str, dict[str, int]] = {}
 
     # --- negotiation -----------------------------------------------------------------
 
@@ -554,6 +558,8 @@ class DimseServer:
                 assoc.pdu.close()
                 if assoc.slot is not None:
                     slots.leave(**assoc.slot)
+                    if self.config.on_finished is not None:
+                        _quietly(self.config.on_finished, assoc)
             _quietly(conn.close)
             connection.close()  # this thread's database connection
 

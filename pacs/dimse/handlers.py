@@ -146,14 +146,42 @@ def make_store_service(policy: AePolicy) -> Service:
                     data=prefix + message.dataset, received_from=origin,
                     expected_sop_class_uid=sop_class, expected_sop_instance_uid=sop_instance)
         except Exception as exc:  # never let one request take the association down
+            _count(assoc, "refused", "")
             status.answer_failure(assoc, message, exc, "C-STORE")
             return
+        _count(assoc, "stored", result.study_instance_uid)
         if result.warning:  # PS3.4 B.2.3 warning class; the comment says what happened
             assoc.respond(message, status.STORE_WARNING, comment=result.warning[:64])
             return
         assoc.respond(message, status.SUCCESS)
 
     return handle_store
+
+
+def _count(assoc: Association, what: str, study_uid: str) -> None:
+    counts = assoc.tally.setdefault(what, {})
+    counts[study_uid] = counts.get(study_uid, 0) + 1
+
+
+def association_finished(assoc: Association) -> None:
+    """The audit trail's rows for what an association stored: one per study (DICOM's
+    "instances transferred" event, PS3.15 A.5.3), not one per instance, which would cost
+    each store a row; and the refused ones, counted."""
+    stored, refused = assoc.tally.get("stored", {}), sum(assoc.tally.get("refused", {}).values())
+    if not stored and not refused:
+        return
+    try:
+        for study_uid, count in stored.items():
+            audit.record(category="store", action="instances stored", actor=assoc.calling_aet,
+                         source=assoc.peer_host,
+                         detail=f"{count} instance(s) of study {study_uid} over DICOM")
+        if refused:
+            audit.record(category="store", action="instances refused", outcome="failure",
+                         actor=assoc.calling_aet, source=assoc.peer_host,
+                         detail=f"{refused} C-STORE request(s) refused on one association")
+    except Exception:  # the stores are done; a lost summary row must not fail anything
+        log.exception("store summary of an association from %s not written",
+                      assoc.calling_aet)
 
 
 # (assoc, message, identifier, permissions) -> (level, matching rows, answer charset)

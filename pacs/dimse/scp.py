@@ -98,6 +98,7 @@ class DimseListener:
                     for field, make in extension.services.items()}
         return ServerConfig(
             ae_title=self.ae_title,
+            on_finished=handlers.association_finished,
             supported=supported_contexts(),
             services={
                 wire.C_ECHO_RQ: handlers.handle_echo,

@@ -208,3 +208,58 @@ def test_a_phone_width_every_field_labelled(portal, tmp_path):
                 .map(e => e.name || e.id)""")]
         browser.close()
     assert wide == [] and unlabelled == [] and errors == []
+
+
+USERS = """
+from tests.users import user_with
+user_with("vera", "viewer", password="Vera-pass-2026!")
+user_with("tom", "technologist", password="Tom-pass-2026!")
+"""
+
+
+def _login_as(browser_page, portal, name: str, password: str) -> None:
+    browser_page.goto(f"{portal.url}/login/")
+    browser_page.fill("input[name=username]", name)
+    browser_page.fill("input[name=password]", password)
+    browser_page.click("button[type=submit]")
+
+
+def test_roles_in_the_pages(portal, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    portal.shell(USERS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            pg = browser.new_page()
+            _login_as(pg, portal, "vera", "Vera-pass-2026!")
+            pg.goto(f"{portal.url}/studies/{ROOT}.1/")
+            # a viewer sees the study, and no button for what a viewer may not do
+            for absent in ("#delete-study", ".send-form", "#modify-study", "#anonymize-form"):
+                assert pg.locator(absent).count() == 0, absent
+            assert pg.locator("#download-study").count() == 1
+            assert "Upload" not in pg.inner_text("#main-nav")
+            # a page the role may not open: 403 with the reason, not the login form again
+            answer = pg.goto(f"{portal.url}/aes/")
+            assert answer.status == 403 and "/login/" not in pg.url
+            assert "Not allowed" in pg.inner_text("main")
+            shot(pg, "forbidden", tmp_path)
+            # every user changes their own password
+            pg.goto(f"{portal.url}/password/")
+            pg.fill("input[name=old_password]", "Vera-pass-2026!")
+            pg.fill("input[name=new_password1]", "Vera-new-pass-77!")
+            pg.fill("input[name=new_password2]", "Vera-new-pass-77!")
+            pg.click("main button[type=submit]")
+            assert "changed" in pg.inner_text("main").lower()
+            pg.context.clear_cookies()
+            _login_as(pg, portal, "vera", "Vera-new-pass-77!")
+            pg.wait_for_selector("h1:has-text('Dashboard')")
+            # a technologist may send (and upload)
+            pg.context.clear_cookies()
+            _login_as(pg, portal, "tom", "Tom-pass-2026!")
+            pg.goto(f"{portal.url}/studies/{ROOT}.1/")
+            assert pg.locator(".send-form").count() >= 1
+            assert pg.locator("#delete-study").count() == 0
+            assert "Upload" in pg.inner_text("#main-nav")
+        finally:
+            browser.close()

@@ -104,3 +104,39 @@ def test_the_audit_page_filters_by_user_or_ae_and_date(db):
         "alice", "READER", "bob"]
     assert shown(category="access", date_to="2000-01-01") == []
     assert shown(text="by bob") == ["bob"]
+
+
+def test_stores_are_one_row_per_study_and_association(dimse_listener, known_aes, storage_dir,
+                                                      tmp_path):
+    """DCMTK's storescu sends two studies on one association: one row per study, with its
+    count of instances."""
+    from pydicom import dcmread
+
+    from tests.samples import encoded, sample
+
+    files = []
+    for study, count in (("1", 3), ("2", 1)):
+        for n in range(count):
+            ds = dcmread(sample("CT_small.dcm"))
+            ds.StudyInstanceUID = f"1.2.826.0.1.3680043.8.498.515.{study}"
+            ds.SeriesInstanceUID = ds.StudyInstanceUID + ".1"
+            ds.SOPInstanceUID = ds.SeriesInstanceUID + f".{n}"
+            path = tmp_path / f"s{study}-{n}.dcm"
+            path.write_bytes(encoded(ds))
+            files.append(str(path))
+    host, port = (str(x) for x in dimse_listener.address)
+    done = subprocess.run(["/usr/bin/storescu", "-aet", known_aes[0].ae_title, "-aec",
+                           "PORTAL", host, port, *files], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    from tests.waiting import wait_until
+
+    wait_until(lambda: AuditEvent.objects.filter(category="store").count() == 2, timeout=10,
+               interval=0.05, what="the association's store rows")
+    got = {r.detail: (r.action, r.actor, r.source)
+           for r in AuditEvent.objects.filter(category="store")}
+    assert got == {
+        "3 instance(s) of study 1.2.826.0.1.3680043.8.498.515.1 over DICOM":
+            ("instances stored", known_aes[0].ae_title, "127.0.0.1"),
+        "1 instance(s) of study 1.2.826.0.1.3680043.8.498.515.2 over DICOM":
+            ("instances stored", known_aes[0].ae_title, "127.0.0.1")}
