@@ -206,6 +206,7 @@ def _store(view: DicomWebView, request, study: str | None) -> HttpResponse:
     if part_type == DICOM_XML:
         parts = iter(_xml_as_json(list(parts)))
     result = stow.store_parts(parts, study_uid=study, origin=f"stow:{request.user}")
+    stow.record(result, actor=str(request.user), source=request.META.get("REMOTE_ADDR", ""))
     answer = result.response(view.base_url(), study)
     # PS3.18 10.5.3: 202 when an instance was stored with a warning (and none failed)
     status = 409 if result.failed else 202 if any(o.warning for o in result.stored) else 200

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from core import audit
 from core.errors import BadRequest, InvalidDicom, ServiceError
 from pacs.services.ingest import Outcome, store_instance
 from pacs.services.wado import FRAME_MEDIA_TYPES
@@ -83,6 +84,21 @@ class StowResult:
                  **({"00081196": {"vr": "US", "Value": [o.warning]}} if o.warning else {})}
                 for o in self.stored]}
         return result
+
+
+def record(result: StowResult, *, actor: str, source: str) -> None:
+    """The audit trail's rows for a STOW-RS request: one per study stored, with its count,
+    and one counting the failures (as for a DICOM association)."""
+    studies: dict[str, int] = {}
+    for outcome in result.stored:
+        studies[outcome.study_instance_uid] = studies.get(outcome.study_instance_uid, 0) + 1
+    for study_uid, count in studies.items():
+        audit.record(category="store", action="instances stored", actor=actor, source=source,
+                     detail=f"{count} instance(s) of study {study_uid} over STOW-RS")
+    if result.failed:
+        audit.record(category="store", action="instances refused", outcome="failure",
+                     actor=actor, source=source,
+                     detail=f"{len(result.failed)} instance(s) of a STOW-RS request refused")
 
 
 @dataclass(frozen=True)

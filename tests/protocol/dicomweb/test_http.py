@@ -286,6 +286,13 @@ def test_stow_partial_failure_is_409_with_reasons_and_keeps_nothing_bad(web, aut
     assert "truncated" in response.headers["Warning"]
     assert Instance.objects.count() == 1
     assert len(left_behind(storage_dir)) == 1  # no orphan file
+    # the audit trail: the study stored (with its count), and the refusals counted
+    from core.models import AuditEvent
+
+    rows = {r.action: r.detail for r in AuditEvent.objects.filter(category="store")}
+    study = dcmread(sample("MR_small.dcm")).StudyInstanceUID
+    assert rows == {"instances stored": f"1 instance(s) of study {study} over STOW-RS",
+                    "instances refused": "2 instance(s) of a STOW-RS request refused"}
 
 
 def test_stow_into_a_study_refuses_other_studies(web, auth):
