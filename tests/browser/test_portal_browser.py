@@ -349,3 +349,38 @@ def test_the_day_planner_updates_in_place(page, portal, tmp_path):
     page.click("#board-filter button:has-text('Show')")
     row = page.locator("#week-table tr[data-station=PLANCT]")
     assert "EARLY^ONE" in row.inner_text() and "LATE^TWO" in row.inner_text()
+
+
+def test_edit_and_resend_then_find_it_in_the_audit(page, portal, tmp_path):
+    """An ADT from a registered RIS without its patient ID is answered AE; the analyst edits
+    a copy in the browser and processes it; the audit trail shows it, filtered, and as CSV."""
+    from hl7.client import MLLPClient
+
+    portal.shell("from hl7gw.models import Sender\n"
+                 "Sender.objects.get_or_create(sending_application='EDITRIS', defaults={"
+                 "'addresses': '127.0.0.1', 'may_update_patients': True})")
+    message = ("MSH|^~\\&|EDITRIS|FAC|PORTAL|RAD|20261207120000||ADT^A08|ED1|P|2.5.1\r"
+               "PID|||||EDITED^EVA||19700101|F\r")
+    with MLLPClient("127.0.0.1", portal.hl7_port) as client:
+        ack = client.send_message(message).decode()
+    assert "MSA|AE|ED1" in ack
+    page.click("header >> text=HL7")
+    page.locator("#hl7-table tr", has_text="ED1").locator("a").first.click()
+    page.click("#hl7-edit summary")
+    text = page.input_value("#hl7-edit-text")
+    page.fill("#hl7-edit-text", text.replace("PID|||||", "PID|||ED-77||"))
+    page.click("#hl7-edit button")
+    assert "processed as message" in page.inner_text(".messages")
+    assert "Processed" in page.inner_text("main") or "processed" in page.inner_text("main")
+    page.click("header >> text=Audit")
+    page.select_option("select[name=category]", "hl7")
+    page.fill("input[name=actor]", "chief")
+    page.click("#audit-filter button")
+    rows = page.locator("main table tbody tr")
+    assert rows.count() == 1 and "message edited and resent" in rows.inner_text()
+    with page.expect_download() as got:
+        page.click("#audit-filter a:has-text('Download CSV')")
+    csv_text = open(got.value.path(), encoding="utf-8").read()
+    assert csv_text.splitlines()[0].lower().startswith(("time", "when", "created"))
+    lines = [line for line in csv_text.splitlines() if line]
+    assert len(lines) == 2 and "message edited and resent" in lines[1]  # what the page shows
