@@ -459,6 +459,8 @@ def merge_into(prior: Patient, target: Patient, *, actor: str, source: str) -> P
         Order.objects.filter(pk__in=order_ids).update(patient=target)
         Study.objects.filter(pk__in=study_ids).update(patient=target)
         PatientChange.objects.filter(pk__in=change_ids).update(patient=target)
+        # merges into the prior patient stay undoable: they now name the survivor
+        PatientMerge.objects.filter(survivor=prior).update(survivor=target)
         prior.delete()
         audit.record(category="patient", action="patients merged", actor=actor,
                      source=source[:128],

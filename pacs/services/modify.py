@@ -57,9 +57,6 @@ SERIES_ATTRIBUTES: dict[str, tuple[str | None, int]] = {
     "StationName": ("station_name", 16),
     "Modality": ("modality", 16),
 }
-# The registry's patient attributes that a stored header carries
-PATIENT_ATTRIBUTES = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate",
-                      "PatientSex")
 
 
 def modify_study(study_uid: str, changes: dict[str, str], *, actor: str, source: str = ""
@@ -157,12 +154,12 @@ def run(job: Job, reporter) -> None:
     storage = get_storage()
     ids = list(instances_of(job).order_by("pk").values_list("pk", "sop_instance_uid"))
     progress = scu.Progress(remaining=len(ids))
+    changes = _values(job)
     for pk, sop_uid in ids:
         if not reporter.update(progress):
             break
         try:
-            changes = _values(job)
-            rewrite(pk, lambda ds, changes=changes: set_attributes(ds, changes), storage)
+            rewrite(pk, lambda ds: set_attributes(ds, changes), storage)
         except Exception as exc:  # one unreadable file does not stop the others
             log.warning("rewriting the header of instance %s failed: %s", pk,
                         type(exc).__name__)
