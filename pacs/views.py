@@ -271,7 +271,8 @@ def study_modify(request, study_uid: str):
     form = StudyModifyForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            job = modify.modify_study(study_uid, form.cleaned_data, actor=request.user.username,
+            job = modify.modify_study(study_uid, _posted(request, form),
+                                      actor=request.user.username,
                                       source=request.META.get("REMOTE_ADDR", ""))
         except ServiceError as exc:
             form.add_error(None, str(exc))
@@ -291,7 +292,7 @@ def series_modify(request, series_uid: str):
     form = SeriesModifyForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            job = modify.modify_series(series_uid, form.cleaned_data,
+            job = modify.modify_series(series_uid, _posted(request, form),
                                        actor=request.user.username,
                                        source=request.META.get("REMOTE_ADDR", ""))
         except ServiceError as exc:
@@ -301,6 +302,11 @@ def series_modify(request, series_uid: str):
             return redirect("series-detail", series_uid)
     return render(request, "pacs/modify.html", {"form": form, "level": "series",
                                                 "back": series, "title": "Change the series"})
+
+
+def _posted(request, form) -> dict[str, str]:
+    """The fields the request sent: one left out is left as it is, not emptied."""
+    return {k: v for k, v in form.cleaned_data.items() if k in request.POST}
 
 
 def _modified(request, job) -> None:
@@ -328,7 +334,8 @@ def _anonymize(request, level: str, what):
     if not form.is_valid():
         messages.error(request, "The anonymisation options are not valid: "
                        + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
-        return redirect(request.META.get("HTTP_REFERER") or "study-list")
+        return redirect("study-detail", what) if level == "STUDY" else redirect(
+            "patient-detail", what)
     try:
         job = anonymize.start(level=level, uid_or_patient=what,
                               options=anonymize.Options(**form.cleaned_data),
