@@ -384,3 +384,48 @@ def test_edit_and_resend_then_find_it_in_the_audit(page, portal, tmp_path):
     assert csv_text.splitlines()[0].lower().startswith(("time", "when", "created"))
     lines = [line for line in csv_text.splitlines() if line]
     assert len(lines) == 2 and "message edited and resent" in lines[1]  # what the page shows
+
+
+OUTBOUND = """
+import datetime as dt
+from django.utils import timezone
+from hl7gw.models import Receiver
+from tests.samples import free_port
+from worklist import services
+from worklist.models import Station
+Receiver.objects.create(name="DOWNRIS", host="127.0.0.1", port=free_port())
+room = Station.objects.get_or_create(ae_title="OUTCT", defaults={"name": "out",
+                                                                 "modality": "CT"})[0]
+order = services.create_order(
+    patient=services.PatientData("OUT1", "OUTBOUND^OLGA"), procedure=None,
+    step=services.station_step(room, dt.datetime.combine(timezone.localdate(), dt.time(12))),
+    actor="test")
+step = order.procedures.get().steps.get()
+services.set_step_status(step, "IN PROGRESS", source="test", actor="modality")
+print(step.pk)
+"""
+
+
+def test_an_outbound_message_attempts_and_cancel(page, portal, tmp_path):
+    """A status message for a receiver that is down: its row opens to the message and each
+    failed attempt, and an admin cancels it."""
+    from tests.waiting import wait_until
+
+    portal.shell(OUTBOUND)
+    page.click("header >> text=HL7")
+    page.click("a:has-text('Outbound')")
+    row = page.locator("#outbound-table tr", has_text="DOWNRIS")
+    row.locator("a").first.click()
+    assert "OUTBOUND^OLGA" in page.inner_text("#outbound-text")
+    # queued by another process (the shell): this one tries it now
+    page.click("form button:has-text('Retry now')")
+
+    def an_attempt_shown() -> bool:
+        page.reload()
+        return "no answer" in page.inner_text("main")
+
+    wait_until(an_attempt_shown, timeout=20, interval=0.5, what="a failed attempt listed")
+    shot(page, "hl7-outbound", None)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("form button:has-text('Cancel')")
+    assert "Canceled" in page.inner_text("#outbound-status")
