@@ -79,6 +79,8 @@ def _config(request) -> bytes:
         "modes": [], "maxNumberOfWebWorkers": 2,
         "investigationalUseDialog": {"option": "never"},
         "showWarningMessageForCrossOrigin": False, "showCPUFallbackMessage": False,
+        # no guided tour over the first image each user opens
+        "customizationService": {"ohif.tours": {"$set": []}},
         "dataSources": [{
             "namespace": "@ohif/extension-default.dataSourcesModule.dicomweb",
             "sourceName": "portal",
