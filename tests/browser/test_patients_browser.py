@@ -174,7 +174,9 @@ def test_study_list_search_select_and_download(page, portal, tmp_path):
 
 
 NARROW_PAGES = ["/", "/studies/", "/patients/", "/upload/", "/worklist/", "/jobs/",
-                "/worklist/orders/new/", "/aes/", "/hl7/", "/audit/", "/password/"]
+                "/worklist/orders/new/", "/aes/", "/hl7/", "/audit/", "/password/",
+                f"/studies/{ROOT}.1/", f"/studies/{ROOT}.1/modify/", "/forwarding/",
+                "/forwarding/queue/", "/hl7/traffic/", "/worklist/?view=week"]
 
 
 def test_a_phone_width_every_field_labelled(portal, tmp_path):
