@@ -113,6 +113,15 @@ def test_admin_adds_aes_echoes_and_modality_stores(page, portal, tmp_path):
     # Dashboard shows the totals.
     page.click("header >> text=Dashboard")
     assert page.inner_text("#count-studies") == "2"
+    # ... the listeners with their ports, the disk, what arrived lately and the queues
+    listeners = page.inner_text("#listeners")
+    assert "DICOM" in listeners and "HL7 MLLP" in listeners and "listening" in listeners
+    assert str(portal.dimse_port) in listeners and str(portal.hl7_port) in listeners
+    assert "free of" in page.inner_text("#disk")
+    assert "2 studies" in page.inner_text("#disk")  # received in the last 24 hours
+    queues = page.inner_text("#queues")
+    assert "Forwarding" in queues and "HL7 status messages" in queues
+    shot(page, "dashboard", tmp_path)
     # Delete the CT study: the browser asks first; dismissed, nothing happens.
     page.click("header >> text=Studies")
     page.locator("table.studies tbody tr:has-text('CT1') a").first.click()
@@ -189,6 +198,7 @@ def test_scheduler_flow_order_board_worklist_and_mpps(page, portal):
     assert "have passed" in page.inner_text("#order-form")
     page.fill("input[name=date]", today.isoformat())
     page.check("input[name=confirm_past]")  # 10:15 today may have passed too
+    shot(page, "order-form", None)
     page.click("button:has-text('Schedule')")
     assert "scheduled" in page.inner_text(".messages")
     accession = page.inner_text("h1").split()[-1]
@@ -298,6 +308,14 @@ def test_hl7_message_page_names_each_field_beside_the_ack(page, portal):
     unknown = page.locator("#sender-traffic tr", has_text="(not registered)")
     assert "1 of 1 (100.0 %)" in unknown.inner_text()
     shot(page, "hl7-traffic", None)
+    # a receiver whose port nobody listens on: the connection test says so
+    portal.shell("from hl7gw.models import Receiver\nfrom tests.samples import free_port\n"
+                 "Receiver.objects.get_or_create(name='TESTRIS', defaults={"
+                 "'host': '127.0.0.1', 'port': free_port(), 'active': False})")
+    page.reload()
+    page.locator("#receiver-traffic tr", has_text="TESTRIS").locator("button").click()
+    assert "TESTRIS" in page.inner_text(".messages")
+    assert "refused the connection" in page.inner_text(".messages")
 
 
 PLAN = """
@@ -375,9 +393,11 @@ def test_edit_and_resend_then_find_it_in_the_audit(page, portal, tmp_path):
     page.click("header >> text=Audit")
     page.select_option("select[name=category]", "hl7")
     page.fill("input[name=actor]", "chief")
+    page.fill("input[name=text]", "edited")
     page.click("#audit-filter button")
     rows = page.locator("main table tbody tr")
     assert rows.count() == 1 and "message edited and resent" in rows.inner_text()
+    shot(page, "audit", tmp_path)
     with page.expect_download() as got:
         page.click("#audit-filter a:has-text('Download CSV')")
     csv_text = open(got.value.path(), encoding="utf-8").read()
