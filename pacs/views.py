@@ -6,12 +6,11 @@ from django.core.paginator import Paginator
 from django.db.models import ProtectedError
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from core import access, records
 from core.errors import NotFound, ServiceError
+from core.navigation import back_to
 from core.paging import FromBothEnds
 from core.roles import allowed, permission_required
 from pacs import selectors
@@ -264,44 +263,36 @@ def forwarding_retry(request, ae_pk: int):
 
 @permission_required("admin")
 def study_modify(request, study_uid: str):
-    study = get_object_or_404(Study.objects.select_related("patient"),
-                              study_instance_uid=study_uid)
-    initial = {k: getattr(study, column) for k, (column, _) in
-               modify.STUDY_ATTRIBUTES.items()}
-    form = StudyModifyForm(request.POST or None, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        try:
-            job = modify.modify_study(study_uid, _posted(request, form),
-                                      actor=request.user.username,
-                                      source=request.META.get("REMOTE_ADDR", ""))
-        except ServiceError as exc:
-            form.add_error(None, str(exc))
-        else:
-            _modified(request, job)
-            return redirect("study-detail", study_uid)
-    return render(request, "pacs/modify.html", {"form": form, "level": "study",
-                                                "back": study, "title": "Change the study"})
+    study = get_object_or_404(Study, study_instance_uid=study_uid)
+    return _modify_page(request, study, StudyModifyForm, modify.STUDY_ATTRIBUTES,
+                        modify.modify_study, study_uid, "study-detail", "study")
 
 
 @permission_required("admin")
 def series_modify(request, series_uid: str):
-    series = get_object_or_404(Series.objects.select_related("study"),
-                               series_instance_uid=series_uid)
-    initial = {k: getattr(series, column) for k, (column, _) in
-               modify.SERIES_ATTRIBUTES.items() if k in SeriesModifyForm.base_fields}
-    form = SeriesModifyForm(request.POST or None, initial=initial)
+    series = get_object_or_404(Series, series_instance_uid=series_uid)
+    return _modify_page(request, series, SeriesModifyForm, modify.SERIES_ATTRIBUTES,
+                        modify.modify_series, series_uid, "series-detail", "series")
+
+
+def _modify_page(request, row, form_class, attributes: dict, change, uid: str,
+                 detail: str, level: str):
+    """The study's or the series' attribute form: prefilled from the index, saved through
+    ``change`` (pacs.services.modify), back to the detail page."""
+    initial = {k: getattr(row, column) for k, (column, _) in attributes.items()
+               if k in form_class.base_fields}
+    form = form_class(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            job = modify.modify_series(series_uid, _posted(request, form),
-                                       actor=request.user.username,
-                                       source=request.META.get("REMOTE_ADDR", ""))
+            job = change(uid, _posted(request, form), actor=request.user.username,
+                         source=request.META.get("REMOTE_ADDR", ""))
         except ServiceError as exc:
             form.add_error(None, str(exc))
         else:
             _modified(request, job)
-            return redirect("series-detail", series_uid)
-    return render(request, "pacs/modify.html", {"form": form, "level": "series",
-                                                "back": series, "title": "Change the series"})
+            return redirect(detail, uid)
+    return render(request, "pacs/modify.html", {"form": form, "level": level, "back": row,
+                                                "title": f"Change the {level}"})
 
 
 def _posted(request, form) -> dict[str, str]:
@@ -435,8 +426,7 @@ def study_bulk(request):
         messages.success(request, f"Deleted {gone} stud{'y' if gone == 1 else 'ies'}.")
     else:
         messages.error(request, "Unknown action.")
-    return redirect(request.POST.get("back") if url_has_allowed_host_and_scheme(
-        request.POST.get("back", ""), allowed_hosts={request.get_host()}) else "study-list")
+    return redirect(back_to(request, "back", "study-list"))
 
 
 @permission_required("archive.store")
@@ -475,7 +465,7 @@ def forward_item_retry(request, pk: int):
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Item {item.pk} queued again.")
-    return redirect(_back_to_queue(request))
+    return redirect(back_to(request, "back", "forwarding-queue"))
 
 
 @permission_required("admin")
@@ -487,11 +477,4 @@ def forward_item_cancel(request, pk: int):
     else:
         messages.info(request, f"Item {item.pk} is {item.get_status_display().lower()}: "
                                "nothing to cancel.")
-    return redirect(_back_to_queue(request))
-
-
-def _back_to_queue(request) -> str:
-    back = request.POST.get("back", "")
-    if back and url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
-        return back
-    return reverse("forwarding-queue")
+    return redirect(back_to(request, "back", "forwarding-queue"))

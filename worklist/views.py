@@ -14,11 +14,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from core.crud import list_and_edit
 from core.errors import ServiceError
+from core.navigation import back_to
 from core.roles import allowed, permission_required
 from pacs.models import Discrepancy
 from pacs.services import reconciliation as discrepancies
@@ -251,11 +251,8 @@ def step_status(request, pk: int):
                                  actor=request.user.username)
     except ServiceError as exc:
         messages.error(request, str(exc))
-    back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()):
-        back = ""  # only back to a page of ours (the day board with its filter)
-    return redirect(back or "worklist-board")
+    # back to the day board with its filter, or wherever the form came from on our site
+    return redirect(back_to(request, "next", "worklist-board"))
 
 
 @permission_required("worklist.schedule")
