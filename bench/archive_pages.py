@@ -59,18 +59,6 @@ def _login(base: str):
     return session
 
 
-def _times(session, url: str, repeat: int) -> tuple[list[float], int]:
-    times, size = [], 0
-    for _ in range(repeat + 1):
-        started = time.perf_counter()
-        answer = session.get(url, timeout=300)
-        times.append(time.perf_counter() - started)
-        if answer.status_code != 200:
-            raise RuntimeError(f"{url}: {answer.status_code} {answer.text[:200]}")
-        size = len(answer.content)
-    return times[1:], size
-
-
 def _throughput(session, url: str, repeat: int) -> tuple[float, int]:
     """MB/s of the body as the client reads it (1 MiB reads), median of ``repeat``."""
     rates, size = [], 0
@@ -87,6 +75,13 @@ def _throughput(session, url: str, repeat: int) -> tuple[float, int]:
 
 def line(what: str, value: str) -> None:
     print(f"{what:58} {value}", flush=True)
+
+
+def _downloads(session, downloads: list[tuple[str, str]], repeat: int) -> None:
+    """Each (label, URL) downloaded, its MB/s printed: the portal's and the peer's alike."""
+    for label, url in downloads:
+        rate, size = _throughput(session, url, max(3, repeat // 3))
+        line(label, f"{rate:.0f} MB/s ({size / 1e6:.0f} MB)")
 
 
 def measure(studies: int, repeat: int, images: list[Path]) -> None:
@@ -116,7 +111,7 @@ def measure(studies: int, repeat: int, images: list[Path]) -> None:
                     first = session.get(f"{base}/studies/?size=100", timeout=300).text
                     pages = re.search(r"Page 1 of (\d+)", first)
                     query += pages.group(1) if pages else "1"
-                times, size = _times(session, f"{base}/studies/{query}", repeat)
+                times, size = growth._http_times(session, f"{base}/studies/{query}", repeat)
                 line(f"{label} ({studies} studies)", f"{statistics.median(times) * 1000:.1f} ms "
                      f"(min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), "
                      f"{size} bytes")
@@ -124,11 +119,10 @@ def measure(studies: int, repeat: int, images: list[Path]) -> None:
             from pydicom import dcmread
 
             study = dcmread(images[0], stop_before_pixels=True).StudyInstanceUID
-            for label, suffix in (("ZIP of the 300-image CT study", ""),
-                                  ("DICOMDIR media ZIP of the CT study", "?format=dicomdir")):
-                rate, size = _throughput(session, f"{base}/studies/{study}/download/{suffix}",
-                                         max(3, repeat // 3))
-                line(label, f"{rate:.0f} MB/s ({size / 1e6:.0f} MB)")
+            url = f"{base}/studies/{study}/download/"
+            _downloads(session, [("ZIP of the 300-image CT study", url),
+                                 ("DICOMDIR media ZIP of the CT study", url + "?format=dicomdir")],
+                       repeat)
         finally:
             serve.stop()
 
@@ -144,11 +138,10 @@ def measure_orthanc(repeat: int, images: list[Path]) -> None:
             base = f"http://127.0.0.1:{peer.http}"
             session = requests.Session()
             study = session.get(f"{base}/studies", timeout=30).json()[0]
-            for label, path in (("Orthanc: ZIP of the CT study", "archive"),
-                                ("Orthanc: media ZIP (DICOMDIR) of the CT study", "media")):
-                rate, size = _throughput(session, f"{base}/studies/{study}/{path}",
-                                         max(3, repeat // 3))
-                line(label, f"{rate:.0f} MB/s ({size / 1e6:.0f} MB)")
+            url = f"{base}/studies/{study}"
+            _downloads(session, [("Orthanc: ZIP of the CT study", f"{url}/archive"),
+                                 ("Orthanc: media ZIP (DICOMDIR) of the CT study",
+                                  f"{url}/media")], repeat)
         finally:
             peer.stop()
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import growth  # noqa: E402
-from archive_pages import _login, _times  # noqa: E402
+from archive_pages import _login  # noqa: E402
 
 ROOT = HERE.parent
 
@@ -80,7 +80,7 @@ def main() -> None:
             for label, query in (("planner page, the day", ""),
                                  ("the grid alone (the 15-second update)", "?fragment=1"),
                                  ("the week", "?view=week")):
-                times, size = _times(session, f"{base}/worklist/{query}", args.repeat)
+                times, size = growth._http_times(session, f"{base}/worklist/{query}", args.repeat)
                 print(f"{label} ({args.steps} steps, {args.stations} stations)".ljust(62),
                       f"{statistics.median(times) * 1000:.1f} ms (min {min(times) * 1000:.1f},"
                       f" max {max(times) * 1000:.1f}), {size} bytes", flush=True)
