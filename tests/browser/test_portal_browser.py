@@ -438,10 +438,12 @@ def test_an_outbound_message_attempts_and_cancel(page, portal, tmp_path):
     row.locator("a").first.click()
     assert "OUTBOUND^OLGA" in page.inner_text("#outbound-text")
     # queued by another process (the shell): this one tries it now
+    detail = page.url
     page.click("form button:has-text('Retry now')")
+    page.wait_for_selector(".messages:has-text('queued again')")  # the retry's own page
 
     def an_attempt_shown() -> bool:
-        page.reload()
+        page.goto(detail)  # after the navigation above, never racing it
         return "no answer" in page.inner_text("main")
 
     wait_until(an_attempt_shown, timeout=20, interval=0.5, what="a failed attempt listed")
