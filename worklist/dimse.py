@@ -9,12 +9,12 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import close_old_connections
 from django.db.models import QuerySet
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
 from pynetdicom.dsutils import decode, encode
 
+from core import connections
 from core.errors import NotAuthorized
 from dicomnet import status, wire
 from dicomnet.engine import Association
@@ -90,7 +90,7 @@ def _mpps_service(policy: AePolicy, action) -> Service:
             assoc.respond(message, status.SOP_CLASS_NOT_SUPPORTED,
                           comment="only MPPS is supported for N-CREATE/N-SET")
             return
-        close_old_connections()
+        connections.before_request()
 
         def run() -> str:
             _authorize(policy, assoc.calling_aet, "may_send_mpps", "send MPPS")
@@ -177,7 +177,7 @@ def _ups_service(policy: AePolicy, action: UpsAction) -> Service:
             assoc.respond(message, status.SOP_CLASS_NOT_SUPPORTED,
                           comment="this operation is not part of the SOP class")
             return
-        close_old_connections()
+        connections.before_request()
         # reading and watching need "may query the worklist"; changing needs "may send MPPS"
         reading = message.command_field == wire.N_GET_RQ or (
             message.command_field == wire.N_ACTION_RQ

@@ -11,7 +11,7 @@ from django.db import close_old_connections, transaction
 from hl7apy.core import Segment as ApySegment
 from hl7apy.parser import parse_segment
 
-from core import audit, group_commit, statements
+from core import audit, connections, group_commit, statements
 from core.addresses import AddressList, split_list
 from core.errors import ServiceError
 from hl7gw import errors
@@ -56,7 +56,7 @@ def peer_host(peer: str) -> str:
 def receive_frame(raw: bytes, *, peer: str) -> bytes:
     """The ACK bytes for one frame: one ACK per message; a batch (BHS ... BTS) is answered
     with a batch of ACKs (HL7 v2.5 2.10.3), messages back to back with ACKs back to back."""
-    close_old_connections()
+    connections.before_request()
     acks = [receive(message, peer=peer) for message in split_frame(raw)]
     body = b"".join(acks)
     head = raw.lstrip()[:3]

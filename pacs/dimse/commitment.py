@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import close_old_connections
-
+from core import connections
 from dicomnet import status, wire
 from dicomnet.engine import Association
 from dicomnet.registry import Service
@@ -32,7 +31,7 @@ def make_commitment_service(policy: AePolicy) -> Service:
             assoc.respond(message, status.NO_SUCH_SOP_INSTANCE, extra=extra,
                           comment=f"the SOP Instance is {commitment.WELL_KNOWN_INSTANCE}")
             return
-        close_old_connections()
+        connections.before_request()
         try:
             _authorize(policy, assoc.calling_aet, "may_store", "request storage commitment")
             ds = decode_identifier(assoc, message)

@@ -7,13 +7,13 @@ import logging
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.db.models import QuerySet
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import decode, encode
 
-from core import access, audit
+from core import access, audit, connections
 from core.errors import NotAuthorized, ServiceError
 from dicomnet import status, wire
 from dicomnet.engine import (
@@ -112,7 +112,7 @@ def handle_echo(assoc: Association, message: wire.Message) -> None:
 def make_store_service(policy: AePolicy) -> Service:
     def handle_store(assoc: Association, message: wire.Message) -> None:
         calling = assoc.calling_aet
-        close_old_connections()
+        connections.before_request()
         sop_class = message.text(wire.AFFECTED_SOP_CLASS_UID)
         sop_instance = message.text(wire.AFFECTED_SOP_INSTANCE_UID)
         context = assoc.context(message)
@@ -205,7 +205,7 @@ def make_find_service(policy: AePolicy, *, models: set[str] = FIND_MODELS,
                           comment="C-FIND is not supported on this SOP class")
             return
         calling = assoc.calling_aet
-        close_old_connections()
+        connections.before_request()
         identifier = None
         try:
             _authorize(policy, calling, permission, "query")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.db import close_old_connections
 from pydicom.dataset import Dataset
 
+from core import connections
 from core.errors import ServiceError
 from dicomnet import status, wire
 from dicomnet.engine import Association, Context
@@ -49,7 +49,7 @@ def _select(policy: AePolicy, assoc: Association, message: wire.Message,
             asked: list[Dataset]) -> list[RetrievalItem]:
     """The instances asked for; the identifier is appended to ``asked`` (for the audit trail)
     once decoded."""
-    close_old_connections()
+    connections.before_request()
     _authorize(policy, assoc.calling_aet, "may_retrieve", "retrieve")
     identifier = decode_identifier(assoc, message)
     asked.append(identifier)
