@@ -107,6 +107,11 @@ class ObjectStorage:
             pending.temp_path = None
         pending.data = None
 
+    def publish_new(self, pending: PendingFile, key: str) -> bool:
+        """``commit``: the key ``place`` gave is the upload's own, so nothing else is there."""
+        self.commit(pending, key)
+        return True
+
     def uncommit(self, pending: PendingFile, key: str) -> None:
         """Nothing to undo: the upload stays until ``discard`` deletes it."""
 

@@ -74,6 +74,8 @@ class Storage(Protocol):
 
     def commit(self, pending: PendingFile, key: str) -> None: ...
 
+    def publish_new(self, pending: PendingFile, key: str) -> bool: ...
+
     def uncommit(self, pending: PendingFile, key: str) -> None: ...
 
     def discard(self, pending: PendingFile) -> None: ...
@@ -197,6 +199,24 @@ class LocalStorage:
         assert pending.temp_path is not None
         final = self.path(key)
         _, made = _in_folder(final.parent, lambda: os.replace(pending.temp_path, final))
+        self._synced(final, made)
+
+    def publish_new(self, pending: PendingFile, key: str) -> bool:
+        """``commit``, unless a file is at ``key`` already: then nothing changes, and False.
+        For a store that publishes before it knows whether the instance is new (ingest's
+        one-statement path): a stored file is never replaced that way. A hard link, then the
+        temporary name removed: rename(2) would replace the file that is there."""
+        assert pending.temp_path is not None
+        final = self.path(key)
+        try:
+            _, made = _in_folder(final.parent, lambda: os.link(pending.temp_path, final))
+        except FileExistsError:
+            return False
+        os.unlink(pending.temp_path)
+        self._synced(final, made)
+        return True
+
+    def _synced(self, final: Path, made: bool) -> None:
         if self.sync_folders:
             _sync_folder(final.parent)
             if made:  # and the new folders' own names, up to the storage root

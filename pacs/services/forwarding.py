@@ -79,19 +79,24 @@ def delete_rule(rule: ForwardingRule, *, actor: str, source: str = "") -> None:
     rules.forget()
 
 
+def destinations(origin: str, header: ParsedHeader) -> dict[int, int]:
+    """The destinations the enabled rules send an instance to: {destination id: rule id}."""
+    active = rules.get()
+    if not active:
+        return {}
+    source = origin[6:].rpartition("@")[0].upper() if origin.startswith("dimse:") else ""
+    modality = header.text("Modality").strip().upper()
+    found: dict[int, int] = {}
+    for rule in active:
+        if rule.matches(source, modality):
+            found.setdefault(rule.destination_id, rule.pk)
+    return found
+
+
 def queue(origin: str, header: ParsedHeader, sop_instance_uid: str) -> None:
     """Part of the indexing transaction of a stored instance: queue it for each destination
     whose rule matches. ``origin`` is the instance's received_from ("dimse:AET@host", ...)."""
-    active = rules.get()
-    if not active:
-        return
-    source = origin[6:].rpartition("@")[0].upper() if origin.startswith("dimse:") else ""
-    modality = header.text("Modality").strip().upper()
-    destinations: dict[int, int] = {}
-    for rule in active:
-        if rule.matches(source, modality):
-            destinations.setdefault(rule.destination_id, rule.pk)
-    for destination_id, rule_id in destinations.items():
+    for destination_id, rule_id in destinations(origin, header).items():
         statements.insert_row(ForwardItem, destination_id=destination_id, rule_id=rule_id,
                         sop_instance_uid=sop_instance_uid)
         transaction.on_commit(lambda key=str(destination_id): courier.wake(key))

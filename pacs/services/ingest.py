@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import logging
 import mmap
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from functools import partial
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -115,7 +116,10 @@ def _store(data, writing: Future[PendingFile], storage: Storage, received_from: 
                    identity.image_key(header.text("PatientID"),
                                       header.text("IssuerOfPatientID"), study_uid))
     try:
-        outcome = _index_with_retry(place, fields, storage, pending, key)
+        if _store_into_known_series(place, fields, storage, pending, key):
+            outcome = Outcome.STORED
+        else:
+            outcome = _index_with_retry(place, fields, storage, pending, key)
     except IdentityConflict as exc:
         storage.discard(pending)
         # kept apart from the refused store's transaction, which rolled back
@@ -208,16 +212,95 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
     if existing:
         return _resent(place, existing, series, fields, pending, key, storage)
     series_id, study_id = _series_for(place, series)
+    if series and _agrees(place, series):
+        _known_series.remember(place.series_uid, series)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    values = {**fields, "metadata": orjson.dumps(fields["metadata"]).decode(),
-              "sop_instance_uid": place.sop_uid, "series_id": series_id, "file_key": key,
-              "file_size": pending.size, "received_from": place.origin[:128],
-              "received_at": now}
+    values = _instance_values(place, fields, pending, key, series_id, now)
     statements.execute_all([(_SQL["insert"], [values[name] for name in _INSERT_FIELDS]),
                             (_SQL["count_series"], [series_id]),
                             (_SQL["count_study"], [now, study_id])])
     forwarding.queue(place.origin, place.header, place.sop_uid)
     return Outcome.STORED, key, None
+
+
+def _instance_values(place: _Place, fields: dict, pending: PendingFile, key: str,
+                     series_id: int, now) -> dict:
+    return {**fields, "metadata": orjson.dumps(fields["metadata"]).decode(),
+            "sop_instance_uid": place.sop_uid, "series_id": series_id, "file_key": key,
+            "file_size": pending.size, "received_from": place.origin[:128],
+            "received_at": now}
+
+
+class _KnownSeries:
+    """The series this process last stored instances into, by Series Instance UID: the
+    ``_SQL["series"]`` row each was found with. A hint only: the one-statement store checks
+    in the database that the row is still what it was."""
+
+    SIZE = 256
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    def get(self, series_uid: str) -> tuple | None:
+        return self._rows.get(series_uid)
+
+    def remember(self, series_uid: str, row: tuple) -> None:
+        with self._lock:
+            self._rows.pop(series_uid, None)
+            if len(self._rows) >= self.SIZE:
+                del self._rows[next(iter(self._rows))]  # the one remembered first
+            self._rows[series_uid] = row
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
+
+_known_series = _KnownSeries()
+
+
+def _store_into_known_series(place: _Place, fields: dict, storage: Storage,
+                             pending: PendingFile, key: str) -> bool:
+    """Store a new instance of a series stored before, on PostgreSQL, in one statement and so
+    one round trip to the server; False (nothing done) when this is not that case, and the
+    general path (``_index_with_retry``) decides.
+
+    Why: a C-STORE through the general path waits for the server three times (the lookups, the
+    insert and counters, COMMIT), each wait a turn of the two processes on shared cores; the
+    round trips, not the server's work, kept scale mode under embedded SQLite (bench/scale.py).
+    Here the series row this process last found for the UID (``_known_series``) is checked in
+    Python as ``_series_for`` would check it (same study and patient, no attribute that
+    differs), and the statement inserts the instance only if the database still holds exactly
+    that row and no instance with its UID (ON CONFLICT DO NOTHING), and counts it in its series
+    and study: autocommit, one statement, one transaction. The file is published first, never
+    over a file that is there (``publish_new``): a statement that inserts nothing hands the file
+    back to its temporary name for the general path. A crash between the two leaves an orphan
+    file, as the general path's rename before COMMIT can.
+
+    Not on SQLite: its writers commit in groups (``group_commit``), which one transaction per
+    store would undo; nor with a forwarding rule that takes the instance (its queue rows go in
+    the same transaction), nor inside an open transaction."""
+    row = _known_series.get(place.series_uid)
+    if (row is None or connection.vendor != "postgresql" or connection.in_atomic_block
+            or not _agrees(place, row) or forwarding.destinations(place.origin, place.header)):
+        return False
+    if not storage.publish_new(pending, key):  # stored before, or an orphan: the general path
+        return False
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    values = _instance_values(place, fields, pending, key, row[0], now)
+    try:
+        inserted = statements.execute(
+            _SQL["insert_known"],
+            [*(values[name] for name in _INSERT_FIELDS if name != "series_id"), row[0],
+             place.series_uid, *row[1:], now],
+        ).fetchone() is not None
+    except DatabaseError as exc:  # e.g. the series deleted meanwhile: the general path retries
+        log.debug("one-statement store fell back: %s", type(exc).__name__)
+        inserted = False
+    if not inserted:
+        storage.uncommit(pending, key)
+    return inserted
 
 
 def _resent(place: _Place, existing: tuple, series: tuple | None, fields: dict,
@@ -286,8 +369,26 @@ def _build_sql() -> dict[str, str]:
     columns = ", ".join(qn(inst.get_field(name).column) for name in _INSERT_FIELDS)
     i, se, st, p = (qn(m.db_table) for m in (inst, series, study, patient))
     joins = (f"JOIN {st} ON {st}.id = {se}.study_id JOIN {p} ON {p}.id = {st}.patient_id")
-    study_columns = ", ".join(f"{st}.{qn(column)}" for _, column in _STUDY_ATTRIBUTES)
-    patient_columns = ", ".join(f"{p}.{qn(column)}" for _, column in _PATIENT_ATTRIBUTES)
+    # the series lookup's row: what an instance is checked against (_series_for)
+    looked_up = [f"{se}.id", f"{se}.study_id", f"{st}.study_instance_uid", f"{p}.patient_id",
+                 f"{p}.issuer_of_patient_id",
+                 *(f"{st}.{qn(column)}" for _, column in _STUDY_ATTRIBUTES),
+                 *(f"{p}.{qn(column)}" for _, column in _PATIENT_ATTRIBUTES)]
+    # The one-statement store (_store_into_known_series; PostgreSQL): the instance's values
+    # typed as its columns, its series' id from the row that must still read as looked up.
+    typed = ", ".join(
+        f"{se}.id" if name == "series_id"
+        else f"CAST(%s AS {inst.get_field(name).db_type(connection)})"
+        for name in _INSERT_FIELDS)
+    still = " AND ".join([f"{se}.id = %s", f"{se}.series_instance_uid = %s"]
+                         + [f"{expr} IS NOT DISTINCT FROM %s" for expr in looked_up[1:]])
+    insert_known = (
+        f"WITH added AS (INSERT INTO {i} ({columns}) SELECT {typed} FROM {se} {joins} "
+        f"WHERE {still} ON CONFLICT DO NOTHING RETURNING series_id), "
+        f"counted AS (UPDATE {se} SET number_of_instances = number_of_instances + 1 "
+        f"WHERE id IN (SELECT series_id FROM added) RETURNING study_id) "
+        f"UPDATE {st} SET number_of_instances = number_of_instances + 1, updated_at = %s "
+        f"WHERE id IN (SELECT study_id FROM counted) RETURNING id")
     return {
         # FOR UPDATE: a concurrent store of the same instance (PostgreSQL; SQLite has one
         # writer) waits until this one commits, then decides on what it did, so two re-sends
@@ -300,9 +401,9 @@ def _build_sql() -> dict[str, str]:
                        else ""),
         "insert": f"INSERT INTO {i} ({columns}) "
                   f"VALUES ({', '.join(['%s'] * len(_INSERT_FIELDS))})",
-        "series": f"SELECT {se}.id, {se}.study_id, {st}.study_instance_uid, {p}.patient_id, "
-                  f"{p}.issuer_of_patient_id, {study_columns}, {patient_columns} "
+        "series": f"SELECT {', '.join(looked_up)} "
                   f"FROM {se} {joins} WHERE {se}.series_instance_uid = %s",
+        "insert_known": insert_known,
         "count_series": f"UPDATE {se} "
                         "SET number_of_instances = number_of_instances + 1 WHERE id = %s",
         "count_study": f"UPDATE {st} SET number_of_instances = "
@@ -393,6 +494,23 @@ def _request_attributes(ds) -> dict[str, str]:
             "scheduled_procedure_step_id": text(items[0], "ScheduledProcedureStepID", 64)}
 
 
+def _stored_values(row: tuple) -> tuple[dict[str, str], dict[str, str]]:
+    """A ``_SQL["series"]`` row's study attributes and demographics, by column."""
+    n = len(_STUDY_ATTRIBUTES)
+    return (dict(zip((c for _, c in _STUDY_ATTRIBUTES), row[5:5 + n], strict=True)),
+            dict(zip((c for _, c in _PATIENT_ATTRIBUTES), row[5 + n:], strict=True)))
+
+
+def _agrees(place: _Place, row: tuple) -> bool:
+    """Whether ``_series_for(place, row)`` would take the instance as it is: same study and
+    patient, and nothing to record for reconciliation."""
+    _, _, study_uid, pid, issuer = row[:5]
+    study, demographics = _stored_values(row)
+    return (study_uid == place.study_uid and identity.PatientKey(pid, issuer) == place.patient
+            and not _differences(place, _STUDY_ATTRIBUTES, study, "")
+            and not _differences(place, _PATIENT_ATTRIBUTES, demographics, ""))
+
+
 def _series_for(place: _Place, row: tuple | None) -> tuple[int, int]:
     """(series id, study id), creating patient/study/series on first sight. ``row``: the
     ``_SQL["series"]`` lookup's answer, None for a series not stored yet. An image for a
@@ -410,13 +528,11 @@ def _series_for(place: _Place, row: tuple | None) -> tuple[int, int]:
                 patient=holder.label())
         if holder != place.patient:
             raise _other_patient(place, holder)
-        n = len(_STUDY_ATTRIBUTES)
-        _compare(place, study_id, Discrepancy.Kind.STUDY, _STUDY_ATTRIBUTES,
-                 dict(zip((c for _, c in _STUDY_ATTRIBUTES), row[5:5 + n], strict=True)),
+        study, demographics = _stored_values(row)
+        _compare(place, study_id, Discrepancy.Kind.STUDY, _STUDY_ATTRIBUTES, study,
                  "the study's first images")
         _compare(place, study_id, Discrepancy.Kind.DEMOGRAPHICS, _PATIENT_ATTRIBUTES,
-                 dict(zip((c for _, c in _PATIENT_ATTRIBUTES), row[5 + n:], strict=True)),
-                 "the registry")
+                 demographics, "the registry")
         return series_id, study_id
     ds = place.header.dataset
     study = _study_for(place)
@@ -446,6 +562,14 @@ def _compare(place: _Place, study_id: int, kind: str, attributes, stored: dict[s
              whose: str) -> None:
     """Record (for reconciliation, once) the attributes whose value in the image differs from
     the stored one; nothing stored changes."""
+    differ = _differences(place, attributes, stored, whose)
+    if differ:
+        reconciliation.record(kind=kind, study_uid=place.study_uid, study_id=study_id,
+                              patient=place.patient.label(), detail="; ".join(differ),
+                              origin=place.origin)
+
+
+def _differences(place: _Place, attributes, stored: dict[str, str], whose: str) -> list[str]:
     differ = []
     for keyword, column in attributes:
         value = place.header.value(keyword)
@@ -456,7 +580,4 @@ def _compare(place: _Place, study_id: int, kind: str, attributes, stored: dict[s
         theirs = stored[column] or ""
         if mine and theirs and not identity.same_value(mine, theirs):
             differ.append(f"{keyword}: {whose} has {theirs!r}, the images {mine!r}")
-    if differ:
-        reconciliation.record(kind=kind, study_uid=place.study_uid, study_id=study_id,
-                              patient=place.patient.label(), detail="; ".join(differ),
-                              origin=place.origin)
+    return differ

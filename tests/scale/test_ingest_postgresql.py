@@ -116,3 +116,142 @@ def test_deleting_a_study_while_it_is_being_stored_leaves_it_consistent(storage_
         assert study.number_of_instances == Instance.objects.filter(series__study=study).count()
         for s in series:
             assert s.number_of_instances == s.instances.count()
+
+
+def _series_images(count: int, study: str = "1.2.826.0.1.3680043.8.498.77", **attributes):
+    """``count`` encoded images of one series of CT_small, with ``attributes`` set."""
+    from pydicom import dcmread
+
+    from tests.samples import encoded
+
+    images = []
+    for n in range(count):
+        ds = dcmread(sample("CT_small.dcm"))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, f"{study}.1"
+        ds.SOPInstanceUID = f"{study}.1.{n + 1}"
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
+        images.append(encoded(ds))
+    return images
+
+
+@pytest.fixture
+def one_statement(monkeypatch):
+    """What each store's one-statement path answered (True: it stored the instance)."""
+    from pacs.services import ingest
+
+    answers: list[bool] = []
+    real = ingest._store_into_known_series
+
+    def spy(*args):
+        answers.append(real(*args))
+        return answers[-1]
+
+    ingest._known_series.clear()
+    monkeypatch.setattr(ingest, "_store_into_known_series", spy)
+    return answers
+
+
+def _files(storage_dir) -> set[str]:
+    return {str(p.relative_to(storage_dir)) for p in storage_dir.rglob("*")
+            if p.is_file() and ".incoming" not in p.parts}
+
+
+def test_a_series_is_stored_one_statement_per_instance_after_its_first_two(storage_dir,
+                                                                             one_statement):
+    from pacs.models import Series, Study
+
+    for data in _series_images(6):
+        assert store_instance(data=data, received_from="test").outcome == Outcome.STORED
+    # the first creates the series, the second finds it and is checked against it
+    assert one_statement == [False, False, True, True, True, True]
+    series = Series.objects.get()
+    assert series.number_of_instances == 6 and Study.objects.get().number_of_instances == 6
+    assert _files(storage_dir) == set(Instance.objects.values_list("file_key", flat=True))
+    assert not list((storage_dir / ".incoming").glob("*"))
+    stored = Instance.objects.get(sop_instance_uid=f"{series.series_instance_uid}.6")
+    assert stored.file_size == len(_series_images(6)[5]) and stored.has_pixel_data
+    assert stored.metadata["00100010"]["Value"] == [{"Alphabetic": "CompressedSamples^CT1"}]
+    assert stored.received_at is not None and stored.series_id == series.pk
+
+
+def test_a_resent_instance_of_a_known_series_never_replaces_the_stored_file(storage_dir,
+                                                                             one_statement):
+    images = _series_images(3)
+    for data in images:
+        store_instance(data=data, received_from="test")
+    key = Instance.objects.get(sop_instance_uid__endswith=".1.3").file_key
+    before = (storage_dir / key).read_bytes()
+    changed = _series_images(3, ImageComments="sent again, changed")[2]
+    assert changed != before
+    assert store_instance(data=changed, received_from="test").outcome == Outcome.DUPLICATE
+    assert one_statement[-1] is False
+    assert (storage_dir / key).read_bytes() == before
+    assert Instance.objects.count() == 3 and _files(storage_dir) == set(
+        Instance.objects.values_list("file_key", flat=True))
+    assert not list((storage_dir / ".incoming").glob("*"))
+
+
+def test_a_study_changed_since_the_series_was_seen_takes_the_general_path(storage_dir,
+                                                                          one_statement):
+    """The remembered row is a hint: the database decides. A study whose stored attributes
+    changed meanwhile gets the general path's discrepancy record; one moved to another
+    patient refuses the image."""
+    from core.errors import IdentityConflict
+    from pacs.models import Discrepancy, Patient, Study
+
+    images = _series_images(5, StudyDescription="CT HEAD")
+    for data in images[:3]:
+        store_instance(data=data, received_from="test")
+    assert one_statement == [False, False, True]
+    Study.objects.update(study_description="CT BRAIN")
+    assert store_instance(data=images[3], received_from="test").outcome == Outcome.STORED
+    assert one_statement[-1] is False
+    found = Discrepancy.objects.get(kind=Discrepancy.Kind.STUDY)
+    assert "StudyDescription" in found.detail
+    assert Study.objects.get().number_of_instances == 4
+
+    other = Patient.objects.create(patient_id="OTHER-1", patient_name="OTHER^ONE")
+    Study.objects.update(patient=other)
+    with pytest.raises(IdentityConflict):
+        store_instance(data=images[4], received_from="test")
+    assert one_statement[-1] is False
+    assert Instance.objects.count() == 4
+    assert _files(storage_dir) == set(Instance.objects.values_list("file_key", flat=True))
+
+
+def test_a_series_deleted_since_it_was_seen_is_made_again(storage_dir, one_statement):
+    from pacs.models import Series, Study
+    from pacs.services import deletion
+
+    images = _series_images(5)
+    for data in images[:3]:
+        store_instance(data=data, received_from="test")
+    deletion.delete("study", Study.objects.get().study_instance_uid, actor="boss")
+    for data in images[3:]:
+        assert store_instance(data=data, received_from="test").outcome == Outcome.STORED
+    assert one_statement[3] is False
+    assert Series.objects.get().number_of_instances == 2
+    assert Study.objects.get().number_of_instances == 2
+    assert _files(storage_dir) == set(Instance.objects.values_list("file_key", flat=True))
+
+
+def test_an_instance_a_forwarding_rule_takes_is_queued_with_it(storage_dir, one_statement):
+    from pacs.models import ApplicationEntity, ForwardingRule, ForwardItem
+    from pacs.services import forwarding
+
+    destination = ApplicationEntity.objects.create(ae_title="ARCHIVE2", host="127.0.0.1",
+                                                   port=11112)
+    images = _series_images(4)
+    for data in images[:3]:
+        store_instance(data=data, received_from="dimse:CT1@127.0.0.1")
+    ForwardingRule.objects.create(name="all", destination=destination, enabled=True)
+    forwarding.rules.forget()
+    try:
+        store_instance(data=images[3], received_from="dimse:CT1@127.0.0.1")
+    finally:
+        ForwardingRule.objects.all().delete()
+        forwarding.rules.forget()
+    assert one_statement == [False, False, True, False]
+    assert list(ForwardItem.objects.values_list("sop_instance_uid", flat=True)) == [
+        Instance.objects.get(sop_instance_uid__endswith=".1.4").sop_instance_uid]

@@ -299,3 +299,20 @@ def test_elements_after_the_pixel_data_are_in_the_metadata(storage_dir):
     assert metadata["7FE11002"] == {"vr": "OB", "BulkDataURI": "bulkdata/7FE11002"}
     assert "7FE00010" in metadata and "FFFCFFFC" not in metadata
     assert list(metadata) == sorted(metadata)
+
+
+def test_publish_new_never_replaces_a_stored_file_and_can_be_undone(tmp_path):
+    """LocalStorage.publish_new, for a store that publishes before it knows whether its
+    instance is new: a file at the key stays as it is."""
+    from pacs.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path, fsync=False)
+    first = storage.write_soon(b"first").result()
+    assert storage.publish_new(first, "a/b/c.dcm")
+    assert (tmp_path / "a/b/c.dcm").read_bytes() == b"first" and not first.temp_path.exists()
+    second = storage.write_soon(b"second").result()
+    assert not storage.publish_new(second, "a/b/c.dcm")
+    assert (tmp_path / "a/b/c.dcm").read_bytes() == b"first"
+    assert second.temp_path.read_bytes() == b"second"
+    storage.uncommit(first, "a/b/c.dcm")  # the statement after it inserted nothing
+    assert not (tmp_path / "a/b/c.dcm").exists() and first.temp_path.read_bytes() == b"first"
