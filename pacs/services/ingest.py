@@ -13,6 +13,7 @@ reached the disk, or deleted by hand) takes its place.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import logging
 import mmap
@@ -39,6 +40,8 @@ from pacs.storage import PendingFile, Storage, get_storage
 log = logging.getLogger(__name__)
 
 INDEX_ATTEMPTS = 5
+# how closely a study's updated_at follows its last received instance (see _build_sql)
+RECEIVED_RESOLUTION = dt.timedelta(seconds=1)
 
 
 class Outcome(enum.StrEnum):
@@ -214,13 +217,20 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
     series_id, study_id = _series_for(place, series)
     if series and _agrees(place, series):
         _known_series.remember(place.series_uid, series)
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    values = _instance_values(place, fields, pending, key, series_id, now)
+    now = timezone.now()
+    values = _instance_values(place, fields, pending, key, series_id,
+                              connection.ops.adapt_datetimefield_value(now))
     statements.execute_all([(_SQL["insert"], [values[name] for name in _INSERT_FIELDS]),
                             (_SQL["count_series"], [series_id]),
-                            (_SQL["count_study"], [now, study_id])])
+                            (_SQL["count_study"], [*_received(now), study_id])])
     forwarding.queue(place.origin, place.header, place.sop_uid)
     return Outcome.STORED, key, None
+
+
+def _received(now) -> tuple:
+    """The parameters of the study's ``received`` assignment (``_build_sql``)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    return adapt(now - RECEIVED_RESOLUTION), adapt(now)
 
 
 def _instance_values(place: _Place, fields: dict, pending: PendingFile, key: str,
@@ -287,13 +297,14 @@ def _store_into_known_series(place: _Place, fields: dict, storage: Storage,
         return False
     if not storage.publish_new(pending, key):  # stored before, or an orphan: the general path
         return False
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    values = _instance_values(place, fields, pending, key, row[0], now)
+    now = timezone.now()
+    values = _instance_values(place, fields, pending, key, row[0],
+                              connection.ops.adapt_datetimefield_value(now))
     try:
         inserted = statements.execute(
             _SQL["insert_known"],
             [*(values[name] for name in _INSERT_FIELDS if name != "series_id"), row[0],
-             place.series_uid, *row[1:], now],
+             place.series_uid, *row[1:], *_received(now)],
         ).fetchone() is not None
     except DatabaseError as exc:  # e.g. the series deleted meanwhile: the general path retries
         log.debug("one-statement store fell back: %s", type(exc).__name__)
@@ -369,6 +380,11 @@ def _build_sql() -> dict[str, str]:
     columns = ", ".join(qn(inst.get_field(name).column) for name in _INSERT_FIELDS)
     i, se, st, p = (qn(m.db_table) for m in (inst, series, study, patient))
     joins = (f"JOIN {st} ON {st}.id = {se}.study_id JOIN {p} ON {p}.id = {st}.patient_id")
+    # A study's updated_at (indexed: the study list's "received" order) moves when the last
+    # change is a second old or more: PostgreSQL then updates the row in place (a HOT update,
+    # no entry added to each of the study's ten indexes) for all but about one of a second's
+    # instances. Parameters: _received(now).
+    received = "updated_at = CASE WHEN updated_at >= %s THEN updated_at ELSE %s END"
     # the series lookup's row: what an instance is checked against (_series_for)
     looked_up = [f"{se}.id", f"{se}.study_id", f"{st}.study_instance_uid", f"{p}.patient_id",
                  f"{p}.issuer_of_patient_id",
@@ -387,7 +403,7 @@ def _build_sql() -> dict[str, str]:
         f"WHERE {still} ON CONFLICT DO NOTHING RETURNING series_id), "
         f"counted AS (UPDATE {se} SET number_of_instances = number_of_instances + 1 "
         f"WHERE id IN (SELECT series_id FROM added) RETURNING study_id) "
-        f"UPDATE {st} SET number_of_instances = number_of_instances + 1, updated_at = %s "
+        f"UPDATE {st} SET number_of_instances = number_of_instances + 1, {received} "
         f"WHERE id IN (SELECT study_id FROM counted) RETURNING id")
     return {
         # FOR UPDATE: a concurrent store of the same instance (PostgreSQL; SQLite has one
@@ -407,7 +423,7 @@ def _build_sql() -> dict[str, str]:
         "count_series": f"UPDATE {se} "
                         "SET number_of_instances = number_of_instances + 1 WHERE id = %s",
         "count_study": f"UPDATE {st} SET number_of_instances = "
-                       "number_of_instances + 1, updated_at = %s WHERE id = %s",
+                       f"number_of_instances + 1, {received} WHERE id = %s",
     }
 
 

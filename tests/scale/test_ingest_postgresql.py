@@ -14,6 +14,9 @@ from pacs.models import Instance
 from pacs.services.ingest import Outcome, store_instance
 from pacs.storage import LocalStorage
 from tests.samples import sample
+from tests.service.test_ingest import (  # noqa: F401  (collected here too: the 3rd store
+    test_a_studys_received_time_follows_its_instances_to_the_second,  # is one statement)
+)
 
 pytestmark = [pytest.mark.scale, pytest.mark.django_db(transaction=True)]
 

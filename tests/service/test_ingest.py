@@ -316,3 +316,32 @@ def test_publish_new_never_replaces_a_stored_file_and_can_be_undone(tmp_path):
     assert second.temp_path.read_bytes() == b"second"
     storage.uncommit(first, "a/b/c.dcm")  # the statement after it inserted nothing
     assert not (tmp_path / "a/b/c.dcm").exists() and first.temp_path.read_bytes() == b"first"
+
+
+def test_a_studys_received_time_follows_its_instances_to_the_second(storage_dir, monkeypatch):
+    """Study.updated_at (the study list's "received" order) moves with each store, unless it
+    moved less than RECEIVED_RESOLUTION ago: then the row keeps it (an in-place update on
+    PostgreSQL, no entry in each of the study's indexes)."""
+    import datetime as dt
+
+    from pydicom import dcmread
+
+    from pacs.models import Study
+    from pacs.services import ingest
+    from tests.samples import encoded
+
+    clock = [dt.datetime(2026, 12, 7, 9, 0, 0, tzinfo=dt.UTC)]
+    monkeypatch.setattr(ingest.timezone, "now", lambda: clock[0])
+
+    def store(n: int) -> dt.datetime:
+        ds = dcmread(sample("CT_small.dcm"))
+        ds.SOPInstanceUID = f"{ds.SeriesInstanceUID}.{n}"
+        ingest.store_instance(data=encoded(ds), received_from="test")
+        return Study.objects.get().updated_at
+
+    first = store(1)
+    clock[0] += dt.timedelta(milliseconds=400)
+    assert store(2) == first
+    clock[0] += dt.timedelta(milliseconds=700)  # 1.1 s after the first
+    assert store(3) == clock[0]
+    assert Study.objects.get().number_of_instances == 3
