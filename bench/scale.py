@@ -10,7 +10,8 @@ associations) into
     .venv/bin/python bench/scale.py --count 400 --repeat 3
 
 Every receiver writes its files with fsync on; every run checks that all instances were
-indexed. Instances/s, median (min, max) over the repeats, each into a new archive.
+indexed. Instances/s, median (min, max) over the repeats, each into a new archive; the
+receivers take turns within each repeat.
 """
 
 from __future__ import annotations
@@ -129,20 +130,24 @@ def main() -> None:
         try:
             receivers = [Portal(1, True), Portal(2, True), Workers(1, services),
                          Workers(2, services)][2 if args.scale_only else 0:]
-            for number, receiver in enumerate(receivers):
-                for assocs in (1, 4):
-                    rates = []
-                    for repeat in range(args.repeat):
+            # The receivers take turns within each repeat, so that a slow spell of the machine
+            # (its speed varies by 2x from hour to hour) falls on all of them alike.
+            for assocs in (1, 4):
+                rates: dict[int, list[float]] = {n: [] for n in range(len(receivers))}
+                for repeat in range(args.repeat):
+                    for number, receiver in enumerate(receivers):
                         tmp = Path(workdir) / f"run{number}.{assocs}.{repeat}"
                         tmp.mkdir()
                         port = receiver.start(tmp)
                         try:
-                            rates.append(send(files, port, assocs, "PORTAL", tmp))
+                            rates[number].append(send(files, port, assocs, "PORTAL", tmp))
                             assert receiver.count() == len(files), "not every instance indexed"
                         finally:
                             receiver.stop()
-                    print(f"{receiver.label:58} {assocs:>5}  {statistics.median(rates):8.0f} "
-                          f"{min(rates):8.0f} {max(rates):8.0f}", flush=True)
+                for number, receiver in enumerate(receivers):
+                    got = rates[number]
+                    print(f"{receiver.label:58} {assocs:>5}  {statistics.median(got):8.0f} "
+                          f"{min(got):8.0f} {max(got):8.0f}", flush=True)
         finally:
             services.stop()
 
