@@ -7,9 +7,10 @@ associations) into
   PostgreSQL and Redis started here (Debian's packages, default durability: fsync and
   synchronous commit on), 1 and 2 workers sharing the port.
 
-    .venv/bin/python bench/scale.py --count 400 --repeat 3
+    .venv/bin/python bench/scale.py --count 400 --repeat 5 [--sync full]
 
-Every receiver writes its files with fsync on; every run checks that all instances were
+Every receiver writes its files with fsync on (`--sync full`: PORTAL_STORAGE_FSYNC=full, so
+that SQLite syncs each commit as PostgreSQL does); every run checks that all instances were
 indexed. Instances/s, median (min, max) over the repeats, each into a new archive; the
 receivers take turns within each repeat.
 """
@@ -75,16 +76,17 @@ class Services:
 class Workers(Portal):
     """`workers` Celery workers with the DIMSE listener, on a new PostgreSQL database."""
 
-    def __init__(self, workers: int, services: Services) -> None:
+    def __init__(self, workers: int, services: Services, sync: str = "on") -> None:
         super().__init__(workers, True)
-        self.workers, self.services = workers, services
-        self.label = f"scale mode, {workers} worker(s), PostgreSQL + Redis"
+        self.workers, self.services, self.sync = workers, services, sync
+        self.label = f"scale mode, {workers} worker(s), PostgreSQL + Redis, fsync={sync}"
 
     def start(self, tmp: Path) -> int:
         self.port = free_port()
         self.env = {**os.environ, "PORTAL_DATA_DIR": str(tmp / "portal"),
                     "PORTAL_DIMSE_PORT": str(self.port), "PORTAL_DIMSE_HOST": "127.0.0.1",
-                    "PORTAL_STORAGE_FSYNC": "1", "DATABASE_URL": self.services.new_database(),
+                    "PORTAL_STORAGE_FSYNC": self.sync,
+                    "DATABASE_URL": self.services.new_database(),
                     "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
                     "PORTAL_HL7_PORT": "0"}
         manage = [sys.executable, str(ROOT / "manage.py")]
@@ -119,6 +121,9 @@ def main() -> None:
     parser.add_argument("--pg-options", default="",
                         help='more server settings, e.g. "-c commit_delay=1000"')
     parser.add_argument("--scale-only", action="store_true", help="the workers only")
+    parser.add_argument("--sync", choices=("on", "full"), default="on",
+                        help="PORTAL_STORAGE_FSYNC of every receiver (full: SQLite syncs each "
+                             "commit too, as PostgreSQL does by default)")
     args = parser.parse_args()
     files = make_ct_series(ROOT / "bench" / "out" / "ct512", args.count)
     print(f"{len(files)} CT instances; machine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -128,8 +133,11 @@ def main() -> None:
         os.chmod(workdir, 0o755)  # PostgreSQL's own account keeps its data in there
         services = Services(Path(workdir) / "services", args.pg_options)
         try:
-            receivers = [Portal(1, True), Portal(2, True), Workers(1, services),
-                         Workers(2, services)][2 if args.scale_only else 0:]
+            sync = {"PORTAL_STORAGE_FSYNC": args.sync}
+            receivers = [
+                Portal(n, True, sync, f"portal ({n} SCP process(es), fsync={args.sync})")
+                for n in (1, 2)] + [Workers(n, services, args.sync) for n in (1, 2)]
+            receivers = receivers[2 if args.scale_only else 0:]
             # The receivers take turns within each repeat, so that a slow spell of the machine
             # (its speed varies by 2x from hour to hour) falls on all of them alike.
             for assocs in (1, 4):
