@@ -25,7 +25,7 @@ from functools import partial
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -305,10 +305,14 @@ def _store_into_known_series(place: _Place, fields: dict, storage: Storage,
             _SQL["insert_known"],
             [*(values[name] for name in _INSERT_FIELDS if name != "series_id"), row[0],
              place.series_uid, *row[1:], *_received(now)],
-        ).fetchone() is not None
-    except DatabaseError as exc:  # e.g. the series deleted meanwhile: the general path retries
+        ).fetchone()[0] == 1
+    except (IntegrityError, OperationalError) as exc:
+        # a race the general path retries on: the series deleted meanwhile, a deadlock...
         log.debug("one-statement store fell back: %s", type(exc).__name__)
         inserted = False
+    except BaseException:
+        storage.uncommit(pending, key)
+        raise
     if not inserted:
         storage.uncommit(pending, key)
     return inserted
@@ -402,9 +406,11 @@ def _build_sql() -> dict[str, str]:
         f"WITH added AS (INSERT INTO {i} ({columns}) SELECT {typed} FROM {se} {joins} "
         f"WHERE {still} ON CONFLICT DO NOTHING RETURNING series_id), "
         f"counted AS (UPDATE {se} SET number_of_instances = number_of_instances + 1 "
-        f"WHERE id IN (SELECT series_id FROM added) RETURNING study_id) "
-        f"UPDATE {st} SET number_of_instances = number_of_instances + 1, {received} "
-        f"WHERE id IN (SELECT study_id FROM counted) RETURNING id")
+        f"WHERE id IN (SELECT series_id FROM added) RETURNING study_id), "
+        f"study AS (UPDATE {st} SET number_of_instances = number_of_instances + 1, {received} "
+        f"WHERE id IN (SELECT study_id FROM counted)) "
+        # whether the instance row went in decides: committed, it must keep its file
+        f"SELECT count(*) FROM added")
     return {
         # FOR UPDATE: a concurrent store of the same instance (PostgreSQL; SQLite has one
         # writer) waits until this one commits, then decides on what it did, so two re-sends
