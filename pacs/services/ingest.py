@@ -4,7 +4,9 @@ Order of work (docs/architecture.md, "The store path"):
 1. parse the header strictly from the received bytes (a malformed file is refused here);
 2. write the bytes durably under a temporary name;
 3. index in one short transaction and make the file visible by rename inside it;
-   a failure at any step removes the temporary file, so nothing is half-indexed.
+   a failure at any step removes the temporary file, so nothing is half-indexed. On
+   PostgreSQL a new instance of a series seen before is one statement instead
+   (``_store_into_known_series``), and anything else goes through that transaction.
 A re-sent SOP Instance UID follows settings.DUPLICATE_POLICY: "keep" (default, like Orthanc
 and dcm4chee) leaves the stored instance untouched; "replace" swaps in the new file. Either way
 a re-sent instance whose stored file is missing (lost with a power failure before its rename
