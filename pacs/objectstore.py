@@ -115,6 +115,11 @@ class ObjectStorage:
     def uncommit(self, pending: PendingFile, key: str) -> None:
         """Nothing to undo: the upload stays until ``discard`` deletes it."""
 
+    def keep(self, pending: PendingFile) -> None:
+        """The upload stays, whatever happens next (``discard`` included): for a store whose
+        COMMIT may or may not have happened."""
+        pending.key = None
+
     def discard(self, pending: PendingFile) -> None:
         if pending.key is not None:
             self.delete(pending.key)

@@ -78,6 +78,8 @@ class Storage(Protocol):
 
     def uncommit(self, pending: PendingFile, key: str) -> None: ...
 
+    def keep(self, pending: PendingFile) -> None: ...
+
     def discard(self, pending: PendingFile) -> None: ...
 
     def delete(self, key: str) -> None: ...
@@ -229,6 +231,11 @@ class LocalStorage:
         """Undo commit() when the transaction that published the file did not commit."""
         assert pending.temp_path is not None
         os.replace(self.path(key), pending.temp_path)
+
+    def keep(self, pending: PendingFile) -> None:
+        """The published file stays where it is, whatever happens next (``discard`` included):
+        for a store whose COMMIT may or may not have happened."""
+        pending.temp_path = None
 
     def discard(self, pending: PendingFile) -> None:
         if pending.temp_path is not None:

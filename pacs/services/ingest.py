@@ -172,6 +172,9 @@ def _index_with_retry(place: _Place, fields: dict, storage: Storage, pending: Pe
         try:
             outcome = group_commit.write_together(job)
         except BaseException as exc:
+            if published and _outcome_unknown(exc):
+                storage.keep(pending)  # the row may be in: its file stays (an orphan at worst)
+                raise
             if published:
                 storage.uncommit(pending, published[0])
             if isinstance(exc, (IntegrityError, OperationalError)) and attempt < INDEX_ATTEMPTS:
@@ -182,6 +185,17 @@ def _index_with_retry(place: _Place, fields: dict, storage: Storage, pending: Pe
             storage.discard(pending)
         return outcome
     raise AssertionError("unreachable")
+
+
+def _outcome_unknown(exc: BaseException) -> bool:
+    """Whether ``exc`` came with the database connection lost (PostgreSQL), so that what was
+    sent may or may not have been committed: the server may have committed a COMMIT whose
+    answer never arrived. Then the published file is kept: a file without a row is an orphan
+    that check_storage indexes, a row without its file would be a lost image. SQLite commits
+    in the process, so an error there always means not committed."""
+    if not isinstance(exc, OperationalError):
+        return False
+    return connection.connection is None or not connection.is_usable()
 
 
 def _index_and_publish(place: _Place, fields: dict, storage: Storage, pending: PendingFile,
@@ -309,6 +323,9 @@ def _store_into_known_series(place: _Place, fields: dict, storage: Storage,
              place.series_uid, *row[1:], *_received(now)],
         ).fetchone()[0] == 1
     except (IntegrityError, OperationalError) as exc:
+        if _outcome_unknown(exc):
+            storage.keep(pending)  # the row may be in: its file stays (an orphan at worst)
+            raise
         # a race the general path retries on: the series deleted meanwhile, a deadlock...
         log.debug("one-statement store fell back: %s", type(exc).__name__)
         inserted = False

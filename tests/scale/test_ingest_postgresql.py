@@ -258,3 +258,53 @@ def test_an_instance_a_forwarding_rule_takes_is_queued_with_it(storage_dir, one_
     assert one_statement == [False, False, True, False]
     assert list(ForwardItem.objects.values_list("sop_instance_uid", flat=True)) == [
         Instance.objects.get(sop_instance_uid__endswith=".1.4").sop_instance_uid]
+
+
+def _answer_lost(monkeypatch, target, name: str, when=lambda *args: True):
+    """Make ``target.name`` do its work (a COMMIT included), then lose the connection before
+    its answer: as when the server commits and the network drops the reply."""
+    from django.db import OperationalError
+
+    real = getattr(target, name)
+
+    def lost(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if not when(*args):
+            return result
+        connection.connection.close()  # the driver's socket: Django still thinks it is open
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(target, name, lost)
+
+
+@pytest.mark.parametrize("path", ["general", "one statement"])
+def test_a_commit_whose_answer_is_lost_keeps_the_file(storage_dir, one_statement, monkeypatch,
+                                                      path):
+    """If the connection drops while the server commits a store, the portal cannot know
+    whether the row went in: the store fails (the modality sends again), and the file stays,
+    so that no row is ever left without its file; the re-send finds both."""
+    from django.db import OperationalError
+
+    from core import group_commit, statements
+    from pacs.services import ingest
+
+    images = _series_images(3)
+    if path == "general":
+        _answer_lost(monkeypatch, group_commit, "write_together")
+        last = images[0]
+    else:
+        for data in images[:2]:
+            store_instance(data=data, received_from="test")
+        _answer_lost(monkeypatch, statements, "execute",
+                     when=lambda sql, params: sql == ingest._SQL["insert_known"])
+        last = images[2]
+    with pytest.raises(OperationalError):
+        store_instance(data=last, received_from="test")
+    monkeypatch.undo()
+    connection.close()  # Django's turn to see the connection gone; the next query reconnects
+    stored = Instance.objects.get(sop_instance_uid__endswith=".1.1" if path == "general"
+                                  else ".1.3")
+    assert (storage_dir / stored.file_key).read_bytes() == last
+    assert _files(storage_dir) == set(Instance.objects.values_list("file_key", flat=True))
+    assert store_instance(data=last, received_from="test").outcome == Outcome.DUPLICATE
+    assert not list((storage_dir / ".incoming").glob("*"))
