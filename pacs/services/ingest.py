@@ -231,8 +231,8 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
     if existing:
         return _resent(place, existing, series, fields, pending, key, storage)
     series_id, study_id = _series_for(place, series)
-    if series and _agrees(place, series):
-        _known_series.remember(place.series_uid, series)
+    if series and connection.vendor == "postgresql" and _agrees(place, series):
+        _known_series.remember(place.series_uid, series)  # the one-statement path's hint
     now = timezone.now()
     values = _instance_values(place, fields, pending, key, series_id,
                               connection.ops.adapt_datetimefield_value(now))
@@ -307,9 +307,11 @@ def _store_into_known_series(place: _Place, fields: dict, storage: Storage,
     Not on SQLite: its writers commit in groups (``group_commit``), which one transaction per
     store would undo; nor with a forwarding rule that takes the instance (its queue rows go in
     the same transaction), nor inside an open transaction."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return False
     row = _known_series.get(place.series_uid)
-    if (row is None or connection.vendor != "postgresql" or connection.in_atomic_block
-            or not _agrees(place, row) or forwarding.destinations(place.origin, place.header)):
+    if (row is None or not _agrees(place, row)
+            or forwarding.destinations(place.origin, place.header)):
         return False
     if not storage.publish_new(pending, key):  # stored before, or an orphan: the general path
         return False
