@@ -13,6 +13,7 @@ from django.db import connection
 from pacs.models import Instance
 from pacs.services.ingest import Outcome, store_instance
 from pacs.storage import LocalStorage
+from tests import stored
 from tests.samples import sample
 from tests.service.test_ingest import (  # noqa: F401  (collected here too: the 3rd store
     test_a_studys_received_time_follows_its_instances_to_the_second,  # is one statement)
@@ -155,11 +156,6 @@ def one_statement(monkeypatch):
     return answers
 
 
-def _files(storage_dir) -> set[str]:
-    return {str(p.relative_to(storage_dir)) for p in storage_dir.rglob("*")
-            if p.is_file() and ".incoming" not in p.parts}
-
-
 def test_a_series_is_stored_one_statement_per_instance_after_its_first_two(storage_dir,
                                                                              one_statement):
     from pacs.models import Series, Study
@@ -170,12 +166,12 @@ def test_a_series_is_stored_one_statement_per_instance_after_its_first_two(stora
     assert one_statement == [False, False, True, True, True, True]
     series = Series.objects.get()
     assert series.number_of_instances == 6 and Study.objects.get().number_of_instances == 6
-    assert _files(storage_dir) == set(Instance.objects.values_list("file_key", flat=True))
+    assert set(stored.keys()) == set(Instance.objects.values_list("file_key", flat=True))
     assert not list((storage_dir / ".incoming").glob("*"))
-    stored = Instance.objects.get(sop_instance_uid=f"{series.series_instance_uid}.6")
-    assert stored.file_size == len(_series_images(6)[5]) and stored.has_pixel_data
-    assert stored.metadata["00100010"]["Value"] == [{"Alphabetic": "CompressedSamples^CT1"}]
-    assert stored.received_at is not None and stored.series_id == series.pk
+    sixth = Instance.objects.get(sop_instance_uid=f"{series.series_instance_uid}.6")
+    assert sixth.file_size == len(_series_images(6)[5]) and sixth.has_pixel_data
+    assert sixth.metadata["00100010"]["Value"] == [{"Alphabetic": "CompressedSamples^CT1"}]
+    assert sixth.received_at is not None and sixth.series_id == series.pk
 
 
 def test_a_resent_instance_of_a_known_series_never_replaces_the_stored_file(storage_dir,
@@ -184,13 +180,13 @@ def test_a_resent_instance_of_a_known_series_never_replaces_the_stored_file(stor
     for data in images:
         store_instance(data=data, received_from="test")
     key = Instance.objects.get(sop_instance_uid__endswith=".1.3").file_key
-    before = (storage_dir / key).read_bytes()
+    before = stored.read(key)
     changed = _series_images(3, ImageComments="sent again, changed")[2]
     assert changed != before
     assert store_instance(data=changed, received_from="test").outcome == Outcome.DUPLICATE
     assert one_statement[-1] is False
-    assert (storage_dir / key).read_bytes() == before
-    assert Instance.objects.count() == 3 and _files(storage_dir) == set(
+    assert stored.read(key) == before
+    assert Instance.objects.count() == 3 and set(stored.keys()) == set(
         Instance.objects.values_list("file_key", flat=True))
     assert not list((storage_dir / ".incoming").glob("*"))
 
@@ -220,7 +216,7 @@ def test_a_study_changed_since_the_series_was_seen_takes_the_general_path(storag
         store_instance(data=images[4], received_from="test")
     assert one_statement[-1] is False
     assert Instance.objects.count() == 4
-    assert _files(storage_dir) == set(Instance.objects.values_list("file_key", flat=True))
+    assert set(stored.keys()) == set(Instance.objects.values_list("file_key", flat=True))
 
 
 def test_a_series_deleted_since_it_was_seen_is_made_again(storage_dir, one_statement):
@@ -236,7 +232,7 @@ def test_a_series_deleted_since_it_was_seen_is_made_again(storage_dir, one_state
     assert one_statement[3] is False
     assert Series.objects.get().number_of_instances == 2
     assert Study.objects.get().number_of_instances == 2
-    assert _files(storage_dir) == set(Instance.objects.values_list("file_key", flat=True))
+    assert set(stored.keys()) == set(Instance.objects.values_list("file_key", flat=True))
 
 
 def test_an_instance_a_forwarding_rule_takes_is_queued_with_it(storage_dir, one_statement):
@@ -302,9 +298,9 @@ def test_a_commit_whose_answer_is_lost_keeps_the_file(storage_dir, one_statement
         store_instance(data=last, received_from="test")
     monkeypatch.undo()
     connection.close()  # Django's turn to see the connection gone; the next query reconnects
-    stored = Instance.objects.get(sop_instance_uid__endswith=".1.1" if path == "general"
-                                  else ".1.3")
-    assert (storage_dir / stored.file_key).read_bytes() == last
-    assert _files(storage_dir) == set(Instance.objects.values_list("file_key", flat=True))
+    kept = Instance.objects.get(sop_instance_uid__endswith=".1.1" if path == "general"
+                                else ".1.3")
+    assert stored.read(kept.file_key) == last
+    assert set(stored.keys()) == set(Instance.objects.values_list("file_key", flat=True))
     assert store_instance(data=last, received_from="test").outcome == Outcome.DUPLICATE
     assert not list((storage_dir / ".incoming").glob("*"))
