@@ -172,10 +172,10 @@ def _index_with_retry(place: _Place, fields: dict, storage: Storage, pending: Pe
         try:
             outcome = group_commit.write_together(job)
         except BaseException as exc:
-            if published and _outcome_unknown(exc):
-                storage.keep(pending)  # the row may be in: its file stays (an orphan at worst)
-                raise
             if published:
+                if _outcome_unknown(exc):
+                    storage.keep(pending)  # the row may be in: the file stays (orphan at worst)
+                    raise
                 storage.uncommit(pending, published[0])
             if isinstance(exc, (IntegrityError, OperationalError)) and attempt < INDEX_ATTEMPTS:
                 time.sleep(0.01 * attempt)
@@ -234,8 +234,7 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
     if series and connection.vendor == "postgresql" and _agrees(place, series):
         _known_series.remember(place.series_uid, series)  # the one-statement path's hint
     now = timezone.now()
-    values = _instance_values(place, fields, pending, key, series_id,
-                              connection.ops.adapt_datetimefield_value(now))
+    values = _instance_values(place, fields, pending, key, series_id, now)
     statements.execute_all([(_SQL["insert"], [values[name] for name in _INSERT_FIELDS]),
                             (_SQL["count_series"], [series_id]),
                             (_SQL["count_study"], [*_received(now), study_id])])
@@ -243,18 +242,19 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
     return Outcome.STORED, key, None
 
 
-def _received(now) -> tuple:
+def _received(now: dt.datetime) -> tuple:
     """The parameters of the study's ``received`` assignment (``_build_sql``)."""
     adapt = connection.ops.adapt_datetimefield_value
     return adapt(now - RECEIVED_RESOLUTION), adapt(now)
 
 
 def _instance_values(place: _Place, fields: dict, pending: PendingFile, key: str,
-                     series_id: int, now) -> dict:
+                     series_id: int, now: dt.datetime) -> dict:
+    """The instance row's columns by field name, in database form."""
     return {**fields, "metadata": orjson.dumps(fields["metadata"]).decode(),
             "sop_instance_uid": place.sop_uid, "series_id": series_id, "file_key": key,
             "file_size": pending.size, "received_from": place.origin[:128],
-            "received_at": now}
+            "received_at": connection.ops.adapt_datetimefield_value(now)}
 
 
 class _KnownSeries:
@@ -316,8 +316,7 @@ def _store_into_known_series(place: _Place, fields: dict, storage: Storage,
     if not storage.publish_new(pending, key):  # stored before, or an orphan: the general path
         return False
     now = timezone.now()
-    values = _instance_values(place, fields, pending, key, row[0],
-                              connection.ops.adapt_datetimefield_value(now))
+    values = _instance_values(place, fields, pending, key, row[0], now)
     try:
         inserted = statements.execute(
             _SQL["insert_known"],
