@@ -226,8 +226,13 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
     """
     # both lookups at once (one round trip on PostgreSQL); the series is what a new
     # instance, by far the most frequent case, needs next
-    existing, series = (cursor.fetchone() for cursor in statements.execute_all(
-        [(_SQL["existing"], [place.sop_uid]), (_SQL["series"], [place.series_uid])]))
+    batch = [(_SQL["existing"], [place.sop_uid]), (_SQL["series"], [place.series_uid])]
+    # the store's own transaction (not a caller's): its commit as PORTAL_STORAGE_FSYNC says
+    commit_as = (_synchronous_commit() if connection.vendor == "postgresql"
+                 and len(connection.atomic_blocks) == 1 else None)
+    if commit_as:
+        batch.append((_SQL["synchronous_commit"], [commit_as]))
+    existing, series = (cursor.fetchone() for cursor in statements.execute_all(batch)[:2])
     if existing:
         return _resent(place, existing, series, fields, pending, key, storage)
     series_id, study_id = _series_for(place, series)
@@ -240,6 +245,22 @@ def _index(place: _Place, fields: dict, pending: PendingFile, key: str,
                             (_SQL["count_study"], [*_received(now), study_id])])
     forwarding.queue(place.origin, place.header, place.sop_uid)
     return Outcome.STORED, key, None
+
+
+def _synchronous_commit() -> str | None:
+    """What a store's transaction sets PostgreSQL's ``synchronous_commit`` to; None: the
+    database's own setting (durable unless a site turned it off).
+
+    PORTAL_STORAGE_FSYNC on (the default) syncs a received file's bytes before the answer but
+    not its name in the series folder, and SQLite's commits are not synced either
+    (synchronous=NORMAL): a power failure may lose the last stores, and whatever of them is on
+    disk is an orphan file that check_storage indexes again. A store on PostgreSQL makes the
+    same promise, so it does not wait for its own commit's flush (which is what made one
+    association into scale mode slower than into embedded SQLite, bench/scale.py): the
+    setting is local to the store's transaction, and what else the portal commits (an HL7
+    order, a storage commitment request, a user) commits durably, flushing every store
+    committed before it. With ``full`` every commit is synced, on both databases."""
+    return None if settings.STORAGE_SYNC == "full" else "off"
 
 
 def _received(now: dt.datetime) -> tuple:
@@ -321,7 +342,7 @@ def _store_into_known_series(place: _Place, fields: dict, storage: Storage,
         inserted = statements.execute(
             _SQL["insert_known"],
             [*(values[name] for name in _INSERT_FIELDS if name != "series_id"), row[0],
-             place.series_uid, *row[1:], *_received(now)],
+             place.series_uid, *row[1:], *_received(now), _synchronous_commit()],
         ).fetchone()[0] == 1
     except (IntegrityError, OperationalError) as exc:
         if _outcome_unknown(exc):
@@ -429,8 +450,11 @@ def _build_sql() -> dict[str, str]:
         f"WHERE id IN (SELECT series_id FROM added) RETURNING study_id), "
         f"study AS (UPDATE {st} SET number_of_instances = number_of_instances + 1, {received} "
         f"WHERE id IN (SELECT study_id FROM counted)) "
-        # whether the instance row went in decides: committed, it must keep its file
-        f"SELECT count(*) FROM added")
+        # whether the instance row went in decides: committed, it must keep its file; and
+        # the statement's own transaction commits as _synchronous_commit() says (the setting
+        # in force at COMMIT decides, and set_config's is this transaction's only)
+        f"SELECT (SELECT count(*) FROM added), set_config('synchronous_commit', "
+        f"COALESCE(%s, current_setting('synchronous_commit')), true)")
     return {
         # FOR UPDATE: a concurrent store of the same instance (PostgreSQL; SQLite has one
         # writer) waits until this one commits, then decides on what it did, so two re-sends
@@ -446,6 +470,7 @@ def _build_sql() -> dict[str, str]:
         "series": f"SELECT {', '.join(looked_up)} "
                   f"FROM {se} {joins} WHERE {se}.series_instance_uid = %s",
         "insert_known": insert_known,
+        "synchronous_commit": "SELECT set_config('synchronous_commit', %s, true)",
         "count_series": f"UPDATE {se} "
                         "SET number_of_instances = number_of_instances + 1 WHERE id = %s",
         "count_study": f"UPDATE {st} SET number_of_instances = "

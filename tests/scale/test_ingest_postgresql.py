@@ -304,3 +304,88 @@ def test_a_commit_whose_answer_is_lost_keeps_the_file(storage_dir, one_statement
     assert set(stored.keys()) == set(Instance.objects.values_list("file_key", flat=True))
     assert store_instance(data=last, received_from="test").outcome == Outcome.DUPLICATE
     assert not list((storage_dir / ".incoming").glob("*"))
+
+
+@pytest.fixture
+def commits():
+    """The ``synchronous_commit`` in force when each transaction that inserts an instance or a
+    storage commitment request commits, in order: a deferred constraint trigger runs at
+    COMMIT, where PostgreSQL reads the setting that decides whether COMMIT waits for the
+    flush."""
+    from pacs.models import CommitmentRequest
+
+    tables = [Instance._meta.db_table, CommitmentRequest._meta.db_table]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE test_commits (id serial, tbl text, setting text);"
+            "CREATE FUNCTION test_note_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO test_commits (tbl, setting) "
+            "VALUES (TG_TABLE_NAME, current_setting('synchronous_commit')); RETURN NULL; END $$;"
+            + "".join(f"CREATE CONSTRAINT TRIGGER test_note_commit AFTER INSERT ON {table} "
+                      "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+                      "EXECUTE FUNCTION test_note_commit();" for table in tables))
+
+    def seen() -> list[tuple[str, str]]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT tbl, setting FROM test_commits ORDER BY id")
+            return [("instance" if tbl == tables[0] else "commitment", setting)
+                    for tbl, setting in cursor.fetchall()]
+
+    yield seen
+    connection.close()  # a test may leave the connection in a failed state
+    with connection.cursor() as cursor:
+        cursor.execute("".join(f"DROP TRIGGER test_note_commit ON {table};" for table in tables)
+                       + "DROP FUNCTION test_note_commit(); DROP TABLE test_commits;")
+
+
+def _commitment_request(monkeypatch, uids: list[str]) -> None:
+    from pydicom.dataset import Dataset
+
+    from pacs.services import commitment
+
+    monkeypatch.setattr(commitment.courier, "wake", lambda *args, **kwargs: None)
+    request = Dataset()
+    request.TransactionUID = "1.2.826.0.1.3680043.8.498.99"
+    request.ReferencedSOPSequence = []
+    for uid in uids:
+        item = Dataset()
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", uid
+        request.ReferencedSOPSequence.append(item)
+    commitment.request("MODALITY", request)
+
+
+def test_with_fsync_on_a_store_commits_without_waiting_for_the_flush(storage_dir, commits,
+                                                                     one_statement,
+                                                                     monkeypatch):
+    """PORTAL_STORAGE_FSYNC=on (the default) promises of the index what SQLite's
+    synchronous=NORMAL does: each store's own transaction, on both paths, commits with
+    synchronous_commit off; nothing else does: a storage commitment request after the stores
+    commits durably (and so flushes them), and the connection keeps the server's setting."""
+    images = _series_images(4)
+    for data in images:
+        store_instance(data=data, received_from="test")
+    assert one_statement == [False, False, True, True]
+    _commitment_request(monkeypatch, list(Instance.objects.values_list("sop_instance_uid",
+                                                                       flat=True)))
+    assert commits() == [("instance", "off")] * 4 + [("commitment", "on")]
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+
+
+def test_with_fsync_full_every_store_commits_durably(storage_dir, commits, one_statement,
+                                                     settings):
+    settings.STORAGE_SYNC = "full"
+    for data in _series_images(4):
+        store_instance(data=data, received_from="test")
+    assert one_statement == [False, False, True, True]
+    assert commits() == [("instance", "on")] * 4
+
+
+def test_a_store_inside_a_callers_transaction_leaves_its_commit_alone(storage_dir, commits):
+    from django.db import transaction
+
+    with transaction.atomic():
+        for data in _series_images(3):
+            store_instance(data=data, received_from="test")
+    assert commits() == [("instance", "on")] * 3
