@@ -4,13 +4,14 @@ associations) into
 
 - the embedded portal: `manage.py dimse_scp`, SQLite, 1 and 2 SCP processes;
 - scale mode: Celery workers running the DIMSE listener (`celery worker --listeners dimse`),
-  PostgreSQL and Redis started here (Debian's packages, default durability: fsync and
-  synchronous commit on), 1 and 2 workers sharing the port.
+  PostgreSQL and Redis started here (Debian's packages, default settings: fsync and
+  synchronous commit on, which stores set off for themselves under PORTAL_STORAGE_FSYNC=on,
+  as SQLite does not sync their commits), 1 and 2 workers sharing the port.
 
     .venv/bin/python bench/scale.py --count 400 --repeat 5 [--sync full]
 
 Every receiver writes its files with fsync on (`--sync full`: PORTAL_STORAGE_FSYNC=full, so
-that SQLite syncs each commit as PostgreSQL does); every run checks that all instances were
+that both databases sync each store's commit); every run checks that all instances were
 indexed. Instances/s, median (min, max) over the repeats, each into a new archive; the
 receivers take turns within each repeat.
 """
@@ -122,8 +123,8 @@ def main() -> None:
                         help='more server settings, e.g. "-c commit_delay=1000"')
     parser.add_argument("--scale-only", action="store_true", help="the workers only")
     parser.add_argument("--sync", choices=("on", "full"), default="on",
-                        help="PORTAL_STORAGE_FSYNC of every receiver (full: SQLite syncs each "
-                             "commit too, as PostgreSQL does by default)")
+                        help="PORTAL_STORAGE_FSYNC of every receiver (full: each store's "
+                             "commit is synced too, on both databases)")
     args = parser.parse_args()
     files = make_ct_series(ROOT / "bench" / "out" / "ct512", args.count)
     print(f"{len(files)} CT instances; machine: {platform.machine()}, {os.cpu_count()} cores, "

@@ -173,8 +173,10 @@ TEMPLATES = [
 ]
 
 # PORTAL_STORAGE_FSYNC: "on" (default): a received file's bytes are on disk before the store
-# is answered; "full": also its name in the series folder and, on SQLite, each commit
-# (synchronous=FULL), so that a power failure loses no answered store; "off": no syncs.
+# is answered, not its index commit (SQLite synchronous=NORMAL; on PostgreSQL the store's
+# transaction commits with synchronous_commit off, pacs.services.ingest); "full": also its
+# name in the series folder and each store's commit, so that a power failure loses no
+# answered store; "off": no syncs.
 _sync = os.environ.get("PORTAL_STORAGE_FSYNC", "").strip().lower() or "on"
 STORAGE_SYNC = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off",
                 "no": "off"}.get(_sync, _sync)
