@@ -252,27 +252,40 @@ def _measure_running(line, dimse_port: int, session, base: str, count: int, repe
         times, size = _http_times(session, url, repeat)
         line(label, f"{statistics.median(times) * 1000:.1f} ms (min "
              f"{min(times) * 1000:.1f}, max {max(times) * 1000:.1f}), {size} bytes")
-    # one run of 200 images spreads by up to a quarter from the next on this machine: the
-    # median of INGEST_RUNS, each of new images, taking turns with the other association count
+    for associations, runs in ingest_runs(images, dimse_port, INGEST_RUNS, tmp).items():
+        line(f"ingest 512x512 CT, {associations} association(s)",
+             f"{statistics.median(runs):.0f} inst/s (min {min(runs):.0f}, max {max(runs):.0f})")
+
+
+def ingest_runs(images: list[Path], dimse_port: int, runs: int,
+                tmp: Path) -> dict[int, list[float]]:
+    """Instances/s of ``runs`` pairs of storescu runs, 200 of ``images`` over 1 association
+    then the next 200 over 4 (``images`` holds 400 per run: a re-sent image would be a
+    duplicate). One run spreads by up to a quarter from the next on this machine, so callers
+    take the median; the pairs take turns so that drift falls on both."""
     rates: dict[int, list[float]] = {1: [], 4: []}
-    for run in range(INGEST_RUNS):
+    for run in range(runs):
         for associations, first in ((1, 400 * run), (4, 400 * run + 200)):
             rates[associations].append(send(images[first:first + 200], dimse_port,
                                             associations, "PORTAL", tmp))
-    for associations, runs in rates.items():
-        line(f"ingest 512x512 CT, {associations} association(s)",
-             f"{statistics.median(runs):.0f} inst/s (min {min(runs):.0f}, max {max(runs):.0f})")
+    return rates
+
+
+def server_env(data_dir: str) -> dict[str, str]:
+    """The environment of a measured portal on ``data_dir``: none of this shell's portal
+    settings, no file syncs, the embedded jobs (nothing here needs workers)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "DJANGO_"))}
+    env.update({"PORTAL_DATA_DIR": data_dir, "PORTAL_STORAGE_FSYNC": "0",
+                "PORTAL_CONFIG_CACHE_SECONDS": "2"})
+    env.pop("REDIS_URL", None)
+    return env
 
 
 def measure(count: int, repeat: int, images: list[Path]) -> None:
     import requests
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PORTAL_", "DJANGO_"))}
-        env.update({"PORTAL_DATA_DIR": str(Path(tmp) / "var"), "PORTAL_STORAGE_FSYNC": "0",
-                    "PORTAL_CONFIG_CACHE_SECONDS": "2"})
-        env.pop("REDIS_URL", None)  # the embedded jobs: nothing here needs workers
+        env = server_env(str(Path(tmp) / "var"))
         if env.get("DATABASE_URL"):
             subprocess.run([sys.executable, str(ROOT / "manage.py"), "flush", "--no-input"],
                            env=env, check=True, cwd=ROOT, capture_output=True)

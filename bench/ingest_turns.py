@@ -21,7 +21,6 @@ median of each archive's runs over all rounds.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth  # noqa: E402
-from ingest import make_ct_series, send  # noqa: E402
+from ingest import make_ct_series  # noqa: E402
 
 
 def main() -> None:
@@ -44,11 +43,8 @@ def main() -> None:
     for spec in args.archive:
         label, _, where = spec.partition("=")
         data_dir, _, database = where.partition("@")
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PORTAL_", "DJANGO_")) and k not in ("DATABASE_URL",
-                                                                         "REDIS_URL")}
-        env.update({"PORTAL_DATA_DIR": data_dir, "PORTAL_STORAGE_FSYNC": "0",
-                    "PORTAL_CONFIG_CACHE_SECONDS": "2"})  # as growth.py measures
+        env = growth.server_env(data_dir)
+        env.pop("DATABASE_URL", None)
         if database:
             env["DATABASE_URL"] = database
         archives.append((label, env))
@@ -60,13 +56,11 @@ def main() -> None:
                 images = make_ct_series(Path(tmp) / f"ct-{round_}-{label}", 400 * args.runs)
                 server = growth.Serve(env)
                 try:
-                    for run in range(args.runs):
-                        for associations, first in ((1, 400 * run), (4, 400 * run + 200)):
-                            rate = send(images[first:first + 200], server.dimse, associations,
-                                        "PORTAL", Path(tmp))
-                            rates.setdefault((label, associations), []).append(rate)
+                    got = growth.ingest_runs(images, server.dimse, args.runs, Path(tmp))
                 finally:
                     server.stop()
+                for associations, runs in got.items():
+                    rates.setdefault((label, associations), []).extend(runs)
                 print(f"round {round_ + 1}, {label}: done", flush=True)
     print(f"{'archive':12} {'assoc':>5}  {'median':>7} {'min':>7} {'max':>7}  (inst/s)")
     for (label, associations), runs in sorted(rates.items(), key=lambda item: item[0][1]):
