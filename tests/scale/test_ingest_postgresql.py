@@ -339,19 +339,13 @@ def commits():
 
 
 def _commitment_request(monkeypatch, uids: list[str]) -> None:
-    from pydicom.dataset import Dataset
-
     from pacs.services import commitment
+    from tests.protocol.dimse.test_commitment import _info, _ref
 
     monkeypatch.setattr(commitment.courier, "wake", lambda *args, **kwargs: None)
-    request = Dataset()
-    request.TransactionUID = "1.2.826.0.1.3680043.8.498.99"
-    request.ReferencedSOPSequence = []
-    for uid in uids:
-        item = Dataset()
-        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", uid
-        request.ReferencedSOPSequence.append(item)
-    commitment.request("MODALITY", request)
+    commitment.request("MODALITY", _info("1.2.826.0.1.3680043.8.498.99",
+                                         *(_ref("1.2.840.10008.5.1.4.1.1.2", uid)
+                                           for uid in uids)))
 
 
 def test_with_fsync_on_a_store_commits_without_waiting_for_the_flush(storage_dir, commits,
